@@ -1,0 +1,1 @@
+"""NAILA ai_server."""

@@ -1,0 +1,1 @@
+"""NAILA device_agent."""

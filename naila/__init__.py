@@ -1,0 +1,1 @@
+"""The ``naila`` command: one entry point dispatching to each deployable."""

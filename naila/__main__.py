@@ -1,0 +1,5 @@
+import sys
+
+from naila.cli import main
+
+sys.exit(main())

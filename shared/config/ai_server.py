@@ -1,0 +1,41 @@
+"""AI server settings: gRPC listener, STT, LLM, TTS."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from shared.config.base import NailaSettings
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are NAILA, a friendly voice assistant in the user's home. "
+    "Answer in one or two short spoken sentences. No lists, no markdown."
+)
+
+
+class AIServerSettings(NailaSettings):
+    ai_server_host: str = Field("0.0.0.0", description="Address the gRPC server binds")
+    ai_server_port: Annotated[int, Field(ge=1, le=65535)] = Field(50051, description="gRPC port")
+    stt_model: str = Field(
+        "tiny.en", description="faster-whisper model: a path, or a size; 'tiny.en' = the shipped model"
+    )
+    stt_device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="STT device")
+    stt_compute_type: str = Field("int8", description="CTranslate2 compute type (int8, float16, ...)")
+    stt_beam_size: Annotated[int, Field(ge=1, le=10)] = Field(1, description="Whisper beam size")
+    llm_backend: Literal["embedded", "openai"] = Field(
+        "embedded", description="embedded llama.cpp, or an OpenAI-compatible server"
+    )
+    llm_model_path: str = Field("", description="GGUF file for the embedded backend; empty = shipped SmolLM2")
+    llm_base_url: str = Field("http://127.0.0.1:11434/v1", description="OpenAI-compatible base URL")
+    llm_api_key: str = Field("not-needed", description="API key for the OpenAI-compatible server")
+    llm_model: str = Field("smollm2", description="Model name sent to the OpenAI-compatible server")
+    llm_system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="Personality / system prompt")
+    llm_max_tokens: Annotated[int, Field(ge=8, le=4096)] = Field(96, description="Reply length cap, tokens")
+    llm_temperature: Annotated[float, Field(ge=0, le=2)] = Field(0.3, description="Sampling temperature")
+    llm_history_turns: Annotated[int, Field(ge=0, le=100)] = Field(
+        6, description="Past exchanges kept per device"
+    )
+    llm_threads: Annotated[int, Field(ge=0, le=256)] = Field(0, description="llama.cpp threads; 0 = auto")
+    tts_backend: Literal["piper", "espeak"] = Field("piper", description="TTS engine (espeak = fallback)")
+    tts_voice_path: str = Field("", description="Piper .onnx voice; empty = shipped joe-us voice")

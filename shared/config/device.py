@@ -1,0 +1,48 @@
+"""Device agent settings: identity, hub and audio/camera backends, echo cancellation."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from shared.config.base import NailaSettings
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class DeviceSettings(NailaSettings):
+    device_id: str = Field("pi-1", description="Device identity (letters, digits, _ . -)")
+    device_room: str = Field("", description="Room the device is in")
+    device_zone: str = Field("", description="Zone for camera alerts")
+    device_hub_url: str = Field("http://127.0.0.1:8080", description="Hub base URL")
+    device_hub_token: str = Field("", description="Bearer token for the hub (optional)")
+    device_audio_backend: Literal["sounddevice", "file"] = Field(
+        "sounddevice", description="sounddevice (ALSA) or file (WAV in, WAV out)"
+    )
+    device_mic_file: str = Field("", description="WAV played as the microphone (file backend)")
+    device_speaker_file: str = Field("", description="WAV that records the speaker (file backend)")
+    device_camera: Literal["none", "picamera2", "file", "synthetic"] = Field(
+        "none", description="Camera source"
+    )
+    device_camera_file: str = Field("", description="Video/image file for the file camera")
+    device_aec_filter_ms: Annotated[int, Field(ge=20, le=1000)] = Field(
+        200, description="Echo canceller filter length, ms"
+    )
+    device_aec_frame_ms: Annotated[int, Field(ge=5, le=40)] = Field(
+        10, description="Echo canceller frame, ms"
+    )
+    device_heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Status heartbeat period, s"
+    )
+    device_reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="Largest reconnect backoff, s"
+    )
+
+    @field_validator("device_id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        if not SAFE_ID.match(v):
+            raise ValueError("must be 1-64 of letters, digits, '_', '.', '-'")
+        return v

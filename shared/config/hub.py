@@ -1,0 +1,60 @@
+"""Hub settings: signaling server, VAD thresholds, gRPC link to the AI server."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from shared.config.base import NailaSettings
+
+
+class HubSettings(NailaSettings):
+    hub_host: str = Field("0.0.0.0", description="Address the hub's HTTP server binds")
+    hub_port: Annotated[int, Field(ge=1, le=65535)] = Field(8080, description="Hub HTTP port (/connect, /health)")
+    hub_ai_server: str = Field("127.0.0.1:50051", description="AI server gRPC address host:port")
+    hub_device_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-device bearer tokens as JSON {"device_id": "token"}; empty = no auth',
+    )
+    hub_max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = Field(
+        65536, description="Largest /connect body, bytes"
+    )
+    hub_vad_aggressiveness: Annotated[int, Field(ge=0, le=3)] = Field(
+        3, description="webrtcvad mode 0-3 (3 = fewest false positives)"
+    )
+    hub_vad_onset_frames: Annotated[int, Field(ge=1, le=50)] = Field(
+        3, description="Voiced 20 ms frames before START"
+    )
+    hub_vad_hangover_ms: Annotated[int, Field(ge=20, le=5000)] = Field(
+        300, description="Silence after speech before END, ms"
+    )
+    hub_vad_preroll_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
+        200, description="Audio before the onset sent with START, ms"
+    )
+    hub_barge_in_frames: Annotated[int, Field(ge=1, le=100)] = Field(
+        5, description="Voiced frames during TTS playback before INTERRUPT"
+    )
+    hub_dead_peer_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="Close a session after this long without RTP, s"
+    )
+    hub_device_queue_frames: Annotated[int, Field(ge=10, le=100_000)] = Field(
+        500, description="Per-device bounded queue, 20 ms frames"
+    )
+    hub_grpc_backoff_initial_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.2, description="First gRPC reconnect delay, s"
+    )
+    hub_grpc_backoff_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        5.0, description="Largest gRPC reconnect delay, s"
+    )
+    hub_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
+        1, description="aiortc jitter-buffer prefetch, packets (aiortc default 4)"
+    )
+
+    @field_validator("hub_device_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, v: object) -> object:
+        if isinstance(v, str):
+            return json.loads(v) if v.strip() else {}
+        return v

@@ -1,0 +1,18 @@
+"""MQTT broker address and credentials, shared by all three deployables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+
+from shared.config.base import NailaSettings
+
+
+class MqttSettings(NailaSettings):
+    mqtt_host: str = Field("127.0.0.1", description="MQTT broker host")
+    mqtt_port: Annotated[int, Field(ge=1, le=65535)] = Field(1883, description="MQTT broker port")
+    mqtt_username: str | None = Field(None, description="MQTT user name (optional)")
+    mqtt_password: SecretStr | None = Field(None, description="MQTT password (optional)")
+    mqtt_tls: bool = Field(False, description="Use TLS to the broker")
+    mqtt_keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(30, description="MQTT keep-alive, s")

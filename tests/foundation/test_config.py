@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import ALL_GROUPS, ConfigError, HubSettings, MediaSettings, VideoSettings, load
+from shared.config.doc import render
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_load_for_every_group() -> None:
+    for group in ALL_GROUPS:
+        load(group)
+
+
+def test_spec_variables_exist_with_spec_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    video = load(VideoSettings)
+    assert (video.video_resolution, video.video_max_fps) == ("640x480", 15)
+    assert (video.video_motion_threshold, video.video_process_every_n_frames) == (25, 3)
+    media = load(MediaSettings)
+    assert media.media_max_upload_size == 52428800
+    assert media.media_snapshot_timeout_ms == 5000
+    assert media.media_supported_image_formats == ["jpeg", "png", "webp", "gif"]
+    monkeypatch.setenv("MEDIA_SUPPORTED_VIDEO_FORMATS", "mp4, WEBM")
+    assert load(MediaSettings).media_supported_video_formats == ["mp4", "webm"]
+
+
+@pytest.mark.parametrize(
+    ("group", "var", "value"),
+    [
+        (HubSettings, "HUB_PORT", "eighty"),
+        (HubSettings, "HUB_VAD_AGGRESSIVENESS", "7"),
+        (VideoSettings, "VIDEO_RESOLUTION", "big"),
+        (MediaSettings, "MEDIA_MAX_UPLOAD_SIZE", "-1"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, group: type, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as err:
+        load(group)
+    msg = str(err.value)
+    assert var in msg and "\n" not in msg
+
+
+def test_readme_config_table_is_generated_from_the_models() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert render() in readme, "README config table is stale: run `naila config` and paste it"
