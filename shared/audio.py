@@ -37,7 +37,7 @@ def int16_to_float(x: Int16Array) -> Float32Array:
     return (x.astype(np.float32) / 32768.0).astype(np.float32)
 
 
-def float_to_int16(x: npt.NDArray[np.floating]) -> Int16Array:  # type: ignore[type-arg]
+def float_to_int16(x: npt.NDArray[np.floating]) -> Int16Array:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 

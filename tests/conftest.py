@@ -49,9 +49,9 @@ def mosquitto() -> Iterator[Broker]:
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_packet_size 67108864\n"
+        "max_packet_size 104857600\n"
     )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port("127.0.0.1", port, 10)
         yield Broker("127.0.0.1", port)

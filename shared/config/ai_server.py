@@ -39,3 +39,26 @@ class AIServerSettings(NailaSettings):
     llm_threads: Annotated[int, Field(ge=0, le=256)] = Field(0, description="llama.cpp threads; 0 = auto")
     tts_backend: Literal["piper", "espeak"] = Field("piper", description="TTS engine (espeak = fallback)")
     tts_voice_path: str = Field("", description="Piper .onnx voice; empty = shipped joe-us voice")
+    ai_server_metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        0, description="Prometheus /metrics HTTP port; 0 = off"
+    )
+    stt_language: str = Field("en", description="Spoken language for Whisper; empty = auto-detect")
+    stt_cpu_threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        0, description="CTranslate2 threads per transcription; 0 = min(4, CPU cores)"
+    )
+    stt_workers: Annotated[int, Field(ge=1, le=16)] = Field(
+        1, description="Transcriptions that may run at once (all devices)"
+    )
+    stt_speculative_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
+        100, description="Quiet tail after speech that starts a transcription before END, ms; 0 = off"
+    )
+    llm_context: Annotated[int, Field(ge=256, le=131072)] = Field(
+        2048, description="Context window of the embedded llama.cpp model, tokens"
+    )
+    llm_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="OpenAI-compatible server: request timeout, s"
+    )
+    tts_chunk_ms: Annotated[int, Field(ge=10, le=1000)] = Field(
+        40, description="Reply audio per AudioOutput message, ms"
+    )
+    tts_espeak_voice: str = Field("en-us", description="espeak-ng voice for the fallback TTS")

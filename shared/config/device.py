@@ -39,6 +39,29 @@ class DeviceSettings(NailaSettings):
     device_reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
         10.0, description="Largest reconnect backoff, s"
     )
+    device_reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.5, description="First reconnect backoff (doubles up to DEVICE_RECONNECT_MAX_S), s"
+    )
+    device_rtp_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        5.0, description="Reconnect when no audio arrives from the hub for this long, s"
+    )
+    device_aec_rate: int = Field(16000, description="Sample rate the echo canceller runs at: 16000 or 48000 Hz")
+    device_aec_ref_delay_ms: Annotated[int, Field(ge=0, le=500)] = Field(
+        0, description="Known speaker-to-mic device latency removed from the AEC reference, ms"
+    )
+    device_sound_input: str = Field("", description="sounddevice input device (name or index; empty = default)")
+    device_sound_output: str = Field("", description="sounddevice output device (name or index; empty = default)")
+    device_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
+        1, description="aiortc jitter-buffer prefetch for hub audio, packets (aiortc default 4)"
+    )
+    device_mqtt: bool = Field(True, description="Connect to the MQTT broker for status and commands")
+
+    @field_validator("device_aec_rate")
+    @classmethod
+    def _aec_rate(cls, v: int) -> int:
+        if v not in (16000, 48000):
+            raise ValueError("must be 16000 or 48000")
+        return v
 
     @field_validator("device_id")
     @classmethod

@@ -18,6 +18,6 @@ class MessageError(ValueError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         # Keep the message one line whatever was interpolated into it: handlers log it as is.
-        one_line = " ".join(message.split())
+        one_line = " ".join(message.splitlines())
         super().__init__(one_line)
         self.field = field

@@ -1,0 +1,138 @@
+"""``naila demo``: the whole product on one machine, on embedded defaults.
+
+Starts mosquitto (or uses ``--mqtt host:port``), the AI server with the shipped models, the
+hub, and a device agent whose microphone is a WAV of a spoken question (espeak-ng) and whose
+speaker is recorded to a WAV. Prints the transcript, the reply, the per-stage latency of the
+turn and the recorded reply's path; exits 0 when the assistant answered out loud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import types
+from pathlib import Path
+
+from naila.stack import Stack, new_workdir, wait_until
+
+DEFAULT_QUESTION = "What is the capital of France?"
+LEAD_SILENCE_S = 2.0  # the agent connects to the hub while this plays
+
+
+def _make_question_wav(text: str, path: Path) -> float:
+    import numpy as np
+
+    from shared.audio import espeak, write_wav
+
+    speech = espeak(text, rate=48_000)
+    lead = np.zeros(int(LEAD_SILENCE_S * 48_000), dtype=np.int16)
+    tail = np.zeros(int(1.0 * 48_000), dtype=np.int16)
+    write_wav(path, np.concatenate([lead, speech, tail]), 48_000)
+    return speech.size / 48_000
+
+
+def _print_turn(turn: dict[str, object], wav: Path) -> None:
+    timing = turn.get("timing") or {}
+    assert isinstance(timing, dict)
+    print()
+    print(f"  you said:    {turn.get('transcript', '')!r}")
+    print(f"  NAILA said:  {turn.get('reply_text', '')!r}")
+    if turn.get("error_code") not in (None, "", "NONE", 0):
+        print(f"  error:       {turn.get('error_code')}")
+    print("  latency after end of speech (AI server monotonic clock, ms):")
+    for key in ("stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms",
+                "first_frame_sent_ms", "total_ms"):
+        if key in timing:
+            print(f"    {key:<22} {timing[key]:>6}")
+    print(f"  reply audio: {wav}")
+
+
+def _speaker_has_speech(wav: Path) -> float:
+    from shared.audio import read_wav, rms_dbfs
+
+    if not wav.exists():
+        return 0.0
+    data, rate = read_wav(wav)
+    frame = rate // 50
+    voiced = sum(1 for i in range(0, data.size - frame, frame) if rms_dbfs(data[i:i + frame]) > -45)
+    return voiced * 0.02
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="naila demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--question", default=DEFAULT_QUESTION, help="what the device asks (spoken by espeak-ng)")
+    parser.add_argument("--mqtt", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
+    parser.add_argument("--out", type=Path, help="folder for the WAVs and logs (default: a temp folder)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    ns = parser.parse_args(argv)
+
+    workdir = ns.out or new_workdir("naila-demo-")
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir=workdir, progress=lambda m: print(m, flush=True))
+
+    def _sigterm(signum: int, frame: types.FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    question_wav, reply_wav = workdir / "question.wav", workdir / "reply.wav"
+    try:
+        external = None
+        if ns.mqtt:
+            host, _, port = ns.mqtt.rpartition(":")
+            external = (host or "127.0.0.1", int(port))
+        stack.start_mosquitto(external)
+        stack.start_ai_server()
+        stack.start_hub()
+        stack.wait_grpc_connected()
+        speech_s = _make_question_wav(ns.question, question_wav)
+        print(f"[demo] starting device agent 'demo-device' (microphone plays {speech_s:.1f}s: {ns.question!r})",
+              flush=True)
+        stack.extra_env.update(
+            DEVICE_ID="demo-device",
+            DEVICE_ROOM="demo",
+            DEVICE_HUB_URL=stack.hub_url,
+            DEVICE_AUDIO_BACKEND="file",
+            DEVICE_MIC_FILE=str(question_wav),
+            DEVICE_SPEAKER_FILE=str(reply_wav),
+        )
+        device = stack._spawn("device", [sys.executable, "-m", "naila", "device"])
+        t0 = time.monotonic()
+
+        def answered() -> bool:
+            return any(t.get("device_id") == "demo-device" for t in stack.turns())
+
+        wait_until(answered, ns.timeout, "the assistant's answer", device.proc)
+        turn = [t for t in stack.turns() if t.get("device_id") == "demo-device"][-1]
+        # Let the reply finish playing out at the device (real-time paced), then stop it
+        # so it closes the speaker WAV.
+        reply_text = str(turn.get("reply_text", ""))
+        time.sleep(min(20.0, 1.5 + 0.09 * len(reply_text)))
+        device.stop()
+        stack.parts.pop("device", None)
+        heard = _speaker_has_speech(reply_wav)
+        print(f"[demo] turn finished {time.monotonic() - t0:.1f}s after the device started; "
+              f"{heard:.1f}s of reply audio reached the device's speaker")
+        _print_turn(turn, reply_wav)
+        if not turn.get("transcript") or heard < 0.3:
+            print("[demo] FAILED: no transcript or no reply audio at the device", file=sys.stderr)
+            for pname in ("ai-server", "hub"):
+                if pname in stack.parts:
+                    print(f"--- {pname} log tail ---\n{stack.parts[pname].tail()}", file=sys.stderr)
+            return 1
+        return 0
+    except KeyboardInterrupt:
+        print("\n[demo] interrupted, shutting down", flush=True)
+        return 130
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"[demo] FAILED: {exc}", file=sys.stderr)
+        for pname, p in stack.parts.items():
+            print(f"--- {pname} log tail ---\n{p.tail()}", file=sys.stderr)
+        return 1
+    finally:
+        if "device" in stack.parts:
+            stack.parts.pop("device").stop()
+        stack.stop()
+        print(f"[demo] stopped everything; logs in {workdir}", flush=True)
