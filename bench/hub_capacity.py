@@ -1,0 +1,484 @@
+"""Hub capacity: N real aiortc devices streaming espeak speech in real time through one hub.
+
+For each N the hub runs in its own process (this script with ``--serve-hub``), so its CPU
+is its own (time.process_time inside it); the N device peers and a sink AI server (answers
+every END with 1 s of 22050 Hz reply audio, like the real one) run in this process. Each
+device loops "speech, pause", so the hub sees START/CONTINUE/END cycles and plays replies.
+
+Measured per N (over a steady window after warm-up):
+- hub CPU per stream: hub process CPU seconds / wall seconds / N (fraction of one core);
+- hub-added latency, exact per-frame samples taken inside the hub on time.monotonic:
+  uplink = decoded WebRTC frame received -> written on the gRPC stream,
+  downlink = AudioOutput received (idle track) -> first sample handed to the WebRTC encoder;
+  plus the sink's view of uplink (AudioInput received - its timestamp_ms; same host clock);
+- frames dropped (hub counters) and frames received at the sink / devices vs real time.
+"Real time" for an N: no dropped frames, uplink and downlink p95 under 60 ms, the sink got
+>= 90% of the audio the same VAD forwards offline for the clip, and every device heard
+its replies at >= 47.5 frames/s.
+
+    python bench/hub_capacity.py --max-devices 16 [--seconds 15] [--steps 1,2,4,8,12,16]
+
+Prints a table and writes bench/results/hub_capacity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fractions
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import grpc  # noqa: E402
+import grpc.aio  # noqa: E402
+import numpy as np  # noqa: E402
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from av import AudioFrame  # noqa: E402
+
+from shared.audio import espeak, rms_dbfs  # noqa: E402
+from shared.contract import pb, pb_grpc  # noqa: E402
+
+RATE = 48_000
+FRAME = 960
+REPLY_RATE = 22_050
+UPLINK_P95_LIMIT_MS = 60.0
+DOWNLINK_P95_LIMIT_MS = 60.0
+
+
+def loopback_only() -> None:
+    """Host ICE candidates on 127.0.0.1 only (sandboxes have odd interfaces)."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return round(s[min(len(s) - 1, int(p / 100 * len(s)))], 2)
+
+
+# ---------------------------------------------------------------- the hub process
+
+
+def serve_hub(args: argparse.Namespace) -> int:
+    """Run a hub with a /bench route exposing its CPU time and exact latency samples."""
+    import logging
+
+    from aiohttp import web
+
+    from hub.server import Hub
+    from shared.config import HubSettings, WebRTCSettings, load
+
+    logging.basicConfig(level=logging.WARNING)
+    loopback_only()
+    samples: dict[str, list[float]] = {"uplink": [], "downlink": [], "loop_lag": []}
+
+    async def loop_lag() -> None:
+        """How late a 10 ms timer fires: event-loop stalls (GC, CPU contention, long callbacks)."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            samples["loop_lag"].append(time.monotonic() - t - 0.01)
+
+    async def main() -> None:
+        settings = load(HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{args.ai_port}")
+        hub = Hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=args.port)
+        for name, hist in (("uplink", hub.metrics.uplink_latency), ("downlink", hub.metrics.downlink_latency)):
+            orig = hist.observe
+
+            def observe(v: float, _orig: Any = orig, _name: str = name, **kw: Any) -> None:
+                samples[_name].append(v)
+                _orig(v, **kw)
+
+            hist.observe = observe  # type: ignore[method-assign]
+        make_app = hub.make_app
+
+        def app_with_bench() -> web.Application:
+            app = make_app()
+
+            async def bench(request: web.Request) -> web.Response:
+                body = {
+                    "cpu_s": time.process_time(),
+                    "wall_s": time.monotonic(),
+                    "uplink_ms": [v * 1000 for v in samples["uplink"]],
+                    "downlink_ms": [v * 1000 for v in samples["downlink"]],
+                    "loop_lag_ms": [v * 1000 for v in samples["loop_lag"]],
+                    "frames_dropped": dict(hub.metrics.frames_dropped),
+                    "tts_dropped": dict(hub.metrics.tts_dropped),
+                    "health": hub.metrics.health(),
+                }
+                if request.query.get("reset"):
+                    for v in samples.values():
+                        v.clear()
+                return web.json_response(body)
+
+            app.router.add_get("/bench", bench)
+            return app
+
+        hub.make_app = app_with_bench  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await hub.start()
+        lag = asyncio.create_task(loop_lag())
+        await stop.wait()
+        lag.cancel()
+        await hub.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+# ---------------------------------------------------------------- the sink AI server
+
+
+class SinkAI(pb_grpc.NailaAIServicer):
+    def __init__(self) -> None:
+        self.frames: dict[str, int] = defaultdict(int)
+        self.latency_ms: list[float] = []
+        self.ends = 0
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.reply = (0.4 * 32767 * np.sin(2 * np.pi * 440 * np.arange(REPLY_RATE) / REPLY_RATE)).astype("<i2")
+
+    async def start(self) -> None:
+        self.server = grpc.aio.server()
+        pb_grpc.add_NailaAIServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+
+    def reset(self) -> None:
+        self.frames.clear()
+        self.latency_ms.clear()
+        self.ends = 0
+
+    async def StreamConversation(
+        self, request_iterator: AsyncIterator[pb.AudioInput], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AudioOutput]:
+        out: asyncio.Queue[pb.AudioOutput | None] = asyncio.Queue()
+
+        async def read() -> None:
+            async for m in request_iterator:
+                now_ms = time.monotonic() * 1000
+                n = len(m.audio_pcm) // 640
+                self.frames[m.device_id] += n
+                if m.event == pb.CONTINUE:
+                    self.latency_ms.append(now_ms - m.timestamp_ms)
+                elif m.event == pb.END:
+                    self.ends += 1
+                    asyncio.get_running_loop().create_task(self._answer(m, out))
+            await out.put(None)
+
+        task = asyncio.create_task(read())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
+        finally:
+            task.cancel()
+
+    async def _answer(self, end: pb.AudioInput, out: asyncio.Queue[pb.AudioOutput | None]) -> None:
+        dev, conv = end.device_id, end.conversation_id
+        await asyncio.sleep(0.2)  # "thinking"
+        await out.put(pb.AudioOutput(device_id=dev, final_stt="...", conversation_id=conv))
+        pcm = self.reply.tobytes()
+        step = REPLY_RATE // 5 * 2  # 200 ms chunks
+        for i in range(0, len(pcm), step):
+            await out.put(pb.AudioOutput(device_id=dev, audio_pcm=pcm[i : i + step], sample_rate=REPLY_RATE,
+                                         conversation_id=conv))
+        await out.put(pb.AudioOutput(device_id=dev, is_final=True, reply_text="...", conversation_id=conv))
+
+
+# ---------------------------------------------------------------- the devices
+
+
+class LoopingMic(MediaStreamTrack):
+    """Speech then a pause, forever, paced in real time like a microphone."""
+
+    kind = "audio"
+
+    def __init__(self, clip: np.ndarray, offset_frames: int) -> None:
+        super().__init__()
+        self.clip = clip
+        self.pos = (offset_frames * FRAME) % clip.size
+        self.start: float | None = None
+        self.pts = 0
+        self.late_frames = 0
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.start is None:
+            self.start = time.monotonic()
+        else:
+            self.pts += FRAME
+            wait = self.start + self.pts / RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.04:
+                self.late_frames += 1
+        chunk = np.take(self.clip, range(self.pos, self.pos + FRAME), mode="wrap")
+        self.pos = (self.pos + FRAME) % self.clip.size
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(chunk.astype(np.int16).tobytes())
+        frame.pts = self.pts
+        frame.sample_rate = RATE
+        frame.time_base = fractions.Fraction(1, RATE)
+        return frame
+
+
+class Device:
+    def __init__(self, device_id: str, clip: np.ndarray, offset: int) -> None:
+        self.device_id = device_id
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.mic = LoopingMic(clip, offset)
+        self.frames_heard = 0
+        self.loud_heard = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def connect(self, url: str, http: aiohttp.ClientSession) -> None:
+        self.pc.addTransceiver(self.mic, direction="sendrecv")
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            async def listen() -> None:
+                with contextlib.suppress(MediaStreamError):
+                    while True:
+                        f = await track.recv()
+                        self.frames_heard += 1
+                        if rms_dbfs(f.to_ndarray()[0, ::2]) > -40:
+                            self.loud_heard += 1
+
+            self.task = asyncio.create_task(listen())
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with http.post(f"{url}/connect", json={"device_id": self.device_id,
+                                                     "sdp": self.pc.localDescription.sdp}) as r:
+            body = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"{self.device_id}: /connect {r.status} {body}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "answer"))
+
+    async def close(self) -> None:
+        if self.task:
+            self.task.cancel()
+        await self.pc.close()
+
+
+# ---------------------------------------------------------------- one step
+
+
+async def wait_for(cond: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await cond():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def uplink_fraction(clip: np.ndarray) -> float:
+    """Fraction of 20 ms frames the hub's VAD forwards for this looped clip (no codec), steady state."""
+    from hub.vad import VadConfig, VadStateMachine, WebRtcVoiceDetector
+    from shared.audio import resample
+    from shared.config import HubSettings, load
+
+    s = load(HubSettings)
+    vad = VadStateMachine(WebRtcVoiceDetector(s.hub_vad_aggressiveness), VadConfig.from_ms(
+        onset_frames=s.hub_vad_onset_frames, hangover_ms=s.hub_vad_hangover_ms,
+        preroll_ms=s.hub_vad_preroll_ms, barge_in_frames=s.hub_barge_in_frames))
+    x = resample(np.tile(clip, 3), RATE, 16_000)
+    frames = [x[i : i + 320] for i in range(0, x.size - 319, 320)]
+    per_cycle = len(frames) // 3
+    sent = 0
+    for i, f in enumerate(frames):
+        for e in vad.process(f):
+            if i >= per_cycle:
+                sent += e.audio.size // 320
+    return sent / (len(frames) - per_cycle)
+
+
+def start_hub_process(port: int, ai_port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--serve-hub", "--port", str(port),
+                             "--ai-port", str(ai_port)], cwd=ROOT)
+
+
+async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, clip: np.ndarray,
+                   speech_fraction: float) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_hub_process(port, sink.port)
+    devices: list[Device] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> bool:
+                try:
+                    async with http.get(f"{url}/health") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            if not await wait_for(ready, 30):
+                raise RuntimeError("hub did not come up")
+            for i in range(n):
+                d = Device(f"bench-{i}", clip, offset=i * 37)
+                await d.connect(url, http)
+                devices.append(d)
+
+            async def all_connected() -> bool:
+                return all(d.pc.connectionState == "connected" for d in devices)
+
+            if not await wait_for(all_connected, 30):
+                raise RuntimeError("devices did not connect")
+            await asyncio.sleep(warmup)
+            async with http.get(f"{url}/bench?reset=1") as r:
+                before = await r.json()
+            sink.reset()
+            heard0 = [(d.frames_heard, d.loud_heard) for d in devices]
+            late0 = sum(d.mic.late_frames for d in devices)
+            client_cpu0 = time.process_time()
+            t0 = time.monotonic()
+            await asyncio.sleep(seconds)
+            wall = time.monotonic() - t0
+            client_cpu = time.process_time() - client_cpu0
+            async with http.get(f"{url}/bench") as r:
+                after = await r.json()
+    finally:
+        for d in devices:
+            await d.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    hub_cpu = after["cpu_s"] - before["cpu_s"]
+    dropped = sum(after["frames_dropped"].values()) - sum(before["frames_dropped"].values())
+    expected_frames = n * wall * 50 * speech_fraction
+    got_frames = sum(sink.frames.values())
+    heard = [d.frames_heard - h0[0] for d, h0 in zip(devices, heard0, strict=True)]
+    loud = [d.loud_heard - h0[1] for d, h0 in zip(devices, heard0, strict=True)]
+    up, down = after["uplink_ms"], after["downlink_ms"]
+    result = {
+        "devices": n,
+        "window_s": round(wall, 2),
+        "hub_cpu_core_fraction": round(hub_cpu / wall, 3),
+        "hub_cpu_per_stream": round(hub_cpu / wall / n, 4),
+        "client_process_cpu_core_fraction": round(client_cpu / wall, 3),
+        "uplink_ms": {"p50": pct(up, 50), "p95": pct(up, 95), "max": round(max(up), 2) if up else None,
+                      "n": len(up)},
+        "downlink_ms": {"p50": pct(down, 50), "p95": pct(down, 95), "max": round(max(down), 2) if down else None,
+                        "n": len(down)},
+        "sink_uplink_ms": {"p50": pct(sink.latency_ms, 50), "p95": pct(sink.latency_ms, 95)},
+        "hub_loop_lag_ms": {"p50": pct(after["loop_lag_ms"], 50), "p95": pct(after["loop_lag_ms"], 95),
+                            "p99": pct(after["loop_lag_ms"], 99),
+                            "max": round(max(after["loop_lag_ms"]), 1) if after["loop_lag_ms"] else None},
+        "frames_dropped": dropped,
+        "tts_dropped": sum(after["tts_dropped"].values()) - sum(before["tts_dropped"].values()),
+        "uplink_frames_at_sink_vs_expected": round(got_frames / expected_frames, 3) if expected_frames else None,
+        "device_frames_heard_per_s_min": round(min(heard) / wall, 1),
+        "devices_hearing_replies": sum(1 for x in loud if x > 0),
+        "client_late_frames": sum(d.mic.late_frames for d in devices) - late0,
+        "utterances_ended": sink.ends,
+    }
+    p95s = (result["uplink_ms"]["p95"], result["downlink_ms"]["p95"])  # type: ignore[index]
+    result["real_time"] = bool(
+        dropped == 0
+        and p95s[0] is not None and p95s[0] < UPLINK_P95_LIMIT_MS
+        and (p95s[1] is None or p95s[1] < DOWNLINK_P95_LIMIT_MS)
+        and result["uplink_frames_at_sink_vs_expected"] is not None
+        and result["uplink_frames_at_sink_vs_expected"] >= 0.9
+        and result["devices_hearing_replies"] == n
+        and result["device_frames_heard_per_s_min"] >= 47.5
+    )
+    return result
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    loopback_only()
+    speech = espeak("what is the weather like today in the kitchen", rate=RATE)
+    pause = np.zeros(int(RATE * 2.0), dtype=np.int16)
+    clip = np.concatenate([speech, pause])
+    speech_fraction = uplink_fraction(clip)
+    sink = SinkAI()
+    await sink.start()
+    steps = [int(x) for x in args.steps.split(",")] if args.steps else [1, 2, 4, 6, 8, 12, 16, 24, 32]
+    steps = [n for n in steps if n <= args.max_devices]
+    results = []
+    largest = 0
+    for n in steps:
+        print(f"--- {n} device(s), {args.seconds:.0f}s ...", flush=True)
+        r = await run_step(n, args.seconds, args.warmup, sink, clip, speech_fraction)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        if r["real_time"]:
+            largest = n
+        elif not args.keep_going:
+            break
+    await sink.server.stop(None)  # type: ignore[union-attr]
+    return {
+        "benchmark": "hub_capacity",
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+                 "note": "devices, sink AI and the hub share this host's cores"},
+        "seconds_per_step": args.seconds,
+        "criteria": {"uplink_p95_ms_lt": UPLINK_P95_LIMIT_MS, "downlink_p95_ms_lt": DOWNLINK_P95_LIMIT_MS,
+                     "frames_dropped": 0, "sink_frames_vs_expected_gte": 0.9,
+                     "device_frames_heard_per_s_min_gte": 47.5},
+        "largest_real_time_devices": largest,
+        "steps": results,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-devices", type=int, default=16)
+    p.add_argument("--steps", default="", help="comma-separated device counts (default 1,2,4,6,8,12,...)")
+    p.add_argument("--seconds", type=float, default=15.0, help="measured window per step")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--keep-going", action="store_true", help="run every step even after one fails")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "hub_capacity.json"))
+    p.add_argument("--serve-hub", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--ai-port", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve_hub:
+        return serve_hub(args)
+    report = asyncio.run(bench(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(f"{'N':>3} {'rt':>3} {'hub cpu/stream':>14} {'up p50/p95 ms':>14} {'down p50/p95 ms':>16} {'dropped':>7}")
+    for r in report["steps"]:
+        print(f"{r['devices']:>3} {'yes' if r['real_time'] else 'no':>3} {r['hub_cpu_per_stream']:>14.3f} "
+              f"{r['uplink_ms']['p50']!s:>6}/{r['uplink_ms']['p95']!s:<7} "
+              f"{r['downlink_ms']['p50']!s:>7}/{r['downlink_ms']['p95']!s:<8} {r['frames_dropped']:>7}")
+    print(f"largest N in real time: {report['largest_real_time_devices']} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The device's audio path between the sound card clock and WebRTC.
+
+::
+
+    hub audio (WebRTC) --> PlaybackBuffer --> volume --> speaker ----+
+                                                                     | same duplex period
+    microphone ---------------------> EchoCancellerStream(mic, speaker) --> mute --> MicBuffer --> WebRTC
+
+:meth:`AudioPipeline.duplex` is the audio backend's callback: it runs once per block on the
+backend's clock (PortAudio's thread for a sound card, the event loop for file/memory), so the
+buffers on both sides are thread-safe and never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from device_agent.aec import EchoCanceller, EchoCancellerStream
+from shared.audio import Int16Array
+
+
+class PlaybackBuffer:
+    """Audio from the hub waiting to be played: a small jitter buffer between two clocks.
+
+    The hub's RTP clock and the sound card's clock drift apart and packets arrive in bursts, so
+    playback starts (and restarts after an underrun) only once ``prebuffer_ms`` is queued, and the
+    queue is capped at ``max_ms`` by dropping the oldest audio, which bounds the added latency.
+    """
+
+    def __init__(self, rate: int = 48_000, *, prebuffer_ms: int = 40, max_ms: int = 400) -> None:
+        self.rate = rate
+        self._prebuffer = rate * prebuffer_ms // 1000
+        self._max = rate * max_ms // 1000
+        self._chunks: deque[Int16Array] = deque()
+        self._size = 0
+        self._playing = False
+        self._lock = threading.Lock()
+        self.underruns = 0
+        self.dropped_samples = 0
+
+    @property
+    def buffered_ms(self) -> float:
+        with self._lock:
+            return 1000 * self._size / self.rate
+
+    def push(self, samples: Int16Array) -> None:
+        if samples.size == 0:
+            return
+        with self._lock:
+            self._chunks.append(samples)
+            self._size += samples.size
+            excess = self._size - self._max
+            while excess > 0 and self._chunks:
+                head = self._chunks[0]
+                if head.size <= excess:
+                    self._chunks.popleft()
+                    self._size -= head.size
+                    excess -= head.size
+                    self.dropped_samples += head.size
+                else:
+                    self._chunks[0] = head[excess:]
+                    self._size -= excess
+                    self.dropped_samples += excess
+                    excess = 0
+
+    def pull(self, n: int) -> Int16Array:
+        """``n`` samples to play now (silence-padded on underrun)."""
+        out = np.zeros(n, dtype=np.int16)
+        with self._lock:
+            if not self._playing:
+                if self._size < max(self._prebuffer, 1):
+                    return out
+                self._playing = True
+            filled = 0
+            while filled < n and self._chunks:
+                head = self._chunks[0]
+                k = min(n - filled, head.size)
+                out[filled : filled + k] = head[:k]
+                filled += k
+                if k == head.size:
+                    self._chunks.popleft()
+                else:
+                    self._chunks[0] = head[k:]
+            self._size -= filled
+            if filled < n:
+                self._playing = False
+                self.underruns += 1
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._chunks.clear()
+            self._size = 0
+            self._playing = False
+
+
+class MicBuffer:
+    """Cleaned mic audio waiting for the WebRTC track: written on the audio clock, read by asyncio.
+
+    Bounded to ``max_ms`` (oldest dropped): while no peer reads (reconnecting) or when the reader
+    falls behind, stale audio is discarded instead of turning into latency.
+    """
+
+    def __init__(self, rate: int = 48_000, *, max_ms: int = 200) -> None:
+        self.rate = rate
+        self._max = rate * max_ms // 1000
+        self._buf: Int16Array = np.zeros(0, dtype=np.int16)
+        self._lock = threading.Lock()
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self.dropped_samples = 0
+
+    def push(self, samples: Int16Array) -> None:
+        if samples.size == 0:
+            return
+        with self._lock:
+            buf = np.concatenate([self._buf, samples]) if self._buf.size else samples.copy()
+            if buf.size > self._max:
+                self.dropped_samples += buf.size - self._max
+                buf = buf[buf.size - self._max :]
+            self._buf = buf
+            waiter = self._waiter
+        if waiter is not None:
+            loop, event = waiter
+            try:
+                if loop.is_closed():
+                    return
+                if _running_loop() is loop:
+                    event.set()
+                else:
+                    loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # loop closed between the check and the call
+                pass
+
+    def take_nowait(self, n: int) -> Int16Array | None:
+        with self._lock:
+            if self._buf.size < n:
+                return None
+            out, self._buf = self._buf[:n], self._buf[n:]
+            return out
+
+    async def read(self, n: int, wait_s: float) -> Int16Array | None:
+        """Wait up to ``wait_s`` s for ``n`` samples; None if they did not arrive."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            got = self.take_nowait(n)
+            if got is not None:
+                return got
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            event = asyncio.Event()
+            with self._lock:
+                self._waiter = (loop, event)
+                ready = self._buf.size >= n
+            if not ready:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+            with self._lock:
+                self._waiter = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buf = np.zeros(0, dtype=np.int16)
+
+    @property
+    def buffered_ms(self) -> float:
+        with self._lock:
+            return 1000 * self._buf.size / self.rate
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+@dataclass
+class PipelineStats:
+    blocks: int = 0
+    aec_frames: int = 0
+    aec_cpu_s: float = 0.0
+    playback_underruns: int = 0
+    playback_dropped_ms: float = 0.0
+    mic_dropped_ms: float = 0.0
+
+
+class AudioPipeline:
+    """Speaker path with volume, mic path with echo cancellation and mute. See the module doc."""
+
+    def __init__(self, canceller: EchoCanceller, *, rate: int = 48_000, ref_delay_ms: int = 0) -> None:
+        self.rate = rate
+        self.playback = PlaybackBuffer(rate)
+        self.mic_out = MicBuffer(rate)
+        self.aec = EchoCancellerStream(canceller, rate, ref_delay_ms)
+        self._volume = 1.0
+        self.mic_muted = False
+        self.blocks = 0
+
+    @property
+    def volume(self) -> int:
+        """Speaker volume 0-100 (linear amplitude scale; 100 = unity)."""
+        return round(self._volume * 100)
+
+    @volume.setter
+    def volume(self, level: int) -> None:
+        if not 0 <= level <= 100:
+            raise ValueError("volume must be 0-100")
+        self._volume = level / 100
+
+    def duplex(self, mic: Int16Array) -> Int16Array:
+        """The audio backend's callback: returns the block to play, cancels its echo from the mic."""
+        speaker = self.playback.pull(mic.size)
+        if self._volume != 1.0:
+            speaker = np.clip(np.round(speaker * self._volume), -32768, 32767).astype(np.int16)
+        # The reference is exactly what goes to the speaker, after volume.
+        cleaned = self.aec.process(mic, speaker)
+        if self.mic_muted:
+            cleaned = np.zeros_like(cleaned)
+        self.mic_out.push(cleaned)
+        self.blocks += 1
+        return speaker
+
+    def stats(self) -> PipelineStats:
+        ms = 1000 / self.rate
+        return PipelineStats(
+            blocks=self.blocks,
+            aec_frames=self.aec.frames,
+            aec_cpu_s=self.aec.cpu_s,
+            playback_underruns=self.playback.underruns,
+            playback_dropped_ms=self.playback.dropped_samples * ms,
+            mic_dropped_ms=self.mic_out.dropped_samples * ms,
+        )
+
+    def close(self) -> None:
+        self.aec.close()

@@ -1,0 +1,315 @@
+"""WebRTC link to the hub (aiortc): send the echo-cancelled mic (+ camera), play the hub's audio.
+
+One session = one RTCPeerConnection: offer (all ICE candidates gathered, no trickle) ->
+``POST {hub}/connect`` -> answer. The session lives until :class:`LinkMonitor` declares the link
+dead (failed/closed, disconnected for a few seconds, no audio from the hub) or a restart is
+requested; then the client redials after an exponential backoff with full jitter, forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from device_agent.audio_pipeline import AudioPipeline
+from device_agent.backoff import Backoff
+from device_agent.camera import Camera
+from device_agent.link_monitor import LinkMonitor
+from device_agent.tracks import MicTrack, frame_to_mono
+from shared.audio import StreamResampler
+from shared.config import DeviceSettings, WebRTCSettings
+
+log = logging.getLogger(__name__)
+
+CHECK_PERIOD_S = 0.2
+
+
+class ConnectError(Exception):
+    """The offer/answer exchange with the hub failed (one-line reason)."""
+
+
+def _prefer_codec(transceiver: Any, kind: str, mime: str) -> None:
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    preferred = [c for c in caps if c.mimeType.lower() == mime.lower()]
+    if preferred:
+        transceiver.setCodecPreferences(preferred)
+
+
+def _tune_opus_bitrate(sender: RTCRtpSender, bitrate: int) -> None:
+    """aiortc hard-codes 96 kbit/s Opus: pre-create the sender's encoder with our bitrate.
+
+    Reaches into a private attribute (checked, and skipped with a log line if aiortc changes);
+    only valid because the audio transceiver is restricted to Opus.
+    """
+    attr = "_RTCRtpSender__encoder"
+    if getattr(sender, attr, "missing") is not None:
+        log.debug("cannot set the Opus bitrate on this aiortc version")
+        return
+    from aiortc.codecs.opus import OpusEncoder
+
+    encoder = OpusEncoder()
+    encoder.codec.bit_rate = bitrate
+    setattr(sender, attr, encoder)
+
+
+def _tune_jitter_prefetch(receiver: RTCRtpReceiver, prefetch: int) -> None:
+    """aiortc waits for 4 packets (80 ms) before decoding audio; the LAN needs less."""
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    if not hasattr(receiver, attr):
+        log.debug("cannot tune the jitter buffer on this aiortc version")
+        return
+    from aiortc.jitterbuffer import JitterBuffer
+
+    setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=prefetch))
+
+
+class HubClient:
+    """Keeps one WebRTC session to the hub up; see the module doc."""
+
+    def __init__(
+        self,
+        device: DeviceSettings,
+        webrtc: WebRTCSettings,
+        pipeline: AudioPipeline,
+        camera: Camera | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        http_timeout_s: float = 10.0,
+        connect_timeout_s: float = 15.0,
+        disconnected_grace_s: float = 3.0,
+    ) -> None:
+        self.device = device
+        self.webrtc = webrtc
+        self.pipeline = pipeline
+        self.camera = camera
+        self.url = device.device_hub_url.rstrip("/") + "/connect"
+        self._clock = clock
+        self.backoff = Backoff(device.device_reconnect_initial_s, device.device_reconnect_max_s, rng=rng)
+        self._http_timeout = http_timeout_s
+        self._connect_timeout = connect_timeout_s
+        self._grace = disconnected_grace_s
+        self.state = "idle"
+        self.attempts = 0
+        self.connects = 0
+        self.last_error: str | None = None
+        self.on_state_change: Callable[[str], None] | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.monitor: LinkMonitor | None = None
+        self._connected = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- public ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("hub client already started")
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._http_timeout))
+        self._task = asyncio.create_task(self._run(), name="hub-client")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._set_state("stopped")
+
+    def restart(self, reason: str = "restart requested") -> None:
+        """Tear the current session down and redial at once (the ``restart_stream`` command)."""
+        log.info("stream restart: %s", reason)
+        self._restart.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, within_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), within_s)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- internals ------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            if self.on_state_change is not None:
+                try:
+                    self.on_state_change(state)
+                except Exception:
+                    log.exception("stream state callback failed")
+
+    async def _run(self) -> None:
+        while True:
+            self.attempts += 1
+            self._restart.clear()
+            try:
+                reason = await self._session()
+                log.warning("hub link down: %s", reason)
+                self.last_error = reason
+            except ConnectError as exc:
+                self.last_error = str(exc)
+                log.warning("connect to %s failed: %s", self.url, exc)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("hub session error")
+            if self._restart.is_set():
+                self._restart.clear()
+                self.backoff.reset()
+                delay = 0.0
+            else:
+                delay = self.backoff.next_delay()
+            self._set_state("backoff")
+            log.info("reconnecting to the hub in %.2f s (attempt %d)", delay, self.backoff.attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._restart.wait(), delay)
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        servers = [RTCIceServer(urls=url) for url in self.webrtc.webrtc_ice_servers]
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+
+    async def _session(self) -> str:
+        """One session; returns why it ended, raises ConnectError if it never started."""
+        self._set_state("connecting")
+        t0 = self._clock()
+        pc = self._new_peer_connection()
+        monitor = LinkMonitor(
+            clock=self._clock,
+            connect_timeout_s=self._connect_timeout,
+            disconnected_grace_s=self._grace,
+            rtp_timeout_s=self.device.device_rtp_timeout_s,
+        )
+        self.pc, self.monitor = pc, monitor
+        playback: list[asyncio.Task[None]] = []
+        try:
+            audio = pc.addTransceiver(MicTrack(self.pipeline.mic_out), direction="sendrecv")
+            _prefer_codec(audio, "audio", "audio/opus")
+            _tune_opus_bitrate(audio.sender, self.webrtc.webrtc_audio_bitrate)
+            _tune_jitter_prefetch(audio.receiver, self.device.device_jitter_prefetch)
+            if self.camera is not None:
+                pc.addTransceiver(self.camera.track(), direction="sendonly")
+
+            @pc.on("track")
+            def on_track(track: MediaStreamTrack) -> None:
+                if track.kind == "audio":
+                    playback.append(asyncio.create_task(self._play(track, monitor), name="hub-audio"))
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                log.info("peer connection %s", pc.connectionState)
+                monitor.on_state(pc.connectionState)
+
+            await pc.setLocalDescription(await pc.createOffer())
+            await self._gathering_complete(pc)
+            answer = await self._post_offer(pc.localDescription.sdp)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            log.info("answer from %s applied; waiting for ICE/DTLS", self.url)
+            return await self._watch(monitor, t0)
+        finally:
+            self._connected.clear()
+            for task in playback:
+                task.cancel()
+            for task in playback:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await pc.close()
+            self.pipeline.playback.clear()
+            self.pc = None
+
+    async def _gathering_complete(self, pc: RTCPeerConnection, within_s: float = 10.0) -> None:
+        if pc.iceGatheringState == "complete":
+            return
+        done = asyncio.Event()
+
+        @pc.on("icegatheringstatechange")
+        def on_gathering() -> None:
+            if pc.iceGatheringState == "complete":
+                done.set()
+
+        if pc.iceGatheringState != "complete":
+            try:
+                await asyncio.wait_for(done.wait(), within_s)
+            except TimeoutError:
+                raise ConnectError("ICE gathering did not complete") from None
+
+    async def _post_offer(self, sdp: str) -> str:
+        assert self._http is not None
+        token = self.device.device_hub_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = {"device_id": self.device.device_id, "sdp": sdp}
+        log.info("POST %s as %s", self.url, self.device.device_id)
+        try:
+            async with self._http.post(self.url, json=body, headers=headers) as resp:
+                try:
+                    data: Any = await resp.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    data = None
+                if resp.status != 200:
+                    detail = data.get("error") if isinstance(data, dict) else None
+                    raise ConnectError(f"HTTP {resp.status}: {detail or resp.reason}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ConnectError(f"hub unreachable ({type(exc).__name__}: {exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("sdp"), str):
+            raise ConnectError("hub answered 200 without an 'sdp' string")
+        return str(data["sdp"])
+
+    async def _watch(self, monitor: LinkMonitor, t0: float) -> str:
+        while True:
+            if self._restart.is_set():
+                return "restart requested"
+            reason = monitor.dead_reason()
+            if reason is not None:
+                return reason
+            if monitor.state == "connected" and not self._connected.is_set():
+                self.connects += 1
+                self._connected.set()
+                self._set_state("connected")
+                elapsed_ms = 1e3 * (self._clock() - t0)
+                log.info("connected to the hub in %.0f ms (session %d)", elapsed_ms, self.connects)
+            if monitor.healthy and self.backoff.attempt:
+                self.backoff.reset()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._restart.wait(), CHECK_PERIOD_S)
+
+    async def _play(self, track: MediaStreamTrack, monitor: LinkMonitor) -> None:
+        """Hub audio -> playback buffer (resampled to the speaker rate if needed)."""
+        resampler: StreamResampler | None = None
+        first = True
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            monitor.on_rtp()
+            samples, rate = frame_to_mono(frame)  # type: ignore[arg-type]
+            if first:
+                log.info("receiving hub audio (%d Hz)", rate)
+                first = False
+            if rate != self.pipeline.rate:
+                if resampler is None or resampler.from_rate != rate:
+                    resampler = StreamResampler(rate, self.pipeline.rate)
+                samples = resampler.process(samples)
+            self.pipeline.playback.push(samples)

@@ -1,0 +1,99 @@
+"""``naila hub``: the hub's entry point. Settings from the environment (HUB_*, WEBRTC_*, AUDIO_*).
+
+Importable API for tests, the demo and benchmarks: :class:`Hub` and :func:`run_hub`
+(re-exported from hub.server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+from typing import Any
+
+from hub.server import Hub, run_hub
+from shared.config import AudioSettings, ConfigError, HubSettings, WebRTCSettings, load
+
+__all__ = ["Hub", "main", "run_hub"]
+
+log = logging.getLogger("naila.hub")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="naila hub",
+        description="Run the NAILA hub: WebRTC termination for devices (POST /connect), VAD and "
+        "barge-in, one gRPC stream to the AI server, GET /health /metrics /turns. "
+        "Configured by HUB_* / WEBRTC_* / AUDIO_* environment variables (see `naila config`); "
+        "the options below override them.",
+    )
+    p.add_argument("--host", help="address to bind (HUB_HOST)")
+    p.add_argument("--port", type=int, help="HTTP port (HUB_PORT)")
+    p.add_argument("--ai-server", help="AI server gRPC address host:port (HUB_AI_SERVER)")
+    return p
+
+
+async def serve(hub: Hub) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await hub.start()
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await hub.stop()
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    # Name the environment variable, as shared.config's own messages do.
+    return re.sub(r'field "([a-z0-9_]+)"', lambda m: m.group(1).upper(), text)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["hub_host"] = args.host
+    if args.port is not None:
+        overrides["hub_port"] = args.port
+    if args.ai_server is not None:
+        overrides["hub_ai_server"] = args.ai_server
+    try:
+        settings = load(HubSettings, **overrides)
+        webrtc = load(WebRTCSettings)
+        audio = load(AudioSettings)
+        hub = Hub(settings, webrtc, audio)
+    except ConfigError as err:
+        print(f"naila hub: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        # pydantic-settings' own SettingsError (e.g. HUB_DEVICE_TOKENS not JSON) escapes
+        # shared.config.load; so does a VAD engine this build does not have.
+        print(f"naila hub: {_one_line(err)}", file=sys.stderr)
+        return 2
+    log.info(
+        "starting hub: HTTP %s:%d, AI server %s, VAD %s (aggressiveness %d), %d device token(s)",
+        settings.hub_host, settings.hub_port, settings.hub_ai_server, audio.audio_vad_mode,
+        settings.hub_vad_aggressiveness, len(settings.hub_device_tokens),
+    )
+    try:
+        asyncio.run(serve(hub))
+    except OSError as err:  # e.g. the port is taken
+        print(f"naila hub: cannot listen on {settings.hub_host}:{settings.hub_port}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

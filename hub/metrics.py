@@ -1,0 +1,156 @@
+"""The hub's counters and latency histograms: one source for /health and /metrics.
+
+Counters live as plain ints in :class:`HubMetrics` (cheap to bump on the media path, read
+directly by /health) and are exported to Prometheus by a collector reading them at scrape
+time. Histograms are prometheus_client Histograms. Every hub owns its own
+CollectorRegistry, so tests can run several hubs in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Latency buckets in seconds: 1 ms .. 5 s.
+_FAST = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+_SLOW = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class HubMetrics:
+    """Counters (ints), gauges (callbacks) and histograms of one hub."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.started_at = clock()
+        self._clock = clock
+        # The /health counters (spec names).
+        self.frames_forwarded = 0  # 20 ms frames of audio written to the AI stream
+        self.vad_onsets = 0
+        self.vad_ends = 0
+        self.tts_frames_routed = 0  # AudioOutput messages with audio routed to a device
+        self.grpc_reconnects = 0  # times the AI stream came back after being lost
+        # The rest, by reason.
+        self.interrupts = 0
+        self.bad_requests: Counter[str] = Counter()  # 400s by reason
+        self.unauthorized = 0  # 401s
+        self.frames_dropped: Counter[str] = Counter()  # uplink frames not sent, by reason
+        self.tts_dropped: Counter[str] = Counter()  # AudioOutput messages not played, by reason
+        self.sessions_opened = 0
+        self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)
+        self.grpc_connect_failures = 0
+        self.unknown_device_outputs = 0
+        # Gauges, read at scrape time.
+        self.active_devices: Callable[[], int] = lambda: 0
+        self.grpc_connected: Callable[[], bool] = lambda: False
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.uplink_latency = Histogram(
+            "naila_hub_uplink_latency_seconds",
+            "Hub-added latency device->AI: decoded frame received from WebRTC to written on the gRPC stream",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.downlink_latency = Histogram(
+            "naila_hub_downlink_latency_seconds",
+            "Hub-added latency AI->device: AudioOutput received (idle track) to its first sample "
+            "handed to the WebRTC encoder",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.grpc_end_to_transcript = Histogram(
+            "naila_hub_grpc_end_to_transcript_seconds",
+            "gRPC round trip: END written to the transcript (final_stt) received",
+            buckets=_SLOW,
+            registry=self.registry,
+        )
+        self.grpc_end_to_first_audio = Histogram(
+            "naila_hub_grpc_end_to_first_audio_seconds",
+            "gRPC round trip: END written to the first reply audio received",
+            buckets=_SLOW,
+            registry=self.registry,
+        )
+        self.grpc_end_to_final = Histogram(
+            "naila_hub_grpc_end_to_final_seconds",
+            "gRPC round trip: END written to is_final received",
+            buckets=_SLOW,
+            registry=self.registry,
+        )
+        self.registry.register(_CounterCollector(self))
+
+    def uptime_secs(self) -> int:
+        return int(self._clock() - self.started_at)
+
+    @property
+    def frames_dropped_total(self) -> int:
+        return sum(self.frames_dropped.values())
+
+    def health(self) -> dict[str, object]:
+        """The /health body: exactly the spec's fields."""
+        connected = bool(self.grpc_connected())
+        return {
+            "status": "ok" if connected else "degraded",
+            "uptime_secs": self.uptime_secs(),
+            "active_devices": int(self.active_devices()),
+            "grpc_connected": connected,
+            "frames_forwarded": self.frames_forwarded,
+            "vad_onsets": self.vad_onsets,
+            "vad_ends": self.vad_ends,
+            "tts_frames_routed": self.tts_frames_routed,
+            "grpc_reconnects": self.grpc_reconnects,
+        }
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CounterCollector(Collector):
+    """Exports HubMetrics' ints at scrape time (no double bookkeeping on the media path)."""
+
+    def __init__(self, m: HubMetrics) -> None:
+        self._m = m
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # unchecked collector: names are fixed and do not clash
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        simple = {
+            "frames_forwarded": (m.frames_forwarded, "20 ms audio frames forwarded to the AI server"),
+            "vad_onsets": (m.vad_onsets, "Speech onsets (START sent)"),
+            "vad_ends": (m.vad_ends, "Speech ends (END sent)"),
+            "tts_frames_routed": (m.tts_frames_routed, "AudioOutput audio messages routed to a device"),
+            "grpc_reconnects": (m.grpc_reconnects, "AI stream re-established after a loss"),
+            "grpc_connect_failures": (m.grpc_connect_failures, "Failed attempts to open the AI stream"),
+            "interrupts": (m.interrupts, "Barge-ins (INTERRUPT sent)"),
+            "unauthorized_requests": (m.unauthorized, "/connect requests refused with 401"),
+            "unknown_device_outputs": (m.unknown_device_outputs, "AudioOutput for a device not connected"),
+            "sessions_opened": (m.sessions_opened, "WebRTC sessions opened"),
+        }
+        for name, (value, doc) in simple.items():
+            c = CounterMetricFamily(f"naila_hub_{name}", doc)
+            c.add_metric([], value)
+            yield c
+        labelled = {
+            "bad_requests": ("reason", m.bad_requests, "/connect requests refused with 400, by reason"),
+            "frames_dropped": ("reason", m.frames_dropped, "Uplink 20 ms frames dropped, by reason"),
+            "tts_dropped": ("reason", m.tts_dropped, "AudioOutput messages not played, by reason"),
+            "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
+        }
+        for name, (label, counts, doc) in labelled.items():
+            c = CounterMetricFamily(f"naila_hub_{name}", doc, labels=[label])
+            for key, value in sorted(counts.items()):
+                c.add_metric([key], value)
+            yield c
+        g = GaugeMetricFamily("naila_hub_active_devices", "Devices with a live WebRTC session")
+        g.add_metric([], int(m.active_devices()))
+        yield g
+        g = GaugeMetricFamily("naila_hub_grpc_connected", "1 while the AI stream is up")
+        g.add_metric([], 1 if m.grpc_connected() else 0)
+        yield g
+        g = GaugeMetricFamily("naila_hub_uptime_seconds", "Seconds since the hub started")
+        g.add_metric([], m.uptime_secs())
+        yield g

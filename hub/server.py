@@ -1,0 +1,198 @@
+"""The Hub: signaling + status HTTP server, device sessions and the AI link, wired together.
+
+Start one in-process (tests, the demo, benchmarks) with::
+
+    hub = await run_hub(load(HubSettings, hub_host="127.0.0.1"), port=0)
+    ...  # hub.port is the bound port, hub.url its base URL
+
+(HUB_PORT must be 1-65535 in the environment; ``port=0`` asks the OS for a free one.)
+    await hub.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+from hub.ai_link import AiLink
+from hub.backoff import Backoff
+from hub.metrics import HubMetrics
+from hub.session import DeviceSession
+from hub.signaling import connect_handler
+from hub.status_routes import add_status_routes
+from hub.turns import TurnLog
+from hub.vad import VoiceDetector, make_detector
+from shared.config import AudioSettings, HubSettings, WebRTCSettings
+from shared.contract import pb
+
+log = logging.getLogger("naila.hub")
+
+TURN_HISTORY = 50
+
+
+class Hub:
+    """One hub: owns the HTTP server, the device sessions and the gRPC link."""
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        webrtc: WebRTCSettings | None = None,
+        audio: AudioSettings | None = None,
+        *,
+        detector_factory: Callable[[], VoiceDetector] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        port: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self._listen_port = settings.hub_port if port is None else port
+        self.webrtc = webrtc or WebRTCSettings()
+        self.audio = audio or AudioSettings()
+        self._clock = clock
+        vad_mode = self.audio.audio_vad_mode
+        self._detector_factory = detector_factory or (
+            lambda: make_detector(vad_mode, settings.hub_vad_aggressiveness)
+        )
+        self._detector_factory()  # fail at construction, not at the first device, if unavailable
+        self.metrics = HubMetrics(clock)
+        self.turns = TurnLog(TURN_HISTORY)
+        self.sessions: dict[str, DeviceSession] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sequences: dict[str, itertools.count[int]] = {}
+        self.link = AiLink(
+            settings.hub_ai_server,
+            self.metrics,
+            on_output=self.route_output,
+            on_connection_change=self._on_ai_connection,
+            backoff=Backoff(settings.hub_grpc_backoff_initial_s, settings.hub_grpc_backoff_max_s),
+            per_device_limit=settings.hub_device_queue_frames,
+            clock=clock,
+        )
+        self.metrics.active_devices = lambda: len(self.sessions)
+        self.metrics.grpc_connected = lambda: self.link.connected
+        self._runner: web.AppRunner | None = None
+        self._warned_unknown: set[str] = set()
+        self.port = 0
+
+    # ----- lifecycle -----
+
+    @property
+    def url(self) -> str:
+        host = self.settings.hub_host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(
+            "/connect",
+            connect_handler(
+                self, self.metrics, self.settings.hub_device_tokens, self.settings.hub_max_body_bytes
+            ),
+        )
+        add_status_routes(app, self.metrics, self.turns)
+        return app
+
+    async def start(self) -> None:
+        """Start the AI link (it connects in the background) and the HTTP server."""
+        self.link.start()
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.hub_host, self._listen_port)
+        await site.start()
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self._listen_port
+        log.info(
+            "hub listening on http://%s:%d (POST /connect, GET /health /metrics /turns); AI server %s",
+            self.settings.hub_host, self.port, self.settings.hub_ai_server,
+        )
+
+    async def stop(self) -> None:
+        """Close every session, the HTTP server and the AI link."""
+        for session in list(self.sessions.values()):
+            await session.close("shutdown")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.link.stop()
+        log.info("hub stopped")
+
+    # ----- sessions -----
+
+    def _rtc_configuration(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.webrtc.webrtc_ice_servers])
+
+    async def connect_device(self, device_id: str, sdp: str) -> str:
+        """Open a session for the device (replacing its old one) and return the answer SDP."""
+        lock = self._locks.setdefault(device_id, asyncio.Lock())
+        async with lock:
+            session = DeviceSession(device_id, RTCPeerConnection(self._rtc_configuration()), self,
+                                    clock=self._clock)
+            try:
+                await session.accept_offer(sdp)
+            except BaseException:
+                session.closed = True
+                with contextlib.suppress(Exception):
+                    await session.pc.close()
+                raise
+            old = self.sessions.get(device_id)
+            if old is not None:
+                log.info("%s reconnected: closing its previous session", device_id)
+                await old.close("replaced")
+            self.sessions[device_id] = session
+            try:
+                answer = await session.answer()
+            except BaseException:
+                await session.close("answer_failed")
+                raise
+            session.start()
+            log.info("%s connected (conversation %s)", device_id, session.conversation_id)
+            return answer
+
+    def session_closed(self, session: DeviceSession) -> None:
+        if self.sessions.get(session.device_id) is session:
+            del self.sessions[session.device_id]
+
+    def next_sequence(self, device_id: str) -> int:
+        return next(self._sequences.setdefault(device_id, itertools.count()))
+
+    def make_detector(self) -> VoiceDetector:
+        return self._detector_factory()
+
+    # ----- AI replies -----
+
+    def route_output(self, out: pb.AudioOutput) -> None:
+        session = self.sessions.get(out.device_id)
+        if session is None:
+            self.metrics.unknown_device_outputs += 1
+            if out.device_id not in self._warned_unknown and len(self._warned_unknown) < 1000:
+                self._warned_unknown.add(out.device_id)
+                log.warning("AudioOutput for unknown device %r ignored (counted, logged once)", out.device_id)
+            return
+        session.on_ai_output(out)
+
+    def _on_ai_connection(self, up: bool) -> None:
+        log.log(logging.INFO if up else logging.WARNING, "AI stream %s", "up" if up else "down")
+        for session in list(self.sessions.values()):
+            session.on_ai_connection(up)
+
+
+async def run_hub(
+    settings: HubSettings,
+    webrtc: WebRTCSettings | None = None,
+    audio: AudioSettings | None = None,
+    *,
+    detector_factory: Callable[[], VoiceDetector] | None = None,
+    port: int | None = None,
+) -> Hub:
+    """Build and start a hub; ``hub.port`` is the bound port (``port=0`` for a free one)."""
+    hub = Hub(settings, webrtc, audio, detector_factory=detector_factory, port=port)
+    await hub.start()
+    return hub

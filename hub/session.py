@@ -1,0 +1,385 @@
+"""One device's WebRTC session: mic audio -> VAD -> AI uplink, AI replies -> TTS track.
+
+A session owns its RTCPeerConnection, its inbound-audio task, its outbound TtsTrack, its
+VAD state machine and its dead-peer watchdog; :meth:`DeviceSession.close` frees all of
+them. It talks to the rest of the hub only through :class:`SessionHost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from hub.ai_link import AiLink, Outbound
+from hub.media_in import AudioIngest, tune_jitter_buffer
+from hub.metrics import HubMetrics
+from hub.tts_track import TtsTrack
+from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
+from hub.vad import VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
+from shared.audio import FRAME_MS, HUB_RATE, Int16Array
+from shared.config import HubSettings
+from shared.contract import pb
+
+log = logging.getLogger("naila.hub.session")
+
+# Sessions closed for these reasons are dead peers.
+DEAD_PEER_REASONS = ("ice_failed", "no_rtp")
+
+
+class SessionHost(Protocol):
+    """What a session needs from the hub."""
+
+    settings: HubSettings
+    link: AiLink
+    metrics: HubMetrics
+    turns: TurnLog
+
+    def next_sequence(self, device_id: str) -> int: ...
+
+    def make_detector(self) -> VoiceDetector: ...
+
+    def session_closed(self, session: DeviceSession) -> None: ...
+
+
+def new_conversation_id(device_id: str) -> str:
+    return f"{device_id}-{uuid.uuid4().hex[:8]}"
+
+
+class DeviceSession:
+    """Everything the hub holds for one connected device."""
+
+    def __init__(
+        self,
+        device_id: str,
+        pc: RTCPeerConnection,
+        host: SessionHost,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        s = host.settings
+        self.device_id = device_id
+        self.conversation_id = new_conversation_id(device_id)
+        self.pc = pc
+        self.host = host
+        self._clock = clock
+        self.created_at = clock()
+        self.last_media_at = self.created_at
+        self.closed = False
+        self.close_reason = ""
+        self.tts = TtsTrack(on_playout=self._on_playout, clock=clock)
+        config = VadConfig.from_ms(
+            onset_frames=s.hub_vad_onset_frames,
+            hangover_ms=s.hub_vad_hangover_ms,
+            preroll_ms=s.hub_vad_preroll_ms,
+            barge_in_frames=s.hub_barge_in_frames,
+            frame_ms=FRAME_MS,
+            sample_rate=HUB_RATE,
+        )
+        self.vad = VadStateMachine(host.make_detector(), config)
+        self._ingest = AudioIngest(HUB_RATE)
+        # Capture times of recent frames, indexed by VAD frame index (for timestamp_ms).
+        self._times: deque[float] = deque(maxlen=config.preroll_frames + config.barge_in_frames
+                                          + config.onset_frames + 4)
+        # Uplink utterance bookkeeping: the stream generation its START went out on.
+        self._utterance_generation: int | None = None
+        # Downlink turn bookkeeping.
+        self._end_sent_at: float | None = None
+        self._turn: TurnRecord | None = None  # turn whose is_final has not arrived
+        self._turn_first_audio = False
+        self._awaiting_playout: tuple[TurnRecord, float] | None = None  # (turn, its END time)
+        self._drop_until_final = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    # ----- signaling -----
+
+    async def accept_offer(self, sdp: str) -> None:
+        """Apply the device's offer (raises on an SDP aiortc cannot use)."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
+            raise ValueError("offer has no audio")
+        for t in audio:
+            tune_jitter_buffer(t.receiver, self.host.settings.hub_jitter_prefetch)
+
+    async def answer(self) -> str:
+        """Attach the TTS track and build the answer (waits for ICE gathering)."""
+        self.pc.addTrack(self.tts)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        return str(self.pc.localDescription.sdp)
+
+    def start(self) -> None:
+        """Start the dead-peer watchdog (the session is registered and answered)."""
+        self.host.metrics.sessions_opened += 1
+        self._watchdog = asyncio.create_task(self._watch(), name=f"watchdog-{self.device_id}")
+
+    # ----- media in -----
+
+    def _on_track(self, track: Any) -> None:
+        if self.closed:
+            return
+        kind = getattr(track, "kind", "")
+        task = asyncio.create_task(
+            self._consume_audio(track) if kind == "audio" else self._drain(track),
+            name=f"{kind}-in-{self.device_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, track: Any) -> None:
+        """Read and discard a track the hub does not use yet (e.g. video), so aiortc's queue stays empty."""
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self.last_media_at = self._clock()
+
+    async def _consume_audio(self, track: Any) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = self._clock()
+                self.last_media_at = now
+                for f in self._ingest.push(frame):
+                    self.process_frame(f, now)
+        except MediaStreamError:
+            log.info("%s: audio track ended", self.device_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: inbound audio failed", self.device_id)
+            self._close_soon("error")
+
+    def process_frame(self, frame: Int16Array, captured_at: float) -> None:
+        """Run one 16 kHz 20 ms frame through the VAD and send what it says upstream."""
+        self._times.append(captured_at)
+        for event in self.vad.process(frame, is_playing=self.tts.playing):
+            self._on_vad_event(event, captured_at)
+
+    def _capture_time(self, index: int) -> float:
+        base = self.vad.frames_seen - len(self._times)
+        i = index - base
+        if 0 <= i < len(self._times):
+            return self._times[i]
+        return self._times[0] if self._times else self._clock()
+
+    def _on_vad_event(self, event: VadEvent, captured_at: float) -> None:
+        m = self.host.metrics
+        link = self.host.link
+        kind = event.kind
+        if kind is VadEventKind.INTERRUPT:
+            m.interrupts += 1
+            self._send(pb.INTERRUPT, b"", 0, captured_at, None)
+            self._barge_in()
+            return
+        if kind is VadEventKind.START:
+            m.vad_onsets += 1
+            frames = event.audio.size // self.vad.config.frame_samples
+            ok = self._send(pb.START, event.audio.tobytes(), frames, captured_at,
+                            self._capture_time(event.frame_index))
+            self._utterance_generation = link.generation if ok else None
+            return
+        # CONTINUE / END belong to the utterance START opened: if that START never made it,
+        # or the AI stream was re-established since, the AI server has no such utterance.
+        open_here = self._utterance_generation is not None and self._utterance_generation == link.generation
+        if kind is VadEventKind.CONTINUE:
+            if open_here:
+                self._send(pb.CONTINUE, event.audio.tobytes(), 1, captured_at, captured_at)
+            else:
+                m.frames_dropped["no_open_utterance"] += 1
+            return
+        # END
+        m.vad_ends += 1
+        if open_here:
+            self._send(pb.END, b"", 0, captured_at, captured_at, on_sent=self._end_sent)
+        self._utterance_generation = None
+
+    def _send(
+        self,
+        event: int,
+        pcm: bytes,
+        frames: int,
+        captured_at: float,
+        first_capture: float | None,
+        on_sent: Callable[[float], None] | None = None,
+    ) -> bool:
+        ts = first_capture if first_capture is not None else captured_at
+        msg = pb.AudioInput(
+            device_id=self.device_id,
+            conversation_id=self.conversation_id,
+            audio_pcm=pcm,
+            codec=pb.PCM_S16LE,
+            sample_rate=HUB_RATE,
+            chunk_duration_ms=FRAME_MS,
+            timestamp_ms=int(ts * 1000),
+            sequence_num=self.host.next_sequence(self.device_id),
+            event=event,  # type: ignore[arg-type]
+            room="",
+        )
+        return self.host.link.send(
+            Outbound(msg, frames=frames, captured_at=captured_at if frames else None, on_sent=on_sent)
+        )
+
+    def _end_sent(self, at: float) -> None:
+        self._end_sent_at = at
+
+    def _barge_in(self) -> None:
+        """Silence the device now; drop the rest of the interrupted reply if it is still coming."""
+        dropped = self.tts.flush()
+        self._awaiting_playout = None
+        if self._turn is not None:
+            # The AI server is still sending this turn: ignore its audio until its is_final.
+            self._turn.interrupted = True
+            self._drop_until_final = True
+        log.info("%s: barge-in, flushed %.2fs of reply audio", self.device_id, dropped / 48_000)
+
+    # ----- media out -----
+
+    def on_ai_output(self, out: pb.AudioOutput) -> None:
+        """Route one AudioOutput for this device (called by the hub's demultiplexer)."""
+        m = self.host.metrics
+        now = self._clock()
+        if out.conversation_id and out.conversation_id != self.conversation_id:
+            m.tts_dropped["stale_conversation"] += 1
+            return
+        if self._drop_until_final:
+            if out.is_final:
+                self._drop_until_final = False
+                self._finish_turn(out, interrupted=True)
+                return
+            if not out.final_stt:
+                if out.audio_pcm:
+                    m.tts_dropped["interrupted"] += 1
+                return
+            # A transcript opens a new turn: the interrupted one will not send more.
+            self._drop_until_final = False
+            if self._turn is not None:
+                self._turn.interrupted = True
+                self.host.turns.add(self._turn)
+                self._turn = None
+        if out.final_stt:
+            if self._turn is not None:  # previous turn never finished: keep what we know
+                self.host.turns.add(self._turn)
+            self._turn = TurnRecord(self.device_id, self.conversation_id, transcript=out.final_stt)
+            self._turn_first_audio = False
+            if self._end_sent_at is not None:
+                m.grpc_end_to_transcript.observe(now - self._end_sent_at)
+                self._turn.timing["hub_end_to_transcript_ms"] = _ms(now - self._end_sent_at)
+        if out.audio_pcm:
+            if self._turn is None:
+                self._turn = TurnRecord(self.device_id, self.conversation_id)
+                self._turn_first_audio = False
+            if out.sample_rate <= 0:
+                m.tts_dropped["bad_sample_rate"] += 1
+            elif self.tts.push(out.audio_pcm, int(out.sample_rate), received_at=now):
+                m.tts_frames_routed += 1
+                if not self._turn_first_audio:
+                    self._turn_first_audio = True
+                    if self._end_sent_at is not None:
+                        self._awaiting_playout = (self._turn, self._end_sent_at)
+                        m.grpc_end_to_first_audio.observe(now - self._end_sent_at)
+                        self._turn.timing["hub_end_to_first_audio_ms"] = _ms(now - self._end_sent_at)
+            else:
+                m.tts_dropped["buffer_full"] += 1
+        if out.is_final:
+            self.tts.end_reply()
+            if self._end_sent_at is not None:
+                m.grpc_end_to_final.observe(now - self._end_sent_at)
+            self._finish_turn(out, interrupted=False)
+
+    def _finish_turn(self, out: pb.AudioOutput, *, interrupted: bool) -> None:
+        turn = self._turn or TurnRecord(self.device_id, self.conversation_id, transcript=out.final_stt)
+        turn.reply_text = out.reply_text
+        turn.timing = {**timing_to_dict(out.timing), **turn.timing}
+        turn.error_code = error_name(out.error_code)
+        turn.error_message = out.error_message
+        turn.interrupted = turn.interrupted or interrupted
+        if out.conversation_id:
+            turn.conversation_id = out.conversation_id
+        self.host.turns.add(turn)
+        self._turn = None
+        self._end_sent_at = None
+
+    def _on_playout(self, received_at: float, latency_s: float) -> None:
+        self.host.metrics.downlink_latency.observe(latency_s)
+        if self._awaiting_playout is not None:
+            turn, end_sent_at = self._awaiting_playout
+            self._awaiting_playout = None
+            turn.timing["hub_end_to_playout_ms"] = _ms(self._clock() - end_sent_at)
+
+    def on_ai_connection(self, up: bool) -> None:
+        """The AI stream came up or went down: a reply in flight will not finish."""
+        if not up:
+            if self._turn is not None:
+                self._turn.error_code = "INTERNAL"
+                self._turn.error_message = "AI stream lost"
+                self.host.turns.add(self._turn)
+                self._turn = None
+            self.tts.end_reply()
+            self._drop_until_final = False
+            self._end_sent_at = None
+
+    # ----- dead peers and closing -----
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("%s: connection %s", self.device_id, state)
+        if state == "failed":
+            await self.close("ice_failed")
+        elif state == "closed":
+            await self.close("closed")
+
+    async def _watch(self) -> None:
+        timeout = self.host.settings.hub_dead_peer_timeout_s
+        period = min(1.0, timeout / 4)
+        while not self.closed:
+            await asyncio.sleep(period)
+            idle = self._clock() - self.last_media_at
+            if idle > timeout:
+                log.warning("%s: no RTP for %.1fs, closing the session", self.device_id, idle)
+                self._close_soon("no_rtp")
+                return
+
+    def _close_soon(self, reason: str) -> None:
+        task = asyncio.create_task(self.close(reason), name=f"close-{self.device_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, reason: str) -> None:
+        """Free everything: tracks, tasks, queues, the peer connection. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self.host.link.connected and (self.vad.in_utterance or self._turn is not None or self.tts.playing):
+            # Let the AI server drop work for a device that is gone (or replaced).
+            self._send(pb.INTERRUPT, b"", 0, self._clock(), None)
+        self.tts.flush()
+        self.tts.stop()
+        current = asyncio.current_task()
+        tasks = [t for t in (*self._tasks, self._watchdog) if t is not None and t is not current]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        self.host.metrics.sessions_closed[reason] += 1
+        self.host.session_closed(self)
+        log.info("%s: session %s closed (%s)", self.device_id, self.conversation_id, reason)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))

@@ -1,0 +1,128 @@
+"""The outbound TTS track: any rate in, 48 kHz 20 ms stereo frames out, paced, flushable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hub.tts_track import FRAME_SAMPLES, TtsTrack
+from shared.audio import rms_dbfs
+
+pytestmark = pytest.mark.unit
+
+
+def tone_pcm(rate: int, seconds: float, hz: float = 440.0) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def drain(track: TtsTrack) -> list[np.ndarray]:
+    out = []
+    while (f := track.next_frame()) is not None:
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 24000, 44100, 48000])
+def test_any_rate_becomes_48k_frames_of_the_same_duration(rate: int) -> None:
+    track = TtsTrack()
+    assert track.push(tone_pcm(rate, 1.0), rate)
+    track.end_reply()
+    frames = drain(track)
+    assert all(f.size == FRAME_SAMPLES for f in frames)
+    assert len(frames) == pytest.approx(50, abs=1)
+    audio = np.concatenate(frames)
+    assert rms_dbfs(audio[4800:-4800]) > -12  # a 0.5-amplitude sine is ~ -9 dBFS
+    # The pitch survived resampling: dominant frequency 440 Hz.
+    spectrum = np.abs(np.fft.rfft(audio[:48000].astype(np.float64)))
+    assert abs(np.argmax(spectrum) * 48000 / 48000 - 440) <= 2
+    assert not track.playing
+
+
+def test_playing_flag_and_flush() -> None:
+    track = TtsTrack()
+    assert not track.playing
+    track.push(tone_pcm(22050, 2.0), 22050)
+    assert track.playing and track.buffered_s > 1.9
+    track.next_frame()
+    dropped = track.flush()
+    assert dropped > 0 and not track.playing and track.buffered_samples == 0
+    assert track.next_frame() is None  # silence at once
+
+
+def test_reply_open_until_is_final_even_when_buffer_runs_dry() -> None:
+    track = TtsTrack()
+    track.push(tone_pcm(16000, 0.1), 16000)
+    drain(track)
+    assert track.playing  # between sentences: the reply is still coming
+    track.end_reply()
+    drain(track)
+    assert not track.playing
+
+
+def test_short_remainder_is_held_briefly_then_padded() -> None:
+    track = TtsTrack()
+    track.push(np.ones(500, dtype="<i2").tobytes(), 48000)
+    assert track.next_frame() is None
+    assert track.next_frame() is None
+    f = track.next_frame()
+    assert f is not None and np.count_nonzero(f) == 500
+    assert track.buffered_samples == 0
+
+
+def test_cap_refuses_audio_beyond_the_buffer_limit() -> None:
+    track = TtsTrack(max_buffer_s=1.0)
+    assert track.push(tone_pcm(48000, 0.8), 48000)
+    assert not track.push(tone_pcm(48000, 0.8), 48000)
+    assert track.buffered_s == pytest.approx(0.8)
+
+
+async def test_recv_is_paced_in_real_time_and_reports_playout_latency() -> None:
+    t = FakeTime()
+    latencies: list[float] = []
+    track = TtsTrack(clock=t.clock, sleep=t.sleep, on_playout=lambda at, lat: latencies.append(lat))
+    first = await track.recv()
+    assert first.sample_rate == 48000 and first.samples == FRAME_SAMPLES and first.layout.name == "stereo"
+    assert first.pts == 0
+    t.now += 0.005
+    track.push(tone_pcm(24000, 0.2), 24000, received_at=t.now)
+    frames = [await track.recv() for _ in range(10)]
+    assert [f.pts for f in frames] == [960 * (i + 1) for i in range(10)]
+    # Each recv waited until its pts was due: 20 ms apart on the injected clock.
+    assert t.now == pytest.approx(100.0 + 10 * 0.02)
+    assert latencies and latencies[0] == pytest.approx(0.015)
+    pcm = np.frombuffer(bytes(frames[1].planes[0]), dtype="<i2").reshape(-1, 2)
+    assert np.array_equal(pcm[:, 0], pcm[:, 1]) and rms_dbfs(pcm[:, 0]) > -12
+
+
+async def test_recv_reanchors_after_a_stall_instead_of_bursting() -> None:
+    t = FakeTime()
+    track = TtsTrack(clock=t.clock, sleep=t.sleep)
+    await track.recv()
+    t.now += 1.0  # the event loop was stuck for a second
+    await track.recv()
+    t.slept.clear()
+    await track.recv()
+    assert t.slept == [pytest.approx(0.02)]
+
+
+async def test_stopped_track_raises() -> None:
+    from aiortc.mediastreams import MediaStreamError
+
+    track = TtsTrack()
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()

@@ -1,0 +1,266 @@
+"""VAD state machine, driven frame by frame (no sleeps, no clock): scripted and real detectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hub.vad import (
+    VadConfig,
+    VadEvent,
+    VadEventKind,
+    VadState,
+    VadStateMachine,
+    WebRtcVoiceDetector,
+    make_detector,
+)
+from shared.audio import Int16Array, espeak
+
+pytestmark = pytest.mark.unit
+
+START, CONT, END, INT = VadEventKind.START, VadEventKind.CONTINUE, VadEventKind.END, VadEventKind.INTERRUPT
+FS = 320  # 20 ms at 16 kHz
+
+
+class Scripted:
+    """A detector whose verdict is the frame's first sample being nonzero (frames carry their id)."""
+
+    def is_speech(self, frame: Int16Array) -> bool:
+        return bool(frame[1] != 0)
+
+    def reset(self) -> None:
+        pass
+
+
+def frame(i: int, voiced: bool) -> Int16Array:
+    f = np.zeros(FS, dtype=np.int16)
+    f[0] = i % 30000
+    f[1] = 1 if voiced else 0
+    return f
+
+
+CFG = VadConfig.from_ms(onset_frames=3, hangover_ms=300, preroll_ms=200, barge_in_frames=5)
+
+
+def run(pattern: str, cfg: VadConfig = CFG, playing: str | None = None) -> tuple[list[VadEvent], list[Int16Array]]:
+    """Feed '1'/'0' frames; ``playing`` marks frames during which TTS is playing ('p')."""
+    vad = VadStateMachine(Scripted(), cfg)
+    frames = [frame(i, c == "1") for i, c in enumerate(pattern)]
+    events: list[VadEvent] = []
+    for i, f in enumerate(frames):
+        events += vad.process(f, is_playing=bool(playing and playing[i] == "p"))
+    return events, frames
+
+
+def kinds(events: list[VadEvent]) -> list[VadEventKind]:
+    return [e.kind for e in events]
+
+
+def test_config_from_ms_maps_settings_to_frames() -> None:
+    assert CFG.onset_frames == 3
+    assert CFG.hangover_frames == 15
+    assert CFG.preroll_frames == 10
+    assert CFG.barge_in_frames == 5
+    assert VadConfig.from_ms(onset_frames=1, hangover_ms=310, preroll_ms=0, barge_in_frames=1).hangover_frames == 16
+
+
+def test_onset_after_n_voiced_frames_with_preroll_in_start() -> None:
+    events, frames = run("0" * 20 + "111")
+    assert kinds(events) == [START]
+    start = events[0]
+    # 10 frames of pre-roll (200 ms) + the 3 onset frames, in order, nothing else.
+    expected = np.concatenate(frames[10:23])
+    assert np.array_equal(start.audio, expected)
+    assert start.frame_index == 10
+
+
+def test_no_start_before_onset_frames() -> None:
+    events, _ = run("0" * 5 + "11" + "0" + "11" + "0")
+    assert events == []
+
+
+def test_false_start_frames_become_preroll() -> None:
+    events, frames = run("00" + "11" + "0" + "111")
+    assert kinds(events) == [START]
+    assert np.array_equal(events[0].audio, np.concatenate(frames[0:8]))
+
+
+def test_preroll_is_bounded_and_can_be_zero() -> None:
+    cfg0 = VadConfig.from_ms(onset_frames=3, hangover_ms=300, preroll_ms=0, barge_in_frames=5)
+    events, frames = run("0" * 50 + "111", cfg0)
+    assert np.array_equal(events[0].audio, np.concatenate(frames[50:53]))
+    events, _ = run("0" * 50 + "111")
+    assert events[0].audio.size == 13 * FS
+
+
+def test_continue_each_frame_then_end_after_hangover() -> None:
+    events, frames = run("0" * 3 + "111" + "1" * 10 + "0" * 15 + "0" * 5)
+    ks = kinds(events)
+    assert ks[0] is START
+    # 10 speech frames + 15 hangover frames each as CONTINUE, then END, then nothing.
+    assert ks[1:] == [CONT] * 25 + [END]
+    conts = [e for e in events if e.kind is CONT]
+    assert all(np.array_equal(c.audio, frames[c.frame_index]) for c in conts)
+    assert [c.frame_index for c in conts] == list(range(6, 31))
+    end = events[-1]
+    assert end.audio.size == 0 and end.frame_index == 30
+
+
+def test_pause_shorter_than_hangover_keeps_speaking() -> None:
+    events, _ = run("111" + "1" * 5 + "0" * 14 + "1" * 5 + "0" * 15)
+    assert kinds(events).count(START) == 1
+    assert kinds(events).count(END) == 1
+
+
+def test_state_walks_silence_maybe_speech_speaking_maybe_silence() -> None:
+    vad = VadStateMachine(Scripted(), CFG)
+    seen = []
+    for i, c in enumerate("0" + "11" + "1" + "0" + "1" + "0" * 15):
+        vad.process(frame(i, c == "1"))
+        seen.append(vad.state)
+    assert seen[0] is VadState.SILENCE
+    assert seen[1] is seen[2] is VadState.MAYBE_SPEECH
+    assert seen[3] is VadState.SPEAKING
+    assert seen[4] is VadState.MAYBE_SILENCE
+    assert seen[5] is VadState.SPEAKING
+    assert seen[-1] is VadState.SILENCE
+
+
+def test_second_utterance_after_end_gets_fresh_preroll() -> None:
+    events, frames = run("111" + "0" * 15 + "00" + "111")
+    starts = [e for e in events if e.kind is START]
+    assert len(starts) == 2
+    # Pre-roll after END starts empty: only the 2 frames heard since END, then the onset.
+    assert np.array_equal(starts[1].audio, np.concatenate(frames[18:23]))
+
+
+def test_barge_in_interrupt_only_while_playing() -> None:
+    pattern = "0" * 10 + "11111" + "1" * 5
+    # Playing: 3 voiced frames are not enough, 5 are; INTERRUPT comes right before START.
+    events, frames = run(pattern, playing="p" * len(pattern))
+    assert kinds(events)[:2] == [INT, START]
+    assert events[0].frame_index == 14
+    assert np.array_equal(events[1].audio, np.concatenate(frames[0:15]))
+    # Not playing: the plain onset after 3 frames, no INTERRUPT at all.
+    events, _ = run(pattern)
+    assert INT not in kinds(events)
+    assert kinds(events)[0] is START and events[0].audio.size == 13 * FS
+
+
+def test_no_barge_in_when_playback_stops_before_onset_completes() -> None:
+    pattern = "0" * 5 + "111"
+    events, _ = run(pattern, playing="p" * 6 + "  ")
+    assert kinds(events) == [START]
+
+
+def test_speaking_when_playback_starts_is_not_a_barge_in() -> None:
+    pattern = "111" + "1" * 10 + "0" * 15
+    events, _ = run(pattern, playing=" " * 5 + "p" * (len(pattern) - 5))
+    assert INT not in kinds(events)
+
+
+def test_wrong_frame_size_is_rejected() -> None:
+    vad = VadStateMachine(Scripted(), CFG)
+    with pytest.raises(ValueError):
+        vad.process(np.zeros(160, dtype=np.int16))
+
+
+def test_unknown_vad_mode_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="AUDIO_VAD_MODE"):
+        make_detector("silero", 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=300),
+    st.lists(st.booleans(), min_size=300, max_size=300),
+)
+def test_event_grammar_holds_for_any_input(voiced: list[bool], playing: list[bool]) -> None:
+    vad = VadStateMachine(Scripted(), CFG)
+    events: list[tuple[VadEventKind, bool]] = []
+    for i, v in enumerate(voiced):
+        for e in vad.process(frame(i, v), is_playing=playing[i]):
+            events.append((e.kind, playing[i]))
+    open_utt = False
+    for j, (k, was_playing) in enumerate(events):
+        if k is INT:
+            assert was_playing and not open_utt and events[j + 1][0] is START
+        elif k is START:
+            assert not open_utt
+            open_utt = True
+        elif k is CONT:
+            assert open_utt
+        else:
+            assert open_utt
+            open_utt = False
+    assert open_utt == vad.in_utterance
+
+
+# ----- the real webrtcvad detector -----
+
+
+def to_frames(x: Int16Array) -> list[Int16Array]:
+    return [x[i : i + FS] for i in range(0, x.size - FS + 1, FS)]
+
+
+def drive(signal: Int16Array, playing: bool = False) -> list[VadEvent]:
+    vad = VadStateMachine(WebRtcVoiceDetector(3), CFG)
+    out: list[VadEvent] = []
+    for f in to_frames(signal):
+        out += vad.process(f, is_playing=playing)
+    return out
+
+
+def tone(seconds: float, hz: float = 220.0, level: float = 0.3) -> Int16Array:
+    t = np.arange(int(16000 * seconds)) / 16000
+    x = sum(np.sin(2 * np.pi * hz * k * t) / k for k in range(1, 8))
+    return (level * 32767 * x / np.max(np.abs(x))).astype(np.int16)
+
+
+def silence(seconds: float) -> Int16Array:
+    return np.zeros(int(16000 * seconds), dtype=np.int16)
+
+
+def test_silence_gives_no_events() -> None:
+    assert drive(silence(3.0)) == []
+
+
+def test_tone_burst_start_and_end_at_the_right_frames() -> None:
+    events = drive(np.concatenate([silence(1.0), tone(1.0), silence(1.0)]))
+    ks = kinds(events)
+    assert ks[0] is START and ks[-1] is END and ks.count(START) == 1
+    start = events[0]
+    # The onset is confirmed on the 3rd voiced frame (index 52); START holds 200 ms before.
+    assert start.frame_index == 40 and start.audio.size == 13 * FS
+    assert np.all(start.audio[: 10 * FS] == 0)  # the pre-roll was the silence before the tone
+    # END comes 300 ms after the detector stops hearing the tone: frame 100 is the first
+    # silent one, so frame 114 at the earliest; webrtcvad itself lingers a few frames.
+    end_index = events[-1].frame_index
+    assert 114 <= end_index <= 114 + 10
+    assert ks.count(CONT) == end_index - 52
+
+
+@pytest.fixture(scope="module")
+def speech() -> Int16Array:
+    return espeak("what is the weather like today", rate=16000)
+
+
+def test_espeak_speech_is_one_utterance_of_the_right_length(speech: Int16Array) -> None:
+    signal = np.concatenate([silence(1.0), speech, silence(1.0)])
+    events = drive(signal)
+    ks = kinds(events)
+    assert ks.count(START) == 1 and ks.count(END) == 1 and ks[-1] is END
+    sent_samples = sum(e.audio.size for e in events)
+    sent_s = sent_samples / 16000
+    # Everything from 200 ms before the onset to 300 ms after the last voiced frame.
+    assert speech.size / 16000 < sent_s < speech.size / 16000 + 0.2 + 0.3 + 0.1
+    # The START audio begins before the speech does (no clipped first syllable).
+    assert events[0].frame_index * FS <= 16000
+
+
+def test_espeak_speech_during_playback_interrupts_first(speech: Int16Array) -> None:
+    events = drive(np.concatenate([silence(0.5), speech, silence(0.5)]), playing=True)
+    assert kinds(events)[:2] == [INT, START]
+    assert kinds(events).count(INT) == 1
