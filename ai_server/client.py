@@ -89,6 +89,10 @@ class StreamClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def half_close(self) -> None:
+        """No more input (like a hub shutting down): the server finishes turns, then ends."""
+        self._requests.put_nowait(None)
+
     async def close(self) -> None:
         self._requests.put_nowait(None)
         if self._reader is not None:
@@ -164,13 +168,13 @@ class StreamClient:
         self.send(pb.AudioInput(device_id=device_id, conversation_id=conversation_id, event=pb.INTERRUPT))
         return time.monotonic()
 
-    async def next(self, device_id: str, timeout: float = 30.0) -> tuple[float, pb.AudioOutput]:
-        return await asyncio.wait_for(self.inbox(device_id).get(), timeout)
+    async def next(self, device_id: str, within_s: float = 30.0) -> tuple[float, pb.AudioOutput]:
+        return await asyncio.wait_for(self.inbox(device_id).get(), within_s)
 
-    async def turn(self, device_id: str, end_sent_at: float, timeout: float = 60.0) -> TurnReply:
+    async def turn(self, device_id: str, end_sent_at: float, within_s: float = 60.0) -> TurnReply:
         """Collect messages for ``device_id`` up to and including is_final."""
         reply = TurnReply(device_id, end_sent_at)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while True:
             t, msg = await self.next(device_id, max(0.01, deadline - time.monotonic()))
             reply.messages.append((t, msg))

@@ -13,7 +13,6 @@ and sent while the model is still generating the rest. All stage times are taken
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -194,30 +193,33 @@ class Pipeline:
             finally:
                 clauses.put_nowait(None)
 
-        producer = asyncio.create_task(produce(), name=f"llm-{turn.device_id}-{turn.id}")
         reply: list[str] = []
-        tts_error: BaseException | None = None
-        try:
+        tts_error: list[BaseException] = []
+
+        async def consume() -> None:
             while (clause := await clauses.get()) is not None:
                 reply.append(clause)
-                if tts_error is None:
-                    try:
-                        await self._speak(turn, clause)
-                    except Exception as exc:
-                        tts_error = exc  # keep collecting the text: the reply still goes out as text
-                        log.warning("turn %s/%d: TTS failed: %s", turn.device_id, turn.id, one_line(exc))
-            await producer
-        finally:
-            if not producer.done():
-                producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
+                if tts_error:
+                    continue  # keep collecting the text: the reply still goes out as text
+                try:
+                    await self._speak(turn, clause)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    tts_error.append(exc)
+                    log.warning("turn %s/%d: TTS failed: %s", turn.device_id, turn.id, one_line(exc))
+
+        # Sibling tasks: cancelling the turn cancels both at once, so llama.cpp stops at the
+        # next token even while piper is still finishing the clause it is synthesising.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(produce(), name=f"llm-{turn.device_id}-{turn.id}")
+            group.create_task(consume(), name=f"tts-{turn.device_id}-{turn.id}")
         if llm_error:
             err = llm_error[0]
             log.warning("turn %s/%d: LLM failed: %s", turn.device_id, turn.id, one_line(err))
             return pb.LLM_FAILED, one_line(err), reply
-        if tts_error is not None:
-            return pb.TTS_FAILED, one_line(tts_error), reply
+        if tts_error:
+            return pb.TTS_FAILED, one_line(tts_error[0]), reply
         return pb.NONE, "", reply
 
     async def _speak(self, turn: Turn, text: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import struct
 import threading
@@ -56,10 +57,37 @@ def shipped_voice() -> tuple[Path, Path]:
 _END = object()
 
 
+def half_the_cores() -> int:
+    """TTS runs while the LLM is still generating: give each about half the machine."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def _load_piper(voice_cls: Any, model: Path, config: Path, threads: int) -> Any:
+    """Like ``PiperVoice.load``, but with onnxruntime thread spinning off and a thread cap.
+
+    ONNX Runtime's default worker threads busy-wait between operators; on a small CPU
+    shared with llama.cpp and CTranslate2, busy-waiting threads starve the other stages.
+    """
+    import json
+
+    import onnxruntime  # type: ignore[import-untyped]
+    from piper.config import PiperConfig
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+    with open(config, encoding="utf-8") as f:
+        return voice_cls(session=session, config=PiperConfig.from_dict(json.load(f)))
+
+
 class PiperTTS:
     name = "piper"
 
-    def __init__(self, voice_path: str = "", *, workers: int = 1) -> None:
+    def __init__(self, voice_path: str = "", *, threads: int = 0, workers: int = 1) -> None:
+        threads = threads if threads > 0 else half_the_cores()
         try:
             from piper import PiperVoice
         except ImportError as exc:
@@ -72,9 +100,9 @@ class PiperTTS:
         for p in (model, config):
             if not p.is_file():
                 raise StartupError(f"piper voice file not found: {p} (TTS_VOICE_PATH={voice_path!r})")
-        log.info("loading TTS voice %s (piper)", model)
+        log.info("loading TTS voice %s (piper, %d threads)", model, threads)
         try:
-            self._voice: Any = PiperVoice.load(model, config)
+            self._voice: Any = _load_piper(PiperVoice, model, config, threads)
         except Exception as exc:
             raise StartupError(f"cannot load piper voice {model}: {exc}".replace("\n", " ")) from exc
         self.model = model.name.removesuffix(".onnx")

@@ -95,7 +95,18 @@ def serve_hub(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     loopback_only()
-    samples: dict[str, list[float]] = {"uplink": [], "downlink": [], "loop_lag": []}
+    samples: dict[str, list[float]] = {"uplink": [], "downlink": [], "loop_lag": [], "grpc_write": []}
+
+    from grpc.aio._call import StreamStreamCall
+
+    orig_write = StreamStreamCall.write
+
+    async def timed_write(self: Any, request: Any) -> None:
+        t = time.monotonic()
+        await orig_write(self, request)
+        samples["grpc_write"].append(time.monotonic() - t)
+
+    StreamStreamCall.write = timed_write  # type: ignore[method-assign]
 
     async def loop_lag() -> None:
         """How late a 10 ms timer fires: event-loop stalls (GC, CPU contention, long callbacks)."""
@@ -127,6 +138,7 @@ def serve_hub(args: argparse.Namespace) -> int:
                     "uplink_ms": [v * 1000 for v in samples["uplink"]],
                     "downlink_ms": [v * 1000 for v in samples["downlink"]],
                     "loop_lag_ms": [v * 1000 for v in samples["loop_lag"]],
+                    "grpc_write_ms": [v * 1000 for v in samples["grpc_write"]],
                     "frames_dropped": dict(hub.metrics.frames_dropped),
                     "tts_dropped": dict(hub.metrics.tts_dropped),
                     "health": hub.metrics.health(),
@@ -393,6 +405,8 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, clip: np
         "downlink_ms": {"p50": pct(down, 50), "p95": pct(down, 95), "max": round(max(down), 2) if down else None,
                         "n": len(down)},
         "sink_uplink_ms": {"p50": pct(sink.latency_ms, 50), "p95": pct(sink.latency_ms, 95)},
+        "grpc_write_ms": {"p50": pct(after["grpc_write_ms"], 50), "p95": pct(after["grpc_write_ms"], 95),
+                          "n": len(after["grpc_write_ms"])},
         "hub_loop_lag_ms": {"p50": pct(after["loop_lag_ms"], 50), "p95": pct(after["loop_lag_ms"], 95),
                             "p99": pct(after["loop_lag_ms"], 99),
                             "max": round(max(after["loop_lag_ms"]), 1) if after["loop_lag_ms"] else None},

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -35,6 +36,13 @@ log = logging.getLogger("naila.hub.ai_link")
 
 # How long one connection attempt waits for the channel to become ready, s.
 CONNECT_TIMEOUT_S = 1.0
+# Liveness: a GetStatus every HEARTBEAT_PERIOD_S with a HEARTBEAT_TIMEOUT_S deadline; this many
+# misses in a row and the stream is torn down and re-established. (gRPC keepalive pings would
+# need matching settings on the AI server, or it answers frequent pings with GOAWAY
+# "too_many_pings"; a GetStatus needs nothing there and measures the round trip too.)
+HEARTBEAT_PERIOD_S = 5.0
+HEARTBEAT_TIMEOUT_S = 5.0
+HEARTBEAT_MISSES = 3
 
 
 @dataclass
@@ -62,6 +70,9 @@ class AiLink:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        heartbeat_period_s: float | None = None,
+        heartbeat_timeout_s: float | None = None,
+        heartbeat_misses: int | None = None,
     ) -> None:
         self.target = target
         self.metrics = metrics
@@ -72,6 +83,9 @@ class AiLink:
         self._clock = clock
         self._sleep = sleep
         self._connect_timeout_s = connect_timeout_s
+        self._hb_period = HEARTBEAT_PERIOD_S if heartbeat_period_s is None else heartbeat_period_s
+        self._hb_timeout = HEARTBEAT_TIMEOUT_S if heartbeat_timeout_s is None else heartbeat_timeout_s
+        self._hb_misses = HEARTBEAT_MISSES if heartbeat_misses is None else heartbeat_misses
         self._queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self._pending: Counter[str] = Counter()
         self._connected = False
@@ -144,6 +158,29 @@ class AiLink:
             if item.on_sent is not None:
                 item.on_sent(now)
 
+    async def _heartbeat(self, stub: pb_grpc.NailaAIAsyncStub, call: grpc.aio.StreamStreamCall) -> None:
+        """Cancel ``call`` when the AI server stops answering (a host gone without a TCP reset)."""
+        misses = 0
+        while True:
+            await self._sleep(self._hb_period)
+            t = self._clock()
+            try:
+                await stub.GetStatus(pb.StatusRequest(), timeout=self._hb_timeout)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    misses = 0  # it answered (e.g. UNIMPLEMENTED): alive
+                    continue
+                misses += 1
+                log.warning("AI server %s missed heartbeat %d/%d (%s)", self.target, misses, self._hb_misses,
+                            err.code().name)
+                if misses >= self._hb_misses:
+                    self.metrics.grpc_heartbeat_failures += 1
+                    call.cancel()
+                    return
+                continue
+            misses = 0
+            self.metrics.grpc_status_rtt.observe(self._clock() - t)
+
     def _flush_queue(self) -> None:
         while not self._queue.empty():
             self._drop(self._queue.get_nowait(), "ai_disconnected")
@@ -203,6 +240,7 @@ class AiLink:
         channel = grpc.aio.insecure_channel(self.target, options=self._channel_options())
         call: grpc.aio.StreamStreamCall | None = None
         writer: asyncio.Task[None] | None = None
+        heartbeat: asyncio.Task[None] | None = None
         try:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self._connect_timeout_s)
@@ -210,9 +248,10 @@ class AiLink:
                 self.metrics.grpc_connect_failures += 1
                 log.warning("AI server %s unreachable", self.target)
                 return
-            stub = pb_grpc.NailaAIStub(channel)
+            stub = cast("pb_grpc.NailaAIAsyncStub", pb_grpc.NailaAIStub(channel))
             call = stub.StreamConversation()
             writer = asyncio.create_task(self._write_loop(call), name="hub-ai-writer")
+            heartbeat = asyncio.create_task(self._heartbeat(stub, call), name="hub-ai-heartbeat")
             self._generation += 1
             if self._ever_connected:
                 self.metrics.grpc_reconnects += 1
@@ -229,14 +268,17 @@ class AiLink:
         except grpc.aio.AioRpcError as err:
             log.warning("AI stream to %s lost: %s %s", self.target, err.code().name, err.details())
         except asyncio.CancelledError:
-            raise
+            if self._stopping:
+                raise
+            log.warning("AI stream to %s cancelled (no heartbeat)", self.target)
         except Exception:
             log.exception("AI stream to %s failed", self.target)
         finally:
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await writer
+            for task in (writer, heartbeat):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if call is not None:
                 call.cancel()
             if self._connected:

@@ -42,6 +42,7 @@ class HubMetrics:
         self.sessions_opened = 0
         self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)
         self.grpc_connect_failures = 0
+        self.grpc_heartbeat_failures = 0
         self.unknown_device_outputs = 0
         # Gauges, read at scrape time.
         self.active_devices: Callable[[], int] = lambda: 0
@@ -77,6 +78,12 @@ class HubMetrics:
             "naila_hub_grpc_end_to_final_seconds",
             "gRPC round trip: END written to is_final received",
             buckets=_SLOW,
+            registry=self.registry,
+        )
+        self.grpc_status_rtt = Histogram(
+            "naila_hub_grpc_status_rtt_seconds",
+            "gRPC round trip of the GetStatus heartbeat on the AI channel",
+            buckets=_FAST,
             registry=self.registry,
         )
         self.registry.register(_CounterCollector(self))
@@ -125,6 +132,7 @@ class _CounterCollector(Collector):
             "tts_frames_routed": (m.tts_frames_routed, "AudioOutput audio messages routed to a device"),
             "grpc_reconnects": (m.grpc_reconnects, "AI stream re-established after a loss"),
             "grpc_connect_failures": (m.grpc_connect_failures, "Failed attempts to open the AI stream"),
+            "grpc_heartbeat_failures": (m.grpc_heartbeat_failures, "AI streams torn down for missed heartbeats"),
             "interrupts": (m.interrupts, "Barge-ins (INTERRUPT sent)"),
             "unauthorized_requests": (m.unauthorized, "/connect requests refused with 401"),
             "unknown_device_outputs": (m.unknown_device_outputs, "AudioOutput for a device not connected"),

@@ -98,6 +98,7 @@ class DeviceSession:
         self._awaiting_playout: tuple[TurnRecord, float] | None = None  # (turn, its END time)
         self._drop_until_final = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._mic_attached = False
         self._watchdog: asyncio.Task[None] | None = None
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
@@ -131,8 +132,11 @@ class DeviceSession:
         if self.closed:
             return
         kind = getattr(track, "kind", "")
+        # The first audio track is the microphone; anything else is read and discarded.
+        use = kind == "audio" and not self._mic_attached
+        self._mic_attached = self._mic_attached or use
         task = asyncio.create_task(
-            self._consume_audio(track) if kind == "audio" else self._drain(track),
+            self._consume_audio(track) if use else self._drain(track),
             name=f"{kind}-in-{self.device_id}",
         )
         self._tasks.add(task)

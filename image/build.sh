@@ -158,7 +158,7 @@ stage_wheelhouse() {
   # The project wheel, built from a clean copy of the tree (tracked + untracked, not ignored).
   if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
     (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-      | grep -zv '^image/' | xargs -0 tar --no-recursion -cf - --) | tar -xf - -C "$WORK/src"
+      | grep -zv '^image/' | tar --null --no-recursion -T - -cf -) | tar -xf - -C "$WORK/src"
   else
     tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./image -cf - . | tar -xf - -C "$WORK/src"
   fi

@@ -73,13 +73,17 @@ class EmbeddedLLM:
         self.path = path
         self._max_tokens = max_tokens
         self._temperature = temperature
-        n_threads = threads if threads > 0 else max(1, min(4, os.cpu_count() or 1))
+        # llama.cpp's threads meet at spin barriers each layer: when the CPU is oversubscribed
+        # (TTS runs alongside generation) a descheduled thread stalls all of them. On the
+        # loaded 2-core dev machine 2 threads fell to ~2 tokens/s, 1 thread kept ~35-45.
+        n_threads = threads if threads > 0 else max(1, min(4, (os.cpu_count() or 2) // 2))
         log.info("loading LLM %s (llama.cpp, %d threads, context %d)", path, n_threads, n_ctx)
         try:
             self._llm: Any = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
         except Exception as exc:
             raise StartupError(f"cannot load LLM model {path}: {exc}".replace("\n", " ")) from exc
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        self.generating = 0  # generations inside llama.cpp right now (0 or 1)
 
     def _generate(
         self,
@@ -119,11 +123,13 @@ class EmbeddedLLM:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work() -> None:
+            self.generating += 1
             try:
                 self._generate(messages, stop, put)
             except Exception as exc:
                 put(exc)
             finally:
+                self.generating -= 1
                 put(_END)
 
         worker = loop.run_in_executor(self._pool, work)

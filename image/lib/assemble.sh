@@ -25,6 +25,34 @@ fat_fill() {
   done < <(cd "$src" && find . -mindepth 1 -print0 | LC_ALL=C sort -z)
 }
 
+# mke2fs 1.47.0 -d copies each file's ctime and atime from the build tree, which no
+# SOURCE_DATE_EPOCH can fix: set both to SOURCE_DATE_EPOCH on every used inode (the root
+# directory and inodes from the first non-reserved one on), with debugfs.
+ext4_normalize_times() {
+  local fs=$1
+  dumpe2fs "$fs" 2>/dev/null | python3 -c '
+import re, sys
+text = sys.stdin.read()
+per_group = int(re.search(r"^Inodes per group:\s+(\d+)", text, re.M).group(1))
+first = int(re.search(r"^First inode:\s+(\d+)", text, re.M).group(1))
+epoch = sys.argv[1]
+groups = re.findall(r"^Group (\d+):.*?^\s+Free inodes: ?([^\n]*)", text, re.M | re.S)
+for g, free in groups:
+    lo = int(g) * per_group + 1
+    used = set(range(lo, lo + per_group))
+    for part in filter(None, (x.strip() for x in free.split(","))):
+        a, _, b = part.partition("-")
+        used -= set(range(int(a), int(b or a) + 1))
+    for ino in sorted(used):
+        if ino == 2 or ino >= first:
+            print(f"sif <{ino}> ctime @{epoch}")
+            print(f"sif <{ino}> atime @{epoch}")
+' "$SDE" >"$fs.times"
+  debugfs -w -f "$fs.times" "$fs" >/dev/null 2>"$fs.times.err" \
+    || die "debugfs could not normalize the inode times: $(tail -n3 "$fs.times.err")"
+  rm -f "$fs.times" "$fs.times.err"
+}
+
 restore_boot_files() {
   find "$1/boot" -mindepth 1 -maxdepth 1 -print0 | xargs -0r mv -t "$2/boot/firmware"
 }
@@ -38,6 +66,7 @@ assemble_image() {
   (cd "$r/boot/firmware" && find . -mindepth 1 -maxdepth 1 -print0 | xargs -0r mv -t "$w/boot")
   # shellcheck disable=SC2064
   trap "restore_boot_files '$w' '$r'" EXIT
+  touch --date="@$SDE" "$r/boot/firmware"  # the moves changed its mtime
 
   local boot_used root_kib root_mib files inodes
   boot_used=$(du -s -m "$w/boot" | cut -f1)
@@ -56,10 +85,12 @@ assemble_image() {
     mkfs.ext4 -q -F -t ext4 -L "$ROOT_LABEL" -U "$(stable_uuid root)" \
       -E "hash_seed=$(stable_uuid hash),nodiscard,root_owner=0:0" -m 2 \
       -d "$r" "$w/root.ext4" "${root_mib}M" || die "mkfs.ext4 -d failed"
+  ext4_normalize_times "$w/root.ext4"
   e2fsck -fn "$w/root.ext4" >/dev/null || die "the new ext4 filesystem does not pass e2fsck"
 
   truncate -s "${BOOT_SIZE_MIB}M" "$w/boot.vfat"
-  mkfs.vfat -F 32 -n "$BOOT_LABEL" -i "$(stable_hex boot 8)" --invariant "$w/boot.vfat" >/dev/null
+  # --invariant: no clock-dependent fields (it also fixes the volume id: 1234-ABCD).
+  mkfs.vfat -F 32 -n "$BOOT_LABEL" --invariant "$w/boot.vfat" >/dev/null
   fat_fill "$w/boot.vfat" "$w/boot"
   fsck.vfat -n "$w/boot.vfat" >/dev/null || die "the new FAT filesystem does not pass fsck.vfat"
 
@@ -79,6 +110,7 @@ SFDISK
   dd if="$w/root.ext4" of="$img" bs=1M seek=$(( BOOT_START_MIB + BOOT_SIZE_MIB )) conv=notrunc,sparse status=none
   rm -f "$w/boot.vfat" "$w/root.ext4"
   restore_boot_files "$w" "$r"
+  touch --date="@$SDE" "$r/boot/firmware"
   trap - EXIT
   touch --date="@$SDE" "$img"
   log "image: $img ($total MiB)"

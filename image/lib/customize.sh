@@ -47,6 +47,8 @@ customize_rootfs() {
   install -m 0644 "$HERE/naila.conf.example" "$r/usr/local/share/naila/naila.conf.example"
   install -m 0644 "$HERE/naila.conf.example" "$r/boot/firmware/naila.conf"
   install -m 0644 "$HERE/README.md" "$r/usr/local/share/naila/README.md"
+  install -d -m 0755 "$r/opt/naila"
+  install -m 0644 "$REPO/README.md" "$r/opt/naila/README.md"  # the agent unit's Documentation=
 
   log "user naila (audio, video), root locked, no SSH host keys"
   in_chroot useradd --system --user-group --home-dir /var/lib/naila --create-home \

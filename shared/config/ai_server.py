@@ -10,7 +10,7 @@ from shared.config.base import NailaSettings
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are NAILA, a friendly voice assistant in the user's home. "
-    "Answer in one or two short spoken sentences. No lists, no markdown."
+    "Always answer in English, in one or two short spoken sentences. No lists, no markdown."
 )
 
 

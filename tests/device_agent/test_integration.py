@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,9 @@ async def test_speech_goes_up_reply_comes_down_and_video_flows(
         assert rms_dbfs(reply) > -30
         assert dominant_hz(reply[-48_000:]) == pytest.approx(440, abs=5)
         assert hub.video_frames > 5
+        agent.restart_stream()  # the MQTT restart_stream command: redial at once, no backoff
+        assert await wait_until(lambda: agent.hub.connects == 2, 10)
+        assert len(hub.pcs) == 2
     finally:
         await agent.stop()
 
@@ -196,6 +200,7 @@ async def test_the_assistants_own_voice_is_cancelled_before_the_hub(
         raw = backend.mic_audio(since=now - 3.0)
         sent = hub.received(since=now - 3.0)
         assert rms_dbfs(raw) > -40  # there really is echo on the mic
+        print(f"echo at the mic {rms_dbfs(raw):.1f} dBFS, sent to the hub {rms_dbfs(sent):.1f} dBFS")
         assert erle_db(raw, sent) >= 15.0, (rms_dbfs(raw), rms_dbfs(sent))
     finally:
         await agent.stop()
@@ -318,3 +323,35 @@ async def test_last_will_announces_a_crashed_device(
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as late:
         await late.subscribe(topics.device_status(dev), qos=1)
         assert not decode(DeviceStatus, await next_on(late, topics.device_status(dev))).online
+
+
+def _mosquitto(port: int, conf_dir: Path) -> subprocess.Popen[bytes]:
+    conf = conf_dir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def test_broker_restart_is_redialled_with_backoff(tmp_path: Path) -> None:
+    port = free_port()
+    broker = _mosquitto(port, tmp_path)
+    mqtt = load(MqttSettings, mqtt_host="127.0.0.1", mqtt_port=port, mqtt_keepalive_s=5)
+    agent = make_agent(f"http://127.0.0.1:{free_port()}", "it-mqtt-restart", MemoryAudioBackend(), mqtt=mqtt)
+    assert agent.mqtt is not None
+    await agent.start()
+    try:
+        assert await wait_until(lambda: agent.mqtt is not None and agent.mqtt.connects == 1, 10)
+        broker.terminate()
+        broker.wait(5)
+        assert await wait_until(lambda: agent.mqtt is not None and not agent.mqtt.connected.is_set(), 10)
+        await asyncio.sleep(1.5)  # refused redials meanwhile
+        assert agent.mqtt.backoff.attempt >= 2
+        broker = _mosquitto(port, tmp_path)
+        assert await wait_until(lambda: agent.mqtt is not None and agent.mqtt.connects == 2, 15)
+        async with aiomqtt.Client("127.0.0.1", port) as c:  # status is retained again on the new broker
+            await c.subscribe(topics.device_status("it-mqtt-restart"), qos=1)
+            assert decode(DeviceStatus, await next_on(c, topics.device_status("it-mqtt-restart"))).online
+    finally:
+        await agent.stop()
+        broker.terminate()
+        broker.wait(5)

@@ -169,6 +169,8 @@ class FakeAI(pb_grpc.NailaAIServicer):
         self.reply_seconds = 1.0
         self.reply_rate = 22050
         self.replies_enabled = True
+        self.status_hangs = False  # GetStatus never answers: a frozen host
+        self.status_calls = 0
         self.interrupted: dict[str, int] = defaultdict(int)
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -201,6 +203,12 @@ class FakeAI(pb_grpc.NailaAIServicer):
         if self.server is not None:
             await self.server.stop(grace=None)
             self.server = None
+
+    async def GetStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        self.status_calls += 1
+        if self.status_hangs:
+            await asyncio.sleep(3600)
+        return pb.StatusResponse(status="ok")
 
     async def StreamConversation(
         self, request_iterator: AsyncIterator[pb.AudioInput], context: grpc.aio.ServicerContext

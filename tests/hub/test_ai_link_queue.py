@@ -40,3 +40,14 @@ async def test_one_flooding_device_cannot_crowd_out_another() -> None:
     link._set_connected(False)
     assert m.frames_dropped["ai_disconnected"] == 20
     assert link.pending("noisy") == 0 and link.pending("quiet") == 0
+
+
+async def test_reply_for_an_unknown_device_is_counted_and_ignored() -> None:
+    from hub.server import Hub
+    from shared.config import HubSettings, load
+
+    hub = Hub(load(HubSettings))
+    hub.route_output(pb.AudioOutput(device_id="nobody", audio_pcm=b"\0\0" * 100, sample_rate=22050))
+    hub.route_output(pb.AudioOutput(device_id="nobody", is_final=True))
+    assert hub.metrics.unknown_device_outputs == 2 and hub.metrics.tts_frames_routed == 0
+    assert b"naila_hub_unknown_device_outputs_total 2.0" in hub.metrics.exposition()

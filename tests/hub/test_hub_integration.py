@@ -156,6 +156,26 @@ async def test_ai_server_restart_mid_session(make_hub: HubFactory, fake_ai: Fake
         await dev.close()
 
 
+async def test_frozen_ai_server_is_detected_by_heartbeat(
+    make_hub: HubFactory, fake_ai: FakeAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hub.ai_link
+
+    monkeypatch.setattr(hub.ai_link, "HEARTBEAT_PERIOD_S", 0.1)
+    monkeypatch.setattr(hub.ai_link, "HEARTBEAT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(hub.ai_link, "HEARTBEAT_MISSES", 2)
+    h = await make_hub()
+    await until(lambda: fake_ai.status_calls >= 2, 5, "heartbeats")
+    assert h.metrics.grpc_status_rtt.collect()[0].samples
+    assert h.link.connected and h.metrics.grpc_heartbeat_failures == 0
+    # The server stops answering (but its TCP connection stays up): the hub re-opens the stream.
+    fake_ai.status_hangs = True
+    await until(lambda: h.metrics.grpc_heartbeat_failures == 1, 5, "the heartbeat to give up")
+    fake_ai.status_hangs = False
+    await until(lambda: h.link.connected and h.metrics.grpc_reconnects >= 1, 5, "a fresh stream")
+    assert fake_ai.streams >= 2
+
+
 async def test_barge_in_interrupts_and_silences_the_device(
     make_hub: HubFactory, fake_ai: FakeAI, phrase: np.ndarray
 ) -> None:

@@ -55,7 +55,7 @@ MINIMAL = "DEVICE_ID=kitchen\nHUB_URL=http://192.168.1.10:8080\n"
 
 
 def test_parse_comments_quotes_crlf_bom_and_case() -> None:
-    text = '\ufeff# comment\r\n\r\ndevice_id = kitchen \r\nDEVICE_ROOM="  Living room "\r\nX=\'a=b\'\r\n'
+    text = "\ufeff# comment\r\n\r\ndevice_id = kitchen \r\nDEVICE_ROOM=\"  Living room \"\r\nX='a=b'\r\n"
     entries, problems = bc.parse_conf(text)
     assert problems == []
     assert entries["DEVICE_ID"].value == "kitchen"
@@ -192,8 +192,7 @@ def test_pass_through_settings_and_typos_against_the_agents_variables() -> None:
 
 def test_secrets_are_stored_and_marked_for_wiping_and_never_echoed() -> None:
     text = MINIMAL + (
-        "HUB_TOKEN=tok-SECRET\nMQTT_USERNAME=pi\nMQTT_PASSWORD=pw-SECRET\n"
-        "WIFI_SSID=Home\nWIFI_PASSPHRASE=wifi-SECRET\n"
+        "HUB_TOKEN=tok-SECRET\nMQTT_USERNAME=pi\nMQTT_PASSWORD=pw-SECRET\nWIFI_SSID=Home\nWIFI_PASSPHRASE=wifi-SECRET\n"
     )
     r = check(text)
     assert r.problems == []

@@ -706,7 +706,7 @@ def naila_gid() -> int:
 
 def run(paths: Paths, console: Console, *, live: bool = True) -> int:
     """Check and apply. `live` False (tests): no systemctl, no chown, no hostname syscall."""
-    ctl: Callable[..., int] = systemctl if live else (lambda *a: 0)
+    ctl: Callable[..., int] = systemctl if live else (lambda *a: 1 if a[0] == "is-active" else 0)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
     def status(problems: list[Problem], summary: str) -> None:
@@ -763,7 +763,10 @@ def run(paths: Paths, console: Console, *, live: bool = True) -> int:
     if problems:
         if remove_file(paths.device_env):
             console.info(f"removed {paths.device_env}: the agent waits for a valid naila.conf")
-        ctl("stop", "--no-block", "naila-device.service")
+        # Only a running agent is stopped: at boot its start job must stay queued, so that
+        # systemd records it as skipped by its condition (no device.env), not as stopped.
+        if ctl("is-active", "--quiet", "naila-device.service") == 0:
+            ctl("stop", "--no-block", "naila-device.service")
         banner(console, [str(p) for p in problems])
         status(problems, f"NOT OK: {len(problems)} problem(s); the NAILA agent is waiting for a fix:")
         return 1
@@ -797,14 +800,17 @@ def apply_system(paths: Paths, result: Result, console: Console, ctl: Callable[.
         elif remove_file(paths.ssh_keys):
             console.info("SSH: authorized keys removed (no SSH_AUTHORIZED_KEY)", loud=True)
     if result.ok("wifi"):
+        # wpa_supplicant@wlan0 is started by udev when wlan0 appears (80-naila-wlan.rules) and
+        # skipped without this file; (re)start it here for changes at run time.
         unit = "wpa_supplicant@wlan0.service"
+        wlan_present = paths.p("/sys/class/net/wlan0").exists()
         if result.wifi is not None:
             if write_file(paths.wpa, render_wpa(result.wifi), 0o600, chown=live):
-                ctl("enable", "--quiet", unit)
-                ctl("restart", "--no-block", unit)
-                console.info(f"Wi-Fi: joining {result.wifi.ssid!r}", loud=True)
+                if wlan_present:
+                    ctl("restart", "--no-block", unit)
+                where = "" if wlan_present else " (no wlan0 interface yet)"
+                console.info(f"Wi-Fi: configured for {result.wifi.ssid!r}{where}", loud=True)
         elif remove_file(paths.wpa):
-            ctl("disable", "--quiet", unit)
             ctl("stop", "--no-block", unit)
             console.info("Wi-Fi: turned off (no WIFI_SSID)", loud=True)
     if result.ok("upgrades") and write_file(

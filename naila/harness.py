@@ -1,0 +1,146 @@
+"""In-process test devices for end-to-end runs: a real DeviceAgent with a memory sound card.
+
+The end-to-end tests and ``bench/e2e_latency.py`` drive the real stack (``naila.stack``)
+through these: speak into a device's microphone, wait for the hub's record of the turn,
+and read what the device's speaker played, all on ``time.monotonic``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from device_agent.agent import DeviceAgent
+from device_agent.audio_io.echo_path import EchoPath
+from device_agent.audio_io.memory import MemoryAudioBackend
+from shared.audio import Int16Array, espeak
+from shared.config import AudioSettings, DeviceSettings, MqttSettings, WebRTCSettings, load
+
+SPEECH_DBFS = -45.0  # speaker level counted as "playing"
+
+
+@dataclass
+class SimDevice:
+    agent: DeviceAgent
+    backend: MemoryAudioBackend
+    hub_url: str
+
+    @property
+    def device_id(self) -> str:
+        return self.agent.settings.device_id
+
+    def say(self, text: str) -> tuple[float, float]:
+        """Queue espeak speech into the mic; returns its (start, end) on time.monotonic."""
+        speech = espeak(text, rate=self.backend.rate)
+        starts_in = self.backend.play_into_mic(speech, self.backend.rate)
+        start = time.monotonic() + starts_in
+        return start, start + speech.size / self.backend.rate
+
+    def turns(self) -> list[dict[str, Any]]:
+        return [t for t in hub_turns(self.hub_url) if t.get("device_id") == self.device_id]
+
+    async def wait_turn(self, after: int, timeout: float = 90.0) -> dict[str, Any]:
+        """Wait until the hub has recorded more than ``after`` finished turns for this device."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            turns = await asyncio.to_thread(self.turns)
+            if len(turns) > after:
+                return turns[after]
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.device_id}: no turn after {timeout:.0f}s")
+
+    async def wait_speaker_quiet(self, since: float, quiet_s: float = 1.0, timeout: float = 60.0) -> float | None:
+        """Wait until the speaker has been quiet for ``quiet_s``; returns when its audio stopped."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stopped = self.backend.speaker_stopped_at(SPEECH_DBFS, since=since, hangover_ms=0)
+            if stopped is not None and time.monotonic() - stopped >= quiet_s:
+                return stopped
+            await asyncio.sleep(0.05)
+        return self.backend.speaker_stopped_at(SPEECH_DBFS, since=since, hangover_ms=0)
+
+    def speaker_audio(self, since: float, until: float | None = None) -> Int16Array:
+        return self.backend.speaker_audio(since, until)
+
+    async def stop(self) -> None:
+        await self.agent.stop()
+
+
+async def start_device(
+    device_id: str,
+    hub_url: str,
+    *,
+    mqtt: tuple[str, int] | None = None,
+    echo_path: EchoPath | None = None,
+    echo_cancellation: bool = True,
+    connect_timeout: float = 20.0,
+) -> SimDevice:
+    settings = load(DeviceSettings, device_id=device_id, device_hub_url=hub_url, device_room="test",
+                    device_audio_backend="file", device_mqtt=mqtt is not None)
+    backend = MemoryAudioBackend(echo_path=echo_path)
+    mqtt_settings = load(MqttSettings, mqtt_host=mqtt[0], mqtt_port=mqtt[1]) if mqtt else load(MqttSettings)
+    agent = DeviceAgent(
+        settings,
+        audio_backend=backend,
+        audio=load(AudioSettings, audio_echo_cancellation=echo_cancellation),
+        mqtt=mqtt_settings,
+        webrtc=load(WebRTCSettings),
+    )
+    await agent.start()
+    if not await agent.wait_connected(connect_timeout):
+        await agent.stop()
+        raise TimeoutError(f"{device_id}: no WebRTC link to {hub_url} after {connect_timeout:.0f}s")
+    return SimDevice(agent, backend, hub_url)
+
+
+def hub_turns(hub_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{hub_url}/turns", timeout=3) as r:
+        data = json.loads(r.read())
+    return list(data["turns"] if isinstance(data, dict) else data)
+
+
+def hub_counter(hub_url: str, name: str) -> float:
+    """Read one naila_hub_* counter from the hub's Prometheus /metrics."""
+    with urllib.request.urlopen(f"{hub_url}/metrics", timeout=3) as r:
+        text = r.read().decode()
+    m = re.search(rf"^naila_hub_{name}(?:_total)?(?:{{}})? ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def speech_seconds(x: Int16Array, rate: int, threshold_dbfs: float = SPEECH_DBFS) -> float:
+    """Seconds of 20 ms frames above the threshold."""
+    frame = rate // 50
+    n = x.size // frame
+    if n == 0:
+        return 0.0
+    frames = x[: n * frame].reshape(n, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames**2, axis=1)) / 32768.0
+    return float(np.sum(20 * np.log10(np.maximum(rms, 1e-9)) > threshold_dbfs)) * 0.02
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance over words, divided by the reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)

@@ -1,0 +1,59 @@
+"""The clause splitter: first audio as early as a natural cut allows, nothing split mid-number."""
+
+from __future__ import annotations
+
+import pytest
+
+from ai_server.clauses import ClauseSplitter, speakable
+
+pytestmark = pytest.mark.unit
+
+
+def split(text: str, step: int = 3, **kw: int) -> list[str]:
+    s = ClauseSplitter(**kw)
+    out: list[str] = []
+    for i in range(0, len(text), step):  # as a model streams it: a few characters at a time
+        out += s.push(text[i : i + step])
+    return out + s.flush()
+
+
+def test_first_clause_is_cut_at_the_first_sentence_end_even_when_short() -> None:
+    assert split("Sure! The weather today is sunny, with a light breeze.")[0] == "Sure!"
+
+
+def test_first_clause_cut_at_a_comma_once_it_has_a_few_words() -> None:
+    out = split("The weather today is mostly sunny, with a light breeze and no rain at all.")
+    assert out == ["The weather today is mostly sunny,", "with a light breeze and no rain at all."]
+
+
+def test_later_clauses_need_more_words_before_a_comma_cut() -> None:
+    out = split("Okay. It is sunny, warm and calm today, so enjoy it.")
+    assert out == ["Okay.", "It is sunny, warm and calm today, so enjoy it."]
+
+
+def test_numbers_abbreviations_and_decimals_are_not_split() -> None:
+    out = split("Dr. Smith measured 3.5 inches. That is 1,000 mm, roughly.")
+    assert out == ["Dr. Smith measured 3.5 inches.", "That is 1,000 mm, roughly."]
+
+
+def test_a_boundary_waits_for_the_next_character() -> None:
+    s = ClauseSplitter()
+    assert s.push("It costs 3.") == []  # could still become 3.5
+    assert s.push("5 dollars. Next") == ["It costs 3.5 dollars."]
+    assert s.flush() == ["Next"]
+
+
+def test_long_first_clause_without_punctuation_is_forced_at_a_word_boundary() -> None:
+    text = " ".join(["word"] * 20)
+    out = split(text, first_max_words=14)
+    assert out[0] == " ".join(["word"] * 14)
+    assert out[1] == " ".join(["word"] * 6)
+
+
+def test_markdown_and_bullets_are_not_spoken() -> None:
+    assert speakable("**Bold** and `code`") == "Bold and code"
+    assert split("Here:\n- first item\n- second item\n") == ["Here:", "first item", "second item"]
+
+
+def test_punctuation_only_pieces_are_dropped() -> None:
+    assert split("... !! Hello there.") == ["Hello there."]

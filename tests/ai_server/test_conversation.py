@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from ai_server.conversation import Conversations
+
+pytestmark = pytest.mark.unit
+
+
+def test_history_is_per_device_and_bounded() -> None:
+    c = Conversations("Be brief.", history_turns=2)
+    for i in range(3):
+        c.record("kitchen", f"q{i}", f"a{i}")
+    c.record("hall", "hq", "ha")
+    msgs = c.messages("kitchen", "now?")
+    assert msgs[0] == {"role": "system", "content": "Be brief."}
+    assert [m["content"] for m in msgs[1:]] == ["q1", "a1", "q2", "a2", "now?"]
+    assert [m["content"] for m in c.messages("hall", "x")[1:]] == ["hq", "ha", "x"]
+
+
+def test_zero_history_keeps_nothing() -> None:
+    c = Conversations("S", history_turns=0)
+    c.record("d", "q", "a")
+    assert len(c.messages("d", "x")) == 2
+
+
+def test_visual_context_goes_in_as_a_system_message_and_can_be_cleared() -> None:
+    c = Conversations("S", history_turns=2)
+    c.set_visual_context("door", "a person holding a parcel")
+    msgs = c.messages("door", "who is there?", room="hall")
+    assert msgs[0]["content"].endswith("from the hall.")
+    assert msgs[1]["role"] == "system" and "parcel" in msgs[1]["content"]
+    c.set_visual_context("door", "")
+    assert len(c.messages("door", "x")) == 2

@@ -1,0 +1,34 @@
+"""One real stack per e2e module: mosquitto, the AI server and the hub as processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from naila.stack import Stack, new_workdir
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack(workdir=new_workdir("naila-e2e-"), progress=lambda m: None)
+    try:
+        s.start_mosquitto()
+        s.start_ai_server()
+        s.start_hub()
+        s.wait_grpc_connected()
+        yield s
+    except Exception:
+        for name, part in s.parts.items():
+            print(f"--- {name} ---\n{part.tail(60)}")
+        raise
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def whisper() -> object:
+    """faster-whisper with the shipped tiny.en, to transcribe what a device's speaker played."""
+    from ai_server.stt import WhisperSTT
+
+    return WhisperSTT()
