@@ -53,6 +53,7 @@ class FakeLLM:
         self.piece_delay_s = piece_delay_s
         self.fail_after = fail_after  # pieces produced before raising; 0 = fail at once
         self.requests: list[list[Message]] = []
+        self.prefills: list[list[Message]] = []
         self.pieces_sent = 0
         self.closed_early = 0
 
@@ -72,6 +73,9 @@ class FakeLLM:
         finally:
             if not finished:
                 self.closed_early += 1
+
+    async def prefill(self, messages: list[Message]) -> None:
+        self.prefills.append(list(messages))
 
     async def warm(self) -> None:
         pass

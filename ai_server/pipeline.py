@@ -25,7 +25,7 @@ from ai_server.aio import closing
 from ai_server.clauses import ClauseSplitter
 from ai_server.conversation import Conversations
 from ai_server.errors import LLMError, StageError, STTError, TTSError
-from ai_server.llm import LLMBackend
+from ai_server.llm import LLMBackend, Message
 from ai_server.metrics import Metrics
 from ai_server.stt import STTBackend
 from ai_server.tts import TTSBackend
@@ -68,6 +68,7 @@ class Turn:
     room: str = ""
     marks: dict[str, float] = field(default_factory=dict)
     transcript: str = ""
+    raw_reply: str = ""  # the LLM's text as generated (kept in history: keeps its prompt cache valid)
     spoken: list[str] = field(default_factory=list)  # clauses whose audio was queued
     cancelled: bool = False
     final_sent: bool = False
@@ -129,9 +130,23 @@ class Pipeline:
         self.chunk_ms = chunk_ms
         self.degraded = degraded
         self.started = time.monotonic()
+        self._prefill: asyncio.Task[None] | None = None
 
     def new_utterance(self) -> Utterance:
         return Utterance(self.stt, speculate_ms=self.speculate_ms)
+
+    def prefill(self, device_id: str, room: str = "") -> None:
+        """The user started speaking: let the LLM evaluate this device's prompt prefix now."""
+        if self._prefill is not None and not self._prefill.done():
+            return  # one at a time; the LLM is busy with it anyway
+        messages = self.conversations.messages(device_id, "", room)
+        self._prefill = asyncio.get_running_loop().create_task(self._run_prefill(messages))
+
+    async def _run_prefill(self, messages: list[Message]) -> None:
+        try:
+            await self.llm.prefill(messages)
+        except Exception as exc:
+            log.debug("LLM prefill failed: %s", exc)
 
     async def run_turn(self, turn: Turn, utterance: Utterance) -> None:
         code: Code = pb.NONE
@@ -164,7 +179,7 @@ class Pipeline:
             code, message = pb.INTERNAL, one_line(exc)
             reply = [*reply, await self._apologise(turn, code)]
         if code in (pb.NONE, pb.TTS_FAILED):
-            self.conversations.record(turn.device_id, turn.transcript, " ".join(reply))
+            self.conversations.record(turn.device_id, turn.transcript, turn.raw_reply.strip())
         turn.send(turn.output(is_final=True, reply_text=" ".join(r for r in reply if r),
                                error_code=code, error_message=message))
 
@@ -180,6 +195,7 @@ class Pipeline:
                 async with closing(self.llm.stream(messages)) as pieces:
                     async for piece in pieces:
                         turn.mark("llm_first_token")
+                        turn.raw_reply += piece
                         for clause in splitter.push(piece):
                             turn.mark("first_sentence")
                             clauses.put_nowait(clause)

@@ -94,6 +94,8 @@ class ConversationSession:
                 dev.utterance.discard()
             dev.utterance = self.pipeline.new_utterance()
             dev.resampler = None
+            if dev.turn is None or dev.turn.done:
+                self.pipeline.prefill(dev.device_id, dev.room)
         elif dev.utterance is None:
             if event == pb.CONTINUE and not msg.audio_pcm:
                 return

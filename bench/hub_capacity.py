@@ -14,7 +14,8 @@ Measured per N (over a steady window after warm-up):
 - frames dropped (hub counters) and frames received at the sink / devices vs real time.
 "Real time" for an N: no dropped frames, uplink and downlink p95 under 60 ms, the sink got
 >= 90% of the audio the same VAD forwards offline for the clip, and every device heard
-its replies at >= 47.5 frames/s.
+its replies at >= 47.5 frames/s. A step counts only if the device peers themselves kept real
+time (late on < 1% of frames): on a small shared machine the load generator saturates first.
 
     python bench/hub_capacity.py --max-devices 16 [--seconds 15] [--steps 1,2,4,8,12,16]
 
@@ -95,18 +96,7 @@ def serve_hub(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     loopback_only()
-    samples: dict[str, list[float]] = {"uplink": [], "downlink": [], "loop_lag": [], "grpc_write": []}
-
-    from grpc.aio._call import StreamStreamCall
-
-    orig_write = StreamStreamCall.write
-
-    async def timed_write(self: Any, request: Any) -> None:
-        t = time.monotonic()
-        await orig_write(self, request)
-        samples["grpc_write"].append(time.monotonic() - t)
-
-    StreamStreamCall.write = timed_write  # type: ignore[method-assign]
+    samples: dict[str, list[float]] = {"uplink": [], "downlink": [], "loop_lag": []}
 
     async def loop_lag() -> None:
         """How late a 10 ms timer fires: event-loop stalls (GC, CPU contention, long callbacks)."""
@@ -138,7 +128,6 @@ def serve_hub(args: argparse.Namespace) -> int:
                     "uplink_ms": [v * 1000 for v in samples["uplink"]],
                     "downlink_ms": [v * 1000 for v in samples["downlink"]],
                     "loop_lag_ms": [v * 1000 for v in samples["loop_lag"]],
-                    "grpc_write_ms": [v * 1000 for v in samples["grpc_write"]],
                     "frames_dropped": dict(hub.metrics.frames_dropped),
                     "tts_dropped": dict(hub.metrics.tts_dropped),
                     "health": hub.metrics.health(),
@@ -405,8 +394,6 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, clip: np
         "downlink_ms": {"p50": pct(down, 50), "p95": pct(down, 95), "max": round(max(down), 2) if down else None,
                         "n": len(down)},
         "sink_uplink_ms": {"p50": pct(sink.latency_ms, 50), "p95": pct(sink.latency_ms, 95)},
-        "grpc_write_ms": {"p50": pct(after["grpc_write_ms"], 50), "p95": pct(after["grpc_write_ms"], 95),
-                          "n": len(after["grpc_write_ms"])},
         "hub_loop_lag_ms": {"p50": pct(after["loop_lag_ms"], 50), "p95": pct(after["loop_lag_ms"], 95),
                             "p99": pct(after["loop_lag_ms"], 99),
                             "max": round(max(after["loop_lag_ms"]), 1) if after["loop_lag_ms"] else None},
@@ -418,6 +405,9 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, clip: np
         "client_late_frames": sum(d.mic.late_frames for d in devices) - late0,
         "utterances_ended": sink.ends,
     }
+    # The devices and the sink share this process: if it could not keep its microphones on
+    # time (> 1% of frames late), the step measured the load generator, not the hub.
+    result["generator_kept_up"] = bool(result["client_late_frames"] <= 0.01 * n * wall * 50)
     p95s = (result["uplink_ms"]["p95"], result["downlink_ms"]["p95"])  # type: ignore[index]
     result["real_time"] = bool(
         dropped == 0
@@ -448,7 +438,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         r = await run_step(n, args.seconds, args.warmup, sink, clip, speech_fraction)
         results.append(r)
         print(json.dumps(r), flush=True)
-        if r["real_time"]:
+        if r["real_time"] and r["generator_kept_up"]:
             largest = n
         elif not args.keep_going:
             break
@@ -460,7 +450,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_step": args.seconds,
         "criteria": {"uplink_p95_ms_lt": UPLINK_P95_LIMIT_MS, "downlink_p95_ms_lt": DOWNLINK_P95_LIMIT_MS,
                      "frames_dropped": 0, "sink_frames_vs_expected_gte": 0.9,
-                     "device_frames_heard_per_s_min_gte": 47.5},
+                     "device_frames_heard_per_s_min_gte": 47.5,
+                     "counted_only_if": "generator_kept_up (device peers late on < 1% of frames)"},
         "largest_real_time_devices": largest,
         "steps": results,
     }
@@ -485,9 +476,11 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(f"{'N':>3} {'rt':>3} {'hub cpu/stream':>14} {'up p50/p95 ms':>14} {'down p50/p95 ms':>16} {'dropped':>7}")
+    print(f"{'N':>3} {'rt':>3} {'gen ok':>6} {'hub cpu/stream':>14} {'up p50/p95 ms':>14} "
+          f"{'down p50/p95 ms':>16} {'dropped':>7}")
     for r in report["steps"]:
-        print(f"{r['devices']:>3} {'yes' if r['real_time'] else 'no':>3} {r['hub_cpu_per_stream']:>14.3f} "
+        print(f"{r['devices']:>3} {'yes' if r['real_time'] else 'no':>3} "
+              f"{'yes' if r['generator_kept_up'] else 'no':>6} {r['hub_cpu_per_stream']:>14.3f} "
               f"{r['uplink_ms']['p50']!s:>6}/{r['uplink_ms']['p95']!s:<7} "
               f"{r['downlink_ms']['p50']!s:>7}/{r['downlink_ms']['p95']!s:<8} {r['frames_dropped']:>7}")
     print(f"largest N in real time: {report['largest_real_time_devices']} -> {out}")

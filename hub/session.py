@@ -278,6 +278,7 @@ class DeviceSession:
             self._turn = TurnRecord(self.device_id, self.conversation_id, transcript=out.final_stt)
             self._turn_first_audio = False
             if self._end_sent_at is not None:
+                self._turn.hub_end_monotonic = self._end_sent_at
                 m.grpc_end_to_transcript.observe(now - self._end_sent_at)
                 self._turn.timing["hub_end_to_transcript_ms"] = _ms(now - self._end_sent_at)
         if out.audio_pcm:

@@ -37,6 +37,9 @@ class TurnRecord:
     error_message: str = ""
     interrupted: bool = False
     finished_at: str = ""
+    # When END went upstream, on the hub's clock (time.monotonic in production: one clock for
+    # every process of the machine, so benchmarks can line it up with device-side times).
+    hub_end_monotonic: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -49,6 +52,7 @@ class TurnRecord:
             "error_message": self.error_message,
             "interrupted": self.interrupted,
             "finished_at": self.finished_at,
+            "hub_end_monotonic": self.hub_end_monotonic,
         }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from device_agent.agent import DeviceAgent
 from device_agent.audio_io.echo_path import EchoPath
@@ -37,28 +38,29 @@ class SimDevice:
         return self.agent.settings.device_id
 
     def say(self, text: str) -> tuple[float, float]:
-        """Queue espeak speech into the mic; returns its (start, end) on time.monotonic."""
+        """Queue espeak speech into the mic; returns when its voice starts and ends, on time.monotonic."""
         speech = espeak(text, rate=self.backend.rate)
+        first, last = voiced_span(speech, self.backend.rate)
         starts_in = self.backend.play_into_mic(speech, self.backend.rate)
         start = time.monotonic() + starts_in
-        return start, start + speech.size / self.backend.rate
+        return start + first, start + last
 
     def turns(self) -> list[dict[str, Any]]:
         return [t for t in hub_turns(self.hub_url) if t.get("device_id") == self.device_id]
 
-    async def wait_turn(self, after: int, timeout: float = 90.0) -> dict[str, Any]:
+    async def wait_turn(self, after: int, within_s: float = 90.0) -> dict[str, Any]:
         """Wait until the hub has recorded more than ``after`` finished turns for this device."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             turns = await asyncio.to_thread(self.turns)
             if len(turns) > after:
                 return turns[after]
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.device_id}: no turn after {timeout:.0f}s")
+        raise TimeoutError(f"{self.device_id}: no turn after {within_s:.0f}s")
 
-    async def wait_speaker_quiet(self, since: float, quiet_s: float = 1.0, timeout: float = 60.0) -> float | None:
+    async def wait_speaker_quiet(self, since: float, quiet_s: float = 1.0, within_s: float = 60.0) -> float | None:
         """Wait until the speaker has been quiet for ``quiet_s``; returns when its audio stopped."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             stopped = self.backend.speaker_stopped_at(SPEECH_DBFS, since=since, hangover_ms=0)
             if stopped is not None and time.monotonic() - stopped >= quiet_s:
@@ -114,15 +116,26 @@ def hub_counter(hub_url: str, name: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def speech_seconds(x: Int16Array, rate: int, threshold_dbfs: float = SPEECH_DBFS) -> float:
-    """Seconds of 20 ms frames above the threshold."""
+def frame_levels(x: Int16Array, rate: int) -> npt.NDArray[np.float64]:
+    """RMS level of each whole 20 ms frame, dBFS."""
     frame = rate // 50
     n = x.size // frame
-    if n == 0:
-        return 0.0
     frames = x[: n * frame].reshape(n, frame).astype(np.float64)
-    rms = np.sqrt(np.mean(frames**2, axis=1)) / 32768.0
-    return float(np.sum(20 * np.log10(np.maximum(rms, 1e-9)) > threshold_dbfs)) * 0.02
+    rms = np.sqrt(np.mean(frames**2, axis=1)) / 32768.0 if n else np.zeros(0)
+    return np.asarray(20 * np.log10(np.maximum(rms, 1e-9)), dtype=np.float64)
+
+
+def speech_seconds(x: Int16Array, rate: int, threshold_dbfs: float = SPEECH_DBFS) -> float:
+    """Seconds of 20 ms frames above the threshold."""
+    return float(np.sum(frame_levels(x, rate) > threshold_dbfs)) * 0.02
+
+
+def voiced_span(x: Int16Array, rate: int, threshold_dbfs: float = SPEECH_DBFS) -> tuple[float, float]:
+    """(first, last) second of 20 ms frames above the threshold; (0, duration) if none."""
+    voiced = np.nonzero(frame_levels(x, rate) > threshold_dbfs)[0]
+    if voiced.size == 0:
+        return 0.0, x.size / rate
+    return float(voiced[0]) * 0.02, float(voiced[-1] + 1) * 0.02
 
 
 _WORD = re.compile(r"[a-z0-9']+")

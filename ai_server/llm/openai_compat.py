@@ -63,6 +63,9 @@ class OpenAICompatLLM:
         finally:
             await response.close()
 
+    async def prefill(self, messages: list[Message]) -> None:
+        """Not done: a remote server keeps its own prompt cache per request."""
+
     async def warm(self) -> None:
         """Nothing to load here; the server may be down at start-up and come up later."""
 

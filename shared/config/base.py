@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
 class ConfigError(ValueError):
@@ -50,3 +50,5 @@ def load(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    except SettingsError as err:  # a value pydantic-settings could not even parse (e.g. bad JSON)
+        raise ConfigError(f"invalid configuration: {err}".replace("\n", " ")) from None

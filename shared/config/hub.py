@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
 
@@ -14,7 +15,7 @@ class HubSettings(NailaSettings):
     hub_host: str = Field("0.0.0.0", description="Address the hub's HTTP server binds")
     hub_port: Annotated[int, Field(ge=1, le=65535)] = Field(8080, description="Hub HTTP port (/connect, /health)")
     hub_ai_server: str = Field("127.0.0.1:50051", description="AI server gRPC address host:port")
-    hub_device_tokens: dict[str, str] = Field(
+    hub_device_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='Per-device bearer tokens as JSON {"device_id": "token"}; empty = no auth',
     )
@@ -56,5 +57,10 @@ class HubSettings(NailaSettings):
     @classmethod
     def _tokens(cls, v: object) -> object:
         if isinstance(v, str):
-            return json.loads(v) if v.strip() else {}
+            if not v.strip():
+                return {}
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'must be JSON like {{"device_id": "token"}} ({exc.msg})') from None
         return v

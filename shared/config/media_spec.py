@@ -7,6 +7,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
 
@@ -20,7 +21,7 @@ def _csv(value: object) -> object:
 
 
 class WebRTCSettings(NailaSettings):
-    webrtc_ice_servers: list[str] = Field(
+    webrtc_ice_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="STUN/TURN URLs as a JSON list; empty on a local network",
     )
@@ -78,13 +79,13 @@ class MediaSettings(NailaSettings):
     media_max_upload_size: Annotated[int, Field(ge=1024, le=1 << 31)] = Field(
         52_428_800, description="Largest accepted upload, bytes (50 MB)"
     )
-    media_supported_image_formats: list[str] = Field(
+    media_supported_image_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["jpeg", "png", "webp", "gif"], description="Accepted image formats"
     )
-    media_supported_audio_formats: list[str] = Field(
+    media_supported_audio_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["opus", "wav", "mp3", "m4a"], description="Accepted audio formats"
     )
-    media_supported_video_formats: list[str] = Field(
+    media_supported_video_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["mp4", "webm"], description="Accepted video formats"
     )
     media_snapshot_timeout_ms: Annotated[int, Field(ge=100, le=120_000)] = Field(

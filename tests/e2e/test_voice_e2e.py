@@ -41,10 +41,10 @@ async def _transcribe(whisper: WhisperSTT, dev: SimDevice, since: float, until: 
     return await whisper.transcribe(resample(audio, dev.backend.rate, HUB_RATE))
 
 
-async def _ask(dev: SimDevice, question: str, timeout: float = 120.0) -> tuple[dict[str, Any], float]:
+async def _ask(dev: SimDevice, question: str, within_s: float = 120.0) -> tuple[dict[str, Any], float]:
     before = len(dev.turns())
     start, _end = dev.say(question)
-    turn = await dev.wait_turn(before, timeout)
+    turn = await dev.wait_turn(before, within_s)
     return turn, start
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from hub.ai_link import AiLink, Outbound
+from hub.ai_link import AiLink, Outbound, _StreamEnded
 from hub.backoff import Backoff
 from hub.metrics import HubMetrics
 from shared.contract import pb
@@ -32,14 +34,35 @@ async def test_everything_is_dropped_and_counted_while_disconnected() -> None:
 
 async def test_one_flooding_device_cannot_crowd_out_another() -> None:
     link, m = make()
-    link._set_connected(True)  # as if the stream were up and stalled (nothing drains the queue)
+    link._apply_connected(True, 1)  # as if stream #1 were up and stalled (nothing drains the queue)
     accepted = sum(link.send(item("noisy")) for _ in range(25))
     assert accepted == 10 and m.frames_dropped["device_queue_full"] == 15
     assert all(link.send(item("quiet")) for _ in range(10))
-    # Losing the stream drops what was queued (counted) and resets the per-device bounds.
-    link._set_connected(False)
-    assert m.frames_dropped["ai_disconnected"] == 20
+    # A message written frees its slot.
+    link._sent(1, item("noisy"), 1.0)
+    assert link.pending("noisy") == 9 and m.frames_forwarded == 1
+    assert link.send(item("noisy"))
+    # Losing the stream resets the per-device bounds; what was queued for it is dropped (and
+    # counted) when the next stream's iterator meets it, never sent on the new stream.
+    link._apply_connected(False, 1)
     assert link.pending("noisy") == 0 and link.pending("quiet") == 0
+    assert not link.send(item("quiet"))
+
+
+async def test_stale_messages_are_dropped_by_the_next_streams_iterator() -> None:
+    link, m = make()
+    link._loop = asyncio.get_running_loop()
+    link._apply_connected(True, 1)
+    link.send(item("a"))
+    link._apply_connected(False, 1)
+    link._apply_connected(True, 2)
+    link.send(item("a", frames=13))
+    link._tx.put(_StreamEnded(1))  # a marker for a stream whose iterator is gone: skipped
+    link._tx.put(_StreamEnded(2))
+    sent = list(link._requests(2))
+    assert [len(msg.audio_pcm) for msg in sent] == [640]  # only the message queued for stream 2
+    await asyncio.sleep(0)
+    assert m.frames_dropped["ai_disconnected"] == 1 and m.frames_forwarded == 13
 
 
 async def test_reply_for_an_unknown_device_is_counted_and_ignored() -> None:
