@@ -43,6 +43,7 @@ def build_stt(s: AIServerSettings) -> STTBackend:
     return WhisperSTT(
         s.stt_model, device=s.stt_device, compute_type=s.stt_compute_type, beam_size=s.stt_beam_size,
         language=s.stt_language, cpu_threads=s.stt_cpu_threads, workers=s.stt_workers,
+        window_s=s.stt_window_s,
     )
 
 

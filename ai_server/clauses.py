@@ -3,8 +3,9 @@
 TTS cannot start on half a word, and speaking word by word sounds robotic; a clause is
 the smallest unit that still sounds natural. The first clause of a reply is cut at the
 first sentence end, or at a comma/semicolon/colon once it has ``first_min_words`` words,
-or forcibly at a word boundary after ``first_max_words`` - it gates the first audio the
-user hears. Later clauses only need to stay ahead of playback, so they are longer
+or before a conjunction ("and", "but", ...) once it has one word more, or forcibly at a
+word boundary after ``first_max_words`` - it gates the first audio the user hears, and
+piper's time grows with the clause's length. Later clauses only need to stay ahead of playback, so they are longer
 (``min_words`` before a comma cut), which gives better prosody.
 
 A boundary counts only once the next character is known (whitespace after the mark), so
@@ -18,6 +19,7 @@ import re
 SENTENCE_MARKS = ".!?…"
 CLAUSE_MARKS = ",;:—–"
 CLOSERS = "\"')]}”’»"
+CONJUNCTIONS = frozenset({"and", "but", "so", "or", "because", "which", "while", "although", "then"})
 ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "prof", "mt", "approx", "no", "fig"}
 )
@@ -89,16 +91,22 @@ class ClauseSplitter:
         max_words = self.first_max_words if first else self.max_words
         words = 0
         in_word = False
+        word_start = 0
         for i, ch in enumerate(buf):
             if ch.isspace():
                 if in_word:
                     words += 1
+                    if (first and words - 1 >= self.first_min_words + 1
+                            and buf[word_start:i].lower() in CONJUNCTIONS):
+                        return word_start  # "Set a timer for ten minutes | and play music."
                 in_word = False
                 if ch == "\n" and words > 0:
                     return i + 1
                 if words >= max_words:
                     return i + 1
                 continue
+            if not in_word:
+                word_start = i
             in_word = True
             if ch in SENTENCE_MARKS or ch in CLAUSE_MARKS:
                 j = i + 1

@@ -187,3 +187,14 @@ class StreamClient:
 
 def silence(ms: int, rate: int = HUB_RATE) -> Int16Array:
     return np.zeros(rate * ms // 1000, dtype=np.int16)
+
+
+def as_the_hub_sends(speech: Int16Array, preroll_ms: int = 200, hangover_ms: int = 300) -> Int16Array:
+    """Speech as one hub utterance: ``preroll_ms`` before the onset, ``hangover_ms`` of
+    silence after the last voiced sample (END follows it). espeak-ng pads its output with
+    ~350 ms of silence, which would flatter anything that works before END; it is cut."""
+    voiced = np.flatnonzero(np.abs(speech.astype(np.int32)) > 64)
+    if voiced.size == 0:
+        return np.concatenate([silence(preroll_ms), silence(hangover_ms)])
+    core = speech[voiced[0] : voiced[-1] + 1]
+    return np.concatenate([silence(preroll_ms), core, silence(hangover_ms)])

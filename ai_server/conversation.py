@@ -1,14 +1,17 @@
 """What the LLM is told each turn: system prompt, visual context, recent history per device.
 
 History is kept per device_id (not per conversation_id) so a kitchen device keeps its
-thread across hub reconnects; it is bounded to ``history_turns`` exchanges. The visual
+thread across hub reconnects; it is bounded to ``history_turns`` exchanges. When full, the
+oldest *half* goes at once rather than one exchange per turn: every eviction changes the
+prompt right after the system message, which invalidates the LLM's cached prompt prefix
+(a full re-evaluation: seconds for the embedded model on 2 cores), so it should happen
+every few turns, not on every turn. The visual
 context slot holds a short description of what the device's camera sees (filled by the
 vision work); when set it goes in as a second system message.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from ai_server.llm import Message
@@ -24,7 +27,7 @@ class Conversations:
     def __init__(self, system_prompt: str, history_turns: int) -> None:
         self.system_prompt = system_prompt
         self.history_turns = history_turns
-        self._history: dict[str, deque[Exchange]] = {}
+        self._history: dict[str, list[Exchange]] = {}
         self._visual: dict[str, str] = {}
 
     def set_visual_context(self, device_id: str, text: str) -> None:
@@ -58,7 +61,9 @@ class Conversations:
         """Remember one exchange (a cut-off reply is kept as far as it was spoken)."""
         if self.history_turns <= 0 or not user_text:
             return
-        hist = self._history.setdefault(device_id, deque(maxlen=self.history_turns))
+        hist = self._history.setdefault(device_id, [])
+        if len(hist) >= self.history_turns:
+            del hist[: len(hist) - self.history_turns // 2]
         hist.append(Exchange(user_text, reply_text))
 
     def forget(self, device_id: str) -> None:

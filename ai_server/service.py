@@ -55,6 +55,7 @@ class NailaAIService(pb_grpc.NailaAIServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             await session.close()
+            self.sessions.discard(session)
             self._update_active()
             log.info("conversation stream from %s closed", peer)
 

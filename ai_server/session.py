@@ -220,6 +220,8 @@ class ConversationSession:
             if dev.utterance is not None:
                 dev.utterance.discard()
                 dev.utterance = None
+            if dev.turn is not None and not dev.turn.done:
+                dev.turn.cancelled = True
             for task in dev.tasks:
                 task.cancel()
                 tasks.append(task)

@@ -1,8 +1,8 @@
 """Per-stage turn latency of the AI server with the shipped models, over in-process gRPC.
 
-Each utterance of tests/ai_server/utterances.txt is spoken with espeak-ng, followed by
-the hub's 300 ms hangover silence, and sent in real time (20 ms CONTINUE frames) to an
-in-process server, as the hub would; one device, so history builds up as in a real
+Each utterance of tests/ai_server/utterances.txt is spoken with espeak-ng, trimmed and
+framed as the hub sends it (200 ms pre-roll, speech, 300 ms hangover), and sent in real
+time (20 ms CONTINUE frames) to an in-process server, as the hub would; one device, so history builds up as in a real
 conversation. Stage times come from the server's TurnTiming (END arrival -> stage, on
 its monotonic clock); "client first audio" is END written -> first audio received here.
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ai_server.app import start_server  # noqa: E402
-from ai_server.client import StreamClient, silence  # noqa: E402
+from ai_server.client import StreamClient, as_the_hub_sends  # noqa: E402
 from shared.audio import espeak  # noqa: E402
 from shared.config import AIServerSettings, load  # noqa: E402
 
@@ -53,7 +53,7 @@ def pct(values: list[float]) -> tuple[float, float]:
 
 async def run_set(address: str, rounds: int, device: str) -> list[dict[str, Any]]:
     records = []
-    audio = {u: np.concatenate([espeak(u), silence(300)]) for u in UTTERANCES}
+    audio = {u: as_the_hub_sends(espeak(u)) for u in UTTERANCES}
     async with StreamClient(address) as client:
         for r in range(rounds):
             for u in UTTERANCES:
@@ -122,13 +122,19 @@ async def main(argv: list[str]) -> int:
         for i, (mode, spec_ms) in enumerate(plan):
             server.pipeline.speculate_ms = spec_ms
             print(f"\n== {mode} (STT_SPECULATIVE_MS={spec_ms}), {ns.rounds} x {len(UTTERANCES)} utterances")
+            before = dict(server.pipeline.metrics.counters)
             records = await run_set(server.address, ns.rounds, device=f"bench-{i}")
-            modes[mode] = {"stt_speculative_ms": spec_ms, "summary": summarise(records), "turns": records}
+            counters = {k: v - before.get(k, 0) for k, v in server.pipeline.metrics.counters.items()}
+            modes[mode] = {"stt_speculative_ms": spec_ms, "summary": summarise(records), "counters": counters,
+                           "turns": records}
     finally:
         await server.stop()
     for mode, data in modes.items():
         print()
         print(table(f"{mode}: p50/p95 over {len(data['turns'])} turns", data["summary"]))
+        c = data["counters"]
+        print(f"background transcriptions {c.get('stt_speculative_runs', 0)}, "
+              f"reused at END {c.get('stt_speculative_hits', 0)} of {c.get('turns', 0)} turns")
     result = {
         "what": "AI server turn latency, END arrival -> stage, in-process gRPC, shipped models",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

@@ -234,10 +234,22 @@ class HubClient:
             for task in playback:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            with contextlib.suppress(Exception):
-                await pc.close()
+            await self._close_pc(pc)
             self.pipeline.playback.clear()
             self.pc = None
+
+    async def _close_pc(self, pc: RTCPeerConnection, within_s: float = 5.0) -> None:
+        """Close a peer connection without letting a stuck aiortc teardown block the redial."""
+        close = asyncio.ensure_future(pc.close())
+        try:
+            await asyncio.wait_for(asyncio.shield(close), within_s)
+        except TimeoutError:
+            with open("/tmp/aecx/stack.txt", "a") as f:  # DEBUG
+                for t in asyncio.all_tasks():
+                    t.print_stack(file=f)
+            log.warning("closing the old peer connection took over %.0f s; going on without it", within_s)
+        except Exception as exc:
+            log.debug("peer connection close failed: %s", exc)
 
     async def _gathering_complete(self, pc: RTCPeerConnection, within_s: float = 10.0) -> None:
         if pc.iceGatheringState == "complete":

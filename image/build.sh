@@ -35,6 +35,8 @@ usage: bash image/build.sh [options]
                           last git commit's time)
   --refresh               rebuild the cached base rootfs and source-built wheels
   --keep-work             keep the customized rootfs tree in the cache after assembling
+  --base-tar FILE         development: use this base rootfs tarball (an earlier build's
+                          image/.cache/base-*.tar) instead of building or looking one up
   --stages LIST           development: run only these stages (comma-separated) of
                           wheelhouse,source-wheels,base-rootfs,customize,assemble,compress
   -h, --help              this help
@@ -51,6 +53,7 @@ SNAPSHOT=""
 SDE="${SOURCE_DATE_EPOCH:-}"
 REFRESH=0
 KEEP_WORK=0
+BASE_TAR=""
 STAGES="wheelhouse,source-wheels,base-rootfs,customize,assemble,compress"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
     --source-date-epoch) SDE=$2; shift 2 ;;
     --refresh) REFRESH=1; shift ;;
     --keep-work) KEEP_WORK=1; shift ;;
+    --base-tar) BASE_TAR=$(realpath "$2"); shift 2 ;;
     --stages) STAGES=$2; KEEP_WORK=1; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -212,11 +216,27 @@ BASE_DPKGOPTS=(
   --dpkgopt='path-include=/usr/share/locale/locale.alias'
 )
 
+# The kernel's postinst and initramfs-tools' trigger would each build the initramfs (the
+# slowest step under emulation): divert update-initramfs while packages are installed, then
+# build it once. That run's post-update hook (raspi-firmware) fills /boot/firmware.
+BASE_HOOKS=(
+  --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs'
+  --essential-hook='printf "#!/bin/sh\necho update-initramfs: deferred by image/build.sh\n" >"$1/usr/sbin/update-initramfs"; chmod 0755 "$1/usr/sbin/update-initramfs"'
+  --customize-hook='rm "$1/usr/sbin/update-initramfs"; chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs'
+  --customize-hook='chroot "$1" update-initramfs -c -k all'
+  --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"'
+)
+
 stage_base() {
+  if [ -n "$BASE_TAR" ]; then
+    [ -f "$BASE_TAR" ] || die "--base-tar: no such file $BASE_TAR"
+    log "using the given base rootfs $BASE_TAR"
+    return 0
+  fi
   local pkgs key
   pkgs=$(all_packages | paste -sd, -)
   key=$( { echo "$SUITE $ARCH $COMPONENTS $pkgs $SDE $SNAPSHOT"; apt_sources "$MIRROR" "$SECURITY_MIRROR"; \
-           printf '%s\n' "${BASE_DPKGOPTS[@]}"; mmdebstrap --version; } | sha256_stdin | cut -c1-16)
+           printf '%s\n' "${BASE_DPKGOPTS[@]}" "${BASE_HOOKS[@]}"; mmdebstrap --version; } | sha256_stdin | cut -c1-16)
   BASE_TAR="$CACHE/base-$SUITE-$ARCH-$key.tar"
   if [ "$REFRESH" -eq 1 ]; then rm -f "$BASE_TAR"; fi
   if [ -f "$BASE_TAR" ]; then
@@ -227,8 +247,7 @@ stage_base() {
   if [ -n "$SNAPSHOT" ]; then aptopts+=(--aptopt='Acquire::Check-Valid-Until "false"'); fi
   log "mmdebstrap $SUITE $ARCH: $(all_packages | wc -l) packages (+ dependencies), emulated: ~15 min"
   nice -n 10 mmdebstrap --mode=root --format=tar --variant=apt --architectures="$ARCH" --components="$COMPONENTS" \
-    --include="$pkgs" "${aptopts[@]}" "${BASE_DPKGOPTS[@]}" \
-    --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"' \
+    --include="$pkgs" "${aptopts[@]}" "${BASE_DPKGOPTS[@]}" "${BASE_HOOKS[@]}" \
     "$SUITE" "$BASE_TAR.tmp" - < <(apt_sources "$MIRROR" "$SECURITY_MIRROR") \
     || die "mmdebstrap failed"
   mv "$BASE_TAR.tmp" "$BASE_TAR"

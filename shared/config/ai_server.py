@@ -49,6 +49,9 @@ class AIServerSettings(NailaSettings):
     stt_workers: Annotated[int, Field(ge=1, le=16)] = Field(
         1, description="Transcriptions that may run at once (all devices)"
     )
+    stt_window_s: Annotated[int, Field(ge=5, le=30)] = Field(
+        10, description="Whisper window for short utterances, s (30 = always the standard 30 s window)"
+    )
     stt_speculative_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
         100, description="Quiet tail after speech that starts a transcription before END, ms; 0 = off"
     )

@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from ai_server.app import AIServer, start_server
-from ai_server.client import silence
+from ai_server.client import as_the_hub_sends
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from shared.audio import Int16Array, espeak
 from shared.config import AIServerSettings, load
@@ -43,8 +42,8 @@ def word_errors(ref: str, hyp: str) -> tuple[int, int]:
 
 
 def speech(text: str) -> Int16Array:
-    """espeak-ng speech at 16 kHz followed by the hub's hangover silence."""
-    return np.concatenate([espeak(text), silence(HANGOVER_MS)])
+    """espeak-ng speech at 16 kHz framed like a hub utterance (pre-roll, speech, hangover)."""
+    return as_the_hub_sends(espeak(text), hangover_ms=HANGOVER_MS)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,12 @@ def test_first_clause_cut_at_a_comma_once_it_has_a_few_words() -> None:
     assert out == ["The weather today is mostly sunny,", "with a light breeze and no rain at all."]
 
 
+def test_first_clause_is_cut_before_a_conjunction_once_long_enough() -> None:
+    out = split("Set a timer for ten minutes and play the countdown song for me.")
+    assert out == ["Set a timer for ten minutes", "and play the countdown song for me."]
+    assert split("Cats and dogs are friends.") == ["Cats and dogs are friends."]  # too early to cut
+
+
 def test_later_clauses_need_more_words_before_a_comma_cut() -> None:
     out = split("Okay. It is sunny, warm and calm today, so enjoy it.")
     assert out == ["Okay.", "It is sunny, warm and calm today, so enjoy it."]

@@ -18,6 +18,17 @@ def test_history_is_per_device_and_bounded() -> None:
     assert [m["content"] for m in c.messages("hall", "x")[1:]] == ["hq", "ha", "x"]
 
 
+def test_a_full_history_drops_its_oldest_half_at_once() -> None:
+    """So the prompt prefix (and the LLM's cache of it) changes every few turns, not every turn."""
+    c = Conversations("S", history_turns=6)
+    lengths = []
+    for i in range(12):
+        c.record("d", f"q{i}", f"a{i}")
+        lengths.append(len(c.history("d")))
+    assert lengths == [1, 2, 3, 4, 5, 6, 4, 5, 6, 4, 5, 6]
+    assert [e.user for e in c.history("d")] == ["q6", "q7", "q8", "q9", "q10", "q11"]
+
+
 def test_zero_history_keeps_nothing() -> None:
     c = Conversations("S", history_turns=0)
     c.record("d", "q", "a")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ async def test_server_error_is_an_llm_error(openai_server: tuple[FakeOpenAIServe
     fake, url = openai_server
     fake.status = 503
     llm = OpenAICompatLLM(url, "smollm2")
-    with pytest.raises(LLMError, match="503|loading"):
+    with pytest.raises(LLMError, match=r"503|loading"):
         async with closing(llm.stream([{"role": "user", "content": "hi"}])) as it:
             [p async for p in it]
     await llm.close()
@@ -96,7 +97,7 @@ async def test_server_error_is_an_llm_error(openai_server: tuple[FakeOpenAIServe
 
 async def test_unreachable_server_is_an_llm_error() -> None:
     llm = OpenAICompatLLM("http://127.0.0.1:9/v1", "smollm2", timeout_s=5)
-    with pytest.raises(LLMError, match="127.0.0.1:9"):
+    with pytest.raises(LLMError, match=re.escape("127.0.0.1:9")):
         async with closing(llm.stream([{"role": "user", "content": "hi"}])) as it:
             [p async for p in it]
     await llm.close()

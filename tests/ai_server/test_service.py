@@ -75,6 +75,19 @@ async def test_history_is_carried_to_the_next_turn(make_server: Any) -> None:
     assert roles[1:] == [("user", "what time is it"), ("assistant", "It is noon."), ("user", "what time is it")]
 
 
+async def test_the_llm_prefills_the_prompt_prefix_when_the_user_starts_speaking(make_server: Any) -> None:
+    llm = FakeLLM("It is noon.")
+    server = await make_server(stt=FakeSTT("what time is it"), llm=llm)
+    async with StreamClient(server.address) as client:
+        await one_turn(client)
+        await client.speak("kitchen", voice(), end=False)
+        await asyncio.sleep(0.1)
+    assert len(llm.prefills) == 2
+    assert llm.prefills[1][1:] == [{"role": "user", "content": "what time is it"},
+                                   {"role": "assistant", "content": "It is noon."},
+                                   {"role": "user", "content": ""}]
+
+
 async def test_empty_transcript_answers_without_calling_the_llm(make_server: Any) -> None:
     llm = FakeLLM()
     server = await make_server(stt=FakeSTT(""), llm=llm)
