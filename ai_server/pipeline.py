@@ -135,6 +135,13 @@ class Pipeline:
     def new_utterance(self) -> Utterance:
         return Utterance(self.stt, speculate_ms=self.speculate_ms)
 
+    def record_cut_off(self, turn: Turn) -> None:
+        """A barge-in cut the reply: remember the exchange as far as it was spoken. Called at
+        INTERRUPT itself (not when the task unwinds) so the prefill for the utterance that
+        follows at once already sees the history the next prompt will have."""
+        if turn.transcript:
+            self.conversations.record(turn.device_id, turn.transcript, " ".join(turn.spoken))
+
     def prefill(self, device_id: str, room: str = "") -> None:
         """The user started speaking: let the LLM evaluate this device's prompt prefix now."""
         if self._prefill is not None and not self._prefill.done():
@@ -171,9 +178,6 @@ class Pipeline:
                 code, message, reply = await self._reply(turn)
             if code in APOLOGY:
                 reply = [*reply, await self._apologise(turn, code)]
-        except asyncio.CancelledError:
-            self.conversations.record(turn.device_id, turn.transcript, " ".join(turn.spoken))
-            raise
         except Exception as exc:  # a bug in our own code: answer INTERNAL, keep the stream alive
             log.exception("turn %s/%d failed", turn.device_id, turn.id)
             code, message = pb.INTERNAL, one_line(exc)

@@ -147,6 +147,7 @@ class ConversationSession:
         turn.cancelled = True
         if turn.task is not None:
             turn.task.cancel()
+        self.pipeline.record_cut_off(turn)
         self.pipeline.metrics.count("interrupts" if reason == "interrupted" else reason)
         log.info("turn %s/%d %s", dev.device_id, turn.id, reason)
         # Straight onto the queue, past the turn's sink, which now drops everything.

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from typing import Literal, Protocol
 
 import numpy as np
 
 from device_agent.fir_resampler import FirDecimator, FirInterpolator
 from device_agent.speex_ctypes import EchoState, Preprocessor
-from shared.audio import Framer, Int16Array, StreamResampler
+from shared.audio import Int16Array, StreamResampler
 from shared.config import AudioSettings, DeviceSettings
 
 log = logging.getLogger(__name__)
@@ -183,43 +182,51 @@ class EchoCancellerStream:
         self.canceller = canceller
         self.stream_rate = stream_rate
         r = canceller.rate
-        self._mic_down: _Resampler
-        self._ref_down: _Resampler
         self._up: _Resampler
+        self._fir: FirDecimator | None = None
+        self._soxr: tuple[StreamResampler, StreamResampler] | None = None
         if stream_rate % r == 0:
             factor = stream_rate // r
-            self._mic_down, self._ref_down = FirDecimator(factor), FirDecimator(factor)
+            self._fir = FirDecimator(factor, channels=2)  # mic and reference in one call
             self._up = FirInterpolator(factor)
         else:  # not an integer ratio: soxr (more latency, see fir_resampler)
-            self._mic_down, self._ref_down = StreamResampler(stream_rate, r), StreamResampler(stream_rate, r)
+            self._soxr = (StreamResampler(stream_rate, r), StreamResampler(stream_rate, r))
             self._up = StreamResampler(r, stream_rate)
-        self._mic_framer = Framer(canceller.frame_size)
-        self._ref_framer = Framer(canceller.frame_size)
-        self._ref_frames: deque[Int16Array] = deque()
+        self._pending: Int16Array = np.zeros((2, 0), dtype=np.int16)  # (mic, ref) not yet a full frame
         self._delay = np.zeros(r * ref_delay_ms // 1000, dtype=np.int16)
         self.frames = 0
         self.cpu_s = 0.0  # thread CPU time spent inside the canceller
 
+    def _down(self, mic: Int16Array, ref: Int16Array) -> Int16Array:
+        if self._fir is not None:
+            return self._fir.process(np.stack([mic, ref]))
+        assert self._soxr is not None
+        m, r = self._soxr[0].process(mic), self._soxr[1].process(ref)
+        n = min(m.size, r.size)  # identical resamplers: identical counts
+        return np.stack([m[:n], r[:n]])
+
     def process(self, mic: Int16Array, ref: Int16Array) -> Int16Array:
         if mic.size != ref.size:
             raise ValueError("mic and reference blocks must have the same length")
-        mic_r = self._mic_down.process(mic)
-        ref_r = self._ref_down.process(ref)
+        low = self._down(mic, ref)
         if self._delay.size:
-            joined = np.concatenate([self._delay, ref_r])
-            ref_r, self._delay = joined[: ref_r.size], joined[ref_r.size :]
-        self._ref_frames.extend(self._ref_framer.push(ref_r))
-        out: list[Int16Array] = []
-        t0 = time.thread_time()
-        for m in self._mic_framer.push(mic_r):
-            # Identical resamplers give identical counts; tolerate a missing ref frame anyway.
-            r = self._ref_frames.popleft() if self._ref_frames else np.zeros_like(m)
-            out.append(self.canceller.process(m, r))
-            self.frames += 1
-        self.cpu_s += time.thread_time() - t0
-        if not out:
+            joined = np.concatenate([self._delay, low[1]])
+            low[1], self._delay = joined[: low.shape[1]], joined[low.shape[1] :]
+        pending = np.concatenate([self._pending, low], axis=1) if self._pending.shape[1] else low
+        f = self.canceller.frame_size
+        count = pending.shape[1] // f
+        if count == 0:
+            self._pending = pending
             return np.zeros(0, dtype=np.int16)
-        return self._up.process(np.concatenate(out))
+        out = np.empty(count * f, dtype=np.int16)
+        t0 = time.thread_time()
+        for i in range(count):
+            s = slice(i * f, (i + 1) * f)
+            out[s] = self.canceller.process(pending[0, s], pending[1, s])
+        self.cpu_s += time.thread_time() - t0
+        self.frames += count
+        self._pending = pending[:, count * f :]
+        return self._up.process(out)
 
     def reset(self) -> None:
         self.canceller.reset()

@@ -54,6 +54,7 @@ def settings_from_args(ns: argparse.Namespace) -> DeviceSettings:
 
 async def run(settings: DeviceSettings, duration: float | None = None) -> int:
     from device_agent.agent import DeviceAgent
+    from device_agent.aio import wait_event
 
     agent = DeviceAgent(settings)
     stop = asyncio.Event()
@@ -66,8 +67,7 @@ async def run(settings: DeviceSettings, duration: float | None = None) -> int:
         if duration is None:
             await stop.wait()
         else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
+            await wait_event(stop, duration)
     finally:
         await agent.stop()
     return 0

@@ -14,7 +14,6 @@ buffers on both sides are thread-safe and never block.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from device_agent.aec import EchoCanceller, EchoCancellerStream
+from device_agent.aio import wait_event
 from shared.audio import Int16Array
 
 
@@ -160,8 +160,7 @@ class MicBuffer:
                 self._waiter = (loop, event)
                 ready = self._buf.size >= n
             if not ready:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), remaining)
+                await wait_event(event, remaining)
             with self._lock:
                 self._waiter = None
 

@@ -82,6 +82,7 @@ class MqttAgent:
         self.heartbeats = 0
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     @staticmethod
     def _safe_label(var: str, value: str) -> str | None:
@@ -135,9 +136,16 @@ class MqttAgent:
 
     async def stop(self) -> None:
         """Say goodbye (retained ``online: false``), disconnect cleanly, stop redialling."""
+        # Stop the heartbeat first: an online status sent after the goodbye would stay retained.
+        heartbeat, self._heartbeat_task = self._heartbeat_task, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         if self._client is not None and self.connected.is_set():
             try:
-                await asyncio.wait_for(self.publish_status(online=False), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.publish_status(online=False)
                 log.info("MQTT: published offline status")
             except (aiomqtt.MqttError, MessageError, TimeoutError) as exc:
                 log.warning("MQTT: could not publish offline status: %s", exc)
@@ -191,6 +199,7 @@ class MqttAgent:
             self.backoff.reset()
             log.info("MQTT: online; listening on %s and %s", self.command_topic, self.media_request_topic)
             heartbeat = asyncio.create_task(self._heartbeat(), name="mqtt-heartbeat")
+            self._heartbeat_task = heartbeat
             try:
                 async for message in client.messages:
                     topic = message.topic.value

@@ -27,6 +27,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from device_agent.aio import wait_event
 from device_agent.audio_pipeline import AudioPipeline
 from device_agent.backoff import Backoff
 from device_agent.camera import Camera
@@ -145,11 +146,7 @@ class HubClient:
         return self._connected.is_set()
 
     async def wait_connected(self, within_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._connected.wait(), within_s)
-            return True
-        except TimeoutError:
-            return False
+        return await wait_event(self._connected, within_s)
 
     # -- internals ------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -183,8 +180,7 @@ class HubClient:
                 delay = self.backoff.next_delay()
             self._set_state("backoff")
             log.info("reconnecting to the hub in %.2f s (attempt %d)", delay, self.backoff.attempt)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._restart.wait(), delay)
+            await wait_event(self._restart, delay)
 
     def _new_peer_connection(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self.webrtc.webrtc_ice_servers]
@@ -241,15 +237,11 @@ class HubClient:
     async def _close_pc(self, pc: RTCPeerConnection, within_s: float = 5.0) -> None:
         """Close a peer connection without letting a stuck aiortc teardown block the redial."""
         close = asyncio.ensure_future(pc.close())
-        try:
-            await asyncio.wait_for(asyncio.shield(close), within_s)
-        except TimeoutError:
-            with open("/tmp/aecx/stack.txt", "a") as f:  # DEBUG
-                for t in asyncio.all_tasks():
-                    t.print_stack(file=f)
+        done, _pending = await asyncio.wait({close}, timeout=within_s)
+        if not done:
             log.warning("closing the old peer connection took over %.0f s; going on without it", within_s)
-        except Exception as exc:
-            log.debug("peer connection close failed: %s", exc)
+        elif not close.cancelled() and close.exception() is not None:
+            log.debug("peer connection close failed: %s", close.exception())
 
     async def _gathering_complete(self, pc: RTCPeerConnection, within_s: float = 10.0) -> None:
         if pc.iceGatheringState == "complete":
@@ -261,11 +253,8 @@ class HubClient:
             if pc.iceGatheringState == "complete":
                 done.set()
 
-        if pc.iceGatheringState != "complete":
-            try:
-                await asyncio.wait_for(done.wait(), within_s)
-            except TimeoutError:
-                raise ConnectError("ICE gathering did not complete") from None
+        if pc.iceGatheringState != "complete" and not await wait_event(done, within_s):
+            raise ConnectError("ICE gathering did not complete")
 
     async def _post_offer(self, sdp: str) -> str:
         assert self._http is not None
@@ -303,8 +292,7 @@ class HubClient:
                 log.info("connected to the hub in %.0f ms (session %d)", elapsed_ms, self.connects)
             if monitor.healthy and self.backoff.attempt:
                 self.backoff.reset()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._restart.wait(), CHECK_PERIOD_S)
+            await wait_event(self._restart, CHECK_PERIOD_S)
 
     async def _play(self, track: MediaStreamTrack, monitor: LinkMonitor) -> None:
         """Hub audio -> playback buffer (resampled to the speaker rate if needed)."""

@@ -97,6 +97,10 @@ customize_rootfs() {
     ln -sf /etc/systemd/system/naila-device.service "$r/etc/systemd/system/multi-user.target.wants/"
   fi
 
+  # A headless appliance: systemd-firstboot would stop the first boot at an interactive
+  # "Please configure your system!" prompt on the console (machine-id is "uninitialized").
+  in_chroot systemctl mask --quiet systemd-firstboot.service
+
   log "system identity, apt sources, boot partition"
   echo naila >"$r/etc/hostname"
   printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tnaila\n' >"$r/etc/hosts"

@@ -157,6 +157,9 @@ async def test_interrupt_cancels_at_once_and_no_audio_follows(make_server: Any) 
         await asyncio.sleep(0.1)
         assert llm.closed_early == 1  # generation stopped, not run to the end in the background
         assert llm.pieces_sent < 20
+        # The cut-off exchange is in the history the prefill for the next utterance sees.
+        hist = server.pipeline.conversations.history("kitchen")
+        assert [(e.user, e.assistant) for e in hist] == [("hello there", "One.")]
         # Barge-in is followed by the new utterance, which is answered normally.
         llm.piece_delay_s = 0
         r = await one_turn(client)

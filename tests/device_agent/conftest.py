@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,7 @@ class Answerer:
     def __init__(self, port: int, token: str | None = None, reply: ReplyTrack | None = None) -> None:
         self.port = port
         self.token = token
-        self._reply_factory = (lambda: reply) if reply is not None else ReplyTrack
+        self._reply_factory: Callable[[], ReplyTrack] = (lambda: reply) if reply is not None else ReplyTrack
         self.pcs: list[RTCPeerConnection] = []
         self.device_ids: list[str] = []
         self.audio: list[tuple[float, Int16Array]] = []  # (loop time, 48 kHz mono) per frame

@@ -25,6 +25,7 @@ from typing import Any
 import aiomqtt
 import av
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from device_agent.aec_eval import erle_db
@@ -79,10 +80,10 @@ async def wait_until(cond: Callable[[], bool], within_s: float, step: float = 0.
     return cond()
 
 
-def envelope(x: Int16Array, rate: int = 48_000, ms: int = 10) -> np.ndarray:
+def envelope(x: Int16Array, rate: int = 48_000, ms: int = 10) -> npt.NDArray[np.float64]:
     n = rate * ms // 1000
     frames = x[: x.size // n * n].astype(np.float64).reshape(-1, n)
-    return np.sqrt(np.mean(frames**2, axis=1))
+    return np.asarray(np.sqrt(np.mean(frames**2, axis=1)), dtype=np.float64)
 
 
 def envelope_match(sent: Int16Array, got: Int16Array, max_lag: int = 100) -> float:
@@ -236,7 +237,7 @@ async def command(observer: aiomqtt.Client, device_id: str, payload: bytes | dic
 
 
 async def test_mqtt_status_heartbeat_commands_and_goodbye(
-    mqtt_settings: MqttSettings, observer: aiomqtt.Client
+    mosquitto: Broker, mqtt_settings: MqttSettings, observer: aiomqtt.Client
 ) -> None:
     dev = "it-mqtt"
     dead_hub = f"http://127.0.0.1:{free_port()}"  # the stream keeps redialling; MQTT does not care
@@ -286,8 +287,13 @@ async def test_mqtt_status_heartbeat_commands_and_goodbye(
         assert decode(MediaUpload, await next_on(observer, topics.media_snapshot(dev))).request_id == "req_mr"
     finally:
         await agent.stop()
+    # Clean goodbye: online=false is the last status (a heartbeat may still be in flight before it).
     status = decode(DeviceStatus, await next_on(observer, topics.device_status(dev)))
-    assert not status.online  # clean goodbye, retained
+    while status.online:
+        status = decode(DeviceStatus, await next_on(observer, topics.device_status(dev)))
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as late:  # and it is what stays retained
+        await late.subscribe(topics.device_status(dev), qos=1)
+        assert not decode(DeviceStatus, await next_on(late, topics.device_status(dev))).online
 
 
 async def test_last_will_announces_a_crashed_device(
@@ -304,9 +310,9 @@ async def test_last_will_announces_a_crashed_device(
         "MQTT_PORT": str(mosquitto.port),
         "MQTT_KEEPALIVE_S": "5",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "naila", "device"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "naila", "device", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         await observer.subscribe(topics.device_status(dev), qos=1)
@@ -316,9 +322,9 @@ async def test_last_will_announces_a_crashed_device(
         will = decode(DeviceStatus, await next_on(observer, topics.device_status(dev), 10))
         assert not will.online and will.device_id == dev
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-        proc.wait(10)
+        await proc.wait()
     # Retained: a newcomer sees the device offline.
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as late:
         await late.subscribe(topics.device_status(dev), qos=1)
@@ -355,3 +361,37 @@ async def test_broker_restart_is_redialled_with_backoff(tmp_path: Path) -> None:
         await agent.stop()
         broker.terminate()
         broker.wait(5)
+
+
+SOUNDCARD_SMOKE = """
+import asyncio, sys
+import numpy as np
+import numpy.typing as npt
+from device_agent.audio_io import SoundDeviceBackend
+
+async def main():
+    backend = SoundDeviceBackend()
+    sizes = set()
+    def cb(mic):
+        sizes.add((mic.dtype.name, mic.size))
+        return np.zeros_like(mic)
+    await backend.start(cb)
+    await asyncio.sleep(0.3)
+    await backend.stop()
+    print(sorted(sizes), backend.callback_errors)
+
+asyncio.run(main())
+"""
+
+
+async def test_sounddevice_backend_opens_a_real_portaudio_duplex_stream(tmp_path: Path) -> None:
+    """PortAudio + ALSA for real, on ALSA's null device (no sound card in CI)."""
+    pytest.importorskip("sounddevice")
+    (tmp_path / ".asoundrc").write_text("pcm.!default { type null }\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SOUNDCARD_SMOKE, cwd=ROOT, env={**os.environ, "HOME": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert out.decode().strip() == "[('int16', 480)] 0"

@@ -186,6 +186,7 @@ def test_ssh_is_key_only_and_root_is_locked() -> None:
     assert "/etc/naila/ssh/%u" in conf
     customize = (IMAGE / "lib/customize.sh").read_text()
     assert "passwd --lock root" in customize
+    assert "systemctl mask --quiet systemd-firstboot.service" in customize  # no console prompt
     assert 'rm -f "$r"/etc/ssh/ssh_host_*' in customize
     assert "--shell /usr/sbin/nologin" in customize and "-G audio,video naila" in customize
 
