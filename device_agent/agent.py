@@ -65,6 +65,7 @@ class DeviceAgent:
             canceller or make_echo_canceller(settings, self.audio_settings),
             rate=self.backend.rate,
             ref_delay_ms=settings.device_aec_ref_delay_ms,
+            echo_guard_s=settings.device_echo_guard_s,
         )
         self.camera = camera if camera is not None else make_camera(settings, self.video_settings)
         self.hub = HubClient(settings, self.webrtc_settings, self.pipeline, self.camera, clock=clock, rng=rng)

@@ -22,6 +22,7 @@ import numpy as np
 
 from device_agent.aec import EchoCanceller, EchoCancellerStream
 from device_agent.aio import wait_event
+from device_agent.echo_guard import EchoGuard
 from shared.audio import Int16Array
 
 
@@ -194,11 +195,21 @@ class PipelineStats:
 class AudioPipeline:
     """Speaker path with volume, mic path with echo cancellation and mute. See the module doc."""
 
-    def __init__(self, canceller: EchoCanceller, *, rate: int = 48_000, ref_delay_ms: int = 0) -> None:
+    def __init__(
+        self,
+        canceller: EchoCanceller,
+        *,
+        rate: int = 48_000,
+        ref_delay_ms: int = 0,
+        echo_guard_s: float = 0.0,
+    ) -> None:
         self.rate = rate
         self.playback = PlaybackBuffer(rate)
         self.mic_out = MicBuffer(rate)
         self.aec = EchoCancellerStream(canceller, rate, ref_delay_ms)
+        # Only meaningful with a real canceller: it covers the canceller's convergence.
+        self.guard = EchoGuard(rate, converge_s=echo_guard_s) if echo_guard_s > 0 and canceller.name != "none" \
+            else None
         self._volume = 1.0
         self.mic_muted = False
         self.blocks = 0
@@ -221,6 +232,8 @@ class AudioPipeline:
             speaker = np.clip(np.round(speaker * self._volume), -32768, 32767).astype(np.int16)
         # The reference is exactly what goes to the speaker, after volume.
         cleaned = self.aec.process(mic, speaker)
+        if self.guard is not None:
+            cleaned = self.guard.process(cleaned, speaker, mic)
         if self.mic_muted:
             cleaned = np.zeros_like(cleaned)
         self.mic_out.push(cleaned)

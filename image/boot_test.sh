@@ -26,6 +26,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGE=""
 SCENARIOS="shipped,configured"
 TIMEOUT=600
+AGENT_WAIT=${AGENT_WAIT:-120}  # configured: seconds to watch the agent after it started
 OUTDIR="$HERE/out/boot-test"
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -185,7 +186,15 @@ run_scenario() {
       fi
     done
     if [ -z "$login_at" ] && grep -q 'login:' "$console"; then login_at=$now; fi
-    if [ "$done_all" -eq 1 ] && [ -n "$login_at" ]; then break; fi
+    if [ "$done_all" -eq 1 ] && [ -n "$login_at" ]; then
+      # configured: give the agent time to start (imports are slow under emulation) and
+      # to reach the test broker, so the summary shows what it did.
+      if [ "$scenario" != configured ] || [ -z "$MQTT_PORT" ] \
+        || grep -q 'New client connected' "$OUTDIR/mosquitto.log" \
+        || python3 -c "import sys; sys.exit(0 if $now > ${seen[$(( ${#patterns[@]} - 2 ))]:-0} + $AGENT_WAIT else 1)"; then
+        break
+      fi
+    fi
     if ! kill -0 "$QEMU_PID" 2>/dev/null; then log "[$scenario] qemu exited"; break; fi
     if python3 -c "import sys; sys.exit(0 if $now > $TIMEOUT else 1)"; then log "[$scenario] timeout"; break; fi
     sleep 2
@@ -224,7 +233,8 @@ run_scenario() {
     echo "  FAIL no naila-status.txt on the boot partition" | tee -a "$SUMMARY"; ok=0
   fi
   # What the agent did (informational: it depends on the agent's state of development).
-  grep -E 'naila-device|naila\[[0-9]+\]' "$console" | grep -v 'naila-config' | tail -n 8 | sed 's/^/  agent| /' | tee -a "$SUMMARY" || true
+  grep -E 'naila-device|naila\[[0-9]+\]' "$console" | grep -v 'naila-config' | cut -c1-220 | tail -n 12 \
+    | sed 's/^/  agent| /' | tee -a "$SUMMARY" || true
   if [ -n "$MQTT_PORT" ] && [ "$scenario" = configured ]; then
     if grep -q 'New client connected' "$OUTDIR/mosquitto.log"; then
       echo "  info the agent connected to the test MQTT broker" | tee -a "$SUMMARY"

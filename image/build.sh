@@ -176,7 +176,10 @@ stage_source_wheels() {
   local sdists=() f key dest
   for f in "$WORK"/sdists/*; do [ -e "$f" ] && sdists+=("$f"); done
   [ ${#sdists[@]} -gt 0 ] || { log "no source builds needed"; return 0; }
-  key=$( { sha256sum "${sdists[@]}" | cut -c1-64; echo "$SUITE $MIRROR ${BUILDER_PACKAGES[*]} $SDE"; } | sha256_stdin | cut -c1-16)
+  # The wheels depend on the sdists and the builder, not on this tree: a fixed timestamp
+  # (1980-01-01, the earliest a zip can hold) keeps them reproducible across commits.
+  local wheel_epoch=315532800
+  key=$( { sha256sum "${sdists[@]}" | cut -c1-64; echo "$SUITE $MIRROR ${BUILDER_PACKAGES[*]} $wheel_epoch"; } | sha256_stdin | cut -c1-16)
   dest="$CACHE/srcwheels/$key"
   if [ "$REFRESH" -eq 1 ]; then rm -rf "$dest"; fi
   if [ ! -d "$dest" ]; then
@@ -186,7 +189,7 @@ stage_source_wheels() {
     nice -n 10 mmdebstrap --mode=root --variant=buildd --architectures="$ARCH" --include="$inc" \
       --customize-hook='mkdir -p "$1/build/sdist" "$1/build/wheels"' \
       --customize-hook="copy-in ${sdists[*]} /build/sdist" \
-      --customize-hook="chroot \"\$1\" env SOURCE_DATE_EPOCH=$SDE CFLAGS='-O2 -ffile-prefix-map=/build=.' sh -ec 'cd /build; for s in sdist/*; do tar -xf \"\$s\"; done; for d in */; do case \$d in sdist/|wheels/) continue;; esac; python3 -m pip wheel --no-deps --no-build-isolation --no-index --wheel-dir wheels \"./\$d\"; done'" \
+      --customize-hook="chroot \"\$1\" env SOURCE_DATE_EPOCH=$wheel_epoch CFLAGS='-O2 -ffile-prefix-map=/build=.' sh -ec 'cd /build; for s in sdist/*; do tar -xf \"\$s\"; done; for d in */; do case \$d in sdist/|wheels/) continue;; esac; python3 -m pip wheel --no-deps --no-build-isolation --no-index --wheel-dir wheels \"./\$d\"; done'" \
       --customize-hook="sync-out /build/wheels $dest.tmp" \
       "$SUITE" /dev/null "deb $MIRROR $SUITE main" \
       || die "compiling the source-only requirements failed"

@@ -33,6 +33,9 @@ class DeviceSettings(NailaSettings):
     device_aec_frame_ms: Annotated[int, Field(ge=5, le=40)] = Field(
         10, description="Echo canceller frame, ms"
     )
+    device_echo_guard_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        3.0, description="Suppress residual echo until the canceller has heard this much far-end audio, s; 0 = off"
+    )
     device_heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         30.0, description="Status heartbeat period, s"
     )

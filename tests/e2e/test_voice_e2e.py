@@ -51,9 +51,10 @@ async def _ask(dev: SimDevice, question: str, within_s: float = 120.0) -> tuple[
 async def test_one_question_answered_out_loud(stack: Stack, whisper: WhisperSTT) -> None:
     dev = await start_device("e2e-solo", stack.hub_url)
     try:
-        turn, start = await _ask(dev, "What is the capital of France?")
+        # (Not a question about France: the 135M demo model then drifts into French.)
+        turn, start = await _ask(dev, "How many days are in a week?")
         assert turn["transcript"], turn
-        assert "france" in turn["transcript"].lower() or "capital" in turn["transcript"].lower(), turn
+        assert "week" in turn["transcript"].lower() or "days" in turn["transcript"].lower(), turn
         assert turn["reply_text"].strip(), turn
         await dev.wait_speaker_quiet(start)
         heard = await _transcribe(whisper, dev, start)
@@ -99,8 +100,10 @@ async def test_barge_in_stops_the_reply_and_answers_the_new_question(stack: Stac
         barge_start, _ = dev.say("What time is it?")
         # The reply must stop soon after the new speech starts at the mic.
         await asyncio.sleep(3.0)
-        segs = dev.backend.speaker_segments(-45.0, 0.0, since=playing_since, until=barge_start + 3.0)
-        last_reply_sample = max(end for _s, end in segs)
+        # Sound that began after barge_start + the bound is the answer to the new question
+        # (it cannot start sooner: the question itself lasts ~1 s plus the 300 ms hangover).
+        segs = dev.backend.speaker_segments(-45.0, 150.0, since=playing_since, until=barge_start + 3.0)
+        last_reply_sample = max(end for s, end in segs if s < barge_start + BARGE_IN_BOUND_S)
         stop_s = last_reply_sample - barge_start
         assert stop_s <= BARGE_IN_BOUND_S, f"reply kept playing {stop_s * 1000:.0f} ms after barge-in"
         assert hub_counter(stack.hub_url, "interrupts") > interrupts_before

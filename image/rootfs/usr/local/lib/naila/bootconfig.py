@@ -597,15 +597,32 @@ def write_file(path: Path, content: str, mode: int | None, gid: int = 0, *, chow
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    fsync_dir(path.parent)
     return True
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable: the Pi is usually switched off by pulling the plug, and on the
+    FAT partition an unsynced directory block would lose the new file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_file(path: Path) -> bool:
     try:
         path.unlink()
-        return True
     except FileNotFoundError:
         return False
+    fsync_dir(path.parent)
+    return True
 
 
 def overwrite_in_place(path: Path, new_text: str) -> None:
