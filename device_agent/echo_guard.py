@@ -10,9 +10,10 @@ attenuated, like a power-domain spectral subtraction. Near-end speech louder tha
 passes; after convergence the guard is a pass-through, so steady-state double talk is left to
 the canceller and its residual-echo suppressor.
 
-The coupling (echo power / reference power) is the smallest mic/reference power ratio seen
-over 200 ms windows of far-end activity (windows with near-end speech only raise the ratio),
-times a 3 dB margin; until the first window is measured it is assumed to be ``coupling_db``.
+The coupling (echo power / reference power) is the 30th percentile of the mic/reference power
+ratios of 200 ms windows inside far-end activity (a window right after an onset is skipped:
+the echo lags the reference; windows with near-end speech only raise the ratio), times a 3 dB
+margin; until three windows are measured it is assumed to be ``coupling_db``.
 A device with no echo path therefore measures ~0 coupling and the guard never touches the
 user's voice.
 """
@@ -20,6 +21,7 @@ user's voice.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -45,6 +47,8 @@ class EchoGuard:
         self._ref_env = 0.0
         self.blocks_attenuated = 0
         self.measured_coupling: float | None = None
+        self._ratios: deque[float] = deque(maxlen=50)
+        self._prev_window_active = False
         self._win_mic = 0.0
         self._win_ref = 0.0
         self._win_blocks = 0
@@ -60,9 +64,12 @@ class EchoGuard:
         self._win_blocks += n
         if self._win_blocks < self._win_len:
             return
-        if self._win_ref / self._win_blocks > self.far_active:
-            ratio = self._win_mic / self._win_ref
-            self.measured_coupling = ratio if self.measured_coupling is None else min(self.measured_coupling, ratio)
+        active = self._win_ref / self._win_blocks > self.far_active
+        if active and self._prev_window_active:
+            self._ratios.append(self._win_mic / self._win_ref)
+            if len(self._ratios) >= 3:
+                self.measured_coupling = float(np.percentile(np.fromiter(self._ratios, float), 30))
+        self._prev_window_active = active
         self._win_mic = self._win_ref = 0.0
         self._win_blocks = 0
 
