@@ -11,9 +11,9 @@ passes; after convergence the guard is a pass-through, so steady-state double ta
 the canceller and its residual-echo suppressor.
 
 The coupling (echo power / reference power) is the 30th percentile of the mic/reference power
-ratios of 200 ms windows inside far-end activity (a window right after an onset is skipped:
+ratios of 100 ms windows inside far-end activity (a window right after an onset is skipped:
 the echo lags the reference; windows with near-end speech only raise the ratio), times a 3 dB
-margin; until three windows are measured it is assumed to be ``coupling_db``.
+margin; until two windows are measured (~0.3 s of far end) it is assumed to be ``coupling_db``.
 A device with no echo path therefore measures ~0 coupling and the guard never touches the
 user's voice.
 """
@@ -52,7 +52,7 @@ class EchoGuard:
         self._win_mic = 0.0
         self._win_ref = 0.0
         self._win_blocks = 0
-        self._win_len = max(1, round(0.2 * rate))  # samples per measuring window
+        self._win_len = max(1, round(0.1 * rate))  # samples per measuring window
 
     @property
     def active(self) -> bool:
@@ -67,7 +67,7 @@ class EchoGuard:
         active = self._win_ref / self._win_blocks > self.far_active
         if active and self._prev_window_active:
             self._ratios.append(self._win_mic / self._win_ref)
-            if len(self._ratios) >= 3:
+            if len(self._ratios) >= 2:
                 self.measured_coupling = float(np.percentile(np.fromiter(self._ratios, float), 30))
         self._prev_window_active = active
         self._win_mic = self._win_ref = 0.0

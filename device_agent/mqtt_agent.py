@@ -20,8 +20,8 @@ from typing import Any
 
 import aiomqtt
 
-from device_agent.backoff import Backoff
 from device_agent.commands import CommandHandler, DeviceControl
+from shared.backoff import Backoff
 from shared.config import DeviceSettings, MqttSettings
 from shared.mqtt import (
     DeviceStatus,
@@ -71,7 +71,7 @@ class MqttAgent:
         self.firmware_version = firmware_version
         self._status_fields = status_fields
         self.handler = CommandHandler(self.device_id, control, self._publish)
-        self.backoff = Backoff(backoff_initial_s, device.device_reconnect_max_s, rng=rng)
+        self.backoff = Backoff(backoff_initial_s, device.device_reconnect_max_s, rand=rng)
         self.status_topic = topics.device_status(self.device_id)
         self.command_topic = topics.device_command(self.device_id)
         self.media_request_topic = topics.media_request(self.device_id)

@@ -29,11 +29,11 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from device_agent.aio import wait_event
 from device_agent.audio_pipeline import AudioPipeline
-from device_agent.backoff import Backoff
 from device_agent.camera import Camera
 from device_agent.link_monitor import LinkMonitor
 from device_agent.tracks import MicTrack, frame_to_mono
 from shared.audio import StreamResampler
+from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class HubClient:
         self.camera = camera
         self.url = device.device_hub_url.rstrip("/") + "/connect"
         self._clock = clock
-        self.backoff = Backoff(device.device_reconnect_initial_s, device.device_reconnect_max_s, rng=rng)
+        self.backoff = Backoff(device.device_reconnect_initial_s, device.device_reconnect_max_s, rand=rng)
         self._http_timeout = http_timeout_s
         self._connect_timeout = connect_timeout_s
         self._grace = disconnected_grace_s

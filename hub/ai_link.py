@@ -39,8 +39,8 @@ from typing import Any
 
 import grpc
 
-from hub.backoff import Backoff
 from hub.metrics import HubMetrics
+from shared.backoff import Backoff
 from shared.contract import pb, pb_grpc
 
 log = logging.getLogger("naila.hub.ai_link")

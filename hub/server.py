@@ -22,13 +22,13 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from hub.ai_link import AiLink
-from hub.backoff import Backoff
 from hub.metrics import HubMetrics
 from hub.session import DeviceSession
 from hub.signaling import connect_handler
 from hub.status_routes import add_status_routes
 from hub.turns import TurnLog
 from hub.vad import VoiceDetector, make_detector
+from shared.backoff import Backoff
 from shared.config import AudioSettings, HubSettings, WebRTCSettings
 from shared.contract import pb
 

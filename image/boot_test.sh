@@ -16,7 +16,8 @@
 # the image is the virtio disk, so root=LABEL=RASPIROOT, fstab, /boot/firmware and the
 # first-boot units run as on the card. Only the consoles differ (ttyAMA0), and the journal
 # is forwarded to the console (systemd.journald.forward_to_console=1: a test-only kernel
-# argument, the image is not changed) so the agent's own messages are visible.
+# argument, the image is not changed) so the agent's own messages are visible. An emulated
+# HD-audio card (silent) stands in for the Pi's USB speakerphone, so the agent can open ALSA.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -170,6 +171,7 @@ run_scenario() {
     -kernel "$TMP/$KERNEL" -initrd "$TMP/$INITRD" -append "$CMDLINE" \
     -drive "if=none,file=$disk,format=raw,id=hd0" -device virtio-blk-pci,drive=hd0 \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+    -audiodev none,id=snd0 -device intel-hda -device hda-duplex,audiodev=snd0 \
     -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0 &
   QEMU_PID=$!
 
@@ -243,7 +245,7 @@ run_scenario() {
     fi
   fi
   [ "$ok" -eq 1 ] || failed=1
-  rm -f "$disk"
+  [ "$KEEP" -eq 1 ] || rm -f "$disk"
 }
 
 IFS=, read -r -a scenario_list <<<"$SCENARIOS"

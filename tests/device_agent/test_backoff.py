@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from device_agent.backoff import Backoff
 from device_agent.link_monitor import LinkMonitor
+from shared.backoff import Backoff
 
 pytestmark = pytest.mark.unit
 
@@ -22,18 +22,19 @@ class FakeClock:
 
 
 def test_caps_double_up_to_the_maximum() -> None:
-    b = Backoff(0.5, 10.0, rng=lambda: 1.0)
+    b = Backoff(0.5, 10.0, rand=lambda: 1.0)
     assert [b.next_delay() for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
 
 
 def test_full_jitter_draws_between_zero_and_the_cap() -> None:
     draws = iter([0.0, 0.25, 0.5, 0.999])
-    b = Backoff(1.0, 100.0, rng=lambda: next(draws))
-    assert [b.next_delay() for _ in range(4)] == pytest.approx([0.0, 0.5, 2.0, 7.992])
+    b = Backoff(1.0, 100.0, rand=lambda: next(draws))
+    # A zero draw is floored at initial_s / 10 so a retry loop can never spin.
+    assert [b.next_delay() for _ in range(4)] == pytest.approx([0.1, 0.5, 2.0, 7.992])
 
 
 def test_reset_starts_over() -> None:
-    b = Backoff(0.5, 10.0, rng=lambda: 1.0)
+    b = Backoff(0.5, 10.0, rand=lambda: 1.0)
     for _ in range(5):
         b.next_delay()
     b.reset()
@@ -41,7 +42,7 @@ def test_reset_starts_over() -> None:
 
 
 def test_long_outage_does_not_overflow() -> None:
-    b = Backoff(0.5, 10.0, rng=lambda: 1.0)
+    b = Backoff(0.5, 10.0, rand=lambda: 1.0)
     b.attempt = 10_000
     assert b.next_delay() == 10.0
 
@@ -50,7 +51,7 @@ def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         Backoff(0, 1)
     with pytest.raises(ValueError):
-        Backoff(1, 1, multiplier=0.5)
+        Backoff(1, 1, factor=0.5)
 
 
 def test_monitor_fails_fast_on_failed_or_closed() -> None:

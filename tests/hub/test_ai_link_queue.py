@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from hub.ai_link import AiLink, Outbound, _StreamEnded
-from hub.backoff import Backoff
 from hub.metrics import HubMetrics
+from shared.backoff import Backoff
 from shared.contract import pb
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.backoff import Backoff
+from shared.backoff import Backoff
 
 pytestmark = pytest.mark.unit
 

@@ -118,7 +118,8 @@ async def test_retained_status_and_last_will_on_unclean_death(mosquitto: Broker)
 
         async with client(mosquitto, "hub") as hub:
             # Subscribing after the publish: the broker hands over the retained status.
-            await hub.subscribe(topics.ALL_DEVICE_STATUS, qos=1)
+            # Its own topic only: other tests leave retained statuses on the shared broker.
+            await hub.subscribe(status_topic, qos=1)
             retained = await next_message(hub)
             assert retained.retain
             parsed, online = decode_message(retained.topic.value, retained.payload)

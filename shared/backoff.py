@@ -1,5 +1,7 @@
 """Reconnect delays: exponential backoff with full jitter (AWS architecture blog's "Full Jitter").
 
+One policy for every reconnecting client: the hub's gRPC link, the device's WebRTC and MQTT links.
+
 Pure: the random source is injected, nothing sleeps, so tests check the delays directly.
 """
 
@@ -32,8 +34,8 @@ class Backoff:
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if initial_s <= 0 or max_s <= 0:
-            raise ValueError("backoff delays must be positive")
+        if initial_s <= 0 or max_s <= 0 or factor < 1:
+            raise ValueError("backoff needs initial_s > 0, max_s > 0, factor >= 1")
         self.initial_s = initial_s
         self.max_s = max(max_s, initial_s)
         self.factor = factor
