@@ -100,11 +100,13 @@ async def one_barge_in(dev: SimDevice) -> float | None:
         await asyncio.sleep(0.02)
     if playing is None:
         return None
-    await asyncio.sleep(0.5)
-    barge, _ = dev.say("Stop.")
+    await asyncio.sleep(1.0)  # a second into the reply (the echo guard measures the room first)
+    barge, barge_end = dev.say("Please stop.")
     await asyncio.sleep(2.5)
-    segs = dev.backend.speaker_segments(-45.0, 0.0, since=playing, until=barge + 2.5)
-    stop = max(end for _s, end in segs) if segs else barge
+    # Only sound that began before the barge-in speech ended belongs to the old reply: the
+    # answer to the new utterance starts after its END (hangover + STT + LLM + TTS).
+    segs = dev.backend.speaker_segments(-45.0, 150.0, since=playing, until=barge + 2.5)
+    stop = max((end for s, end in segs if s < barge_end), default=barge)
     await dev.wait_speaker_quiet(barge, quiet_s=1.0)
     await asyncio.sleep(1.0)
     return max(0.0, (stop - barge) * 1000)

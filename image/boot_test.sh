@@ -95,7 +95,66 @@ if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
   MOSQ_PID=$!
 fi
 
-SSH_TEST_KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFtHrHtd8mSxC1cUnAWcKuhvwXbY0ZIRU4sSmGl9m4o3 boot-test"
+# A throw-away SSH key: the configured scenario logs in with it (QEMU forwards a host port
+# to the guest's port 22) to look at the running system and change naila.conf live.
+ssh-keygen -q -t ed25519 -N '' -C boot-test -f "$TMP/id_boot_test"
+SSH_TEST_KEY=$(cat "$TMP/id_boot_test.pub")
+SSH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+guest() {
+  ssh -q -i "$TMP/id_boot_test" -p "$SSH_PORT" -o BatchMode=yes -o ConnectTimeout=30 \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1 "$@"
+}
+
+# check NAME CMD...: run CMD (output into the summary), ok if it exits 0.
+check() {
+  local name=$1 out rc=0; shift
+  out=$("$@" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ]; then echo "  ok   $name"; else echo "  FAIL $name (exit $rc)"; failed=1; fi
+  [ -z "$out" ] || printf '%s\n' "$out" | sed 's/^/       | /'
+}
+
+# The configured guest, logged in over SSH: permissions, security settings, and a change of
+# naila.conf on the running device (naila-config.path) that stops and restarts the agent.
+ssh_checks() {
+  local i
+  for i in $(seq 1 30); do guest true 2>/dev/null && break; sleep 4; done
+  check "SSH login with the key from naila.conf" guest true
+  check "device.env root:naila 0640, secrets root 0600, wpa 0600, no host keys shared" guest '
+    stat -c "%n %U:%G %a" /etc/naila/device.env /etc/naila/secrets.env /etc/wpa_supplicant/wpa_supplicant-wlan0.conf
+    [ "$(stat -c %U:%G:%a /etc/naila/device.env)" = root:naila:640 ] &&
+    [ "$(stat -c %U:%G:%a /etc/naila/secrets.env)" = root:root:600 ] &&
+    [ "$(stat -c %a /etc/wpa_supplicant/wpa_supplicant-wlan0.conf)" = 600 ] &&
+    ! grep -q wifi-pass /etc/wpa_supplicant/wpa_supplicant-wlan0.conf'
+  check "agent user: no login, groups audio+video only" guest '
+    id naila; getent passwd naila | cut -d: -f7
+    [ "$(id -nG naila | tr " " "\n" | sort | tr "\n" " ")" = "audio naila video " ] &&
+    [ "$(getent passwd naila | cut -d: -f7)" = /usr/sbin/nologin ]'
+  check "root locked, sshd key-only" guest '
+    passwd -S root; sshd -T | grep -E "^(passwordauthentication|kbdinteractiveauthentication|permitrootlogin) "
+    passwd -S root | grep -q " L " &&
+    sshd -T | grep -qx "passwordauthentication no" && sshd -T | grep -qxE "permitrootlogin (without-password|prohibit-password)"'
+  check "password authentication is not offered" sh -c "! ssh -o BatchMode=yes -o PubkeyAuthentication=no \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -p $SSH_PORT root@127.0.0.1 true 2>&1 | grep -qi password"
+  check "agent unit state (runs as naila, configured env)" guest '
+    systemctl show -p ActiveState -p SubState -p NRestarts -p User naila-device.service
+    systemctl show -p User --value naila-device.service | grep -qx naila'
+  check "root filesystem grown to the disk" guest 'df -h / | tail -n1; lsblk -n -o NAME,SIZE /dev/vda'
+  check "security updates off as configured; hostname from DEVICE_ID" guest '
+    cat /etc/apt/apt.conf.d/20auto-upgrades | grep Unattended; hostname
+    grep -q "Unattended-Upgrade \"0\"" /etc/apt/apt.conf.d/20auto-upgrades && [ "$(hostname)" = boot-test-pi ]'
+  check "live change to a bad HUB_URL: re-checked, agent stopped, device.env removed" guest '
+    sed -i "s#^HUB_URL=.*#HUB_URL=ftp://hub#" /boot/firmware/naila.conf
+    for i in $(seq 1 60); do [ -e /etc/naila/device.env ] || break; sleep 2; done
+    sleep 3; journalctl -b -u naila-config -n 4 -o cat --no-pager
+    echo "agent: $(systemctl is-active naila-device.service)"
+    [ ! -e /etc/naila/device.env ] && ! systemctl is-active -q naila-device.service'
+  check "live fix: agent started again with the stored secrets" guest '
+    sed -i "s#^HUB_URL=.*#HUB_URL=http://10.0.2.2:8080#" /boot/firmware/naila.conf
+    for i in $(seq 1 60); do [ -e /etc/naila/device.env ] && break; sleep 2; done
+    sleep 3; echo "agent: $(systemctl is-active naila-device.service)"
+    grep -c "^MQTT_PASSWORD=mqtt-pass-SECRET-2$" /etc/naila/device.env &&
+    systemctl show -p ActiveState --value naila-device.service | grep -qxE "active|activating"'
+}
 
 write_conf() {  # scenario -> naila.conf on the test disk's FAT partition
   local disk=$1 scenario=$2 mqtt="mqtt://10.0.2.2:${MQTT_PORT:-1883}"
@@ -170,7 +229,7 @@ run_scenario() {
     -display none -monitor none -serial "file:$console" -no-reboot \
     -kernel "$TMP/$KERNEL" -initrd "$TMP/$INITRD" -append "$CMDLINE" \
     -drive "if=none,file=$disk,format=raw,id=hd0" -device virtio-blk-pci,drive=hd0 \
-    -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" -device virtio-net-pci,netdev=n0 \
     -audiodev none,id=snd0 -device intel-hda -device hda-duplex,audiodev=snd0 \
     -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-pci,rng=rng0 &
   QEMU_PID=$!
@@ -201,6 +260,10 @@ run_scenario() {
     if python3 -c "import sys; sys.exit(0 if $now > $TIMEOUT else 1)"; then log "[$scenario] timeout"; break; fi
     sleep 2
   done
+  if [ "$scenario" = configured ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+    ssh_checks >"$TMP/ssh-checks.txt"  # not in a pipe: check() sets $failed
+    tee -a "$SUMMARY" <"$TMP/ssh-checks.txt"
+  fi
   sleep 5  # let the last writes settle (naila-config fsyncs its files)
   kill "$QEMU_PID" 2>/dev/null || true
   wait "$QEMU_PID" 2>/dev/null || true

@@ -585,13 +585,21 @@ def write_file(path: Path, content: str, mode: int | None, gid: int = 0, *, chow
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        # FAT: write in place. A renamed file's new directory entry gets its size only when
+        # the inode is written back later, so after a power cut it would read as empty.
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(path.parent)
+        return True
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        if mode is not None:
-            if chown:
-                os.fchown(fd, 0, gid)
-            os.fchmod(fd, mode)
+        if chown:
+            os.fchown(fd, 0, gid)
+        os.fchmod(fd, mode)
         os.write(fd, data)
         os.fsync(fd)
     finally:
