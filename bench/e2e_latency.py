@@ -172,7 +172,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"NAILA end-to-end first reply audio, p50 total {summary['total_first_audio_ms']['p50']:.0f} ms")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def main() -> int:

@@ -10,7 +10,7 @@
 #   bad         a naila.conf with a wrong value: reported, agent waits, secrets still moved.
 #
 #   bash image/boot_test.sh [IMAGE(.img|.img.zst)] [--scenarios shipped,configured]
-#                           [--timeout SECONDS] [--out DIR] [--keep]
+#                           [--timeout SECONDS] [--out DIR] [--keep] [--no-hub]
 #
 # The kernel and initrd are the image's own (copied out of its FAT partition with mtools);
 # the image is the virtio disk, so root=LABEL=RASPIROOT, fstab, /boot/firmware and the
@@ -21,6 +21,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
 # shellcheck source=image/lib/common.sh
 . "$HERE/lib/common.sh"
 
@@ -30,12 +31,14 @@ TIMEOUT=600
 AGENT_WAIT=${AGENT_WAIT:-120}  # configured: seconds to watch the agent after it started
 OUTDIR="$HERE/out/boot-test"
 KEEP=0
+WITH_HUB=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenarios) SCENARIOS=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --out) OUTDIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --no-hub) WITH_HUB=0; shift ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) IMAGE=$1; shift ;;
@@ -57,6 +60,7 @@ MOSQ_PID=""
 cleanup() {
   [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
   [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null || true
+  [ -n "$HUB_PID" ] && kill "$HUB_PID" 2>/dev/null || true
   [ "$KEEP" -eq 1 ] || rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -93,6 +97,17 @@ if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
   printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" >"$TMP/mosquitto.conf"
   "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -v -c "$TMP/mosquitto.conf" >"$OUTDIR/mosquitto.log" 2>&1 &
   MOSQ_PID=$!
+fi
+
+# The real hub on the host (from this checkout's .venv, if it has the hub extra), so the
+# configured agent has a peer for WebRTC: its AI server is absent, which the hub tolerates.
+HUB_PORT=8080
+HUB_PID=""
+if [ "$WITH_HUB" -eq 1 ] && [ -x "$REPO/.venv/bin/naila" ] && "$REPO/.venv/bin/python" -c 'import hub.app' 2>/dev/null; then
+  HUB_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  HUB_HOST=127.0.0.1 HUB_PORT=$HUB_PORT "$REPO/.venv/bin/naila" hub >"$OUTDIR/hub.log" 2>&1 &
+  HUB_PID=$!
+  log "hub on the host: http://127.0.0.1:$HUB_PORT (http://10.0.2.2:$HUB_PORT in the guest)"
 fi
 
 # A throw-away SSH key: the configured scenario logs in with it (QEMU forwards a host port
@@ -149,7 +164,7 @@ ssh_checks() {
     echo "agent: $(systemctl is-active naila-device.service)"
     [ ! -e /etc/naila/device.env ] && ! systemctl is-active -q naila-device.service'
   check "live fix: agent started again with the stored secrets" guest '
-    sed -i "s#^HUB_URL=.*#HUB_URL=http://10.0.2.2:8080#" /boot/firmware/naila.conf
+    sed -i "s#^HUB_URL=.*#HUB_URL=http://10.0.2.2:'"$HUB_PORT"'#" /boot/firmware/naila.conf
     for i in $(seq 1 60); do [ -e /etc/naila/device.env ] && break; sleep 2; done
     sleep 3; echo "agent: $(systemctl is-active naila-device.service)"
     grep -c "^MQTT_PASSWORD=mqtt-pass-SECRET-2$" /etc/naila/device.env &&
@@ -164,7 +179,7 @@ write_conf() {  # scenario -> naila.conf on the test disk's FAT partition
       cat >"$TMP/naila.conf" <<EOF
 # boot test: a valid configuration with secrets
 DEVICE_ID=boot-test-pi
-HUB_URL=http://10.0.2.2:8080
+HUB_URL=http://10.0.2.2:$HUB_PORT
 HUB_TOKEN=hub-token-SECRET-1
 MQTT_URL=$mqtt
 MQTT_USERNAME=pi
@@ -251,7 +266,8 @@ run_scenario() {
       # configured: give the agent time to start (imports are slow under emulation) and
       # to reach the test broker, so the summary shows what it did.
       if [ "$scenario" != configured ] || [ -z "$MQTT_PORT" ] \
-        || grep -q 'New client connected' "$OUTDIR/mosquitto.log" \
+        || { grep -q 'New client connected' "$OUTDIR/mosquitto.log" \
+             && { [ -z "$HUB_PID" ] || grep -q 'boot-test-pi' "$OUTDIR/hub.log"; }; } \
         || python3 -c "import sys; sys.exit(0 if $now > ${seen[$(( ${#patterns[@]} - 2 ))]:-0} + $AGENT_WAIT else 1)"; then
         break
       fi
@@ -306,6 +322,10 @@ run_scenario() {
     else
       echo "  info the agent did not connect to the test MQTT broker (10.0.2.2:$MQTT_PORT)" | tee -a "$SUMMARY"
     fi
+  fi
+  if [ -n "$HUB_PID" ] && [ "$scenario" = configured ]; then
+    echo "  info hub log lines about the device:" | tee -a "$SUMMARY"
+    grep -E 'boot-test-pi|/connect|ICE|peer' "$OUTDIR/hub.log" | cut -c1-200 | tail -n 8 | sed 's/^/  hub| /' | tee -a "$SUMMARY" || true
   fi
   [ "$ok" -eq 1 ] || failed=1
   [ "$KEEP" -eq 1 ] || rm -f "$disk"

@@ -108,17 +108,23 @@ async def test_barge_in_stops_the_reply_and_answers_the_new_question(stack: Stac
         stop_s = last_reply_sample - barge_start
         assert stop_s <= BARGE_IN_BOUND_S, f"reply kept playing {stop_s * 1000:.0f} ms after barge-in"
         assert hub_counter(stack.hub_url, "interrupts") > interrupts_before
-        # ...and the new question is answered.
+        # ...and the new question is answered: a turn after the interrupted one, itself not
+        # interrupted, with a transcript and a spoken reply. Its words are not compared: the
+        # question was spoken over the reply (double talk, canceller not yet converged) and
+        # Whisper tiny.en heard e.g. "Bye, miss it." for "What time is it?" on a loaded runner.
+        def answered() -> list[dict[str, Any]]:
+            turns = dev.turns()[before:]
+            return [t for t in turns[1:] if t.get("transcript") and not t.get("interrupted")]
+
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            turns = dev.turns()[before:]
-            if any("time" in str(t.get("transcript", "")).lower() for t in turns):
+            if answered():
                 break
             await asyncio.sleep(0.2)
-        else:
-            pytest.fail(f"the barge-in question was not answered: {dev.turns()[before:]}")
-        new = next(t for t in dev.turns()[before:] if "time" in str(t.get("transcript", "")).lower())
-        assert new["reply_text"].strip()
+        new = answered()
+        assert new, f"the barge-in question was not answered: {dev.turns()[before:]}"
+        assert dev.turns()[before]["interrupted"], dev.turns()[before]
+        assert new[0]["reply_text"].strip()
     finally:
         await dev.stop()
 
