@@ -17,7 +17,7 @@ from pathlib import Path
 
 from naila.stack import Stack, new_workdir, wait_until
 
-DEFAULT_QUESTION = "What is the capital of France?"
+DEFAULT_QUESTION = "How many legs does a spider have?"
 LEAD_SILENCE_S = 2.0  # the agent connects to the hub while this plays
 
 
