@@ -23,7 +23,7 @@ import numpy as np
 from device_agent.aec import EchoCanceller, EchoCancellerStream
 from device_agent.aio import wait_event
 from device_agent.echo_guard import EchoGuard
-from shared.audio import Int16Array
+from shared.audio import Int16Array, drain_chunks
 
 
 class PlaybackBuffer:
@@ -78,16 +78,7 @@ class PlaybackBuffer:
                 if self._size < max(self._prebuffer, 1):
                     return out
                 self._playing = True
-            filled = 0
-            while filled < n and self._chunks:
-                head = self._chunks[0]
-                k = min(n - filled, head.size)
-                out[filled : filled + k] = head[:k]
-                filled += k
-                if k == head.size:
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = head[k:]
+            filled = drain_chunks(self._chunks, out)
             self._size -= filled
             if filled < n:
                 self._playing = False

@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +88,26 @@ class Framer:
         out[: self._buf.size] = self._buf
         self._buf = np.zeros(0, dtype=np.int16)
         return out
+
+
+def drain_chunks(chunks: deque[npt.NDArray[Any]], out: npt.NDArray[Any]) -> int:
+    """Move samples from the front of a FIFO of chunks into ``out``; returns how many were moved.
+
+    A partly used chunk keeps its rest at the front. Used by every sample FIFO of the device
+    (mic queue, playback buffer, simulated echo path).
+    """
+    n = out.size
+    filled = 0
+    while filled < n and chunks:
+        head = chunks[0]
+        k = min(n - filled, head.size)
+        out[filled : filled + k] = head[:k]
+        filled += k
+        if k == head.size:
+            chunks.popleft()
+        else:
+            chunks[0] = head[k:]
+    return filled
 
 
 def read_wav(path: str | Path) -> tuple[Int16Array, int]:

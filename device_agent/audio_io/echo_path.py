@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from shared.audio import drain_chunks
+
 Float64Array = npt.NDArray[np.float64]
 ComplexArray = npt.NDArray[np.complex128]
 
@@ -117,17 +119,7 @@ class EchoPath:
     def take(self, n: int) -> Float64Array:
         """The next ``n`` echo samples to add to the microphone."""
         out = np.zeros(n)
-        filled = 0
-        while filled < n and self._fifo:
-            head = self._fifo[0]
-            k = min(n - filled, head.size)
-            out[filled : filled + k] = head[:k]
-            filled += k
-            if k == head.size:
-                self._fifo.popleft()
-            else:
-                self._fifo[0] = head[k:]
-        self._fifo_len -= filled
+        self._fifo_len -= drain_chunks(self._fifo, out)
         return out
 
     def feed(self, speaker_block: npt.ArrayLike) -> None:

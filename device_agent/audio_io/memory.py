@@ -16,7 +16,7 @@ import numpy as np
 
 from device_agent.audio_io.base import BACKEND_RATE, BLOCK_MS, PacedAudioBackend
 from device_agent.audio_io.echo_path import EchoPath
-from shared.audio import Int16Array, resample, rms_dbfs
+from shared.audio import Int16Array, drain_chunks, resample, rms_dbfs
 
 
 @dataclass(frozen=True)
@@ -130,17 +130,7 @@ class MemoryAudioBackend(PacedAudioBackend):
     def _read_mic(self, n: int, t: float) -> Int16Array:
         out = np.zeros(n, dtype=np.float64)
         with self._lock:
-            filled = 0
-            while filled < n and self._queue:
-                head = self._queue[0]
-                k = min(n - filled, head.size)
-                out[filled : filled + k] = head[:k]
-                filled += k
-                if k == head.size:
-                    self._queue.popleft()
-                else:
-                    self._queue[0] = head[k:]
-            self._queued -= filled
+            self._queued -= drain_chunks(self._queue, out)
         if self.echo_path is not None:
             out += self.echo_path.take(n)
         if self._noise is not None:
