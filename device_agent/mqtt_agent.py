@@ -5,7 +5,8 @@
   device vanishes, and a clean stop publishes it itself.
 * ``.../command`` and ``.../media/request`` are handled by :class:`CommandHandler`.
 * QoS and retain come from the shared policy table (``shared.mqtt.outbound`` / ``policy_for``).
-* The broker connection is redialled forever with exponential backoff and full jitter.
+* The broker connection (:class:`shared.mqtt_link.MqttLink`) is redialled forever with backoff;
+  every reconnect re-subscribes and republishes the retained status.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from shared.mqtt import (
     last_will,
     offline_status,
     outbound,
-    policy_for,
     topics,
 )
+from shared.mqtt_link import MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +72,23 @@ class MqttAgent:
         self.firmware_version = firmware_version
         self._status_fields = status_fields
         self.handler = CommandHandler(self.device_id, control, self._publish)
-        self.backoff = Backoff(backoff_initial_s, device.device_reconnect_max_s, rand=rng)
         self.status_topic = topics.device_status(self.device_id)
         self.command_topic = topics.device_command(self.device_id)
         self.media_request_topic = topics.media_request(self.device_id)
         self.room = self._safe_label("DEVICE_ROOM", device.device_room)
         self.zone = self._safe_label("DEVICE_ZONE", device.device_zone)
-        self.connected = asyncio.Event()
         self.connects = 0
         self.heartbeats = 0
-        self._client: aiomqtt.Client | None = None
-        self._task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self.link = MqttLink(
+            mqtt,
+            client_id=f"naila-device-{self.device_id}",
+            subscriptions=[self.command_topic, self.media_request_topic],
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            backoff=Backoff(backoff_initial_s, device.device_reconnect_max_s, rand=rng),
+        )
+        self.connected = self.link.connected
 
     @staticmethod
     def _safe_label(var: str, value: str) -> str | None:
@@ -123,16 +129,17 @@ class MqttAgent:
         return status.model_dump(mode="json")
 
     async def _publish(self, msg: OutboundMessage) -> None:
-        client = self._client
-        if client is None:
-            raise aiomqtt.MqttError("not connected to the broker")
-        await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        await self.link.publish(msg)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("MQTT agent already started")
-        self._task = asyncio.create_task(self._run(), name="mqtt-agent")
+        try:
+            will = last_will(self.status(online=True))
+        except MessageError as exc:  # our own status does not validate: a config problem
+            raise RuntimeError(f"cannot build the device status: {exc}") from exc
+        self.link.will = OutboundMessage(will.topic, will.payload, will.qos, will.retain)
+        log.info("MQTT: connecting to %s as %s", self.link.address, self.device_id)
+        await self.link.start()
 
     async def stop(self) -> None:
         """Say goodbye (retained ``online: false``), disconnect cleanly, stop redialling."""
@@ -142,79 +149,26 @@ class MqttAgent:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        if self._client is not None and self.connected.is_set():
-            try:
-                async with asyncio.timeout(2.0):
-                    await self.publish_status(online=False)
-                log.info("MQTT: published offline status")
-            except (aiomqtt.MqttError, MessageError, TimeoutError) as exc:
-                log.warning("MQTT: could not publish offline status: %s", exc)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.link.stop(goodbye=outbound(self.status_topic, self.status(online=False)))
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._session()
-            except aiomqtt.MqttError as exc:
-                log.warning("MQTT %s:%d: %s", self.mqtt.mqtt_host, self.mqtt.mqtt_port, exc)
-            except MessageError as exc:  # our own status does not validate: a config problem
-                log.error("MQTT: cannot build the device status: %s", exc)
-            except Exception:
-                log.exception("MQTT session crashed")
-            finally:
-                self._client = None
-                self.connected.clear()
-            delay = self.backoff.next_delay()
-            log.info("MQTT: reconnecting in %.2f s", delay)
-            await asyncio.sleep(delay)
+    async def _on_connect(self, link: MqttLink) -> None:
+        await self.publish_status()
+        self.connects += 1
+        log.info("MQTT: online; listening on %s and %s", self.command_topic, self.media_request_topic)
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="mqtt-heartbeat")
 
-    def _client_for(self, will: aiomqtt.Will) -> aiomqtt.Client:
-        m = self.mqtt
-        return aiomqtt.Client(
-            m.mqtt_host,
-            m.mqtt_port,
-            username=m.mqtt_username,
-            password=m.mqtt_password.get_secret_value() if m.mqtt_password else None,
-            identifier=f"naila-device-{self.device_id}",
-            keepalive=m.mqtt_keepalive_s,
-            will=will,
-            tls_params=aiomqtt.TLSParameters() if m.mqtt_tls else None,
-            timeout=10,
-        )
-
-    async def _session(self) -> None:
-        w = last_will(self.status(online=True))
-        log.info("MQTT: connecting to %s:%d as %s", self.mqtt.mqtt_host, self.mqtt.mqtt_port, self.device_id)
-        async with self._client_for(aiomqtt.Will(w.topic, w.payload, w.qos, w.retain)) as client:
-            self._client = client
-            for topic in (self.command_topic, self.media_request_topic):
-                await client.subscribe(topic, qos=policy_for(topic).qos)
-            await self.publish_status()
-            self.connected.set()
-            self.connects += 1
-            self.backoff.reset()
-            log.info("MQTT: online; listening on %s and %s", self.command_topic, self.media_request_topic)
-            heartbeat = asyncio.create_task(self._heartbeat(), name="mqtt-heartbeat")
-            self._heartbeat_task = heartbeat
-            try:
-                async for message in client.messages:
-                    topic = message.topic.value
-                    if topic == self.command_topic:
-                        await self.handler.on_command(message.payload)
-                    elif topic == self.media_request_topic:
-                        await self.handler.on_media_request(message.payload)
-            finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.command_topic:
+            await self.handler.on_command(payload)
+        elif topic == self.media_request_topic:
+            await self.handler.on_media_request(payload)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.device.device_heartbeat_s)
+            if not self.link.connected.is_set():
+                continue
             try:
                 await self.publish_status()
                 self.heartbeats += 1

@@ -15,4 +15,7 @@ class MqttSettings(NailaSettings):
     mqtt_username: str | None = Field(None, description="MQTT user name (optional)")
     mqtt_password: SecretStr | None = Field(None, description="MQTT password (optional)")
     mqtt_tls: bool = Field(False, description="Use TLS to the broker")
+    mqtt_ca_file: str | None = Field(None, description="CA certificate (PEM) of the broker; system CAs if unset")
+    mqtt_cert_file: str | None = Field(None, description="Client certificate (PEM) for certificate auth (optional)")
+    mqtt_key_file: str | None = Field(None, description="Private key of MQTT_CERT_FILE (optional)")
     mqtt_keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(30, description="MQTT keep-alive, s")

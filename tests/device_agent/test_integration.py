@@ -351,7 +351,7 @@ async def test_broker_restart_is_redialled_with_backoff(tmp_path: Path) -> None:
         broker.wait(5)
         assert await wait_until(lambda: agent.mqtt is not None and not agent.mqtt.connected.is_set(), 10)
         await asyncio.sleep(1.5)  # refused redials meanwhile
-        assert agent.mqtt.backoff.attempt >= 2
+        assert agent.mqtt.link.backoff.attempt >= 2
         broker = _mosquitto(port, tmp_path)
         assert await wait_until(lambda: agent.mqtt is not None and agent.mqtt.connects == 2, 15)
         async with aiomqtt.Client("127.0.0.1", port) as c:  # status is retained again on the new broker

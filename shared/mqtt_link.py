@@ -1,0 +1,205 @@
+"""One reconnecting MQTT client for every deployable (aiomqtt): connect, subscribe, serve, redial.
+
+Why one home: the device, the hub and the AI server all need the same things from the broker
+connection — credentials and TLS from :class:`MqttSettings`, a last will, re-subscribing and
+republishing their retained status after every reconnect, exponential backoff with jitter
+(:class:`shared.backoff.Backoff`), and a receive loop that a bad message or a failing handler
+can never stop. Each deployable only supplies its subscriptions and two callbacks.
+
+Handlers run inline in the receive loop, one message at a time, so per-topic order is kept;
+a handler with slow work (an LLM call, a WebRTC negotiation) must spawn a task.
+
+This module imports aiomqtt, so it lives beside ``shared.mqtt`` (which needs only pydantic),
+not inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from shared.backoff import Backoff
+from shared.config import MqttSettings
+from shared.mqtt import OutboundMessage, policy_for
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+ConnectHook = Callable[["MqttLink"], Awaitable[None]]
+
+
+@dataclass
+class LinkStats:
+    """Counters a deployable exports as metrics."""
+
+    connects: int = 0
+    disconnects: int = 0
+    received: int = 0
+    handler_errors: int = 0
+    published: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def tls_parameters(settings: MqttSettings) -> aiomqtt.TLSParameters | None:
+    """TLS options from config; ``None`` means plain TCP."""
+    if not settings.mqtt_tls:
+        return None
+    return aiomqtt.TLSParameters(
+        ca_certs=settings.mqtt_ca_file,
+        certfile=settings.mqtt_cert_file,
+        keyfile=settings.mqtt_key_file,
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
+
+
+class MqttLink:
+    """A broker connection that stays up until :meth:`stop`; see the module doc."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        subscriptions: Sequence[str] = (),
+        on_message: MessageHandler | None = None,
+        on_connect: ConnectHook | None = None,
+        will: OutboundMessage | None = None,
+        backoff: Backoff | None = None,
+        max_queued_incoming: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self.will = will
+        self.backoff = backoff or Backoff(0.5, 30.0)
+        self._max_queued_incoming = max_queued_incoming
+        self.stats = LinkStats()
+        self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+
+    # -- publishing -----------------------------------------------------------------------
+    async def publish(self, msg: OutboundMessage) -> None:
+        """Publish with the message's own QoS/retain; raises ``aiomqtt.MqttError`` when offline."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise aiomqtt.MqttError(f"not connected to the MQTT broker at {self.address}")
+        await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        self.stats.published += 1
+
+    async def publish_raw(self, topic: str, payload: bytes, *, qos: int | None = None, retain: bool = False) -> None:
+        """Publish bytes that are not one of our models (error replies on a client's own topic)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise aiomqtt.MqttError(f"not connected to the MQTT broker at {self.address}")
+        await client.publish(topic, payload, qos=policy_for(topic).qos if qos is None else qos, retain=retain)
+        self.stats.published += 1
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Add a subscription now (if connected) and after every reconnect."""
+        if topic_filter not in self.subscriptions:
+            self.subscriptions.append(topic_filter)
+        client = self._client
+        if client is not None and self.connected.is_set():
+            await client.subscribe(topic_filter, qos=1)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("MQTT link already started")
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.client_id}")
+
+    async def stop(self, goodbye: OutboundMessage | None = None) -> None:
+        """Publish ``goodbye`` (e.g. a retained offline status) if connected, then disconnect cleanly.
+
+        A clean disconnect suppresses the broker's last will, so the goodbye is what others see.
+        """
+        if goodbye is not None and self.connected.is_set():
+            try:
+                async with asyncio.timeout(2.0):
+                    await self.publish(goodbye)
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                log.warning("MQTT %s: could not publish the goodbye on %s: %s", self.client_id, goodbye.topic, exc)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT %s at %s: %s", self.client_id, self.address, exc)
+            except Exception:
+                log.exception("MQTT %s: session crashed", self.client_id)
+            finally:
+                if self.connected.is_set():
+                    self.stats.disconnects += 1
+                    self.backoff.disconnected()
+                self._client = None
+                self.connected.clear()
+            delay = self.backoff.next_delay()
+            log.info("MQTT %s: reconnecting in %.2f s", self.client_id, delay)
+            await asyncio.sleep(delay)
+
+    def _client_for(self) -> aiomqtt.Client:
+        s = self.settings
+        w = self.will
+        return aiomqtt.Client(
+            s.mqtt_host,
+            s.mqtt_port,
+            username=s.mqtt_username,
+            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+            identifier=self.client_id,
+            keepalive=s.mqtt_keepalive_s,
+            will=aiomqtt.Will(w.topic, w.payload, w.qos, w.retain) if w is not None else None,
+            tls_params=tls_parameters(s),
+            timeout=10,
+            max_queued_incoming_messages=self._max_queued_incoming,
+        )
+
+    async def _session(self) -> None:
+        async with self._client_for() as client:
+            self._client = client
+            for topic_filter in self.subscriptions:
+                await client.subscribe(topic_filter, qos=1)
+            self.connected.set()
+            self.stats.connects += 1
+            self.backoff.connected()
+            log.info(
+                "MQTT %s: connected to %s, %d subscriptions", self.client_id, self.address, len(self.subscriptions)
+            )
+            if self._on_connect is not None:
+                await self._on_connect(self)
+            async for message in client.messages:
+                self.stats.received += 1
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload).encode() if payload is not None else b""
+                await self._dispatch(message.topic.value, data)
+
+    async def _dispatch(self, topic: str, payload: bytes) -> None:
+        if self._on_message is None:
+            return
+        try:
+            await self._on_message(topic, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a handler bug must not take the connection down for everyone
+            self.stats.handler_errors += 1
+            kind = type(exc).__name__
+            self.stats.errors_by_kind[kind] = self.stats.errors_by_kind.get(kind, 0) + 1
+            log.exception("MQTT %s: handler failed on %s", self.client_id, topic)
