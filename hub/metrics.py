@@ -39,6 +39,7 @@ class HubMetrics:
         self.unauthorized = 0  # 401s
         self.frames_dropped: Counter[str] = Counter()  # uplink frames not sent, by reason
         self.tts_dropped: Counter[str] = Counter()  # AudioOutput messages not played, by reason
+        self.control_messages: Counter[str] = Counter()  # control-channel messages sent, by type
         self.sessions_opened = 0
         self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)
         self.grpc_connect_failures = 0
@@ -146,6 +147,7 @@ class _CounterCollector(Collector):
             "bad_requests": ("reason", m.bad_requests, "/connect requests refused with 400, by reason"),
             "frames_dropped": ("reason", m.frames_dropped, "Uplink 20 ms frames dropped, by reason"),
             "tts_dropped": ("reason", m.tts_dropped, "AudioOutput messages not played, by reason"),
+            "control_messages": ("type", m.control_messages, "Control-channel messages sent to devices, by type"),
             "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
         }
         for name, (label, counts, doc) in labelled.items():

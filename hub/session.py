@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from hub.ai_link import AiLink, Outbound
@@ -25,6 +25,7 @@ from hub.metrics import HubMetrics
 from hub.tts_track import TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
 from hub.vad import VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
+from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array
 from shared.config import HubSettings
 from shared.contract import pb
@@ -87,8 +88,9 @@ class DeviceSession:
         self.vad = VadStateMachine(host.make_detector(), config)
         self._ingest = AudioIngest(HUB_RATE)
         # Capture times of recent frames, indexed by VAD frame index (for timestamp_ms).
-        self._times: deque[float] = deque(maxlen=config.preroll_frames + config.barge_in_frames
-                                          + config.onset_frames + 4)
+        self._times: deque[float] = deque(
+            maxlen=config.preroll_frames + config.barge_in_frames + config.onset_frames + 4
+        )
         # Uplink utterance bookkeeping: the stream generation its START went out on.
         self._utterance_generation: int | None = None
         # Downlink turn bookkeeping.
@@ -100,8 +102,10 @@ class DeviceSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mic_attached = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._control: RTCDataChannel | None = None
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("datachannel", self._on_datachannel)
 
     # ----- signaling -----
 
@@ -190,8 +194,7 @@ class DeviceSession:
         if kind is VadEventKind.START:
             m.vad_onsets += 1
             frames = event.audio.size // self.vad.config.frame_samples
-            ok = self._send(pb.START, event.audio.tobytes(), frames, captured_at,
-                            self._capture_time(event.frame_index))
+            ok = self._send(pb.START, event.audio.tobytes(), frames, captured_at, self._capture_time(event.frame_index))
             self._utterance_generation = link.generation if ok else None
             return
         # CONTINUE / END belong to the utterance START opened: if that START never made it,
@@ -241,12 +244,36 @@ class DeviceSession:
     def _barge_in(self) -> None:
         """Silence the device now; drop the rest of the interrupted reply if it is still coming."""
         dropped = self.tts.flush()
+        # The device has more of the reply queued than we do: tell it to drop that too.
+        self.notify(control_channel.FLUSH, reason="barge_in")
         self._awaiting_playout = None
         if self._turn is not None:
             # The AI server is still sending this turn: ignore its audio until its is_final.
             self._turn.interrupted = True
             self._drop_until_final = True
         log.info("%s: barge-in, flushed %.2fs of reply audio", self.device_id, dropped / 48_000)
+
+    # ----- control channel (shared.control_channel) -----
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != control_channel.LABEL:
+            log.info("%s: ignoring data channel %r", self.device_id, channel.label)
+            return
+        self._control = channel
+        log.info("%s: control channel open", self.device_id)
+
+    def notify(self, kind: str, **fields: Any) -> bool:
+        """Send one control message if the device opened the channel; never raises."""
+        channel = self._control
+        if channel is None or channel.readyState != "open":
+            return False
+        try:
+            channel.send(control_channel.encode(kind, **fields))
+        except Exception as exc:  # a closing channel must not break reply routing
+            log.debug("%s: control message %s not sent: %s", self.device_id, kind, exc)
+            return False
+        self.host.metrics.control_messages[kind] += 1
+        return True
 
     # ----- media out -----
 
@@ -277,6 +304,7 @@ class DeviceSession:
                 self.host.turns.add(self._turn)
             self._turn = TurnRecord(self.device_id, self.conversation_id, transcript=out.final_stt)
             self._turn_first_audio = False
+            self.notify(control_channel.TRANSCRIPT, text=out.final_stt)
             if self._end_sent_at is not None:
                 self._turn.hub_end_monotonic = self._end_sent_at
                 m.grpc_end_to_transcript.observe(now - self._end_sent_at)
@@ -289,6 +317,8 @@ class DeviceSession:
                 m.tts_dropped["bad_sample_rate"] += 1
             elif self.tts.push(out.audio_pcm, int(out.sample_rate), received_at=now):
                 m.tts_frames_routed += 1
+                if out.reply_text:  # the first chunk of each clause carries its text
+                    self.notify(control_channel.REPLY, text=out.reply_text)
                 if not self._turn_first_audio:
                     self._turn_first_audio = True
                     if self._end_sent_at is not None:
@@ -313,6 +343,7 @@ class DeviceSession:
         if out.conversation_id:
             turn.conversation_id = out.conversation_id
         self.host.turns.add(turn)
+        self.notify(control_channel.TURN_END, timing=turn.timing, error=turn.error_code, interrupted=turn.interrupted)
         self._turn = None
         self._end_sent_at = None
 
