@@ -138,6 +138,7 @@ async def start_server(
     pipeline = Pipeline(
         stt, llm, tts, conversations, Metrics(),
         speculate_ms=settings.stt_speculative_ms, chunk_ms=settings.tts_chunk_ms, degraded=degraded,
+        preemptive=settings.llm_preemptive,
     )
     service = NailaAIService(pipeline)
     server = grpc.aio.server()

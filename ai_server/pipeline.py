@@ -57,6 +57,11 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
+
+
 @dataclass(eq=False)
 class Turn:
     """A reply in progress for one device (from END to is_final)."""
@@ -75,6 +80,10 @@ class Turn:
     audio_sent: bool = False
     task: asyncio.Task[None] | None = None
     sink: Callable[[Turn, pb.AudioOutput], None] | None = None  # the stream's outbound queue
+    # Set once the turn's reply is wanted. A preemptive turn (started before END, see
+    # ai_server/session.py) runs with this clear and must not touch history until END confirms it.
+    committed: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+    preemptive: bool = False
 
     def send(self, msg: pb.AudioOutput) -> None:
         if self.sink is not None:
@@ -84,7 +93,8 @@ class Turn:
         self.marks.setdefault(stage, time.monotonic())
 
     def stage_ms(self) -> dict[str, float]:
-        return {stage: (t - self.end_t) * 1000.0 for stage, t in self.marks.items()}
+        """Ms from END to each stage; 0 for a stage a preemptive turn reached before END."""
+        return {stage: max(0.0, (t - self.end_t) * 1000.0) for stage, t in self.marks.items()}
 
     def timing(self) -> pb.TurnTiming:
         """TurnTiming in whole ms; a stage reached at or before END reads 1 (0 = not reached)."""
@@ -120,6 +130,7 @@ class Pipeline:
         speculate_ms: int = 0,
         chunk_ms: int = 40,
         degraded: bool = False,
+        preemptive: bool = False,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -129,6 +140,7 @@ class Pipeline:
         self.speculate_ms = speculate_ms
         self.chunk_ms = chunk_ms
         self.degraded = degraded
+        self.preemptive = preemptive
         self.started = time.monotonic()
         self._prefill: asyncio.Task[None] | None = None
 
@@ -183,6 +195,7 @@ class Pipeline:
             code, message = pb.INTERNAL, one_line(exc)
             reply = [*reply, await self._apologise(turn, code)]
         if code in (pb.NONE, pb.TTS_FAILED):
+            await turn.committed.wait()  # a preemptive reply counts only once END confirms it
             self.conversations.record(turn.device_id, turn.transcript, turn.raw_reply.strip())
         turn.send(turn.output(is_final=True, reply_text=" ".join(r for r in reply if r),
                                error_code=code, error_message=message))

@@ -38,6 +38,8 @@ class Device:
     utterance: Utterance | None = None
     resampler: StreamResampler | None = None
     turn: Turn | None = None
+    early: Turn | None = None  # a preemptive reply to ``utterance``, held until END
+    held: list[pb.AudioOutput] = field(default_factory=list)
     seq: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -89,20 +91,28 @@ class ConversationSession:
             self._interrupt(dev, "interrupted")
             return
         if event == pb.START:
+            self._drop_early(dev)
             if dev.utterance is not None:
                 log.debug("%s: START without END; dropping the open utterance", dev.device_id)
                 dev.utterance.discard()
-            dev.utterance = self.pipeline.new_utterance()
+            dev.utterance = self._new_utterance(dev)
             dev.resampler = None
             if dev.turn is None or dev.turn.done:
                 self.pipeline.prefill(dev.device_id, dev.room)
         elif dev.utterance is None:
             if event == pb.CONTINUE and not msg.audio_pcm:
                 return
-            dev.utterance = self.pipeline.new_utterance()  # START lost or never sent
+            dev.utterance = self._new_utterance(dev)  # START lost or never sent
         self._add_audio(dev, msg)
         if event == pb.END:
             self._end(dev)
+        else:
+            self._preempt(dev)
+
+    def _new_utterance(self, dev: Device) -> Utterance:
+        utterance = self.pipeline.new_utterance()
+        utterance.on_speculation_done = lambda: self._preempt(dev)
+        return utterance
 
     def _add_audio(self, dev: Device, msg: pb.AudioInput) -> None:
         if msg.WhichOneof("audio") == "audio_opus":
@@ -122,10 +132,17 @@ class ConversationSession:
     def _end(self, dev: Device) -> None:
         utterance = dev.utterance or self.pipeline.new_utterance()
         dev.utterance = None
+        early = dev.early
+        if early is not None and not utterance.spoke_after_speculation:
+            self._adopt_early(dev, early)
+            return
+        self._drop_early(dev)
         if dev.turn is not None and not dev.turn.done:
             self._cancel_turn(dev, "superseded")  # a new question before the old reply finished
-        turn = Turn(next(_turn_ids), dev.device_id, dev.conversation_id, time.monotonic(), room=dev.room,
-                    sink=self._queue)
+        self._start_turn(dev, Turn(next(_turn_ids), dev.device_id, dev.conversation_id, time.monotonic(),
+                                   room=dev.room, sink=self._queue), utterance)
+
+    def _start_turn(self, dev: Device, turn: Turn, utterance: Utterance) -> None:
         dev.turn = turn
         task = asyncio.get_running_loop().create_task(
             self.pipeline.run_turn(turn, utterance), name=f"turn-{dev.device_id}-{turn.id}"
@@ -134,7 +151,63 @@ class ConversationSession:
         dev.tasks.add(task)
         task.add_done_callback(dev.tasks.discard)
 
+    # ---- preemptive replies ----------------------------------------------------------------
+    # The hub sends END only after its VAD hangover (~300 ms of silence). By then the
+    # utterance's background transcription has usually finished, so the reply can start
+    # during the hangover: LLM tokens and the first TTS audio are produced but *held* here.
+    # END releases them at once; voiced audio before END (the user only paused) throws the
+    # reply away, and a new one starts at the next pause. History is written only after
+    # END (Turn.committed), so a discarded reply leaves no trace.
+
+    def _preempt(self, dev: Device) -> None:
+        utterance = dev.utterance
+        if not self.pipeline.preemptive or utterance is None:
+            return
+        early = dev.early
+        if early is not None:
+            if utterance.spoke_after_speculation:
+                self._drop_early(dev)  # the user went on talking: that reply answers the wrong question
+            return
+        if not utterance.speculation_ready or (dev.turn is not None and not dev.turn.done):
+            return
+        turn = Turn(next(_turn_ids), dev.device_id, dev.conversation_id, time.monotonic(), room=dev.room,
+                    sink=self._hold, preemptive=True)
+        turn.committed.clear()
+        dev.early = turn
+        dev.held = []
+        self.pipeline.metrics.count("preemptive_started")
+        self._start_turn(dev, turn, utterance)
+
+    def _hold(self, turn: Turn, msg: pb.AudioOutput) -> None:
+        dev = self.devices.get(turn.device_id)
+        if dev is not None and dev.early is turn and not turn.cancelled:
+            dev.held.append(msg)
+
+    def _adopt_early(self, dev: Device, turn: Turn) -> None:
+        """END confirmed the preemptive reply: stages count from now, held output goes out."""
+        dev.early = None
+        turn.end_t = time.monotonic()
+        turn.sink = self._queue
+        turn.committed.set()
+        held, dev.held = dev.held, []
+        for msg in held:
+            self._queue(turn, msg)
+        self.pipeline.metrics.count("preemptive_used")
+
+    def _drop_early(self, dev: Device) -> None:
+        turn, dev.early = dev.early, None
+        dev.held = []
+        if turn is None:
+            return
+        turn.cancelled = True
+        if turn.task is not None:
+            turn.task.cancel()
+        if dev.turn is turn:
+            dev.turn = None
+        self.pipeline.metrics.count("preemptive_discarded")
+
     def _interrupt(self, dev: Device, reason: str) -> None:
+        self._drop_early(dev)
         if dev.utterance is not None:
             dev.utterance.discard()
             dev.utterance = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +58,8 @@ class Utterance:
     _run: _Run | None = None
     speculative_runs: int = 0
     reused: bool = False
+    # Called when a background transcription ends (the session may then start the reply early).
+    on_speculation_done: Callable[[], None] | None = None
 
     def add(self, pcm: bytes) -> None:
         if not pcm:
@@ -102,6 +105,9 @@ class Utterance:
         upto = self.samples
         task = asyncio.get_running_loop().create_task(self.stt.transcribe(self.audio()[:upto].copy()))
         task.add_done_callback(_retrieve)
+        if self.on_speculation_done is not None:
+            listener = self.on_speculation_done
+            task.add_done_callback(lambda _t: listener())
         self._run = _Run(upto, task)
         self.speculative_runs += 1
 
@@ -121,6 +127,23 @@ class Utterance:
         if not self.heard_speech:
             return ""  # nothing above the noise floor: no need to wake Whisper
         return await self.stt.transcribe(self.audio())
+
+    @property
+    def speculation_ready(self) -> bool:
+        """The background transcription finished, succeeded, and covers all speech heard so far."""
+        run = self._run
+        return (
+            run is not None
+            and run.upto >= self._last_voiced_end
+            and run.task.done()
+            and not run.task.cancelled()
+            and run.task.exception() is None
+        )
+
+    @property
+    def spoke_after_speculation(self) -> bool:
+        """Voiced audio arrived after the background run's snapshot (its transcript is stale)."""
+        return self._run is not None and self._last_voiced_end > self._run.upto
 
     def discard(self) -> None:
         """Barge-in or superseded: a background run's result is no longer wanted."""

@@ -58,6 +58,9 @@ class AIServerSettings(NailaSettings):
     llm_context: Annotated[int, Field(ge=256, le=131072)] = Field(
         2048, description="Context window of the embedded llama.cpp model, tokens"
     )
+    llm_preemptive: bool = Field(
+        True, description="Start the reply during the hub's VAD hangover, held until END (needs STT_SPECULATIVE_MS)"
+    )
     llm_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
         30.0, description="OpenAI-compatible server: request timeout, s"
     )

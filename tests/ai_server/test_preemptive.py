@@ -1,0 +1,133 @@
+"""Preemptive replies: the reply starts during the hub's hangover, is held, and END releases it.
+
+Driven message by message through ConversationSession.handle with scripted backends, so the
+order of events (pause, speech again, END, INTERRUPT) is exact; nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from ai_server.conversation import Conversations
+from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
+from ai_server.pipeline import Pipeline
+from ai_server.session import ConversationSession
+from shared.audio import HUB_RATE, Int16Array
+from shared.contract import pb
+
+pytestmark = pytest.mark.unit
+
+FRAME = HUB_RATE // 50
+
+
+def tone(ms: int) -> Int16Array:
+    t = np.arange(HUB_RATE * ms // 1000) / HUB_RATE
+    return (np.sin(2 * np.pi * 200 * t) * 8000).astype(np.int16)
+
+
+def quiet(ms: int) -> Int16Array:
+    return np.zeros(HUB_RATE * ms // 1000, dtype=np.int16)
+
+
+def msg(event: int, pcm: Int16Array, device: str = "kitchen") -> pb.AudioInput:
+    return pb.AudioInput(device_id=device, conversation_id="c1", audio_pcm=pcm.astype("<i2").tobytes(),
+                         codec=pb.PCM_S16LE, sample_rate=HUB_RATE, event=event)  # type: ignore[arg-type]
+
+
+def frames(session: ConversationSession, audio: Int16Array) -> None:
+    for i in range(0, audio.size, FRAME):
+        session.handle(msg(pb.CONTINUE, audio[i : i + FRAME]))
+
+
+def transcript_of(audio: Int16Array) -> str:
+    # Says how much voiced audio it heard, so a stale transcript is visible in the reply.
+    n = audio.size // FRAME
+    voiced = sum(1 for i in range(n) if np.abs(audio[i * FRAME : (i + 1) * FRAME]).max() > 1000)
+    return f"question of {voiced * 20} ms"
+
+
+def make(preemptive: bool = True) -> tuple[ConversationSession, Pipeline, FakeLLM]:
+    llm = FakeLLM("Sure. Here it is.")
+    pipeline = Pipeline(FakeSTT(transcript_of), llm, FakeTTS(), Conversations("sys", 4), speculate_ms=100,
+                        preemptive=preemptive)
+    return ConversationSession(pipeline), pipeline, llm
+
+
+def queued(session: ConversationSession) -> list[pb.AudioOutput]:
+    out = []
+    while not session._out.empty():
+        item = session._out.get_nowait()
+        assert item is not None
+        stamped = session._stamp(item)
+        if stamped is not None:
+            out.append(stamped)
+    return out
+
+
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+
+
+async def test_reply_is_made_during_the_hangover_and_released_by_end() -> None:
+    session, pipeline, _ = make()
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))  # > speculate_ms: transcription, then the reply, start
+    await settle()
+    dev = session.devices["kitchen"]
+    assert dev.early is not None and dev.held, "reply audio should be ready before END"
+    assert queued(session) == [], "nothing may reach the hub before END"
+    assert pipeline.conversations.history("kitchen") == [], "no history before END"
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    out = queued(session)
+    assert out[0].final_stt == "question of 400 ms"
+    assert any(m.audio_pcm for m in out) and out[-1].is_final
+    assert out[-1].reply_text == "Sure. Here it is."
+    assert out[-1].timing.stt_ms == 1  # reached before END
+    assert [e.user for e in pipeline.conversations.history("kitchen")] == ["question of 400 ms"]
+    assert pipeline.metrics.counters.get("preemptive_used") == 1
+
+
+async def test_speaking_again_discards_the_held_reply() -> None:
+    session, pipeline, _ = make()
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    assert session.devices["kitchen"].early is not None
+    frames(session, tone(300))  # only a pause: the user goes on
+    assert session.devices["kitchen"].early is None
+    frames(session, quiet(40))  # END comes before a new speculation finishes
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    out = queued(session)
+    finals = [m for m in out if m.is_final]
+    assert len(finals) == 1 and [m.final_stt for m in out if m.final_stt] == ["question of 700 ms"]
+    assert [e.user for e in pipeline.conversations.history("kitchen")] == ["question of 700 ms"]
+    assert pipeline.metrics.counters.get("preemptive_discarded") == 1
+
+
+async def test_interrupt_drops_a_held_reply_without_output() -> None:
+    session, pipeline, _ = make()
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    session.handle(msg(pb.INTERRUPT, quiet(0)))
+    await settle()
+    assert queued(session) == []
+    assert pipeline.conversations.history("kitchen") == []
+
+
+async def test_off_means_the_reply_starts_at_end() -> None:
+    session, _, _ = make(preemptive=False)
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    assert session.devices["kitchen"].early is None
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    assert queued(session)[-1].is_final
