@@ -4,6 +4,8 @@ One session = one RTCPeerConnection: offer (all ICE candidates gathered, no tric
 ``POST {hub}/connect`` -> answer. The session lives until :class:`LinkMonitor` declares the link
 dead (failed/closed, disconnected for a few seconds, no audio from the hub) or a restart is
 requested; then the client redials after an exponential backoff with full jitter, forever.
+With ``DEVICE_SIGNALING=mqtt`` a :class:`SignalingTransport`
+(``device_agent.mqtt_signaling.MqttSignaling``) carries the offer and answer instead of HTTP.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiortc import (
@@ -32,17 +34,29 @@ from device_agent.audio_pipeline import AudioPipeline
 from device_agent.camera import Camera
 from device_agent.link_monitor import LinkMonitor
 from device_agent.tracks import MicTrack, frame_to_mono
-from shared.audio import StreamResampler
+from shared import control_channel
+from shared.audio import StreamResampler, rms_dbfs
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings
 
 log = logging.getLogger(__name__)
 
 CHECK_PERIOD_S = 0.2
+# After a flush, in-flight reply audio louder than this is dropped for at most FLUSH_DRAIN_S.
+QUIET_DBFS = -60.0
+FLUSH_DRAIN_S = 0.3
 
 
 class ConnectError(Exception):
     """The offer/answer exchange with the hub failed (one-line reason)."""
+
+
+class SignalingTransport(Protocol):
+    """Another way to get the offer to the hub than HTTP: returns the answer SDP or raises ConnectError."""
+
+    def describe(self) -> str: ...
+
+    async def exchange(self, offer_sdp: str) -> str: ...
 
 
 def _prefer_codec(transceiver: Any, kind: str, mime: str) -> None:
@@ -95,12 +109,15 @@ class HubClient:
         http_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,
         disconnected_grace_s: float = 3.0,
+        signaling: SignalingTransport | None = None,
     ) -> None:
         self.device = device
         self.webrtc = webrtc
         self.pipeline = pipeline
         self.camera = camera
         self.url = device.device_hub_url.rstrip("/") + "/connect"
+        self.signaling = signaling  # None: POST self.url
+        self.target = signaling.describe() if signaling is not None else self.url
         self._clock = clock
         self.backoff = Backoff(device.device_reconnect_initial_s, device.device_reconnect_max_s, rand=rng)
         self._http_timeout = http_timeout_s
@@ -117,6 +134,9 @@ class HubClient:
         self._restart = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._flushed_at: float | None = None
+        self.flushes = 0
+        self.flushed_frames = 0
 
     # -- public ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -168,7 +188,7 @@ class HubClient:
                 self.last_error = reason
             except ConnectError as exc:
                 self.last_error = str(exc)
-                log.warning("connect to %s failed: %s", self.url, exc)
+                log.warning("connect to %s failed: %s", self.target, exc)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("hub session error")
@@ -206,6 +226,8 @@ class HubClient:
             _tune_jitter_prefetch(audio.receiver, self.device.device_jitter_prefetch)
             if self.camera is not None:
                 pc.addTransceiver(self.camera.track(), direction="sendonly")
+            control = pc.createDataChannel(control_channel.LABEL)
+            control.on("message", self._on_control)
 
             @pc.on("track")
             def on_track(track: MediaStreamTrack) -> None:
@@ -219,9 +241,10 @@ class HubClient:
 
             await pc.setLocalDescription(await pc.createOffer())
             await self._gathering_complete(pc)
-            answer = await self._post_offer(pc.localDescription.sdp)
+            sdp = pc.localDescription.sdp
+            answer = await (self._post_offer(sdp) if self.signaling is None else self.signaling.exchange(sdp))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            log.info("answer from %s applied; waiting for ICE/DTLS", self.url)
+            log.info("answer from %s applied; waiting for ICE/DTLS", self.target)
             return await self._watch(monitor, t0)
         finally:
             self._connected.clear()
@@ -308,8 +331,29 @@ class HubClient:
             if first:
                 log.info("receiving hub audio (%d Hz)", rate)
                 first = False
+            if self._flushed_at is not None:
+                # Reply audio already in flight when the hub flushed: drop it until the hub's
+                # silence arrives (bounded, so a lost flush can never mute the speaker for long).
+                if rms_dbfs(samples) > QUIET_DBFS and self._clock() - self._flushed_at < FLUSH_DRAIN_S:
+                    self.flushed_frames += 1
+                    continue
+                self._flushed_at = None
             if rate != self.pipeline.rate:
                 if resampler is None or resampler.from_rate != rate:
                     resampler = StreamResampler(rate, self.pipeline.rate)
                 samples = resampler.process(samples)
             self.pipeline.playback.push(samples)
+
+    def _on_control(self, message: str | bytes) -> None:
+        """Hub → device control (shared.control_channel); only ``flush`` changes what we do."""
+        data = control_channel.decode(message)
+        if data is None:
+            return
+        kind = data["type"]
+        if kind == control_channel.FLUSH:
+            self.flushes += 1
+            self._flushed_at = self._clock()
+            self.pipeline.playback.clear()
+            log.info("hub flushed the reply (%s)", data.get("reason", "?"))
+        elif kind in (control_channel.TRANSCRIPT, control_channel.REPLY):
+            log.info("%s: %s", kind, str(data.get("text", ""))[:200])
