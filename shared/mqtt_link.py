@@ -47,7 +47,11 @@ class LinkStats:
 
 
 def tls_parameters(settings: MqttSettings) -> aiomqtt.TLSParameters | None:
-    """TLS options from config; ``None`` means plain TCP."""
+    """TLS options from config; ``None`` means plain TCP.
+
+    The broker's certificate is always verified against ``mqtt_ca_file`` (or the system CAs);
+    ``mqtt_tls_insecure`` only drops the host name check (see :meth:`MqttLink._client_for`).
+    """
     if not settings.mqtt_tls:
         return None
     return aiomqtt.TLSParameters(
@@ -168,6 +172,8 @@ class MqttLink:
             keepalive=s.mqtt_keepalive_s,
             will=aiomqtt.Will(w.topic, w.payload, w.qos, w.retain) if w is not None else None,
             tls_params=tls_parameters(s),
+            # Only meaningful with TLS; None leaves paho's default (host name checked).
+            tls_insecure=True if s.mqtt_tls and s.mqtt_tls_insecure else None,
             timeout=10,
             max_queued_incoming_messages=self._max_queued_incoming,
         )

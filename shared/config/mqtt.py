@@ -18,4 +18,11 @@ class MqttSettings(NailaSettings):
     mqtt_ca_file: str | None = Field(None, description="CA certificate (PEM) of the broker; system CAs if unset")
     mqtt_cert_file: str | None = Field(None, description="Client certificate (PEM) for certificate auth (optional)")
     mqtt_key_file: str | None = Field(None, description="Private key of MQTT_CERT_FILE (optional)")
+    # Off by default: without the host name check, any server holding a certificate from the same
+    # CA could pose as the broker.
+    mqtt_tls_insecure: bool = Field(
+        False,
+        description="Skip the broker host name check (the CA is still verified); only for a broker "
+        "certificate whose names do not include MQTT_HOST",
+    )
     mqtt_keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(30, description="MQTT keep-alive, s")

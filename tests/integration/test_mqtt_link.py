@@ -1,0 +1,174 @@
+"""shared.mqtt_link.MqttLink against a real mosquitto run from the shipped config, as a device would use it.
+
+The link logs in as device ``dev-a`` (its own MQTT user, the shipped ACL applies), so every
+message here also exercises that device's legitimate traffic through the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.backoff import Backoff
+from shared.mqtt import DeviceStatus, OutboundMessage, build, decode, last_will, outbound, topics
+from shared.mqtt_link import MqttLink
+from tests.integration.test_mosquitto_acl import (
+    AI,
+    DEV,
+    HUB,
+    WAIT_S,
+    Deployment,
+    deployment,
+    link_child,
+    next_message,
+    payload_bytes,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def dep(tmp_path: Path) -> Iterator[Deployment]:
+    with deployment(tmp_path) as d:
+        yield d
+
+
+def status(connect_no: int, online: bool = True) -> DeviceStatus:
+    # The connect number rides in firmware_version so a test can tell which connect published it.
+    return build(DeviceStatus, device_id=DEV, online=online, capabilities=["audio"], firmware_version=f"t.{connect_no}")
+
+
+async def test_broker_restart_redial_resubscribe_and_republish(dep: Deployment) -> None:
+    received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def on_message(topic: str, payload: bytes) -> None:
+        received.put_nowait((topic, payload))
+
+    async def on_connect(link: MqttLink) -> None:
+        await link.publish(outbound(topics.device_status(DEV), status(link.stats.connects)))
+
+    link = MqttLink(
+        dep.settings(DEV),
+        client_id="naila-device-dev-a",
+        subscriptions=[topics.device_command(DEV)],
+        on_message=on_message,
+        on_connect=on_connect,
+        backoff=Backoff(0.05, 0.4),
+    )
+    await link.start()
+    try:
+        await asyncio.wait_for(link.connected.wait(), WAIT_S)
+        dep.broker.kill()  # no DISCONNECT, no database save: the retained status dies with it
+        await wait_until(lambda: not link.connected.is_set())
+        # Refused redials meanwhile, each after a (growing) backoff delay.
+        await wait_until(lambda: link.backoff.attempt >= 3)
+        assert link.stats.connects == 1
+
+        await asyncio.to_thread(dep.broker.start)
+        restarted = time.monotonic()
+        await asyncio.wait_for(link.connected.wait(), WAIT_S)
+        reconnect_s = time.monotonic() - restarted
+        print(f"reconnected {reconnect_s * 1000:.0f} ms after the broker listened again")
+        # Backoff capped at 0.4 s, plus the connect and subscribe round trips.
+        assert reconnect_s < 2.0
+        assert (link.stats.connects, link.stats.disconnects) == (2, 1)
+
+        # Re-subscribed: a command published after the restart reaches the handler.
+        async with dep.client(AI) as server:
+            await server.publish(topics.device_command(DEV), b"after restart", qos=1)
+        async with asyncio.timeout(WAIT_S):
+            assert await received.get() == (topics.device_command(DEV), b"after restart")
+
+        # on_connect republished the retained status on the new broker: a newcomer gets it.
+        async with dep.client(HUB) as newcomer:
+            await newcomer.subscribe(topics.device_status(DEV), qos=1)
+            msg = await next_message(newcomer)
+            assert msg.retain
+            assert decode(DeviceStatus, payload_bytes(msg)).firmware_version == "t.2"
+    finally:
+        await link.stop()
+
+
+async def test_a_failing_handler_does_not_stop_the_receive_loop(dep: Deployment) -> None:
+    handled: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(_topic: str, payload: bytes) -> None:
+        if payload == b"poison":
+            raise ValueError("handler bug")
+        handled.put_nowait(payload)
+
+    link = MqttLink(
+        dep.settings(DEV),
+        client_id="naila-device-dev-a",
+        subscriptions=[topics.device_command(DEV)],
+        on_message=on_message,
+    )
+    await link.start()
+    try:
+        await asyncio.wait_for(link.connected.wait(), WAIT_S)
+        async with dep.client(AI) as server:
+            for payload in (b"poison", b"next", b"poison", b"last"):
+                await server.publish(topics.device_command(DEV), payload, qos=1)
+        async with asyncio.timeout(WAIT_S):
+            assert [await handled.get(), await handled.get()] == [b"next", b"last"]
+        assert link.stats.received == 4
+        assert link.stats.handler_errors == 2
+        assert link.stats.errors_by_kind == {"ValueError": 2}
+        # Same connection throughout: the failures did not cost a reconnect.
+        assert link.connected.is_set() and link.stats.connects == 1
+    finally:
+        await link.stop()
+
+
+async def test_will_is_published_when_the_process_is_killed(dep: Deployment) -> None:
+    online = status(1)
+    will = last_will(online)
+    status_topic = topics.device_status(DEV)
+    async with dep.client(HUB) as hub:
+        await hub.subscribe(status_topic, qos=1)
+        async with link_child(
+            dep, dep.settings(DEV), will.topic, will.payload, outbound(status_topic, online).payload
+        ) as child:
+            msg = await next_message(hub)
+            assert decode(DeviceStatus, payload_bytes(msg)).online is True
+            child.send_signal(signal.SIGKILL)  # a Pi losing power: no DISCONNECT
+            await child.wait()
+            msg = await next_message(hub)
+            assert msg.topic.value == status_topic
+            offline = decode(DeviceStatus, payload_bytes(msg))
+            assert offline.online is False and offline.device_id == DEV
+    # Retained: a hub that starts later learns the device is offline.
+    async with dep.client(HUB) as late:
+        await late.subscribe(status_topic, qos=1)
+        msg = await next_message(late)
+        assert msg.retain and decode(DeviceStatus, payload_bytes(msg)).online is False
+
+
+async def test_clean_stop_publishes_the_goodbye_instead_of_the_will(dep: Deployment) -> None:
+    will = last_will(status(1))
+    link = MqttLink(
+        dep.settings(DEV),
+        client_id="naila-device-dev-a",
+        will=OutboundMessage(will.topic, will.payload, will.qos, will.retain),
+    )
+    async with dep.client(HUB) as hub:
+        await hub.subscribe(topics.device_status(DEV), qos=1)
+        await link.start()
+        await asyncio.wait_for(link.connected.wait(), WAIT_S)
+        goodbye = status(9, online=False)
+        await link.stop(goodbye=outbound(topics.device_status(DEV), goodbye))
+        msg = await next_message(hub)
+        assert decode(DeviceStatus, payload_bytes(msg)).firmware_version == "t.9"
+        # A clean DISCONNECT discards the will: the next status is the device's next one, not the will.
+        async with dep.client(DEV) as device:
+            await device.publish(
+                topics.device_status(DEV), outbound(topics.device_status(DEV), status(10)).payload, qos=1
+            )
+        msg = await next_message(hub)
+        assert decode(DeviceStatus, payload_bytes(msg)).firmware_version == "t.10"
