@@ -48,6 +48,8 @@ class Claim:
     state: ClaimState = ClaimState.PENDING
     reason: str = ""
     on_resolved: Callable[[Claim], None] | None = None
+    beaten_by: Claim | None = None
+    checked_at: float = 0.0  # when a lost claim was last compared with its winner again
 
     def feed(self, at: float, level_db: float) -> None:
         self.levels.append((at, max(FLOOR_DBFS, level_db)))
@@ -99,6 +101,7 @@ class ArbiterStats:
     won: int = 0
     lost: int = 0
     separate: int = 0  # overlapping onsets judged to be different speech
+    reclaimed: int = 0  # stood down, then let through: different speech after all
 
 
 class Arbiter:
@@ -113,6 +116,8 @@ class Arbiter:
         max_lag_s: float = 0.06,
         tie_db: float = 1.0,
         recent_s: float = 1.0,
+        recheck_s: float = 0.3,
+        separate_below: float = 0.4,
         live_devices: Callable[[], int] = lambda: 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -122,9 +127,12 @@ class Arbiter:
         self.max_lag = max(0, round(max_lag_s / FRAME_S))
         self.tie_db = tie_db
         self.recent_s = recent_s
+        self.recheck_s = recheck_s
+        self.separate_below = separate_below
         self._live_devices = live_devices
         self._clock = clock
         self.pending: list[Claim] = []
+        self._standing_down: list[Claim] = []  # lost, utterance still open: re-checked
         self._recent_winners: list[Claim] = []
         self.stats = ArbiterStats()
 
@@ -153,14 +161,17 @@ class Arbiter:
         return c
 
     def withdraw(self, claim: Claim) -> None:
-        """The utterance ended (or the session closed) before the claim was decided."""
+        """The claim's utterance ended (or its session closed): stop tracking it."""
         if claim in self.pending:
             self.pending.remove(claim)
+        if claim in self._standing_down:
+            self._standing_down.remove(claim)
 
     def poll(self, now: float | None = None) -> None:
         """Resolve every claim whose window has passed."""
         now = self._clock() if now is None else now
         self._recent_winners = [w for w in self._recent_winners if now - w.started_at <= self.recent_s]
+        self._recheck(now)
         while self.pending:
             first = min(self.pending, key=lambda c: c.started_at)
             if now < first.started_at + self.window_s:
@@ -170,6 +181,32 @@ class Arbiter:
             if now < last_start + self.compare_s:
                 return
             self._resolve_group(first)
+
+    def _recheck(self, now: float) -> None:
+        """A device stood down on leaked speech may then hear its own person: let it through.
+
+        A second person who starts talking in another room while the first is speaking is
+        first heard as the first one's leak (same envelope). Once the loser's recent envelope
+        no longer follows the winner's and it is well above its own noise, it wins after all.
+        """
+        for c in list(self._standing_down):
+            if now - c.checked_at < self.recheck_s or c.beaten_by is None:
+                continue
+            c.checked_at = now
+            since = now - self.recheck_s
+            recent = [db for t, db in c.levels if t >= since]
+            before = sorted(db for t, db in c.levels if t < c.started_at - 1e-9)
+            noise = before[len(before) // 4] if before else FLOOR_DBFS
+            if len(recent) < 5 or sum(recent) / len(recent) < noise + 10:
+                continue
+            # Compared with every device answering now, not only the one it lost to: a third
+            # device hearing both people must not pass for a third speaker.
+            others = {id(w): w for w in [c.beaten_by, *self._recent_winners] if w.device_id != c.device_id}
+            sim = max(envelope_similarity(c.levels, w.levels, self.max_lag, since=since) for w in others.values())
+            if sim < self.separate_below:
+                self._standing_down.remove(c)
+                self.stats.reclaimed += 1
+                self._resolve(c, ClaimState.WON, f"own speech after all (similarity {sim:.2f} at most)")
 
     def _similar(self, a: Claim, b: Claim) -> bool:
         if a.device_id == b.device_id:
@@ -190,6 +227,7 @@ class Arbiter:
         beaten_by = next((w for w in self._recent_winners if any(self._similar(w, c) for c in group)), None)
         if beaten_by is not None:
             for c in group:
+                c.beaten_by = beaten_by
                 self._resolve(c, ClaimState.LOST, f"{beaten_by.device_id} already answers this speech")
             return
         best = group[0]
@@ -203,6 +241,7 @@ class Arbiter:
                 why = f"best of {len(group)} (snr {c.snr_db:.1f} dB)" if len(group) > 1 else "alone in its window"
                 self._resolve(c, ClaimState.WON, why)
             else:
+                c.beaten_by = best
                 self._resolve(c, ClaimState.LOST, f"{best.device_id} heard it better ({best.snr_db:.1f} dB snr)")
 
     def _resolve(self, claim: Claim, state: ClaimState, reason: str) -> None:
@@ -213,5 +252,7 @@ class Arbiter:
             self._recent_winners.append(claim)
         else:
             self.stats.lost += 1
+            claim.checked_at = self._clock()
+            self._standing_down.append(claim)
         if claim.on_resolved is not None:
             claim.on_resolved(claim)
