@@ -8,7 +8,9 @@ In-process use (tests, the demo, benchmarks)::
 
 Pass ``stt=``, ``llm=`` and/or ``tts=`` to inject backends (fakes for failure tests, or
 models already loaded once per test session); injected backends are not closed by
-``stop()``.
+``stop()``. Pass ``mqtt=`` (broker settings) to also run the MQTT control plane
+(ai_server/control: device registry, commands, snapshots, chat, uploads, alerts) unless
+``AI_MQTT=false``; ``naila ai-server`` always passes the MQTT_* settings.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import grpc
 
 from ai_server.aio import closing
+from ai_server.control import ControlPlane
 from ai_server.conversation import Conversations
 from ai_server.errors import StartupError
 from ai_server.llm import LLMBackend
@@ -33,7 +37,7 @@ from ai_server.pipeline import Pipeline
 from ai_server.service import NailaAIService
 from ai_server.stt import STTBackend, WhisperSTT
 from ai_server.tts import EspeakTTS, TTSBackend, build_tts
-from shared.config import AIServerSettings, ConfigError, load
+from shared.config import AIServerSettings, ConfigError, MediaSettings, MqttSettings, load
 from shared.contract import pb_grpc
 
 log = logging.getLogger("ai_server")
@@ -68,6 +72,7 @@ class AIServer:
     pipeline: Pipeline
     service: NailaAIService
     metrics_port: int | None = None
+    control: ControlPlane | None = None
     _owned: list[Any] = field(default_factory=list)
 
     @property
@@ -75,6 +80,8 @@ class AIServer:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self.control is not None:  # first: its goodbye says "offline" while the broker is still reachable
+            await self.control.stop()
         await self.server.stop(grace)
         self.pipeline.metrics.close()
         for backend in self._owned:
@@ -111,8 +118,14 @@ async def start_server(
     port: int | None = None,
     metrics_port: int | None = None,
     warm: bool = True,
+    mqtt: MqttSettings | None = None,
+    media: MediaSettings | None = None,
 ) -> AIServer:
     """Load (or take) the backends, warm them, and listen. ``port=0`` picks a free port.
+
+    With ``mqtt`` and ``settings.ai_mqtt`` the control plane starts too (it connects in the
+    background: a broker that is down is redialled, the gRPC service does not wait for it);
+    ``media`` defaults to the MEDIA_* environment.
 
     Raises StartupError (one line) when a model is missing or the port cannot be bound.
     """
@@ -141,6 +154,17 @@ async def start_server(
         preemptive=settings.llm_preemptive,
     )
     service = NailaAIService(pipeline)
+    control: ControlPlane | None = None
+    if mqtt is not None and settings.ai_mqtt:
+        try:
+            control = ControlPlane(
+                mqtt, settings, media or load(MediaSettings), pipeline=pipeline,
+                sessions=lambda: list(service.sessions),
+            )
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
+            where = settings.ai_media_dir or "a temporary directory"
+            raise StartupError(f"cannot open the media store in {where} (AI_MEDIA_DIR): {exc}") from exc
+        service.control = control
     server = grpc.aio.server()
     pb_grpc.add_NailaAIServicer_to_server(service, server)
     host = settings.ai_server_host if host is None else host
@@ -151,19 +175,23 @@ async def start_server(
         bound = 0
         log.debug("bind failed: %s", exc)
     if not bound:
+        if control is not None:
+            await control.stop()  # not started yet: only frees its media store
         raise StartupError(f"cannot listen on {host}:{port} (AI_SERVER_HOST/AI_SERVER_PORT)")
     await server.start()
+    if control is not None:
+        await control.start()
     mport = settings.ai_server_metrics_port if metrics_port is None else metrics_port
     bound_metrics = pipeline.metrics.serve_http(mport) if mport else None
     log.info(
         "AI server listening on %s:%d (STT %s %s, LLM %s %s, TTS %s %s)", host, bound, stt.name, stt.model,
         llm.name, llm.model, tts.name, tts.model,
     )
-    return AIServer(server, int(bound), pipeline, service, bound_metrics, owned)
+    return AIServer(server, int(bound), pipeline, service, bound_metrics, control, owned)
 
 
-async def _serve(settings: AIServerSettings) -> None:
-    server = await start_server(settings)
+async def _serve(settings: AIServerSettings, mqtt: MqttSettings, media: MediaSettings) -> None:
+    server = await start_server(settings, mqtt=mqtt, media=media)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,8 +205,9 @@ async def _serve(settings: AIServerSettings) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="naila ai-server",
-        description="Serve NailaAI over gRPC: streaming STT -> LLM -> TTS. "
-        "Configured by AI_SERVER_*, STT_*, LLM_*, TTS_* environment variables (see `naila config`).",
+        description="Serve NailaAI over gRPC: streaming STT -> LLM -> TTS, and the MQTT control plane. "
+        "Configured by AI_SERVER_*, STT_*, LLM_*, TTS_*, AI_*, MQTT_* and MEDIA_* environment variables "
+        "(see `naila config`).",
     )
     parser.add_argument("--host", help="bind address (overrides AI_SERVER_HOST)")
     parser.add_argument("--port", type=int, help="gRPC port (overrides AI_SERVER_PORT)")
@@ -194,13 +223,15 @@ def main(argv: list[str]) -> int:
         overrides["ai_server_metrics_port"] = ns.metrics_port
     try:
         settings = load(AIServerSettings, **overrides)
+        mqtt = load(MqttSettings)
+        media = load(MediaSettings)
     except ConfigError as exc:
         print(f"naila ai-server: {exc}", file=sys.stderr)
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, mqtt, media))
     except StartupError as exc:
         print(f"naila ai-server: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from ai_server.pipeline import Pipeline
 from ai_server.session import ConversationSession
@@ -25,11 +25,20 @@ def _version() -> str:
         return "0.0.0"
 
 
+class StatusSource(Protocol):
+    """What GetStatus reads from the MQTT control plane (ai_server/control): devices and counters."""
+
+    def device_infos(self) -> list[pb.DeviceInfo]: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
 class NailaAIService(pb_grpc.NailaAIServicer):
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.sessions: weakref.WeakSet[ConversationSession] = weakref.WeakSet()
         self.started = time.monotonic()
+        self.control: StatusSource | None = None  # set when the MQTT control plane runs
 
     async def StreamConversation(
         self, request_iterator: AsyncIterable[pb.AudioInput], context: Any
@@ -69,6 +78,11 @@ class NailaAIService(pb_grpc.NailaAIServicer):
         p = self.pipeline
         active = self.active_conversations()
         p.metrics.active.set(active)
+        counters = dict(p.metrics.counters)
+        devices: list[pb.DeviceInfo] = []
+        if self.control is not None:
+            counters.update(self.control.counters())
+            devices = self.control.device_infos()
         return pb.StatusResponse(
             status="degraded" if p.degraded else "ok",
             uptime_secs=time.monotonic() - self.started,
@@ -80,11 +94,12 @@ class NailaAIService(pb_grpc.NailaAIServicer):
             tts_backend=p.tts.name,
             vision_model="",
             active_conversations=active,
-            counters=dict(p.metrics.counters),
+            counters=counters,
             latencies=[
                 pb.StageLatency(stage=stage, p50_ms=p50, p95_ms=p95, count=n)
                 for stage, p50, p95, n in p.metrics.latencies()
             ],
+            devices=devices,
             version=_version(),
         )
 

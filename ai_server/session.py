@@ -17,7 +17,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ai_server.pipeline import Pipeline, Turn
@@ -60,6 +61,8 @@ class ConversationSession:
         self.devices: dict[str, Device] = {}
         self._out: asyncio.Queue[_Out | None] = asyncio.Queue()
         self._closed = False
+        # Turns no utterance started (start_unprompted_turn): not user turns in the metrics.
+        self._unprompted: weakref.WeakSet[Turn] = weakref.WeakSet()
 
     # ---- inbound -------------------------------------------------------------------------
 
@@ -206,6 +209,36 @@ class ConversationSession:
             dev.turn = None
         self.pipeline.metrics.count("preemptive_discarded")
 
+    def start_unprompted_turn(self, device_id: str, body: Callable[[Turn], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run ``body`` as a reply turn for ``device_id`` that no utterance started (a typed chat
+        answer spoken on the device). It waits for the device's turn in flight, if any, and is
+        then a turn like any other: its output is written in order with sequence numbers, an
+        INTERRUPT or a new utterance from the device cancels it, closing the stream stops it.
+        Its conversation_id is empty so the hub plays it whatever conversation the device is in.
+        ``body`` queues its messages with ``turn.send`` and must end with an is_final. Raises
+        RuntimeError when the stream is closing."""
+        if self._closed:
+            raise RuntimeError("the conversation stream is closing")
+        dev = self.devices.get(device_id)
+        if dev is None:
+            dev = self.devices[device_id] = Device(device_id)
+        turn = Turn(next(_turn_ids), device_id, "", time.monotonic(), room=dev.room, sink=self._queue)
+        self._unprompted.add(turn)
+
+        async def run() -> None:
+            # Wait for the task, not for turn.done: a finished turn's is_final may still be queued,
+            # and the queue keeps it ahead of this turn's output anyway.
+            while (current := dev.turn) is not None and current.task is not None and not current.task.done():
+                await asyncio.wait({current.task})
+            dev.turn = turn
+            await body(turn)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"unprompted-{device_id}-{turn.id}")
+        turn.task = task
+        dev.tasks.add(task)
+        task.add_done_callback(dev.tasks.discard)
+        return task
+
     def _interrupt(self, dev: Device, reason: str) -> None:
         self._drop_early(dev)
         if dev.utterance is not None:
@@ -263,6 +296,11 @@ class ConversationSession:
 
     def _finished(self, turn: Turn, msg: pb.AudioOutput) -> None:
         metrics = self.pipeline.metrics
+        if turn in self._unprompted:  # no utterance, no END: its stage times mean nothing
+            metrics.count("unprompted_turns")
+            log.info("unprompted turn %s/%d%s: code=%s reply=%r", turn.device_id, turn.id,
+                     " (cancelled)" if turn.cancelled else "", pb.ErrorCode.Name(msg.error_code), msg.reply_text[:200])
+            return
         stages = turn.stage_ms()
         if turn.cancelled:
             stages.pop("total", None)  # a cut-off turn says nothing about reply length

@@ -1,4 +1,4 @@
-"""AI server settings: gRPC listener, STT, LLM, TTS."""
+"""AI server settings: gRPC listener, STT, LLM, TTS, and the MQTT control plane."""
 
 from __future__ import annotations
 
@@ -68,3 +68,28 @@ class AIServerSettings(NailaSettings):
         40, description="Reply audio per AudioOutput message, ms"
     )
     tts_espeak_voice: str = Field("en-us", description="espeak-ng voice for the fallback TTS")
+    ai_mqtt: bool = Field(
+        True,
+        description="Run the MQTT control plane on the MQTT_* broker (device registry, commands, snapshots, "
+        "chat, uploads, alerts); a missing broker is redialled in the background",
+    )
+    ai_media_dir: str = Field(
+        "",
+        description="Media store directory (SQLite index + files) for uploads, clips and alert snapshots; "
+        "empty = a temporary directory removed at exit (no media persistence by default)",
+    )
+    ai_mqtt_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        5.0, description="MQTT messages each device or chat/upload session may send per second on average"
+    )
+    ai_mqtt_rate_burst: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        20, description="MQTT messages a device or session may send back to back before AI_MQTT_RATE_PER_S applies"
+    )
+    ai_command_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        5.0, description="How long a command to a device waits for its response, s"
+    )
+    ai_chat_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        60.0, description="Longest LLM answer to a typed chat or upload question, s"
+    )
+    ai_chat_max_pending: Annotated[int, Field(ge=1, le=1000)] = Field(
+        16, description="Chat requests, uploads and clips being handled at once; more are answered 'busy'"
+    )

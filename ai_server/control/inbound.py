@@ -1,0 +1,105 @@
+"""The gate every inbound MQTT message passes: rate limit, size, schema, topic/payload agreement.
+
+Why one place: the reasons a message is refused must be named the same way everywhere (they are
+metric labels), each refusal is counted, and the log must not become the attack (a flood of bad
+messages is logged a few lines per reason and interval, the rest only counted).
+
+Reasons (``Rejected.reason`` and the ``naila_ai_mqtt_rejected{reason}`` label):
+
+================== ==========================================================================
+unknown_topic      not a topic of the NAILA tree (or an id in it is unsafe)
+rate_limited       the device / session is over its message rate (spec §15.2)
+oversized          the payload, or its decoded media, is over the configured limit
+malformed          not JSON, or not the topic's payload model
+unauthorised       the payload names another device / session / media type than its topic
+unsupported_format the media format is not in the MEDIA_SUPPORTED_*_FORMATS whitelist
+content_mismatch   the bytes are not what the declared format says (magic numbers)
+corrupt            the format matches but the file cannot be read (e.g. an image header)
+unmatched          a reply whose request_id nobody is waiting for (late, or not for us)
+busy               too much work queued already (chat / upload answers)
+================== ==========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ai_server.control.metrics import ControlMetrics
+from shared.mqtt import MODEL_FOR_KIND, MessageError, NailaMessage, ParsedTopic, check_consistent, decode
+from shared.rate_limit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """An inbound message is refused; ``reason`` is one of the labels in the module doc."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = " ".join(detail.splitlines())[:500]
+        super().__init__(f"{reason}: {self.detail}")
+
+
+def rate_key(parsed: ParsedTopic) -> str:
+    """Whose budget a message spends: its device's, else its session's, else the topic kind's."""
+    if parsed.device_id is not None:
+        return f"device:{parsed.device_id}"
+    if parsed.session_id is not None:
+        return f"session:{parsed.session_id}"
+    return f"kind:{parsed.kind.value}"
+
+
+class InboundGuard:
+    """Rate limits per device / session, decodes with limits, and accounts for every refusal."""
+
+    def __init__(
+        self,
+        metrics: ControlMetrics,
+        *,
+        rate_per_s: float,
+        burst: float,
+        max_media_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        log_every_s: float = 10.0,
+    ) -> None:
+        self.metrics = metrics
+        self.max_media_bytes = max_media_bytes
+        self.limiter = RateLimiter(rate_per_s, burst, clock=clock)
+        # A few lines per reason, then one per log_every_s: enough to diagnose, too few to flood.
+        self._log_budget = RateLimiter(1.0 / log_every_s, 3, clock=clock)
+        self.logs_suppressed = 0
+
+    def admit(self, parsed: ParsedTopic) -> None:
+        """Spend one message of the sender's budget; raises :class:`Rejected` when it is empty."""
+        key = rate_key(parsed)
+        if not self.limiter.allow(key):
+            raise Rejected("rate_limited", f"{key} is sending faster than allowed")
+
+    def decode(self, parsed: ParsedTopic, payload: bytes) -> NailaMessage:
+        """The topic's model from ``payload``, checked against the topic; raises :class:`Rejected`."""
+        model = MODEL_FOR_KIND[parsed.kind]
+        limit = model.payload_limit(self.max_media_bytes)
+        if len(payload) > limit:
+            raise Rejected("oversized", f"{model.__name__} payload is {len(payload)} bytes, over {limit}")
+        try:
+            message = decode(model, payload, max_media_bytes=self.max_media_bytes)
+        except MessageError as exc:
+            # The base64 check in shared.mqtt.fields reports an over-limit blob on the "data" field.
+            too_big = model.carries_media and exc.field == "data" and "media limit" in str(exc)
+            raise Rejected("oversized" if too_big else "malformed", str(exc)) from None
+        try:
+            check_consistent(parsed, message)
+        except MessageError as exc:
+            raise Rejected("unauthorised", str(exc)) from None
+        return message
+
+    def refused(self, topic: str, err: Rejected) -> None:
+        """Count a refusal and log it, within the log budget of its reason."""
+        self.metrics.reject(err.reason)
+        if self._log_budget.allow(err.reason):
+            suppressed = f" ({self.logs_suppressed} similar lines suppressed so far)" if self.logs_suppressed else ""
+            log.warning("MQTT message on %.200s refused, %s: %s%s", topic, err.reason, err.detail, suppressed)
+        else:
+            self.logs_suppressed += 1

@@ -1,0 +1,201 @@
+"""Media from devices over MQTT: on-demand snapshots (spec §8.5) and clips (§8.6).
+
+Snapshot: a :class:`MediaRequest` on ``naila/devices/{id}/media/request``; the device answers
+with a :class:`MediaUpload` on ``.../media/snapshot`` carrying the same ``request_id``. The
+caller gets the upload once it has passed the media checks, or :class:`SnapshotTimeout`
+(default ``MEDIA_SNAPSHOT_TIMEOUT_MS``), :class:`MediaRejected`, :class:`DeviceOffline`.
+
+Recordings: every :class:`MediaUpload` on ``.../media/recording`` (asked for with
+:meth:`DeviceMedia.request_recording`, or sent by the device on its own, e.g. a voice message)
+is checked and stored in the media store with the device's zone. A WAV clip also goes through
+the STT backend (its first ``MAX_TRANSCRIBE_S`` seconds): the transcript lands in the record's
+analysis (``{"transcript": ...}``). Other audio formats would need a decoder the AI server does
+not ship (Opus, MP3 are stored untranscribed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Final, Literal, TypeVar
+
+from ai_server.control.commands import require_online
+from ai_server.control.errors import MediaRejected, SnapshotTimeout
+from ai_server.control.inbound import Rejected
+from ai_server.control.media_check import CheckedMedia, MediaPolicy
+from ai_server.control.metrics import ControlMetrics
+from ai_server.control.pending import PendingReplies
+from ai_server.control.registry import DeviceRegistry
+from ai_server.control.wire import Publish, send
+from ai_server.pipeline import one_line
+from ai_server.store import MediaRecord, MediaSource, MediaStore
+from ai_server.stt import STTBackend
+from shared.audio import HUB_RATE, Int16Array, read_wav, resample
+from shared.mqtt import MediaRequest, MediaUpload, build, new_request_id, outbound, topics
+from shared.mqtt.fields import JsonDict
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Longest stretch of a clip that is transcribed: one Whisper window.
+MAX_TRANSCRIBE_S: Final = 30
+
+
+class DeviceMedia:
+    def __init__(
+        self,
+        publish: Publish,
+        registry: DeviceRegistry,
+        metrics: ControlMetrics,
+        policy: MediaPolicy,
+        store: MediaStore,
+        *,
+        snapshot_timeout_s: float,
+        stt: STTBackend | None = None,
+    ) -> None:
+        self._publish = publish
+        self.registry = registry
+        self.metrics = metrics
+        self.policy = policy
+        self.store = store
+        self.snapshot_timeout_s = snapshot_timeout_s
+        self.stt = stt
+        self.snapshots: PendingReplies[MediaUpload] = PendingReplies()
+        self.recordings: PendingReplies[MediaRecord] = PendingReplies()
+
+    # -- requests ---------------------------------------------------------------------------
+    async def request_snapshot(
+        self, device_id: str, params: JsonDict | None = None, timeout_s: float | None = None
+    ) -> MediaUpload:
+        """Ask ``device_id`` for a still image; returns its checked upload (width/height filled in)."""
+        return await self._request("snapshot", self.snapshots, device_id, params, timeout_s)
+
+    async def request_recording(
+        self, device_id: str, params: JsonDict | None = None, timeout_s: float | None = None
+    ) -> MediaRecord:
+        """Ask ``device_id`` for a clip; returns its media store record once it arrived and was stored."""
+        return await self._request("recording", self.recordings, device_id, params, timeout_s)
+
+    async def _request(
+        self,
+        kind: Literal["snapshot", "recording"],
+        pending: PendingReplies[T],
+        device_id: str,
+        params: JsonDict | None,
+        timeout_s: float | None,
+    ) -> T:
+        require_online(self.registry, device_id)
+        timeout = self.snapshot_timeout_s if timeout_s is None else timeout_s
+        request_id = new_request_id()
+        request = build(MediaRequest, request_type=kind, request_id=request_id, params=dict(params or {}))
+        reply = pending.expect(device_id, request_id)
+        try:
+            await send(self._publish, outbound(topics.media_request(device_id), request))
+            log.info("%s requested from %s (request %s)", kind, device_id, request_id)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await reply
+            except TimeoutError:
+                self.metrics.event(f"{kind}_timeout")
+                raise SnapshotTimeout(device_id, kind, request_id, timeout) from None
+        finally:
+            pending.forget(request_id)
+
+    # -- inbound ----------------------------------------------------------------------------
+    def on_snapshot(self, device_id: str, upload: MediaUpload) -> None:
+        """A ``media/snapshot`` arrived; raises :class:`Rejected` if unmatched or if the media is bad.
+
+        A bad image still completes its request (with :class:`MediaRejected`), so the caller
+        learns at once instead of waiting for the timeout.
+        """
+        try:
+            if upload.media_type != "image":
+                raise Rejected("unsupported_format", f"a snapshot must be an image, not {upload.media_type}")
+            checked = self.policy.check(upload.media_type, upload.format, upload.data)
+        except Rejected as exc:
+            error = MediaRejected(exc.reason, f"snapshot from {device_id}: {exc.detail}")
+            if not self.snapshots.fail(device_id, upload.request_id, error):
+                raise Rejected("unmatched", f"snapshot {upload.request_id} from {device_id} (and {exc})") from None
+            raise
+        completed = upload.model_copy(
+            update={
+                "format": checked.format,
+                "width": upload.width or checked.width,
+                "height": upload.height or checked.height,
+            }
+        )
+        if not self.snapshots.resolve(device_id, upload.request_id, completed):
+            raise Rejected("unmatched", f"snapshot {upload.request_id} from {device_id}: nobody is waiting (late?)")
+        self.metrics.event("snapshot_received")
+
+    async def on_recording(self, device_id: str, upload: MediaUpload) -> MediaRecord:
+        """A ``media/recording`` arrived: check it, store it, complete its request if any."""
+        try:
+            checked = self.policy.check(upload.media_type, upload.format, upload.data)
+        except Rejected as exc:
+            self.recordings.fail(
+                device_id, upload.request_id, MediaRejected(exc.reason, f"recording from {device_id}: {exc.detail}")
+            )
+            raise
+        record = await self.store_media(checked, source="mqtt_recording", device_id=device_id)
+        self.metrics.event("recording_stored")
+        log.info("recording from %s stored as %s (%s)", device_id, record.id, checked.describe())
+        if checked.format == "wav" and self.stt is not None:
+            record = await self._transcribe(record)
+        self.recordings.resolve(device_id, upload.request_id, record)
+        return record
+
+    async def _transcribe(self, record: MediaRecord) -> MediaRecord:
+        """Add the clip's transcript to its analysis; a clip STT cannot read is kept without one."""
+        assert self.stt is not None
+        try:
+            pcm = await asyncio.to_thread(_speech_pcm, record)
+            text = await self.stt.transcribe(pcm)
+        except Exception as exc:  # a WAV that is not 16-bit PCM, or an STT failure
+            self.metrics.event("transcription_failed")
+            log.warning("recording %s not transcribed: %s", record.id, one_line(exc))
+            return record
+        analysis = {**(record.analysis or {}), "transcript": text}
+        await asyncio.to_thread(self.store.set_analysis, record.id, analysis)
+        self.metrics.event("recording_transcribed")
+        log.info("recording %s transcribed: %r", record.id, text[:200])
+        return replace(record, analysis=analysis)
+
+    async def store_media(
+        self,
+        checked: CheckedMedia,
+        *,
+        source: MediaSource,
+        device_id: str | None = None,
+        session_id: str | None = None,
+        zone: str | None = None,
+    ) -> MediaRecord:
+        """Write checked media to the store off the event loop; the device's zone is filled in."""
+        if zone is None and device_id is not None:
+            record = self.registry.get(device_id)
+            zone = record.zone if record is not None else None
+        analysis: dict[str, object] | None = None
+        if checked.width is not None and checked.height is not None:
+            analysis = {"width": checked.width, "height": checked.height}
+
+        def write() -> MediaRecord:
+            return self.store.add(
+                checked.data,
+                source=source,
+                media_type=checked.media_type,
+                format=checked.format,
+                device_id=device_id,
+                session_id=session_id,
+                zone=zone,
+                analysis=analysis,
+            )
+
+        return await asyncio.to_thread(write)
+
+
+def _speech_pcm(record: MediaRecord) -> Int16Array:
+    """The stored WAV as 16 kHz mono int16, at most MAX_TRANSCRIBE_S long (what STT takes)."""
+    samples, rate = read_wav(record.path)
+    return resample(samples[: rate * MAX_TRANSCRIBE_S], rate, HUB_RATE)

@@ -1,0 +1,358 @@
+"""The AI server's MQTT control plane: one broker link, every inbound message gated, parts wired.
+
+Subscriptions (spec §5.1, §9.1): device status, command responses, media snapshots and
+recordings, uploads, chat requests. Each message is parsed by topic, rate limited per device /
+session, size-checked and decoded with its model, cross-checked against its topic
+(:mod:`ai_server.control.inbound`), then dispatched. Cheap work (registry, matching replies)
+runs inline in the link's receive loop, which keeps per-topic order; slow work (LLM answers,
+storing media) runs in tasks, at most ``AI_CHAT_MAX_PENDING`` at once.
+
+A refused message is counted by reason and logged (rate-limited). Where the sender waits on a
+reply topic it is answered there: chat requests and uploads get a :class:`ChatReply` with
+``error`` on ``naila/chat/{session_id}/reply`` (the conversation_id is recovered from the raw
+payload when possible). Command responses and device media have no reply topic: count and log
+only. Nothing a message contains can stop the receive loop.
+
+The server's presence (retained ``naila/server/status``, last will) is in
+:mod:`ai_server.control.presence`; the API for the rest of the server is the methods below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import aiomqtt
+
+from ai_server.control.alerts import Alerts, PublishedAlert
+from ai_server.control.chat import Chat, new_conversation_id, reply_message
+from ai_server.control.commands import Commands
+from ai_server.control.errors import BrokerUnavailable
+from ai_server.control.inbound import InboundGuard, Rejected
+from ai_server.control.media import DeviceMedia
+from ai_server.control.media_check import MediaPolicy
+from ai_server.control.metrics import ControlMetrics
+from ai_server.control.presence import Presence
+from ai_server.control.registry import DeviceRegistry
+from ai_server.control.speech import Speaker
+from ai_server.control.uploads import Uploads
+from ai_server.pipeline import Pipeline, one_line
+from ai_server.session import ConversationSession
+from ai_server.store import MediaRecord, MediaStore
+from shared.backoff import Backoff
+from shared.config import AIServerSettings, MediaSettings, MqttSettings
+from shared.contract import pb
+from shared.mqtt import (
+    MODEL_FOR_KIND,
+    Broadcast,
+    ChatRequest,
+    CommandResponse,
+    DeviceStatus,
+    MediaUpload,
+    MessageError,
+    NailaMessage,
+    OutboundMessage,
+    ParsedTopic,
+    TopicKind,
+    WebUpload,
+    is_safe_segment,
+    parse_topic,
+    topics,
+)
+from shared.mqtt.fields import JsonDict
+from shared.mqtt_link import MqttLink
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS: Final = (
+    topics.ALL_DEVICE_STATUS,
+    topics.ALL_COMMAND_RESPONSES,
+    topics.ALL_MEDIA_SNAPSHOTS,
+    topics.ALL_MEDIA_RECORDINGS,
+    topics.ALL_UPLOADS,
+    topics.ALL_CHAT_REQUESTS,
+)
+
+# Topics whose sender waits for a ChatReply: naila/{chat|uploads}/{session_id}/...
+_REPLYABLE: Final = re.compile(r"^naila/(?:chat|uploads)/([^/]+)/[^/]+$")
+_CONVERSATION_ID: Final = re.compile(rb'"conversation_id"\s*:\s*"([A-Za-z0-9_.:\-]{1,128})"')
+# The incoming queue holds whole payloads (uploads up to ~67 MB), so not the link's 1000; but every
+# device's retained status arrives at once on (re)connect, so room for a large home's fleet.
+_MAX_QUEUED_INCOMING: Final = 256
+
+
+def recover_conversation_id(payload: bytes) -> str | None:
+    """The ``conversation_id`` of a payload that was refused, so the client can match the error.
+
+    ``bytes.find`` scans even a 67 MB upload in milliseconds; only the short value after the key
+    goes through the regular expression.
+    """
+    at = payload.find(b'"conversation_id"')
+    if at < 0:
+        return None
+    match = _CONVERSATION_ID.match(payload, at, at + 200)
+    return match.group(1).decode("ascii") if match else None
+
+
+def reply_session(topic: str, parsed: ParsedTopic | None) -> str | None:
+    """The session to answer a refusal on, or None when the topic has no reply topic."""
+    if parsed is not None:
+        return parsed.session_id if parsed.kind in (TopicKind.CHAT_REQUEST, TopicKind.UPLOAD) else None
+    match = _REPLYABLE.match(topic)  # unknown upload kind etc.: the session may still be readable
+    if match is None or not is_safe_segment(match.group(1)):
+        return None
+    return match.group(1)
+
+
+class ControlPlane:
+    """See the module doc. ``start()`` returns at once; the link connects (and redials) in the background."""
+
+    def __init__(
+        self,
+        mqtt: MqttSettings,
+        settings: AIServerSettings,
+        media: MediaSettings,
+        *,
+        pipeline: Pipeline,
+        sessions: Callable[[], Iterable[ConversationSession]] = tuple,
+        store: MediaStore | None = None,
+        client_id: str | None = None,
+        version: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = ControlMetrics(pipeline.metrics.registry)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._owns_store = store is None
+        if store is None:
+            if settings.ai_media_dir:
+                store = MediaStore(Path(settings.ai_media_dir).expanduser())
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="naila-media-")
+                store = MediaStore(self._tmp.name)
+        self.store = store
+        self.presence = Presence(self._publish, version)
+        self.link = MqttLink(
+            mqtt,
+            client_id=client_id or f"naila-ai-server-{uuid.uuid4().hex[:8]}",
+            subscriptions=SUBSCRIPTIONS,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            will=self.presence.will(),
+            backoff=backoff,
+            max_queued_incoming=_MAX_QUEUED_INCOMING,
+        )
+        self.guard = InboundGuard(
+            self.metrics,
+            rate_per_s=settings.ai_mqtt_rate_per_s,
+            burst=settings.ai_mqtt_rate_burst,
+            max_media_bytes=media.media_max_upload_size,
+            clock=clock,
+        )
+        self.registry = DeviceRegistry(self.metrics)
+        self.policy = MediaPolicy(media)
+        self.commands = Commands(
+            self._publish, self.registry, self.metrics, default_timeout_s=settings.ai_command_timeout_s
+        )
+        self.media = DeviceMedia(
+            self._publish,
+            self.registry,
+            self.metrics,
+            self.policy,
+            self.store,
+            snapshot_timeout_s=media.media_snapshot_timeout_ms / 1000.0,
+            stt=pipeline.stt,
+        )
+        self.speaker = Speaker(pipeline, self.registry, self.metrics, sessions)
+        self.chat = Chat(self._publish, pipeline, self.speaker, self.metrics, timeout_s=settings.ai_chat_timeout_s)
+        self.uploads = Uploads(self.policy, self.media, self.chat, self.guard, self.metrics)
+        self.alerts = Alerts(self._publish, self.policy, self.media, self.metrics)
+        self.max_tasks = settings.ai_chat_max_pending
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- API for the rest of the AI server ------------------------------------------------------
+    async def send_command(
+        self, device_id: str, command: str, params: JsonDict | None = None, timeout_s: float | None = None
+    ) -> JsonDict:
+        """See :meth:`Commands.send_command`."""
+        return await self.commands.send_command(device_id, command, params, timeout_s)
+
+    async def request_snapshot(
+        self, device_id: str, params: JsonDict | None = None, timeout_s: float | None = None
+    ) -> MediaUpload:
+        """See :meth:`DeviceMedia.request_snapshot`."""
+        return await self.media.request_snapshot(device_id, params, timeout_s)
+
+    async def request_recording(
+        self, device_id: str, params: JsonDict | None = None, timeout_s: float | None = None
+    ) -> MediaRecord:
+        """See :meth:`DeviceMedia.request_recording`."""
+        return await self.media.request_recording(device_id, params, timeout_s)
+
+    async def publish_alert(
+        self,
+        alert_type: str,
+        zone: str,
+        confidence: float,
+        source_device: str,
+        snapshot_available: bool = False,
+        snapshot_bytes: bytes | None = None,
+    ) -> PublishedAlert:
+        """See :meth:`Alerts.publish_alert`."""
+        return await self.alerts.publish_alert(
+            alert_type, zone, confidence, source_device, snapshot_available, snapshot_bytes
+        )
+
+    async def broadcast(self, message: str, room: str | None = None) -> Broadcast:
+        """See :meth:`Presence.broadcast`."""
+        return await self.presence.broadcast(message, room)
+
+    def device_infos(self) -> list[pb.DeviceInfo]:
+        """For GetStatus: every device the registry knows, sorted by id."""
+        return self.registry.device_infos()
+
+    def counters(self) -> dict[str, int]:
+        """For GetStatus: control plane counters (``mqtt_*``)."""
+        return self.metrics.snapshot()
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected.is_set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        log.info("MQTT control plane: connecting to %s as %s", self.link.address, self.link.client_id)
+        await self.link.start()
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self.link.connected.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        """Retained offline status (clean goodbye), disconnect, stop tasks, close an owned store."""
+        await self.link.stop(goodbye=self.presence.status(online=False))
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.commands.pending.cancel_all()
+        self.media.snapshots.cancel_all()
+        self.media.recordings.cancel_all()
+        if self._owns_store:
+            self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def _publish(self, message: OutboundMessage) -> None:
+        await self.link.publish(message)
+
+    async def _on_connect(self, link: MqttLink) -> None:
+        try:
+            await self.presence.announce()
+        except BrokerUnavailable as exc:  # the link dropped again at once; the next connect retries
+            log.warning("MQTT control plane: could not announce the server: %s", exc)
+
+    # -- inbound --------------------------------------------------------------------------------
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        parsed: ParsedTopic | None = None
+        try:
+            try:
+                parsed = parse_topic(topic)
+            except MessageError as exc:
+                raise Rejected("unknown_topic", str(exc)) from None
+            await self._handle(topic, parsed, payload)
+        except Rejected as err:
+            await self._refuse(topic, parsed, payload, err)
+
+    async def _handle(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        if parsed.kind is TopicKind.DEVICE_STATUS and not payload.strip():
+            assert parsed.device_id is not None
+            self.registry.forget(parsed.device_id)  # its retained status was cleared
+            return
+        self.guard.admit(parsed)
+        if MODEL_FOR_KIND[parsed.kind].carries_media:
+            # base64 of up to 50 MB takes a while: decode off the loop (gRPC turns keep flowing).
+            message = await asyncio.to_thread(self.guard.decode, parsed, payload)
+        else:
+            message = self.guard.decode(parsed, payload)
+        self.metrics.handle(parsed.kind.value)
+        device_id = parsed.device_id
+        if device_id is not None and parsed.kind is not TopicKind.DEVICE_STATUS:
+            self.registry.touch(device_id)
+        self._dispatch(topic, parsed, message)
+
+    def _dispatch(self, topic: str, parsed: ParsedTopic, message: NailaMessage) -> None:
+        device_id = parsed.device_id or ""
+        if isinstance(message, DeviceStatus):
+            self.registry.update(message)
+        elif isinstance(message, CommandResponse):
+            if not self.commands.on_response(device_id, message):
+                raise Rejected("unmatched", f"command response {message.request_id} from {device_id}: nobody waits")
+        elif isinstance(message, MediaUpload) and parsed.kind is TopicKind.MEDIA_SNAPSHOT:
+            self.media.on_snapshot(device_id, message)
+        elif isinstance(message, MediaUpload):
+            self._spawn(topic, parsed, self.media.on_recording(device_id, message))
+        elif isinstance(message, WebUpload):
+            self._spawn(topic, parsed, self.uploads.on_upload(topic, message), message.conversation_id)
+        elif isinstance(message, ChatRequest):
+            self._spawn(topic, parsed, self.chat.on_request(message), message.conversation_id)
+        else:  # a topic we subscribe to but do not serve: a programming error, not the sender's
+            raise Rejected("unknown_topic", f"no handler for {parsed.kind.value}")
+
+    def _spawn(
+        self,
+        topic: str,
+        parsed: ParsedTopic,
+        work: Coroutine[Any, Any, Any],
+        conversation_id: str | None = None,
+    ) -> None:
+        if len(self._tasks) >= self.max_tasks:
+            work.close()
+            raise Rejected("busy", f"{len(self._tasks)} requests are being handled already; try again shortly")
+
+        async def run() -> None:
+            try:
+                await work
+            except Rejected as err:
+                await self._refuse(topic, parsed, b"", err, conversation_id)
+            except BrokerUnavailable as exc:
+                self.metrics.event("reply_lost")
+                log.warning("MQTT control plane: reply to %s lost: %s", topic, exc)
+            except Exception:  # a bug: log it, keep serving everyone else
+                self.metrics.event("handler_error")
+                log.exception("MQTT control plane: handling %s failed", topic)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"mqtt-{parsed.kind.value}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refuse(
+        self,
+        topic: str,
+        parsed: ParsedTopic | None,
+        payload: bytes,
+        err: Rejected,
+        conversation_id: str | None = None,
+    ) -> None:
+        self.guard.refused(topic, err)
+        session_id = reply_session(topic, parsed)
+        if session_id is None:
+            return
+        conversation = conversation_id or recover_conversation_id(payload) or new_conversation_id()
+        try:
+            await self.chat.publish_reply(
+                reply_message(session_id, conversation, error=f"refused ({err.reason}): {err.detail}")
+            )
+        except (BrokerUnavailable, aiomqtt.MqttError, MessageError) as exc:
+            log.warning("MQTT control plane: could not answer the refusal on %s: %s", topic, one_line(exc))

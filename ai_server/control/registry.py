@@ -1,0 +1,128 @@
+"""Which devices exist, where they are and whether they are online, from ``naila/devices/+/status``.
+
+The broker keeps each device's last status (retained), so subscribing replays the whole fleet
+at once; a device that dies without saying goodbye gets its retained last will (``online:
+false``) published by the broker (spec §3.2, §9.3). An empty retained payload means someone
+cleared the device's status: it is forgotten.
+
+``last_seen`` is when the AI server last heard the device online, on the server's clock (device
+clocks drift, and a last will's timestamp is the moment it was *registered*, not when the device
+died). A device only ever seen offline keeps the timestamp of that status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from ai_server.control.metrics import ControlMetrics
+from shared.contract import pb
+from shared.mqtt import DeviceStatus, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """What the registry knows about one device."""
+
+    device_id: str
+    online: bool
+    capabilities: tuple[str, ...]
+    firmware_version: str
+    room: str | None
+    zone: str | None
+    last_seen: datetime
+    changed_at: datetime  # when ``online`` last changed (server clock)
+
+    def info(self) -> pb.DeviceInfo:
+        return pb.DeviceInfo(
+            device_id=self.device_id,
+            online=self.online,
+            room=self.room or "",
+            zone=self.zone or "",
+            capabilities=list(self.capabilities),
+            last_seen=iso_utc(self.last_seen),
+        )
+
+
+def iso_utc(when: datetime) -> str:
+    """``2024-01-15T10:30:00.123Z``: the spec's timestamp style."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DeviceRegistry:
+    def __init__(self, metrics: ControlMetrics, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.metrics = metrics
+        self._clock = clock
+        self._devices: dict[str, DeviceRecord] = {}
+
+    def update(self, status: DeviceStatus) -> DeviceRecord:
+        """Apply a status message; logs and counts an online/offline transition."""
+        now = self._clock()
+        before = self._devices.get(status.device_id)
+        last_seen = now
+        if not status.online:
+            last_seen = before.last_seen if before is not None else status.timestamp
+        changed = before is None or before.online != status.online
+        record = DeviceRecord(
+            device_id=status.device_id,
+            online=status.online,
+            capabilities=tuple(status.capabilities),
+            firmware_version=status.firmware_version,
+            room=status.room,
+            zone=status.zone,
+            last_seen=last_seen,
+            changed_at=now if changed or before is None else before.changed_at,
+        )
+        self._devices[status.device_id] = record
+        if changed:
+            self.metrics.event("device_online" if status.online else "device_offline")
+            self._refresh_gauge()
+            where = f" in {status.room}" if status.room else ""
+            if status.online:
+                log.info(
+                    "device %s%s is online (%s, firmware %s)",
+                    status.device_id,
+                    where,
+                    ",".join(status.capabilities) or "no capabilities",
+                    status.firmware_version,
+                )
+            else:
+                log.info(
+                    "device %s%s is offline%s",
+                    status.device_id,
+                    where,
+                    "" if before is None else f" (last seen {iso_utc(record.last_seen)})",
+                )
+        return record
+
+    def forget(self, device_id: str) -> None:
+        """The device's retained status was cleared: it no longer exists for us."""
+        if self._devices.pop(device_id, None) is not None:
+            log.info("device %s removed (its retained status was cleared)", device_id)
+            self.metrics.event("device_removed")
+            self._refresh_gauge()
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        return self._devices.get(device_id)
+
+    def devices(self) -> list[DeviceRecord]:
+        return [self._devices[k] for k in sorted(self._devices)]
+
+    def in_room(self, room: str) -> list[DeviceRecord]:
+        return [d for d in self.devices() if d.room == room]
+
+    def device_infos(self) -> list[pb.DeviceInfo]:
+        return [d.info() for d in self.devices()]
+
+    def touch(self, device_id: str) -> None:
+        """The device just sent something else (a reply, a clip): it was alive now."""
+        record = self._devices.get(device_id)
+        if record is not None and record.online:
+            self._devices[device_id] = replace(record, last_seen=self._clock())
+
+    def _refresh_gauge(self) -> None:
+        self.metrics.devices_online.set(sum(1 for d in self._devices.values() if d.online))

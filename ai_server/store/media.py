@@ -1,0 +1,220 @@
+"""The media store: accepted uploads, device clips and alert snapshots, as files plus one SQLite table.
+
+Why SQLite (stdlib ``sqlite3``) and plain files: the AI server is a single process on one
+machine; a table answers "the last alert from the backyard" (spec §8.8) without a database
+server, and blobs stay out of it so the table stays small and a file can be streamed or
+deleted on its own.
+
+Layout under ``root``::
+
+    media.sqlite3          the ``media`` table (schema version in PRAGMA user_version)
+    files/<id>.<format>    the bytes, written to a temporary name and renamed into place
+
+Every method is blocking (disk I/O, up to the 50 MB upload limit): call it through
+``asyncio.to_thread`` from the event loop. One connection is shared behind a lock, so the
+store is safe to use from several worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+from shared.mqtt import topics
+from shared.mqtt.fields import MediaType
+
+#: Where a stored item came from (spec §8.11 source types, plus device clips and alerts).
+MediaSource = Literal["mqtt_upload", "mqtt_snapshot", "mqtt_recording", "alert_snapshot"]
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS media (
+    id          TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    device_id   TEXT,
+    session_id  TEXT,
+    zone        TEXT,
+    time        TEXT NOT NULL,     -- ISO-8601 UTC; sorts as text
+    media_type  TEXT NOT NULL,
+    format      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    path        TEXT NOT NULL,     -- relative to the store root
+    sha256      TEXT NOT NULL,
+    analysis    TEXT               -- JSON object, NULL until something analysed it
+);
+CREATE INDEX IF NOT EXISTS media_by_time ON media (time);
+CREATE INDEX IF NOT EXISTS media_by_device ON media (device_id, time);
+"""
+
+_COLUMNS: Final = "id, source, device_id, session_id, zone, time, media_type, format, size, path, sha256, analysis"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRecord:
+    """One row of the ``media`` table; ``path`` is absolute."""
+
+    id: str
+    source: str
+    device_id: str | None
+    session_id: str | None
+    zone: str | None
+    time: datetime
+    media_type: str
+    format: str
+    size: int
+    path: Path
+    sha256: str
+    analysis: dict[str, object] | None
+
+
+class MediaStore:
+    """Files on disk plus a ``media`` table; see the module doc."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.files = self.root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.root / "media.sqlite3", check_same_thread=False, isolation_level=None)
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise RuntimeError(f"media store {self.root} has schema {version}, newer than this code's")
+        # WAL: readers (a future history query) do not block the writer storing an upload.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def add(
+        self,
+        data: bytes,
+        *,
+        source: MediaSource,
+        media_type: MediaType,
+        format: str,
+        device_id: str | None = None,
+        session_id: str | None = None,
+        zone: str | None = None,
+        time: datetime | None = None,
+        analysis: dict[str, object] | None = None,
+    ) -> MediaRecord:
+        """Write ``data`` and its row; returns the record. Nothing is left behind if either fails."""
+        # The format becomes a file extension: only a safe segment may (it is a whitelisted token anyway).
+        topics.check_segment(format, "format")
+        media_id = uuid.uuid4().hex
+        rel = Path("files") / f"{media_id}.{format}"
+        path = self.root / rel
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        when = (time or datetime.now(UTC)).astimezone(UTC)
+        record = MediaRecord(
+            id=media_id,
+            source=source,
+            device_id=device_id,
+            session_id=session_id,
+            zone=zone,
+            time=when,
+            media_type=media_type,
+            format=format,
+            size=len(data),
+            path=path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            analysis=analysis,
+        )
+        try:
+            with self._lock:
+                self._db.execute(
+                    f"INSERT INTO media ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        record.source,
+                        device_id,
+                        session_id,
+                        zone,
+                        when.isoformat(),
+                        media_type,
+                        format,
+                        record.size,
+                        rel.as_posix(),
+                        record.sha256,
+                        None if analysis is None else json.dumps(analysis),
+                    ),
+                )
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return record
+
+    def get(self, media_id: str) -> MediaRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM media WHERE id = ?", (media_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def read(self, media_id: str) -> bytes:
+        """The stored bytes; raises ``KeyError`` for an unknown id."""
+        record = self.get(media_id)
+        if record is None:
+            raise KeyError(media_id)
+        return record.path.read_bytes()
+
+    def recent(
+        self, limit: int = 20, *, source: MediaSource | None = None, device_id: str | None = None
+    ) -> list[MediaRecord]:
+        """Newest first, optionally only one source and/or one device."""
+        where: list[str] = []
+        args: list[str] = []
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        sql = f"SELECT {_COLUMNS} FROM media"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [self._record(r) for r in rows]
+
+    def set_analysis(self, media_id: str, analysis: dict[str, object]) -> None:
+        """Attach (replace) the analysis JSON of an item; raises ``KeyError`` for an unknown id."""
+        with self._lock:
+            cur = self._db.execute("UPDATE media SET analysis = ? WHERE id = ?", (json.dumps(analysis), media_id))
+        if cur.rowcount == 0:
+            raise KeyError(media_id)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _record(self, row: tuple[object, ...]) -> MediaRecord:
+        (media_id, source, device_id, session_id, zone, when, media_type, fmt, size, rel, sha, analysis) = row
+        return MediaRecord(
+            id=str(media_id),
+            source=str(source),
+            device_id=_opt(device_id),
+            session_id=_opt(session_id),
+            zone=_opt(zone),
+            time=datetime.fromisoformat(str(when)),
+            media_type=str(media_type),
+            format=str(fmt),
+            size=int(str(size)),
+            path=self.root / str(rel),
+            sha256=str(sha),
+            analysis=None if analysis is None else json.loads(str(analysis)),
+        )
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,162 @@
+"""Snapshots from a real device agent and recordings, over the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import wave
+
+import pytest
+
+from ai_server.control import DeviceOffline, MediaRejected, SnapshotTimeout
+from ai_server.fakes import FakeSTT
+from shared.config import MqttSettings
+from shared.mqtt import topics
+from tests.ai_server.control.conftest import (
+    ControlFactory,
+    Watch,
+    announce_device,
+    b64,
+    image_bytes,
+    real_device,
+    uid,
+    until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def wav_bytes(ms: int = 200, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x01" * (rate * ms // 1000))
+    return buf.getvalue()
+
+
+async def test_snapshot_round_trip_with_a_real_device(
+    control_server: ControlFactory, mqtt_settings: MqttSettings
+) -> None:
+    _server, plane = await control_server()
+    dev = uid("snap")
+    async with real_device(mqtt_settings, dev) as (_agent, control):
+        await until(lambda: (r := plane.registry.get(dev)) is not None and r.online)
+        upload = await plane.request_snapshot(dev, {"quality": 80}, timeout_s=5)
+    assert upload.media_type == "image" and upload.format == "jpeg"
+    assert upload.data == control.jpeg
+    assert (upload.width, upload.height) == (80, 60)
+    assert upload.request_id.startswith("req_")
+    assert plane.metrics.events["snapshot_received"] == 1 and len(plane.media.snapshots) == 0
+
+
+async def test_snapshot_times_out_when_the_device_cannot_answer(
+    control_server: ControlFactory, mqtt_settings: MqttSettings
+) -> None:
+    _server, plane = await control_server(media={"media_snapshot_timeout_ms": 400})
+    dev = uid("snap-nocam")
+    async with real_device(mqtt_settings, dev, camera=False):  # refuses media requests silently
+        await until(lambda: (r := plane.registry.get(dev)) is not None and r.online)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(SnapshotTimeout) as err:
+            await plane.request_snapshot(dev)  # the MEDIA_SNAPSHOT_TIMEOUT_MS default applies
+        waited = loop.time() - started
+    assert err.value.timeout_s == 0.4 and 0.35 <= waited < 2.0
+    assert plane.metrics.events["snapshot_timeout"] == 1 and len(plane.media.snapshots) == 0
+
+
+async def test_a_snapshot_that_is_not_what_it_claims_fails_the_request_at_once(
+    control_server: ControlFactory, watch: Watch
+) -> None:
+    _server, plane = await control_server()
+    dev = uid("snap-liar")
+    await announce_device(watch, dev)
+    await until(lambda: plane.registry.get(dev) is not None)
+    await watch.subscribe(topics.media_request(dev))
+    pending = asyncio.ensure_future(plane.request_snapshot(dev, timeout_s=5))
+    request = await watch.next_json(topics.media_request(dev))
+    assert request["request_type"] == "snapshot"
+    png = image_bytes("PNG")
+    await watch.publish(
+        topics.media_snapshot(dev),
+        {
+            "request_id": request["request_id"],
+            "media_type": "image",
+            "format": "jpeg",
+            "data": b64(png),
+        },
+    )
+    with pytest.raises(MediaRejected) as err:
+        await asyncio.wait_for(pending, 2)  # well before the 5 s timeout
+    assert err.value.reason == "content_mismatch" and "looks like png" in err.value.detail
+
+
+async def test_snapshot_of_an_offline_device_is_refused(control_server: ControlFactory, watch: Watch) -> None:
+    _server, plane = await control_server()
+    dev = uid("snap-off")
+    await announce_device(watch, dev, online=False)
+    await until(lambda: plane.registry.get(dev) is not None)
+    with pytest.raises(DeviceOffline):
+        await plane.request_snapshot(dev)
+
+
+async def test_recordings_are_checked_and_stored_and_a_requested_one_completes(
+    control_server: ControlFactory, watch: Watch
+) -> None:
+    stt = FakeSTT(lambda audio: f"{audio.size} samples at 16 kHz")
+    _server, plane = await control_server(stt=stt)
+    dev = uid("rec")
+    await announce_device(watch, dev, zone="garage")
+    await until(lambda: plane.registry.get(dev) is not None)
+    await watch.subscribe(topics.media_request(dev))
+
+    pending = asyncio.ensure_future(plane.request_recording(dev, {"duration_ms": 200}, timeout_s=5))
+    request = await watch.next_json(topics.media_request(dev))
+    assert request["request_type"] == "recording" and request["params"] == {"duration_ms": 200}
+    clip = wav_bytes(200, rate=48000)
+    await watch.publish(
+        topics.media_recording(dev),
+        {
+            "request_id": request["request_id"],
+            "media_type": "audio",
+            "format": "wav",
+            "duration_ms": 200,
+            "sample_rate": 16000,
+            "data": b64(clip),
+        },
+    )
+    record = await asyncio.wait_for(pending, 5)
+    assert (record.source, record.device_id, record.zone) == ("mqtt_recording", dev, "garage")
+    assert (record.media_type, record.format, record.size) == ("audio", "wav", len(clip))
+    assert record.sha256 == hashlib.sha256(clip).hexdigest() and record.path.read_bytes() == clip
+    # A WAV clip goes through STT (resampled to 16 kHz); the transcript is kept with the record.
+    assert record.analysis == {"transcript": "3200 samples at 16 kHz"}
+    assert plane.store.get(record.id) == record and stt.calls == 1
+
+    # Unrequested (a voice message): stored too. A clip that is not what it claims: refused.
+    await watch.publish(
+        topics.media_recording(dev),
+        {
+            "request_id": "req_own",
+            "media_type": "audio",
+            "format": "wav",
+            "data": b64(clip),
+        },
+    )
+    await watch.publish(
+        topics.media_recording(dev),
+        {
+            "request_id": "req_fake",
+            "media_type": "audio",
+            "format": "mp3",
+            "data": b64(clip),
+        },
+    )
+    await until(
+        lambda: plane.metrics.events["recording_stored"] == 2 and plane.metrics.rejected["content_mismatch"] == 1
+    )
+    stored = plane.store.recent(10, device_id=dev)
+    assert len(stored) == 2 and all(r.format == "wav" for r in stored)
