@@ -127,7 +127,10 @@ class Stack:
             raise RuntimeError("mosquitto is not installed: run scripts/setup.sh (or apt-get install mosquitto)")
         self.mqtt_port = self.mqtt_port or free_port()
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # set_tcp_nodelay: without it Nagle + delayed ACKs add ~40 ms to each QoS 1 hop.
+        conf.write_text(
+            f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+        )
         self.progress(f"[demo] starting mosquitto on 127.0.0.1:{self.mqtt_port}")
         part = self._spawn("mosquitto", [exe, "-c", str(conf)])
         wait_until(lambda: port_open("127.0.0.1", self.mqtt_port), 10, "mosquitto", part.proc)

@@ -49,7 +49,7 @@ def mosquitto() -> Iterator[Broker]:
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_packet_size 104857600\n"
+        "max_packet_size 104857600\nset_tcp_nodelay true\n"
     )
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
