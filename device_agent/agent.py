@@ -68,7 +68,6 @@ class DeviceAgent:
             echo_guard_s=settings.device_echo_guard_s,
         )
         self.camera = camera if camera is not None else make_camera(settings, self.video_settings)
-        self.hub = HubClient(settings, self.webrtc_settings, self.pipeline, self.camera, clock=clock, rng=rng)
         self.mqtt: MqttAgent | None = None
         if settings.device_mqtt:
             self.mqtt = MqttAgent(
@@ -80,6 +79,11 @@ class DeviceAgent:
                 status_fields=lambda: {"volume": self.pipeline.volume, "muted": self.pipeline.mic_muted},
                 rng=rng,
             )
+        # DEVICE_SIGNALING=mqtt: offers go through the MQTT link above instead of POST /connect.
+        signaling = self.mqtt.signaling if self.mqtt is not None else None
+        self.hub = HubClient(
+            settings, self.webrtc_settings, self.pipeline, self.camera, clock=clock, rng=rng, signaling=signaling
+        )
         self._started = False
 
     @property
@@ -102,7 +106,7 @@ class DeviceAgent:
             self.backend.describe(),
             self.pipeline.aec.canceller.name,
             self.camera.source.name if self.camera else "none",
-            s.device_hub_url,
+            self.hub.target,
             f"{self.mqtt_settings.mqtt_host}:{self.mqtt_settings.mqtt_port}" if self.mqtt else "off",
         )
         await self.backend.start(self.pipeline.duplex)

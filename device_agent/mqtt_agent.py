@@ -4,6 +4,8 @@
   every ``DEVICE_HEARTBEAT_S``; the broker publishes the retained ``online: false`` will if the
   device vanishes, and a clean stop publishes it itself.
 * ``.../command`` and ``.../media/request`` are handled by :class:`CommandHandler`.
+* With ``DEVICE_SIGNALING=mqtt``, :attr:`MqttAgent.signaling` sends the WebRTC offers on
+  ``.../signaling/offer`` and gets the answers on ``.../signaling/answer`` (subscribed here).
 * QoS and retain come from the shared policy table (``shared.mqtt.outbound`` / ``policy_for``).
 * The broker connection (:class:`shared.mqtt_link.MqttLink`) is redialled forever with backoff;
   every reconnect re-subscribes and republishes the retained status.
@@ -22,6 +24,7 @@ from typing import Any
 import aiomqtt
 
 from device_agent.commands import CommandHandler, DeviceControl
+from device_agent.mqtt_signaling import MqttSignaling
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, MqttSettings
 from shared.mqtt import (
@@ -89,6 +92,10 @@ class MqttAgent:
             backoff=Backoff(backoff_initial_s, device.device_reconnect_max_s, rand=rng),
         )
         self.connected = self.link.connected
+        self.signaling: MqttSignaling | None = None
+        if device.device_signaling == "mqtt":
+            self.signaling = MqttSignaling(self.link, self.device_id, token=device.device_hub_token)
+            self.link.subscriptions.append(self.signaling.answer_topic)
 
     @staticmethod
     def _safe_label(var: str, value: str) -> str | None:
@@ -163,6 +170,8 @@ class MqttAgent:
             await self.handler.on_command(payload)
         elif topic == self.media_request_topic:
             await self.handler.on_media_request(payload)
+        elif self.signaling is not None and topic == self.signaling.answer_topic:
+            await self.signaling.on_answer(topic, payload)
 
     async def _heartbeat(self) -> None:
         while True:

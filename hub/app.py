@@ -1,4 +1,4 @@
-"""``naila hub``: the hub's entry point. Settings from the environment (HUB_*, WEBRTC_*, AUDIO_*).
+"""``naila hub``: the hub's entry point. Settings from the environment (HUB_*, WEBRTC_*, AUDIO_*, MQTT_*).
 
 Importable API for tests, the demo and benchmarks: :class:`Hub` and :func:`run_hub`
 (re-exported from hub.server).
@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from hub.server import Hub, run_hub
-from shared.config import AudioSettings, ConfigError, HubSettings, WebRTCSettings, load
+from shared.config import AudioSettings, ConfigError, HubSettings, MqttSettings, WebRTCSettings, load
 
 __all__ = ["Hub", "main", "run_hub"]
 
@@ -27,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="naila hub",
         description="Run the NAILA hub: WebRTC termination for devices (POST /connect), VAD and "
-        "barge-in, one gRPC stream to the AI server, GET /health /metrics /turns. "
-        "Configured by HUB_* / WEBRTC_* / AUDIO_* environment variables (see `naila config`); "
+        "barge-in, one gRPC stream to the AI server, GET /health /metrics /turns; SDP offers over MQTT too "
+        "(HUB_MQTT). Configured by HUB_* / WEBRTC_* / AUDIO_* / MQTT_* environment variables (see `naila config`); "
         "the options below override them.",
     )
     p.add_argument("--host", help="address to bind (HUB_HOST)")
@@ -73,7 +73,8 @@ def main(argv: list[str]) -> int:
         settings = load(HubSettings, **overrides)
         webrtc = load(WebRTCSettings)
         audio = load(AudioSettings)
-        hub = Hub(settings, webrtc, audio)
+        mqtt = load(MqttSettings)
+        hub = Hub(settings, webrtc, audio, mqtt=mqtt)
     except ConfigError as err:
         print(f"naila hub: {err}", file=sys.stderr)
         return 2
@@ -87,6 +88,7 @@ def main(argv: list[str]) -> int:
         settings.hub_host, settings.hub_port, settings.hub_ai_server, audio.audio_vad_mode,
         settings.hub_vad_aggressiveness, len(settings.hub_device_tokens),
     )
+    log.info("MQTT signaling: %s", f"broker {mqtt.mqtt_host}:{mqtt.mqtt_port}" if settings.hub_mqtt else "off")
     try:
         asyncio.run(serve(hub))
     except OSError as err:  # e.g. the port is taken

@@ -45,9 +45,16 @@ class HubMetrics:
         self.grpc_connect_failures = 0
         self.grpc_heartbeat_failures = 0
         self.unknown_device_outputs = 0
+        # MQTT (hub/mqtt_control.py, hub/mqtt_signaling.py).
+        self.mqtt_offers = 0  # messages on naila/devices/+/signaling/offer
+        self.mqtt_answers = 0  # SDP answers published
+        self.mqtt_offers_rejected: Counter[str] = Counter()  # offers refused, by reason
+        self.mqtt_ice: Counter[str] = Counter()  # trickled device candidates, by outcome
+        self.mqtt_listener_errors = 0  # exceptions raised by hub MQTT listeners
         # Gauges, read at scrape time.
         self.active_devices: Callable[[], int] = lambda: 0
         self.grpc_connected: Callable[[], bool] = lambda: False
+        self.mqtt_connected: Callable[[], bool] = lambda: False
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.uplink_latency = Histogram(
@@ -138,6 +145,9 @@ class _CounterCollector(Collector):
             "unauthorized_requests": (m.unauthorized, "/connect requests refused with 401"),
             "unknown_device_outputs": (m.unknown_device_outputs, "AudioOutput for a device not connected"),
             "sessions_opened": (m.sessions_opened, "WebRTC sessions opened"),
+            "mqtt_offers": (m.mqtt_offers, "Messages received on naila/devices/+/signaling/offer"),
+            "mqtt_answers": (m.mqtt_answers, "SDP answers published on naila/devices/<id>/signaling/answer"),
+            "mqtt_listener_errors": (m.mqtt_listener_errors, "Exceptions raised by hub MQTT listeners"),
         }
         for name, (value, doc) in simple.items():
             c = CounterMetricFamily(f"naila_hub_{name}", doc)
@@ -149,6 +159,8 @@ class _CounterCollector(Collector):
             "tts_dropped": ("reason", m.tts_dropped, "AudioOutput messages not played, by reason"),
             "control_messages": ("type", m.control_messages, "Control-channel messages sent to devices, by type"),
             "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
+            "mqtt_offers_rejected": ("reason", m.mqtt_offers_rejected, "MQTT offers refused, by reason"),
+            "mqtt_ice_candidates": ("outcome", m.mqtt_ice, "Trickled ICE candidates from devices, by outcome"),
         }
         for name, (label, counts, doc) in labelled.items():
             c = CounterMetricFamily(f"naila_hub_{name}", doc, labels=[label])
@@ -160,6 +172,9 @@ class _CounterCollector(Collector):
         yield g
         g = GaugeMetricFamily("naila_hub_grpc_connected", "1 while the AI stream is up")
         g.add_metric([], 1 if m.grpc_connected() else 0)
+        yield g
+        g = GaugeMetricFamily("naila_hub_mqtt_connected", "1 while the hub is connected to the MQTT broker")
+        g.add_metric([], 1 if m.mqtt_connected() else 0)
         yield g
         g = GaugeMetricFamily("naila_hub_uptime_seconds", "Seconds since the hub started")
         g.add_metric([], m.uptime_secs())

@@ -23,13 +23,16 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from hub.ai_link import AiLink
 from hub.metrics import HubMetrics
+from hub.mqtt_control import HubMqtt
+from hub.mqtt_signaling import MqttSignaling
 from hub.session import DeviceSession
 from hub.signaling import connect_handler
 from hub.status_routes import add_status_routes
 from hub.turns import TurnLog
 from hub.vad import VoiceDetector, make_detector
+from hub.web import add_web_app, device_tokens
 from shared.backoff import Backoff
-from shared.config import AudioSettings, HubSettings, WebRTCSettings
+from shared.config import AudioSettings, HubSettings, MqttSettings, WebRTCSettings
 from shared.contract import pb
 
 log = logging.getLogger("naila.hub")
@@ -49,6 +52,7 @@ class Hub:
         detector_factory: Callable[[], VoiceDetector] | None = None,
         clock: Callable[[], float] = time.monotonic,
         port: int | None = None,
+        mqtt: MqttSettings | None = None,
     ) -> None:
         self.settings = settings
         self._listen_port = settings.hub_port if port is None else port
@@ -79,6 +83,12 @@ class Hub:
         self._runner: web.AppRunner | None = None
         self._warned_unknown: set[str] = set()
         self.port = 0
+        # HUB_MQTT: offers over MQTT (hub/mqtt_signaling.py), and hub.mqtt.add_listener for other modules.
+        self.mqtt: HubMqtt | None = None
+        self.mqtt_signaling: MqttSignaling | None = None
+        if settings.hub_mqtt:
+            self.mqtt = HubMqtt(mqtt or MqttSettings(), settings.hub_id, self.metrics)
+            self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock)
 
     # ----- lifecycle -----
 
@@ -93,11 +103,11 @@ class Hub:
         app = web.Application()
         app.router.add_post(
             "/connect",
-            connect_handler(
-                self, self.metrics, self.settings.hub_device_tokens, self.settings.hub_max_body_bytes
-            ),
+            # HUB_DEVICE_TOKENS, plus the web app's per-browser device tokens (hub.web.auth).
+            connect_handler(self, self.metrics, device_tokens(self.settings), self.settings.hub_max_body_bytes),
         )
         add_status_routes(app, self.metrics, self.turns)
+        add_web_app(app, self)
         return app
 
     async def start(self) -> None:
@@ -109,18 +119,24 @@ class Hub:
         await site.start()
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self._listen_port
+        if self.mqtt is not None:
+            await self.mqtt.start()  # returns at once; redials in the background without a broker
         log.info(
             "hub listening on http://%s:%d (POST /connect, GET /health /metrics /turns); AI server %s",
             self.settings.hub_host, self.port, self.settings.hub_ai_server,
         )
 
     async def stop(self) -> None:
-        """Close every session, the HTTP server and the AI link."""
+        """Close every session, the HTTP server, the MQTT link and the AI link."""
+        if self.mqtt_signaling is not None:
+            await self.mqtt_signaling.stop()
         for session in list(self.sessions.values()):
             await session.close("shutdown")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         await self.link.stop()
         log.info("hub stopped")
 
@@ -191,8 +207,9 @@ async def run_hub(
     *,
     detector_factory: Callable[[], VoiceDetector] | None = None,
     port: int | None = None,
+    mqtt: MqttSettings | None = None,
 ) -> Hub:
     """Build and start a hub; ``hub.port`` is the bound port (``port=0`` for a free one)."""
-    hub = Hub(settings, webrtc, audio, detector_factory=detector_factory, port=port)
+    hub = Hub(settings, webrtc, audio, detector_factory=detector_factory, port=port, mqtt=mqtt)
     await hub.start()
     return hub

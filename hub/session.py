@@ -26,7 +26,7 @@ from hub.tts_track import TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
 from hub.vad import VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
 from shared import control_channel
-from shared.audio import FRAME_MS, HUB_RATE, Int16Array
+from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
 from shared.contract import pb
 
@@ -34,6 +34,8 @@ log = logging.getLogger("naila.hub.session")
 
 # Sessions closed for these reasons are dead peers.
 DEAD_PEER_REASONS = ("ice_failed", "no_rtp")
+SILENCE_DBFS = -120.0
+LEVEL_RELEASE_DB = 1.5  # per 20 ms frame: the meter falls 75 dB/s, so peaks stay visible between polls
 
 
 class SessionHost(Protocol):
@@ -87,6 +89,8 @@ class DeviceSession:
         )
         self.vad = VadStateMachine(host.make_detector(), config)
         self._ingest = AudioIngest(HUB_RATE)
+        # Mic level as a meter shows it (instant attack, LEVEL_RELEASE_DB per frame release), for the dashboard.
+        self.input_level_dbfs = SILENCE_DBFS
         # Capture times of recent frames, indexed by VAD frame index (for timestamp_ms).
         self._times: deque[float] = deque(
             maxlen=config.preroll_frames + config.barge_in_frames + config.onset_frames + 4
@@ -172,6 +176,8 @@ class DeviceSession:
     def process_frame(self, frame: Int16Array, captured_at: float) -> None:
         """Run one 16 kHz 20 ms frame through the VAD and send what it says upstream."""
         self._times.append(captured_at)
+        level = rms_dbfs(frame)  # a few microseconds on 320 samples: cheap enough for every frame
+        self.input_level_dbfs = max(level, self.input_level_dbfs - LEVEL_RELEASE_DB)
         for event in self.vad.process(frame, is_playing=self.tts.playing):
             self._on_vad_event(event, captured_at)
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.contract import pb
+
+log = logging.getLogger("naila.hub.turns")
 
 TIMING_FIELDS = (
     "stt_ms",
@@ -76,11 +80,22 @@ class TurnLog:
 
     def __init__(self, size: int = 50) -> None:
         self._turns: deque[TurnRecord] = deque(maxlen=size)
+        self._listeners: list[Callable[[TurnRecord], None]] = []
 
     def add(self, turn: TurnRecord) -> None:
         if not turn.finished_at:
             turn.finished_at = utc_now_iso()
         self._turns.append(turn)
+        # Runs on the media path: a failing listener is logged and never reaches the session.
+        for listener in self._listeners:
+            try:
+                listener(turn)
+            except Exception:
+                log.exception("turn listener failed")
+
+    def add_listener(self, listener: Callable[[TurnRecord], None]) -> None:
+        """Be told about every completed turn as it is recorded (the web dashboard shows them live)."""
+        self._listeners.append(listener)
 
     def recent(self, device_id: str | None = None) -> list[TurnRecord]:
         return [t for t in self._turns if device_id is None or t.device_id == device_id]

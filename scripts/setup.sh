@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 APT_PACKAGES=(libopus0 libspeexdsp1 libspeexdsp-dev swig libportaudio2 mosquitto espeak-ng sox
-  libgl1 libglib2.0-0 cmake build-essential python3-venv)
+  libgl1 libglib2.0-0 cmake build-essential python3-venv chromium fonts-dejavu-core)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from shared.config.base import NailaSettings
 
@@ -58,12 +58,25 @@ class DeviceSettings(NailaSettings):
         1, description="aiortc jitter-buffer prefetch for hub audio, packets (aiortc default 4)"
     )
     device_mqtt: bool = Field(True, description="Connect to the MQTT broker for status and commands")
+    # After device_mqtt: its validator reads device_mqtt (pydantic validates in field order).
+    device_signaling: Literal["http", "mqtt"] = Field(
+        "http",
+        description="How the WebRTC offer reaches the hub: http (POST DEVICE_HUB_URL/connect) or mqtt "
+        "(naila/devices/<id>/signaling/offer, answer on .../signaling/answer; needs DEVICE_MQTT)",
+    )
 
     @field_validator("device_aec_rate")
     @classmethod
     def _aec_rate(cls, v: int) -> int:
         if v not in (16000, 48000):
             raise ValueError("must be 16000 or 48000")
+        return v
+
+    @field_validator("device_signaling")
+    @classmethod
+    def _signaling_needs_mqtt(cls, v: str, info: ValidationInfo) -> str:
+        if v == "mqtt" and not info.data.get("device_mqtt", True):
+            raise ValueError("mqtt signaling needs DEVICE_MQTT=true")
         return v
 
     @field_validator("device_id")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
@@ -21,6 +22,17 @@ class HubSettings(NailaSettings):
     )
     hub_max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = Field(
         65536, description="Largest /connect body, bytes"
+    )
+    hub_web_token: SecretStr | None = Field(
+        None,
+        description="Login token of the web app (device page /, /dashboard, /api), at least 16 characters; "
+        "unset = web app off",
+    )
+    hub_web_session_hours: Annotated[float, Field(gt=0, le=8760)] = Field(
+        168.0, description="How long a web login lasts, hours"
+    )
+    hub_web_upload_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        60.0, description="How long a web image question waits for the AI server's answer, s"
     )
     hub_vad_aggressiveness: Annotated[int, Field(ge=0, le=3)] = Field(
         3, description="webrtcvad mode 0-3 (3 = fewest false positives)"
@@ -52,6 +64,37 @@ class HubSettings(NailaSettings):
     hub_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
         1, description="aiortc jitter-buffer prefetch, packets (aiortc default 4)"
     )
+    hub_id: str = Field("main", description="Hub identity (letters, digits, _ . -); MQTT client id naila-hub-<id>")
+    hub_mqtt: bool = Field(
+        True,
+        description="Also take SDP offers over MQTT (naila/devices/+/signaling/offer) from the MQTT_* broker; "
+        "a missing broker is redialled in the background and HTTP /connect is unaffected",
+    )
+    hub_mqtt_offers_per_min: Annotated[float, Field(gt=0, le=6000)] = Field(
+        12.0, description="MQTT offers a device may send per minute on average (more are refused)"
+    )
+    hub_mqtt_offer_burst: Annotated[int, Field(ge=1, le=1000)] = Field(
+        5, description="MQTT offers a device may send back to back before HUB_MQTT_OFFERS_PER_MIN applies"
+    )
+
+    @field_validator("hub_id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        # It goes into the MQTT client id; the same rule as device ids keeps it printable and short.
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("must be 1-64 of letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("hub_web_token", mode="before")
+    @classmethod
+    def _web_token(cls, v: object) -> object:
+        # An empty HUB_WEB_TOKEN= means "off", not "a login with the empty password".
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        text = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if isinstance(text, str) and len(text.strip()) < 16:
+            raise ValueError("must be at least 16 characters (it guards the microphone of every browser device)")
+        return v
 
     @field_validator("hub_device_tokens", mode="before")
     @classmethod

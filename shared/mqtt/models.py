@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.mqtt import topics
 from shared.mqtt.codec import NailaMessage, build, decode, encode
@@ -95,12 +96,43 @@ class DeviceStatus(NailaMessage):
 
 
 class SignalingDescription(NailaMessage):
-    """An SDP offer (server -> device) or answer (device -> server), spec §5.2 / §9."""
+    """An SDP offer or answer on ``.../signaling/offer`` / ``.../signaling/answer`` (spec §5.2 / §9).
+
+    The device offers and the hub answers (as with HTTP ``POST /connect``); ``session_id`` is
+    new for every offer and the answer repeats it, so a late answer to an abandoned offer is
+    recognised and ignored.
+
+    Our additions, both optional:
+
+    * ``error``: the hub refused the offer (bad SDP, rate limit, wrong token...). Only on an
+      answer, and then ``sdp`` is ``""``: the device learns why on the topic it already waits on,
+      instead of waiting for a timeout.
+    * ``token``: the device's hub token (``DEVICE_HUB_TOKEN``), only on an offer; checked against
+      ``HUB_DEVICE_TOKENS`` like the HTTP bearer token. Kept out of ``repr`` so it is not logged.
+    """
 
     type: Literal["offer", "answer"]
-    sdp: Annotated[str, Field(min_length=1, max_length=MAX_SDP_LEN)]
+    # Declared before ``sdp`` so that sdp's validator can see it (pydantic validates in field order).
+    error: ErrorText | None = None
+    sdp: Annotated[str, Field(max_length=MAX_SDP_LEN)]
     device_id: SafeId
     session_id: SafeId
+    token: Label | None = Field(None, repr=False)
+
+    @field_validator("sdp")
+    @classmethod
+    def _sdp_unless_error(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.data.get("error") is None:
+            raise PydanticCustomError("sdp_empty", "must not be empty (only an error answer has no SDP)")
+        return value
+
+    @model_validator(mode="after")
+    def _error_and_token_placement(self) -> Self:
+        if self.error is not None and (self.type != "answer" or self.sdp):
+            raise ValueError("error is only allowed on an answer, with an empty sdp")
+        if self.token is not None and self.type != "offer":
+            raise ValueError("token is only allowed on an offer")
+        return self
 
 
 class IceCandidate(NailaMessage):

@@ -1,0 +1,113 @@
+"""Web app authentication: the login cookie and the per-browser device tokens.
+
+Everything is derived from ``HUB_WEB_TOKEN`` with HMAC-SHA256 and nothing is stored, so
+logins and browser device tokens survive a hub restart (a browser device reconnects on its
+own), and changing the web token revokes all of them at once.
+
+* Login: a person posts the web token once (``POST /login``); the hub answers with a cookie
+  ``naila_web = v1.<expires>.<nonce>.<mac>`` (HttpOnly, SameSite=Strict, Secure over HTTPS).
+  Scripts may send ``Authorization: Bearer <web token>`` instead.
+* Browser devices: a logged-in page asks ``POST /api/device-token`` for a token for its own
+  device id (``web-`` + random). The token is ``HMAC(key, "device:" + id)``, so it opens
+  ``POST /connect`` for that one id only, exactly like a ``HUB_DEVICE_TOKENS`` entry; the
+  page keeps id and token in localStorage. A ``web-`` id can only be used with such a
+  token: a browser device is never unauthenticated, even when ``HUB_DEVICE_TOKENS`` is empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+COOKIE_NAME = "naila_web"
+BROWSER_PREFIX = "web-"
+# The same alphabet and length as /connect's device ids (hub.signaling.DEVICE_ID_RE).
+BROWSER_ID_RE = re.compile(rf"{BROWSER_PREFIX}[A-Za-z0-9_.-]{{1,60}}")
+_COOKIE_VERSION = "v1"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def new_browser_id() -> str:
+    return f"{BROWSER_PREFIX}{secrets.token_hex(6)}"
+
+
+class WebAuth:
+    """Mints and checks login cookies and browser device tokens for one web token."""
+
+    def __init__(self, web_token: str, session_s: float, *, clock: Callable[[], float] = time.time) -> None:
+        self._token = web_token.encode()
+        # Separate keys per purpose, so a value minted for one use is never valid for another.
+        self._cookie_key = hmac.new(self._token, b"naila-web-cookie-v1", hashlib.sha256).digest()
+        self._device_key = hmac.new(self._token, b"naila-web-device-v1", hashlib.sha256).digest()
+        self.session_s = session_s
+        self._clock = clock
+
+    # ----- the web token itself (login form, Authorization header) -----
+
+    def check_web_token(self, given: str) -> bool:
+        return hmac.compare_digest(given.strip().encode(), self._token)
+
+    # ----- login cookie -----
+
+    def mint_cookie(self) -> str:
+        expires = int(self._clock() + self.session_s)
+        body = f"{_COOKIE_VERSION}.{expires}.{secrets.token_hex(8)}"
+        return f"{body}.{self._cookie_mac(body)}"
+
+    def check_cookie(self, value: str | None) -> bool:
+        if not value or len(value) > 200:
+            return False
+        body, _, mac = value.rpartition(".")
+        parts = body.split(".")
+        if len(parts) != 3 or parts[0] != _COOKIE_VERSION or not parts[1].isdigit():
+            return False
+        if not hmac.compare_digest(mac, self._cookie_mac(body)):
+            return False
+        return int(parts[1]) > self._clock()
+
+    def _cookie_mac(self, body: str) -> str:
+        return _b64(hmac.new(self._cookie_key, body.encode(), hashlib.sha256).digest())
+
+    def authenticated(self, request: web.Request) -> bool:
+        """A valid login cookie, or the web token as a bearer token (scripts, curl)."""
+        if self.check_cookie(request.cookies.get(COOKIE_NAME)):
+            return True
+        header = request.headers.get("Authorization", "")
+        return header.lower().startswith("bearer ") and self.check_web_token(header[7:])
+
+    # ----- browser device tokens -----
+
+    def device_token(self, device_id: str) -> str:
+        if not BROWSER_ID_RE.fullmatch(device_id):
+            raise ValueError(f"not a browser device id: {device_id!r}")
+        return _b64(hmac.new(self._device_key, f"device:{device_id}".encode(), hashlib.sha256).digest())
+
+
+class DeviceTokenTable(dict[str, str]):
+    """``HUB_DEVICE_TOKENS`` plus the browser devices' derived tokens, for /connect's check.
+
+    hub.signaling.check_token looks up ``tokens.get(device_id, tokens.get("*"))``: an exact
+    entry wins, then (for ``web-`` ids) the derived token, then the ``*`` entry. So Pi devices
+    are checked exactly as before, and a ``web-`` id is never open without a token.
+    """
+
+    def __init__(self, static: Mapping[str, str], auth: WebAuth) -> None:
+        super().__init__(static)
+        self._auth = auth
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        if BROWSER_ID_RE.fullmatch(key):
+            return self._auth.device_token(key)
+        return default

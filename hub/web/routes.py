@@ -1,0 +1,355 @@
+"""The hub's web app: a browser device at ``/``, the dashboard at ``/dashboard``, their API.
+
+Routes (all but /login and /static need a login, see hub.web.auth):
+
+* ``GET /`` device page, ``GET /dashboard``; ``GET|POST /login``, ``POST /logout``;
+* ``POST /api/device-token`` {device_id?, room?} -> {device_id, token}: a browser device's
+  id and its bearer token for ``POST /connect``;
+* ``GET /api/events`` (dashboard) and ``GET /api/events?device_id=web-..`` (device page):
+  server-sent events (hub.web.events, hub.web.state);
+* ``GET /api/state``, ``GET /api/alerts?zone=&type=``: the same data as JSON;
+* ``POST /api/upload`` (multipart: image, question, session_id): an image question through
+  MQTT (hub.web.upload).
+
+Without ``HUB_WEB_TOKEN`` none of this is served: the pages answer 503 with how to turn it on.
+Every web response carries a strict Content-Security-Policy (``default-src 'self'``, no inline
+script); the pages build their DOM with textContent only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
+
+from aiohttp import BodyPartReader, web
+
+from hub.metrics import HubMetrics
+from hub.turns import TurnLog
+from hub.web.auth import BROWSER_ID_RE, COOKIE_NAME, DeviceTokenTable, WebAuth, new_browser_id
+from hub.web.events import EventBus, stream_events
+from hub.web.state import MQTT_FILTERS, AiStatusClient, DashboardState, SessionView
+from hub.web.upload import IMAGE_FORMATS, Publisher, UploadBridge, UploadError
+from shared.config import HubSettings, MediaSettings, load
+from shared.mqtt import is_safe_segment, topics
+from shared.mqtt.limits import MAX_TEXT_LEN
+from shared.rate_limit import RateLimiter
+
+log = logging.getLogger("naila.hub.web")
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGES = {"/": "device.html", "/dashboard": "dashboard.html"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
+}
+WEB_PATHS = ("/", "/dashboard", "/login", "/logout")
+WEB_PREFIXES = ("/api/", "/static/")
+DISABLED_TEXT = "The hub's web app is off: set HUB_WEB_TOKEN (16+ characters) and restart the hub.\n"
+UPLOAD_FORM_SLACK = 64 * 1024  # multipart headers and the text fields around the image
+
+
+class WebHost(Protocol):
+    """What the web app needs from the hub (hub.server.Hub)."""
+
+    settings: HubSettings
+    metrics: HubMetrics
+    turns: TurnLog
+
+    @property
+    def sessions(self) -> Mapping[str, SessionView]: ...
+
+
+class MqttPort(Publisher, Protocol):
+    """The hub's MQTT component (hub.mqtt_control.HubMqtt) as the web app uses it."""
+
+    def add_listener(
+        self, topic_filter: str, handler: Callable[[str, bytes], Awaitable[None]]
+    ) -> Callable[[], None]: ...
+
+
+def device_tokens(settings: HubSettings) -> dict[str, str]:
+    """The token table for POST /connect: HUB_DEVICE_TOKENS, plus browser devices' tokens when the web app is on."""
+    if settings.hub_web_token is None:
+        return settings.hub_device_tokens
+    auth = WebAuth(settings.hub_web_token.get_secret_value(), settings.hub_web_session_hours * 3600)
+    return DeviceTokenTable(settings.hub_device_tokens, auth)
+
+
+def _is_web_path(path: str) -> bool:
+    return path in WEB_PATHS or path.startswith(WEB_PREFIXES)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if _is_web_path(request.path):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/api/") or request.path in PAGES:
+            response.headers.setdefault("Cache-Control", "no-store")
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A cross-site POST is refused even before the SameSite cookie rule (defence in depth).
+    Browsers always send Origin on POST; a script without one must use the bearer token."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.host
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class WebApp:
+    """Handlers and state of the web app for one hub."""
+
+    def __init__(self, host: WebHost, token: str, mqtt: MqttPort | None) -> None:
+        s = host.settings
+        self.host = host
+        self.auth = WebAuth(token, s.hub_web_session_hours * 3600)
+        self.bus = EventBus()
+        self.mqtt = mqtt
+        self._ai_status = AiStatusClient(s.hub_ai_server)
+        self.state = DashboardState(
+            self.bus,
+            host.metrics,
+            host.turns,
+            host.sessions,
+            hub_instance=secrets.token_hex(6),
+            ai_status=self._ai_status,
+            mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else (lambda: None),
+        )
+        # The same limits as uploads arriving over MQTT (MEDIA_MAX_UPLOAD_SIZE, the image formats),
+        # narrowed to the still-image formats a browser question needs.
+        media = load(MediaSettings)
+        self.uploads = UploadBridge(
+            mqtt,
+            timeout_s=s.hub_web_upload_timeout_s,
+            max_bytes=media.media_max_upload_size,
+            formats=tuple(f for f in IMAGE_FORMATS if f in media.media_supported_image_formats),
+        )
+        # Password guessing: 5 tries at once, then one every 12 s, per client address.
+        self.login_limiter = RateLimiter(rate_per_s=1 / 12, burst=5)
+        self.upload_limiter = RateLimiter(rate_per_s=1 / 6, burst=5)
+        if mqtt is not None:
+            for topic_filter in MQTT_FILTERS:
+                mqtt.add_listener(topic_filter, self.state.on_mqtt)
+            mqtt.add_listener(topics.ALL_CHAT_REPLIES, self.uploads.on_mqtt)
+
+    # ----- wiring -----
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self.page)
+        r.add_get("/dashboard", self.page)
+        r.add_get("/login", self.login_page)
+        r.add_post("/login", self.login)
+        r.add_post("/logout", self.logout)
+        r.add_get("/api/me", self.me)
+        r.add_post("/api/device-token", self.device_token)
+        r.add_get("/api/events", self.events)
+        r.add_get("/api/state", self.api_state)
+        r.add_get("/api/alerts", self.api_alerts)
+        r.add_post("/api/upload", self.upload)
+        r.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self.state.start()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        # Before aiohttp waits for open handlers: end the event streams and the waiting uploads.
+        self.bus.close_all()
+        self.uploads.close()
+        await self.state.stop()
+        self._ai_status.close()
+
+    def _authorized(self, request: web.Request) -> bool:
+        return self.auth.authenticated(request)
+
+    def _require(self, request: web.Request) -> None:
+        if not self._authorized(request):
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "log in at /login (or send the web token as a bearer token)"}),
+                content_type="application/json",
+            )
+
+    # ----- pages and login -----
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            raise web.HTTPSeeOther(f"/login?next={request.path}")
+        return web.FileResponse(STATIC_DIR / PAGES[request.path])
+
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "login.html")
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        if not _same_origin(request):
+            return _error(403, "cross-site login refused")
+        if not self.login_limiter.allow(request.remote or "?"):
+            log.warning("web login from %s: too many tries", request.remote)
+            return _error(429, "too many login attempts; wait a minute")
+        form = await request.post()
+        token = form.get("token")
+        target = form.get("next")
+        target = target if isinstance(target, str) and target in PAGES else "/"
+        if not isinstance(token, str) or not self.auth.check_web_token(token):
+            log.warning("web login from %s refused: wrong token", request.remote)
+            raise web.HTTPSeeOther(f"/login?failed=1&next={target}")
+        log.info("web login from %s", request.remote)
+        resp = web.HTTPSeeOther(target)
+        resp.set_cookie(
+            COOKIE_NAME,
+            self.auth.mint_cookie(),
+            max_age=int(self.auth.session_s),
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/",
+        )
+        raise resp
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        if not _same_origin(request):
+            return _error(403, "cross-site request refused")
+        resp = web.HTTPSeeOther("/login")
+        resp.del_cookie(COOKIE_NAME, path="/")
+        raise resp
+
+    # ----- API -----
+
+    async def me(self, request: web.Request) -> web.Response:
+        self._require(request)
+        return web.json_response({"authenticated": True, "hub_instance": self.state.hub_instance})
+
+    async def device_token(self, request: web.Request) -> web.Response:
+        self._require(request)
+        if not _same_origin(request):
+            return _error(403, "cross-site request refused")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "body must be JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        device_id = body.get("device_id")
+        if device_id is None or device_id == "":
+            device_id = new_browser_id()
+        if not isinstance(device_id, str) or not BROWSER_ID_RE.fullmatch(device_id):
+            return _error(400, "device_id must be 'web-' and 1-60 of A-Z a-z 0-9 _ . -")
+        room = body.get("room") or None
+        if room is not None and not is_safe_segment(room):
+            return _error(400, "room must be 1-64 of A-Z a-z 0-9 _ . -")
+        self.state.set_browser_room(device_id, cast(str | None, room))
+        return web.json_response({"device_id": device_id, "token": self.auth.device_token(device_id), "room": room})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        self._require(request)
+        device_id = request.query.get("device_id") or None
+        if device_id is not None and not BROWSER_ID_RE.fullmatch(device_id) and not is_safe_segment(device_id):
+            return _error(400, "bad device_id")
+        return await stream_events(request, self.bus, device_id, lambda: self.state.initial_events(device_id))
+
+    async def api_state(self, request: web.Request) -> web.Response:
+        self._require(request)
+        return web.json_response(self.state.snapshot())
+
+    async def api_alerts(self, request: web.Request) -> web.Response:
+        self._require(request)
+        zone = request.query.get("zone") or None
+        alert_type = request.query.get("type") or None
+        return web.json_response(list(self.state.alerts_matching(zone, alert_type)))
+
+    async def upload(self, request: web.Request) -> web.Response:
+        self._require(request)
+        if not _same_origin(request):
+            return _error(403, "cross-site request refused")
+        limit = self.uploads.max_bytes
+        if request.content_length is not None and request.content_length > limit + UPLOAD_FORM_SLACK:
+            return _error(413, f"image over {limit} bytes")
+        try:
+            fields = await _read_upload_form(request, limit)
+            session_id = fields.get("session_id") or "web-dashboard"
+            if not isinstance(session_id, str) or not BROWSER_ID_RE.fullmatch(session_id):
+                raise UploadError(400, "session_id must be a browser device id (web-...)")
+            image = fields.get("image")
+            if not isinstance(image, bytes) or not image:
+                raise UploadError(400, "no image in the form (field 'image')")
+            question = str(fields.get("question") or "").strip() or "What is in this picture?"
+            self.uploads.check(image)
+            # Counted only for uploads that would reach the AI server: each costs it a vision run.
+            if not self.upload_limiter.allow(request.remote or "?"):
+                raise UploadError(429, "too many image questions; wait a little")
+            result = await self.uploads.ask(session_id, image, question, cast(str | None, fields.get("filename")))
+        except UploadError as err:
+            log.info("web upload from %s refused: %s", request.remote, err.message)
+            return _error(err.status, err.message)
+        if result["error"] and not result["answer"]:
+            # The AI server refused or failed (its ChatReply has an error and no text): not an answer.
+            return web.json_response(result, status=502)
+        return web.json_response(result)
+
+
+async def _read_upload_form(request: web.Request, max_image_bytes: int) -> dict[str, Any]:
+    """Stream the multipart form, stopping as soon as the image passes the limit."""
+    if not request.content_type.startswith("multipart/"):
+        raise UploadError(400, "send the image as multipart/form-data")
+    fields: dict[str, Any] = {}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise UploadError(400, "nested multipart is not accepted")
+        if part.name == "image":
+            data = bytearray()
+            while chunk := await part.read_chunk(65536):
+                data += chunk
+                if len(data) > max_image_bytes:
+                    raise UploadError(413, f"image over {max_image_bytes} bytes")
+            fields["image"] = bytes(data)
+            fields["filename"] = part.filename
+        elif part.name in ("question", "session_id"):
+            text = await part.read(decode=True)
+            if len(text) > MAX_TEXT_LEN * 4:
+                raise UploadError(400, f"{part.name} too long")
+            fields[part.name] = text.decode("utf-8", errors="replace")[:MAX_TEXT_LEN]
+        else:
+            await part.release()
+    return fields
+
+
+def add_web_app(app: web.Application, host: WebHost) -> WebApp | None:
+    """Add the web app's routes to the hub's application (or the 'it is off' pages). Returns it, or None."""
+    app.on_response_prepare.append(_security_headers)
+    token = host.settings.hub_web_token
+    if token is None:
+        log.warning("web app off: HUB_WEB_TOKEN is not set (/, /dashboard and /api/ answer 503)")
+
+        async def disabled(request: web.Request) -> web.Response:
+            return web.Response(status=503, text=DISABLED_TEXT)
+
+        for path in ("/", "/dashboard", "/login"):
+            app.router.add_get(path, disabled)
+        return None
+    # The hub's MQTT component (hub.mqtt_control), when it has one (HUB_MQTT).
+    mqtt = cast(MqttPort | None, getattr(host, "mqtt", None))
+    web_app = WebApp(host, token.get_secret_value(), mqtt)
+    web_app.add_routes(app)
+    log.info(
+        "web app on: device page /, dashboard /dashboard (login with HUB_WEB_TOKEN)%s",
+        "" if mqtt is not None else "; no MQTT: device statuses, alerts and image questions unavailable",
+    )
+    return web_app

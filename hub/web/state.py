@@ -1,0 +1,371 @@
+"""What the dashboard shows: devices, alerts, turns, hub and AI server health, kept live.
+
+Sources, all read on the hub's event loop:
+
+* the hub's WebRTC sessions (polled every TICK_S: connected devices, their mic level);
+* MQTT through the hub's broker link: retained ``naila/devices/+/status`` (room, online),
+  ``naila/alerts/all`` and ``naila/server/status``, decoded with ``shared.mqtt`` (anything
+  that does not validate is dropped, so ids and rooms are always safe topic segments);
+* the hub's TurnLog (a listener on every completed turn);
+* /health and, while a dashboard is open, the AI server's GetStatus.
+
+Every change goes out on the :class:`~hub.web.events.EventBus`; a new page gets a snapshot.
+Alert snapshots: the hub stores no alert images, so an alert with ``snapshot_available`` is
+shown as "snapshot stored on the AI server".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hub.metrics import HubMetrics
+from hub.turns import TurnLog, TurnRecord
+from hub.web.auth import BROWSER_ID_RE
+from hub.web.events import EventBus, format_event
+from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, parse_topic, topics
+
+log = logging.getLogger("naila.hub.web")
+
+TICK_S = 0.2  # session poll and level meter rate: 5 updates a second look live and cost nothing
+HEALTH_EVERY_S = 2.0
+AI_STATUS_EVERY_S = 5.0
+MAX_ALERTS = 200
+MAX_DEVICES = 500  # MQTT statuses kept; beyond that the oldest offline ones are forgotten
+LEVEL_FLOOR_DBFS = -90.0
+
+MQTT_FILTERS = (topics.ALL_DEVICE_STATUS, topics.ALERTS_ALL, topics.SERVER_STATUS)
+
+
+class SessionView(Protocol):
+    """What the dashboard reads from a hub session (hub.session.DeviceSession)."""
+
+    input_level_dbfs: float
+    last_media_at: float
+
+
+def utc_iso(t: dt.datetime | None = None) -> str:
+    t = t or dt.datetime.now(dt.UTC)
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class DeviceView:
+    device_id: str
+    connected: bool = False  # has a live WebRTC session on this hub
+    mqtt_online: bool | None = None  # None: never heard of on MQTT
+    room: str | None = None
+    zone: str | None = None
+    firmware_version: str | None = None
+    capabilities: list[str] = field(default_factory=list)
+    last_seen: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.connected or bool(self.mqtt_online)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "device_id": self.device_id,
+            "kind": "browser" if BROWSER_ID_RE.fullmatch(self.device_id) else "device",
+            "online": self.online,
+            "connected": self.connected,
+            "mqtt_online": self.mqtt_online,
+            "room": self.room,
+            "zone": self.zone,
+            "firmware_version": self.firmware_version,
+            "capabilities": list(self.capabilities),
+            "last_seen": self.last_seen,
+        }
+
+
+def alert_json(alert: Alert, received_at: str) -> dict[str, object]:
+    return {
+        "alert_type": alert.alert_type,
+        "zone": alert.zone,
+        "confidence": alert.confidence,
+        "source_device": alert.source_device,
+        "timestamp": utc_iso(alert.timestamp),
+        "received_at": received_at,
+        "snapshot_available": alert.snapshot_available,
+        # The hub keeps no alert images (see the module doc), so the page says where it is.
+        "snapshot": "stored on the AI server" if alert.snapshot_available else None,
+    }
+
+
+def turn_json(turn: TurnRecord) -> dict[str, object]:
+    data = turn.to_json()
+    data.pop("hub_end_monotonic", None)  # a clock reading of the hub, meaningless to a page
+    return data
+
+
+class DashboardState:
+    """The live model behind the dashboard and the device pages' event streams."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        metrics: HubMetrics,
+        turns: TurnLog,
+        sessions: Mapping[str, SessionView],
+        *,
+        hub_instance: str,
+        ai_status: Callable[[], dict[str, object]] | None = None,
+        mqtt_connected: Callable[[], bool | None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.turns = turns
+        self.sessions = sessions
+        self.hub_instance = hub_instance
+        self._ai_status_fetch = ai_status
+        self._mqtt_connected = mqtt_connected
+        self._clock = clock
+        self.devices: dict[str, DeviceView] = {}
+        self.alerts: deque[dict[str, object]] = deque(maxlen=MAX_ALERTS)
+        self.server_status: dict[str, object] | None = None  # naila/server/status (retained)
+        self.ai_status: dict[str, object] = {"reachable": None}
+        self.browser_rooms: dict[str, str] = {}  # rooms browser pages gave for themselves
+        self._levels: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ai_task: asyncio.Task[None] | None = None
+        turns.add_listener(self.on_turn)
+
+    # ----- snapshots -----
+
+    def device_list(self) -> list[dict[str, object]]:
+        return [d.to_json() for d in sorted(self.devices.values(), key=lambda d: (not d.online, d.device_id))]
+
+    def health(self) -> dict[str, object]:
+        return {
+            "hub": self.metrics.health(),
+            "mqtt_connected": self._mqtt_connected(),
+            "ai_server": self.ai_status,
+            "ai_server_mqtt": self.server_status,
+        }
+
+    def hello(self) -> dict[str, object]:
+        return {"hub_instance": self.hub_instance, "server_time": utc_iso()}
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "devices": self.device_list(),
+            "levels": dict(self._levels),
+            "alerts": list(self.alerts),
+            "turns": [turn_json(t) for t in self.turns.recent()],
+            "health": self.health(),
+        }
+
+    def initial_events(self, device_id: str | None) -> list[bytes]:
+        """What a new stream starts with: ``hello``, then a snapshot (dashboard) or the device's own state."""
+        events = [format_event("hello", self.hello())]
+        if device_id is None:
+            events.append(format_event("snapshot", self.snapshot()))
+        else:
+            view = self.devices.get(device_id)
+            events.append(format_event("device", view.to_json() if view else {"device_id": device_id}))
+        return events
+
+    # ----- inputs -----
+
+    def on_turn(self, turn: TurnRecord) -> None:
+        self.bus.publish("turn", turn_json(turn), device_id=turn.device_id)
+
+    async def on_mqtt(self, topic: str, payload: bytes) -> None:
+        """Handler for the hub's MQTT link (registered for every filter in MQTT_FILTERS)."""
+        if not payload:
+            self._cleared(topic)
+            return
+        try:
+            _parsed, message = decode_message(topic, payload)
+        except MessageError as err:
+            log.info("dashboard: dropped MQTT message on %r: %s", topic[:200], err)
+            return
+        if isinstance(message, DeviceStatus):
+            self.on_device_status(message)
+        elif isinstance(message, Alert):
+            self.on_alert(message)
+        elif isinstance(message, ServerStatus):
+            self.server_status = {
+                "online": message.online,
+                "version": message.version,
+                "timestamp": utc_iso(message.timestamp),
+            }
+            self.bus.publish("health", self.health(), dashboard_only=True)
+
+    def _cleared(self, topic: str) -> None:
+        """An empty retained message deletes a status: forget what it said."""
+        try:
+            parsed = parse_topic(topic)
+        except MessageError:
+            return
+        if parsed.kind is topics.TopicKind.DEVICE_STATUS and parsed.device_id in self.devices:
+            view = self.devices[parsed.device_id]
+            if view.connected:
+                view.mqtt_online = None
+            else:
+                del self.devices[parsed.device_id]
+            self._devices_changed()
+
+    def on_device_status(self, status: DeviceStatus) -> None:
+        view = self.devices.get(status.device_id)
+        if view is None:
+            self._make_room()
+            view = self.devices[status.device_id] = DeviceView(status.device_id)
+        view.mqtt_online = status.online
+        view.room = status.room or view.room
+        view.zone = status.zone or view.zone
+        view.firmware_version = status.firmware_version
+        view.capabilities = list(status.capabilities)
+        # An offline status (often the broker publishing the device's will) says when it was
+        # registered, not when the device was last heard: keep what we knew.
+        if status.online or view.last_seen is None:
+            view.last_seen = utc_iso(status.timestamp)
+        self._devices_changed()
+
+    def _make_room(self) -> None:
+        if len(self.devices) < MAX_DEVICES:
+            return
+        for device_id, view in list(self.devices.items()):
+            if not view.online:
+                del self.devices[device_id]
+                return
+
+    def on_alert(self, alert: Alert) -> None:
+        item = alert_json(alert, utc_iso())
+        self.alerts.append(item)
+        self.bus.publish("alert", item, dashboard_only=True)
+
+    def set_browser_room(self, device_id: str, room: str | None) -> None:
+        if room:
+            self.browser_rooms[device_id] = room
+        else:
+            self.browser_rooms.pop(device_id, None)
+        view = self.devices.get(device_id)
+        if view is not None:
+            view.room = room
+            self._devices_changed()
+
+    def _devices_changed(self) -> None:
+        self.bus.publish("devices", self.device_list(), dashboard_only=True)
+
+    # ----- the ticker -----
+
+    def poll_sessions(self) -> None:
+        """Mark devices connected / disconnected and refresh the level meters."""
+        changed = False
+        now = utc_iso()
+        for device_id in self.sessions:
+            view = self.devices.get(device_id)
+            if view is None:
+                self._make_room()
+                view = self.devices[device_id] = DeviceView(device_id, room=self.browser_rooms.get(device_id))
+            if not view.connected:
+                view.connected = True
+                changed = True
+            view.last_seen = now
+        for device_id, view in self.devices.items():
+            if view.connected and device_id not in self.sessions:
+                view.connected = False
+                changed = True
+        if changed:
+            self._devices_changed()
+        levels = {
+            device_id: round(max(LEVEL_FLOOR_DBFS, session.input_level_dbfs), 1)
+            for device_id, session in self.sessions.items()
+        }
+        if levels != self._levels:
+            self._levels = levels
+            self.bus.publish("levels", levels, dashboard_only=True)
+
+    async def _run(self) -> None:
+        next_health = next_ai = 0.0
+        while True:
+            try:
+                self.poll_sessions()
+                now = self._clock()
+                if self.bus.dashboards and now >= next_ai and self._ai_status_fetch is not None:
+                    next_ai = now + AI_STATUS_EVERY_S
+                    if self._ai_task is None or self._ai_task.done():
+                        # Its own task: an unreachable AI server takes the whole deadline to say so,
+                        # and the level meters must not freeze meanwhile.
+                        self._ai_task = asyncio.create_task(self._fetch_ai_status(), name="web-ai-status")
+                if self.bus.dashboards and now >= next_health:
+                    next_health = now + HEALTH_EVERY_S
+                    self.bus.publish("health", self.health(), dashboard_only=True)
+            except Exception:  # the dashboard must never take the hub down, nor stop updating
+                log.exception("dashboard tick failed")
+            await asyncio.sleep(TICK_S)
+
+    async def _fetch_ai_status(self) -> None:
+        assert self._ai_status_fetch is not None
+        try:
+            self.ai_status = await asyncio.to_thread(self._ai_status_fetch)
+        except Exception as err:
+            self.ai_status = {"reachable": False, "error": type(err).__name__}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="web-dashboard")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._ai_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._ai_task = None
+
+    def alerts_matching(self, zone: str | None, alert_type: str | None) -> Iterator[dict[str, object]]:
+        for a in self.alerts:
+            if (zone is None or a["zone"] == zone) and (alert_type is None or a["alert_type"] == alert_type):
+                yield a
+
+
+class AiStatusClient:
+    """A blocking GetStatus on its own channel (called in a thread): the hub's AI link uses
+    GetStatus only as a heartbeat and keeps no answer, and one call every few seconds needs no more."""
+
+    def __init__(self, target: str, timeout_s: float = 2.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel: Any = None
+
+    def __call__(self) -> dict[str, object]:
+        import grpc
+
+        from shared.contract import pb, pb_grpc
+
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.target)
+        try:
+            r = pb_grpc.NailaAIStub(self._channel).GetStatus(pb.StatusRequest(), timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else None
+            return {"reachable": False, "error": getattr(code, "name", str(code))}
+        return {
+            "reachable": True,
+            "status": r.status,
+            "uptime_secs": int(r.uptime_secs),
+            "version": r.version,
+            "stt": f"{r.stt_backend} {r.stt_model}".strip(),
+            "llm": f"{r.llm_backend} {r.llm_model}".strip(),
+            "tts": f"{r.tts_backend} {r.tts_model}".strip(),
+            "active_conversations": r.active_conversations,
+            "latencies": [
+                {"stage": x.stage, "p50_ms": round(x.p50_ms), "p95_ms": round(x.p95_ms), "count": x.count}
+                for x in r.latencies
+            ],
+        }
+
+    def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
