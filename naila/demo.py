@@ -9,6 +9,8 @@ turn and the recorded reply's path; exits 0 when the assistant answered out loud
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import sys
 import time
@@ -67,6 +69,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mqtt", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
     parser.add_argument("--out", type=Path, help="folder for the WAVs and logs (default: a temp folder)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    parser.add_argument("--stay", action="store_true",
+                        help="after the spoken turn, keep everything running (Ctrl-C stops) so you can talk to "
+                             "the assistant from the browser page and watch the dashboard")
     ns = parser.parse_args(argv)
 
     workdir = ns.out or new_workdir("naila-demo-")
@@ -78,6 +83,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, _sigterm)
     question_wav, reply_wav = workdir / "question.wav", workdir / "reply.wav"
+    staying = False  # the turn succeeded and --stay keeps the stack up: Ctrl-C is then the normal end
     try:
         external = None
         if ns.mqtt:
@@ -85,8 +91,13 @@ def main(argv: list[str]) -> int:
             external = (host or "127.0.0.1", int(port))
         stack.start_mosquitto(external)
         stack.start_ai_server()
+        # The web app needs a login token; the demo makes a fresh one and prints it.
+        web_token = os.environ.get("HUB_WEB_TOKEN") or secrets.token_urlsafe(18)
+        stack.extra_env["HUB_WEB_TOKEN"] = web_token
         stack.start_hub()
         stack.wait_grpc_connected()
+        print(f"[demo] web app: {stack.hub_url}/ (talk) and {stack.hub_url}/dashboard; log in with {web_token}",
+              flush=True)
         speech_s = _make_question_wav(ns.question, question_wav)
         print(f"[demo] starting device agent 'demo-device' (microphone plays {speech_s:.1f}s: {ns.question!r})",
               flush=True)
@@ -122,10 +133,19 @@ def main(argv: list[str]) -> int:
                 if pname in stack.parts:
                     print(f"--- {pname} log tail ---\n{stack.parts[pname].tail()}", file=sys.stderr)
             return 1
+        if ns.stay:
+            staying = True
+            print(f"[demo] still running: open {stack.hub_url}/ in a browser on this machine, log in with "
+                  f"{web_token}, press Start and ask something; {stack.hub_url}/dashboard shows the turns. "
+                  "Ctrl-C stops everything.", flush=True)
+            while all(p.proc.poll() is None for p in stack.parts.values()):
+                time.sleep(1.0)
+            print("[demo] a part of the stack exited; shutting down", file=sys.stderr)
+            return 1
         return 0
     except KeyboardInterrupt:
         print("\n[demo] interrupted, shutting down", flush=True)
-        return 130
+        return 0 if staying else 130
     except (RuntimeError, TimeoutError) as exc:
         print(f"[demo] FAILED: {exc}", file=sys.stderr)
         for pname, p in stack.parts.items():

@@ -140,12 +140,12 @@ def device_command_response(device_id: str) -> str:
 
 
 def signaling_offer(device_id: str) -> str:
-    """``naila/devices/{id}/signaling/offer``: SDP offers (server -> device)."""
+    """``naila/devices/{id}/signaling/offer``: SDP offers (device -> hub: the device initiates, as with /connect)."""
     return _device(device_id, TopicKind.SIGNALING_OFFER)
 
 
 def signaling_answer(device_id: str) -> str:
-    """``naila/devices/{id}/signaling/answer``: SDP answers (device -> server)."""
+    """``naila/devices/{id}/signaling/answer``: SDP answers, or a refusal with ``error`` (hub -> device)."""
     return _device(device_id, TopicKind.SIGNALING_ANSWER)
 
 
