@@ -40,6 +40,7 @@ class HubMetrics:
         self.frames_dropped: Counter[str] = Counter()  # uplink frames not sent, by reason
         self.tts_dropped: Counter[str] = Counter()  # AudioOutput messages not played, by reason
         self.control_messages: Counter[str] = Counter()  # control-channel messages sent, by type
+        self.arbitration: Counter[str] = Counter()  # arbitration decisions for this hub's devices: won / lost
         self.sessions_opened = 0
         self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)
         self.grpc_connect_failures = 0
@@ -158,6 +159,7 @@ class _CounterCollector(Collector):
             "frames_dropped": ("reason", m.frames_dropped, "Uplink 20 ms frames dropped, by reason"),
             "tts_dropped": ("reason", m.tts_dropped, "AudioOutput messages not played, by reason"),
             "control_messages": ("type", m.control_messages, "Control-channel messages sent to devices, by type"),
+            "arbitration": ("outcome", m.arbitration, "Utterances claimed when several devices may hear one person"),
             "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
             "mqtt_offers_rejected": ("reason", m.mqtt_offers_rejected, "MQTT offers refused, by reason"),
             "mqtt_ice_candidates": ("outcome", m.mqtt_ice, "Trickled ICE candidates from devices, by outcome"),

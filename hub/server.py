@@ -22,6 +22,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from hub.ai_link import AiLink
+from hub.arbitration import Arbiter
 from hub.metrics import HubMetrics
 from hub.mqtt_control import HubMqtt
 from hub.mqtt_signaling import MqttSignaling
@@ -67,6 +68,10 @@ class Hub:
         self.metrics = HubMetrics(clock)
         self.turns = TurnLog(TURN_HISTORY)
         self.sessions: dict[str, DeviceSession] = {}
+        # One person heard by several devices: only the best capture opens an utterance.
+        self.arbiter = Arbiter(
+            window_s=settings.hub_arbitration_window_ms / 1000, live_devices=lambda: len(self.sessions), clock=clock
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._sequences: dict[str, itertools.count[int]] = {}
         self.link = AiLink(

@@ -20,6 +20,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from hub.ai_link import AiLink, Outbound
+from hub.arbitration import Arbiter, Claim, ClaimState
 from hub.media_in import AudioIngest, tune_jitter_buffer
 from hub.metrics import HubMetrics
 from hub.tts_track import TtsTrack
@@ -35,6 +36,8 @@ log = logging.getLogger("naila.hub.session")
 # Sessions closed for these reasons are dead peers.
 DEAD_PEER_REASONS = ("ice_failed", "no_rtp")
 SILENCE_DBFS = -120.0
+ARBITRATION_PREROLL_FRAMES = 15  # levels before the onset a claim compares (room noise)
+MAX_HELD_FRAMES = 500  # 10 s of one utterance held for a stood-down device that may be re-checked
 LEVEL_RELEASE_DB = 1.5  # per 20 ms frame: the meter falls 75 dB/s, so peaks stay visible between polls
 
 
@@ -91,6 +94,13 @@ class DeviceSession:
         self._ingest = AudioIngest(HUB_RATE)
         # Mic level as a meter shows it (instant attack, LEVEL_RELEASE_DB per frame release), for the dashboard.
         self.input_level_dbfs = SILENCE_DBFS
+        # Arbitration (hub/arbitration.py): recent frame levels are a claim's pre-roll; while a
+        # claim is undecided, or lost but possibly re-checked, the utterance's events are held.
+        self._arbiter: Arbiter | None = getattr(host, "arbiter", None)
+        self._recent_levels: deque[tuple[float, float]] = deque(maxlen=ARBITRATION_PREROLL_FRAMES)
+        self._claim: Claim | None = None
+        self._held: list[tuple[VadEvent, float]] = []
+        self._held_frames = 0
         # Capture times of recent frames, indexed by VAD frame index (for timestamp_ms).
         self._times: deque[float] = deque(
             maxlen=config.preroll_frames + config.barge_in_frames + config.onset_frames + 4
@@ -178,8 +188,69 @@ class DeviceSession:
         self._times.append(captured_at)
         level = rms_dbfs(frame)  # a few microseconds on 320 samples: cheap enough for every frame
         self.input_level_dbfs = max(level, self.input_level_dbfs - LEVEL_RELEASE_DB)
+        self._recent_levels.append((captured_at, level))
+        if self._claim is not None:
+            self._claim.feed(captured_at, level)
         for event in self.vad.process(frame, is_playing=self.tts.playing):
-            self._on_vad_event(event, captured_at)
+            self._gate(event, captured_at)
+        if self._arbiter is not None:
+            self._arbiter.poll(captured_at)  # every live stream ticks every 20 ms: decisions are on time
+
+    # ----- arbitration -----
+
+    def _gate(self, event: VadEvent, captured_at: float) -> None:
+        """Send the VAD's event, unless the utterance is held while the arbiter decides."""
+        arbiter = self._arbiter
+        kind = event.kind
+        if kind is VadEventKind.START and arbiter is not None and arbiter.enabled and not self.tts.playing:
+            # A barge-in (the device is playing our reply) is never arbitrated: it is this device's user.
+            onset = self.vad.config.onset_frames
+            self._claim = arbiter.claim(
+                self.device_id, captured_at - (onset - 1) * FRAME_MS / 1000, list(self._recent_levels), onset,
+                on_resolved=self._on_claim_resolved,
+            )
+            if self._claim.state is not ClaimState.WON:
+                self._held = [(event, captured_at)]
+                self._held_frames = 0
+                return
+        claim = self._claim
+        if claim is not None and claim.state is not ClaimState.WON and kind in (VadEventKind.CONTINUE,
+                                                                                  VadEventKind.END):
+            if kind is VadEventKind.END:
+                if claim.state is ClaimState.LOST:  # stood down to the end: nothing of it goes upstream
+                    self._end_claim()
+                    return
+            elif self._held_frames >= MAX_HELD_FRAMES:
+                self.host.metrics.frames_dropped["arbitration_held"] += 1
+                return
+            self._held.append((event, captured_at))
+            self._held_frames += 1
+            return
+        self._on_vad_event(event, captured_at)
+        if kind is VadEventKind.END and claim is not None:
+            self._end_claim()
+
+    def _on_claim_resolved(self, claim: Claim) -> None:
+        if claim is not self._claim:
+            return
+        self.host.metrics.arbitration[claim.state.value] += 1
+        log.info("%s: arbitration %s: %s", self.device_id, claim.state.value, claim.reason)
+        if claim.state is ClaimState.LOST:
+            self.notify(control_channel.STAND_DOWN, reason=claim.reason)
+            return
+        held, self._held = self._held, []
+        ended = False
+        for event, at in held:
+            self._on_vad_event(event, at)
+            ended = ended or event.kind is VadEventKind.END
+        if ended:
+            self._end_claim()
+
+    def _end_claim(self) -> None:
+        claim, self._claim = self._claim, None
+        self._held = []
+        if claim is not None and self._arbiter is not None:
+            self._arbiter.withdraw(claim)
 
     def _capture_time(self, index: int) -> float:
         base = self.vad.frames_seen - len(self._times)
@@ -404,6 +475,7 @@ class DeviceSession:
             return
         self.closed = True
         self.close_reason = reason
+        self._end_claim()
         if self.host.link.connected and (self.vad.in_utterance or self._turn is not None or self.tts.playing):
             # Let the AI server drop work for a device that is gone (or replaced).
             self._send(pb.INTERRUPT, b"", 0, self._clock(), None)

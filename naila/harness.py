@@ -37,9 +37,17 @@ class SimDevice:
     def device_id(self) -> str:
         return self.agent.settings.device_id
 
-    def say(self, text: str) -> tuple[float, float]:
-        """Queue espeak speech into the mic; returns when its voice starts and ends, on time.monotonic."""
+    def say(self, text: str, *, gain_db: float = 0.0, delay_s: float = 0.0) -> tuple[float, float]:
+        """Queue espeak speech into the mic; returns when its voice starts and ends, on time.monotonic.
+
+        ``gain_db`` and ``delay_s`` place the talker farther away (another room's device hearing
+        the same person: quieter and later).
+        """
         speech = espeak(text, rate=self.backend.rate)
+        if gain_db:
+            speech = np.clip(speech * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
+        if delay_s > 0:
+            speech = np.concatenate([np.zeros(round(delay_s * self.backend.rate), dtype=np.int16), speech])
         first, last = voiced_span(speech, self.backend.rate)
         starts_in = self.backend.play_into_mic(speech, self.backend.rate)
         start = time.monotonic() + starts_in

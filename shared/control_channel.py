@@ -13,7 +13,8 @@ a device without one still works, it just stops later on barge-in. Messages are 
 * ``{"type": "flush", "reason": "barge_in"}`` — stop playing reply audio now;
 * ``{"type": "transcript", "text": ...}`` — what the assistant heard (final STT);
 * ``{"type": "reply", "text": ...}`` — a clause of the reply as it starts playing;
-* ``{"type": "turn_end", "timing": {...}, "error": ..., "interrupted": bool}``.
+* ``{"type": "turn_end", "timing": {...}, "error": ..., "interrupted": bool}``;
+* ``{"type": "stand_down", "reason": ...}`` — another device heard this utterance better and answers it.
 
 Unknown types are ignored by receivers (forward compatible).
 """
@@ -33,6 +34,7 @@ FLUSH: Final = "flush"
 TRANSCRIPT: Final = "transcript"
 REPLY: Final = "reply"
 TURN_END: Final = "turn_end"
+STAND_DOWN: Final = "stand_down"
 
 
 def encode(kind: str, **fields: Any) -> str:

@@ -49,6 +49,9 @@ class HubSettings(NailaSettings):
     hub_barge_in_frames: Annotated[int, Field(ge=1, le=100)] = Field(
         5, description="Voiced frames during TTS playback before INTERRUPT"
     )
+    hub_arbitration_window_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
+        200, description="Onsets this close on several devices are compared; the best capture answers; 0 = off"
+    )
     hub_dead_peer_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
         10.0, description="Close a session after this long without RTP, s"
     )
