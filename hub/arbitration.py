@@ -132,6 +132,7 @@ class Arbiter:
         self._live_devices = live_devices
         self._clock = clock
         self.pending: list[Claim] = []
+        self._now = 0.0
         self._standing_down: list[Claim] = []  # lost, utterance still open: re-checked
         self._recent_winners: list[Claim] = []
         self.stats = ArbiterStats()
@@ -170,6 +171,7 @@ class Arbiter:
     def poll(self, now: float | None = None) -> None:
         """Resolve every claim whose window has passed."""
         now = self._clock() if now is None else now
+        self._now = now
         self._recent_winners = [w for w in self._recent_winners if now - w.started_at <= self.recent_s]
         self._recheck(now)
         while self.pending:
@@ -252,7 +254,7 @@ class Arbiter:
             self._recent_winners.append(claim)
         else:
             self.stats.lost += 1
-            claim.checked_at = self._clock()
+            claim.checked_at = self._now  # the poll's time: sessions poll on their capture clock
             self._standing_down.append(claim)
         if claim.on_resolved is not None:
             claim.on_resolved(claim)

@@ -26,6 +26,7 @@ from hub.arbitration import Arbiter
 from hub.metrics import HubMetrics
 from hub.mqtt_control import HubMqtt
 from hub.mqtt_signaling import MqttSignaling
+from hub.rooms import RoomDirectory
 from hub.session import DeviceSession
 from hub.signaling import connect_handler
 from hub.status_routes import add_status_routes
@@ -35,6 +36,7 @@ from hub.web import add_web_app, device_tokens
 from shared.backoff import Backoff
 from shared.config import AudioSettings, HubSettings, MqttSettings, WebRTCSettings
 from shared.contract import pb
+from shared.mqtt import topics
 
 log = logging.getLogger("naila.hub")
 
@@ -91,8 +93,10 @@ class Hub:
         # HUB_MQTT: offers over MQTT (hub/mqtt_signaling.py), and hub.mqtt.add_listener for other modules.
         self.mqtt: HubMqtt | None = None
         self.mqtt_signaling: MqttSignaling | None = None
+        self.rooms = RoomDirectory()
         if settings.hub_mqtt:
             self.mqtt = HubMqtt(mqtt or MqttSettings(), settings.hub_id, self.metrics)
+            self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.rooms.on_status)
             self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock)
 
     # ----- lifecycle -----

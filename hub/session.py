@@ -23,6 +23,7 @@ from hub.ai_link import AiLink, Outbound
 from hub.arbitration import Arbiter, Claim, ClaimState
 from hub.media_in import AudioIngest, tune_jitter_buffer
 from hub.metrics import HubMetrics
+from hub.rooms import RoomDirectory
 from hub.tts_track import TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
 from hub.vad import VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
@@ -97,6 +98,7 @@ class DeviceSession:
         # Arbitration (hub/arbitration.py): recent frame levels are a claim's pre-roll; while a
         # claim is undecided, or lost but possibly re-checked, the utterance's events are held.
         self._arbiter: Arbiter | None = getattr(host, "arbiter", None)
+        self._rooms: RoomDirectory | None = getattr(host, "rooms", None)
         self._recent_levels: deque[tuple[float, float]] = deque(maxlen=ARBITRATION_PREROLL_FRAMES)
         self._claim: Claim | None = None
         self._held: list[tuple[VadEvent, float]] = []
@@ -309,7 +311,7 @@ class DeviceSession:
             timestamp_ms=int(ts * 1000),
             sequence_num=self.host.next_sequence(self.device_id),
             event=event,  # type: ignore[arg-type]
-            room="",
+            room=self._rooms.room_of(self.device_id) if self._rooms is not None else "",
         )
         return self.host.link.send(
             Outbound(msg, frames=frames, captured_at=captured_at if frames else None, on_sent=on_sent)

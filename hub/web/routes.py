@@ -255,6 +255,9 @@ class WebApp:
         if room is not None and not is_safe_segment(room):
             return _error(400, "room must be 1-64 of A-Z a-z 0-9 _ . -")
         self.state.set_browser_room(device_id, cast(str | None, room))
+        rooms = getattr(self.host, "rooms", None)  # hub.rooms: the room rides on this browser's audio too
+        if rooms is not None:
+            rooms.set(device_id, cast(str | None, room))
         return web.json_response({"device_id": device_id, "token": self.auth.device_token(device_id), "room": room})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
