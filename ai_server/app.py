@@ -141,7 +141,8 @@ async def start_server(
                                       settings.tts_espeak_voice)
         owned.append(tts)
     degraded = settings.tts_backend == "piper" and isinstance(tts, EspeakTTS)
-    conversations = Conversations(settings.llm_system_prompt, settings.llm_history_turns)
+    conversations = Conversations(settings.llm_system_prompt, settings.llm_history_turns,
+                                  follow_s=settings.llm_follow_user_s)
     if warm:
         log.info("warming up STT, LLM and TTS")
         await stt.warm()

@@ -1,7 +1,8 @@
 """What the LLM is told each turn: system prompt, visual context, recent history per device.
 
 History is kept per device_id (not per conversation_id) so a kitchen device keeps its
-thread across hub reconnects; it is bounded to ``history_turns`` exchanges. When full, the
+thread across hub reconnects, and a thread follows the user to another room's device
+within ``follow_s`` (:meth:`Conversations.follow`); it is bounded to ``history_turns`` exchanges. When full, the
 oldest *half* goes at once rather than one exchange per turn: every eviction changes the
 prompt right after the system message, which invalidates the LLM's cached prompt prefix
 (a full re-evaluation: seconds for the embedded model on 2 cores), so it should happen
@@ -12,9 +13,14 @@ vision work); when set it goes in as a second system message.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ai_server.llm import Message
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,11 +30,56 @@ class Exchange:
 
 
 class Conversations:
-    def __init__(self, system_prompt: str, history_turns: int) -> None:
+    def __init__(
+        self,
+        system_prompt: str,
+        history_turns: int,
+        *,
+        follow_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.system_prompt = system_prompt
         self.history_turns = history_turns
+        self.follow_s = follow_s
+        self._clock = clock
         self._history: dict[str, list[Exchange]] = {}
         self._visual: dict[str, str] = {}
+        # Cross-room: a device may continue another device's thread (see follow()).
+        self._thread_of: dict[str, str] = {}
+        self._last: dict[str, float] = {}  # thread -> time of its latest exchange
+        self._voice: set[str] = set()  # devices that had voice turns (chat keys never follow)
+
+    def _key(self, device_id: str) -> str:
+        return self._thread_of.get(device_id, device_id)
+
+    def follow(self, device_id: str) -> str | None:
+        """A voice turn starts on ``device_id``: continue the user's conversation if they walked here.
+
+        When another device's conversation had an exchange within ``follow_s`` and this device's
+        own is older (or empty), this device takes that thread over: same history, new room.
+        Without speaker identification this is a heuristic (two people talking in two rooms
+        within the window share one thread), hence a setting; 0 turns it off.
+        Returns the device whose thread was taken, or None.
+        """
+        self._voice.add(device_id)
+        if self.follow_s <= 0:
+            return None
+        now = self._clock()
+        own = self._key(device_id)
+        own_last = self._last.get(own, float("-inf"))
+        best: tuple[float, str, str] | None = None
+        for other in self._voice:
+            thread = self._key(other)
+            last = self._last.get(thread)
+            if other == device_id or thread == own or last is None:
+                continue
+            if now - last <= self.follow_s and last > own_last and (best is None or last > best[0]):
+                best = (last, thread, other)
+        if best is None:
+            return None
+        self._thread_of[device_id] = best[1]
+        log.info("conversation follows the user from %s to %s", best[2], device_id)
+        return best[2]
 
     def set_visual_context(self, device_id: str, text: str) -> None:
         """What the camera sees for this device; an empty string clears it."""
@@ -41,7 +92,7 @@ class Conversations:
         return self._visual.get(device_id, "")
 
     def history(self, device_id: str) -> list[Exchange]:
-        return list(self._history.get(device_id, ()))
+        return list(self._history.get(self._key(device_id), ()))
 
     def messages(self, device_id: str, user_text: str, room: str = "") -> list[Message]:
         system = self.system_prompt
@@ -51,7 +102,7 @@ class Conversations:
         visual = self._visual.get(device_id)
         if visual:
             out.append({"role": "system", "content": f"What the camera currently sees: {visual}"})
-        for ex in self._history.get(device_id, ()):
+        for ex in self._history.get(self._key(device_id), ()):
             out.append({"role": "user", "content": ex.user})
             out.append({"role": "assistant", "content": ex.assistant})
         out.append({"role": "user", "content": user_text})
@@ -61,10 +112,15 @@ class Conversations:
         """Remember one exchange (a cut-off reply is kept as far as it was spoken)."""
         if self.history_turns <= 0 or not user_text:
             return
-        hist = self._history.setdefault(device_id, [])
+        key = self._key(device_id)
+        self._last[key] = self._clock()
+        hist = self._history.setdefault(key, [])
         if len(hist) >= self.history_turns:
             del hist[: len(hist) - self.history_turns // 2]
         hist.append(Exchange(user_text, reply_text))
 
     def forget(self, device_id: str) -> None:
-        self._history.pop(device_id, None)
+        key = self._thread_of.pop(device_id, device_id)
+        self._history.pop(key, None)
+        self._last.pop(key, None)
+        self._voice.discard(device_id)

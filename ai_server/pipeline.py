@@ -156,6 +156,7 @@ class Pipeline:
 
     def prefill(self, device_id: str, room: str = "") -> None:
         """The user started speaking: let the LLM evaluate this device's prompt prefix now."""
+        self.conversations.follow(device_id)  # the user may have come from another room
         if self._prefill is not None and not self._prefill.done():
             return  # one at a time; the LLM is busy with it anyway
         messages = self.conversations.messages(device_id, "", room)
@@ -202,6 +203,7 @@ class Pipeline:
 
     async def _reply(self, turn: Turn) -> tuple[Code, str, list[str]]:
         """LLM -> clauses -> TTS, concurrently. Returns (error code, message, reply clauses)."""
+        self.conversations.follow(turn.device_id)  # also when START was lost (no prefill)
         messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         llm_error: list[BaseException] = []

@@ -58,6 +58,9 @@ class AIServerSettings(NailaSettings):
     llm_context: Annotated[int, Field(ge=256, le=131072)] = Field(
         2048, description="Context window of the embedded llama.cpp model, tokens"
     )
+    llm_follow_user_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        90.0, description="A voice turn on another device this soon after one continues that conversation, s; 0 = off"
+    )
     llm_preemptive: bool = Field(
         True, description="Start the reply during the hub's VAD hangover, held until END (needs STT_SPECULATIVE_MS)"
     )

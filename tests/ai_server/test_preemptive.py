@@ -37,9 +37,9 @@ def msg(event: int, pcm: Int16Array, device: str = "kitchen") -> pb.AudioInput:
                          codec=pb.PCM_S16LE, sample_rate=HUB_RATE, event=event)  # type: ignore[arg-type]
 
 
-def frames(session: ConversationSession, audio: Int16Array) -> None:
+def frames(session: ConversationSession, audio: Int16Array, device: str = "kitchen") -> None:
     for i in range(0, audio.size, FRAME):
-        session.handle(msg(pb.CONTINUE, audio[i : i + FRAME]))
+        session.handle(msg(pb.CONTINUE, audio[i : i + FRAME], device))
 
 
 def transcript_of(audio: Int16Array) -> str:
