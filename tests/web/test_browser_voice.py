@@ -58,7 +58,9 @@ async def test_browser_asks_out_loud_hears_the_answer_and_survives_a_hub_restart
         port = free_port()
         hub = await make_web_hub(hub_ai_server=ai.address, port=port)
         assert await hub.link.wait_connected(15), "hub never reached the AI server"
-        wav = speech_wav(tmp_path / "question.wav", "How many days are in a week?")
+        # Chromium loops the fake microphone's file: a long silent tail keeps the question from
+        # coming round again (and barging in) while a slow, busy machine is still answering it.
+        wav = speech_wav(tmp_path / "question.wav", "How many days are in a week?", tail_s=40.0)
         browser = await browser_factory(fake_audio=wav)
         context = await browser.new_context(viewport={"width": 430, "height": 932})  # a phone's screen
         page = await context.new_page()
