@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 
@@ -116,6 +116,18 @@ class Turn:
         return pb.AudioOutput(device_id=self.device_id, conversation_id=self.conversation_id, **fields)
 
 
+class Router(Protocol):
+    """Spoken requests the server carries out itself instead of asking the LLM ("play it in the kitchen").
+
+    ``route`` only *parses* the turn's transcript: None means the LLM answers. Otherwise it returns
+    the action, which the pipeline runs once the turn is committed (a preemptive turn may still be
+    thrown away, and must not have played anything anywhere) and whose result is the sentence spoken
+    to the asker as the reply. Set as ``Pipeline.router`` by ai_server/control (room_router.py).
+    """
+
+    def route(self, turn: Turn) -> Callable[[], Awaitable[str]] | None: ...
+
+
 class Pipeline:
     """Backends and shared state; ``run_turn`` runs one turn."""
 
@@ -143,6 +155,7 @@ class Pipeline:
         self.preemptive = preemptive
         self.started = time.monotonic()
         self._prefill: asyncio.Task[None] | None = None
+        self.router: Router | None = None  # consulted after STT, before the LLM (None: every turn is a question)
 
     def new_utterance(self) -> Utterance:
         return Utterance(self.stt, speculate_ms=self.speculate_ms)
@@ -188,7 +201,8 @@ class Pipeline:
                 turn.send(turn.output(is_final=True))
                 return
             if code == pb.NONE:
-                code, message, reply = await self._reply(turn)
+                action = self._routed(turn)
+                code, message, reply = await (self._reply(turn) if action is None else self._carry_out(turn, action))
             if code in APOLOGY:
                 reply = [*reply, await self._apologise(turn, code)]
         except Exception as exc:  # a bug in our own code: answer INTERNAL, keep the stream alive
@@ -256,6 +270,32 @@ class Pipeline:
         if tts_error:
             return pb.TTS_FAILED, one_line(tts_error[0]), reply
         return pb.NONE, "", reply
+
+    def _routed(self, turn: Turn) -> Callable[[], Awaitable[str]] | None:
+        if self.router is None:
+            return None
+        try:
+            return self.router.route(turn)
+        except Exception:  # a router bug must not cost the user the answer: the LLM gets the turn
+            log.exception("turn %s/%d: router failed; asking the LLM", turn.device_id, turn.id)
+            return None
+
+    async def _carry_out(self, turn: Turn, action: Callable[[], Awaitable[str]]) -> tuple[Code, str, list[str]]:
+        """A routing request: act, then speak the confirmation as the reply (the LLM is not asked)."""
+        await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
+        self.conversations.follow(turn.device_id)  # the reply to replay may be the one given in another room
+        text = (await action()).strip()
+        self.metrics.count("routed_turns")
+        turn.raw_reply = text
+        turn.mark("first_sentence")
+        try:
+            await self._speak(turn, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("turn %s/%d: TTS failed: %s", turn.device_id, turn.id, one_line(exc))
+            return pb.TTS_FAILED, one_line(exc), [text]
+        return pb.NONE, "", [text]
 
     async def _speak(self, turn: Turn, text: str) -> None:
         """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text."""

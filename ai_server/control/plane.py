@@ -15,6 +15,8 @@ only. Nothing a message contains can stop the receive loop.
 
 The server's presence (retained ``naila/server/status``, last will) is in
 :mod:`ai_server.control.presence`; the API for the rest of the server is the methods below.
+Spoken routing requests ("play it in the kitchen", "announce dinner is ready") are carried out by
+:mod:`ai_server.control.room_router`, which the plane installs as the voice pipeline's router.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
+from ai_server.control.room_router import RoomRouter
 from ai_server.control.speech import Speaker
 from ai_server.control.uploads import Uploads
 from ai_server.pipeline import Pipeline, one_line
@@ -176,6 +179,13 @@ class ControlPlane:
         self.chat = Chat(self._publish, pipeline, self.speaker, self.metrics, timeout_s=settings.ai_chat_timeout_s)
         self.uploads = Uploads(self.policy, self.media, self.chat, self.guard, self.metrics)
         self.alerts = Alerts(self._publish, self.policy, self.media, self.metrics)
+        # Voice turns like "play it in the kitchen" / "announce dinner is ready" are carried out here
+        # rather than answered by the LLM. Set now, not at start(): speaking needs the hub, not the broker.
+        self.rooms = RoomRouter(
+            self.registry, self.speaker, pipeline.conversations, self.metrics, self.presence.broadcast
+        )
+        self.pipeline = pipeline
+        pipeline.router = self.rooms
         self.max_tasks = settings.ai_chat_max_pending
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -213,8 +223,15 @@ class ControlPlane:
         )
 
     async def broadcast(self, message: str, room: str | None = None) -> Broadcast:
-        """See :meth:`Presence.broadcast`."""
-        return await self.presence.broadcast(message, room)
+        """Publish a :class:`Broadcast` (see :meth:`Presence.broadcast`), then *speak* it through the hub on
+        ``room``'s online speaker devices, or on every online speaker device when ``room`` is None:
+        an announcement is something people expect to hear. Publishing comes first and raises
+        :class:`BrokerUnavailable` as before, and then nothing is spoken (a retry does not say it twice).
+        Speaking is best effort (see :meth:`RoomRouter.speak_broadcast`): no speaker online there or no
+        hub connected is logged and counted (``broadcast_unspoken``), not raised."""
+        sent = await self.presence.broadcast(message, room)
+        self.rooms.speak_broadcast(message, room)
+        return sent
 
     def device_infos(self) -> list[pb.DeviceInfo]:
         """For GetStatus: every device the registry knows, sorted by id."""
@@ -238,6 +255,8 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Retained offline status (clean goodbye), disconnect, stop tasks, close an owned store."""
+        if self.pipeline.router is self.rooms:
+            self.pipeline.router = None  # a stopped plane routes nothing: "play it in the kitchen" goes to the LLM
         await self.link.stop(goodbye=self.presence.status(online=False))
         tasks = list(self._tasks)
         for task in tasks:
