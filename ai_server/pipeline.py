@@ -251,7 +251,7 @@ class Pipeline:
                 if tts_error:
                     continue  # keep collecting the text: the reply still goes out as text
                 try:
-                    await self._speak(turn, clause)
+                    await self.speak_clause(turn, clause)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -289,7 +289,7 @@ class Pipeline:
         turn.raw_reply = text
         turn.mark("first_sentence")
         try:
-            await self._speak(turn, text)
+            await self.speak_clause(turn, text)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -297,8 +297,11 @@ class Pipeline:
             return pb.TTS_FAILED, one_line(exc), [text]
         return pb.NONE, "", [text]
 
-    async def _speak(self, turn: Turn, text: str) -> None:
-        """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text."""
+    async def speak_clause(self, turn: Turn, text: str) -> None:
+        """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text.
+
+        The one TTS -> AudioOutput path: replies, apologies, and speech no utterance asked for
+        (ai_server/control/speech.py) all go through it."""
         rate = self.tts.sample_rate
         step = max(1, rate * self.chunk_ms // 1000)
         first = True
@@ -320,7 +323,7 @@ class Pipeline:
         """Speak a short apology if TTS works; the text goes in reply_text either way."""
         text = APOLOGY.get(code, APOLOGY[pb.INTERNAL])
         try:
-            await self._speak(turn, text)
+            await self.speak_clause(turn, text)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -23,9 +23,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
-from ai_server.aio import closing
 from ai_server.clauses import ClauseSplitter
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.registry import DeviceRegistry
@@ -120,24 +117,10 @@ class Speaker:
         return body
 
     async def _synthesise(self, turn: Turn, text: str) -> None:
-        """Clause by clause (as spoken replies): TTS -> AudioOutput chunks of TTS_CHUNK_MS, the first
-        chunk of each clause carrying its text. A barge-in then cuts in between clauses."""
-        tts = self.pipeline.tts
-        rate = tts.sample_rate
-        step = max(1, rate * self.pipeline.chunk_ms // 1000)
+        """Clause by clause, as spoken replies are, so a barge-in cuts in between clauses."""
         splitter = ClauseSplitter()
         for clause in [*splitter.push(text), *splitter.flush()]:
-            first = True
-            async with closing(tts.synthesize(clause)) as chunks:
-                async for audio in chunks:
-                    pcm = np.asarray(audio, dtype="<i2")
-                    for start in range(0, pcm.size, step):
-                        msg = turn.output(audio_pcm=pcm[start : start + step].tobytes(), sample_rate=rate)
-                        if first:
-                            msg.reply_text = clause
-                            turn.spoken.append(clause)
-                            first = False
-                        turn.send(msg)
+            await self.pipeline.speak_clause(turn, clause)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():  # barge-in, a new utterance, or the stream closed
