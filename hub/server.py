@@ -115,7 +115,7 @@ class Hub:
             # HUB_DEVICE_TOKENS, plus the web app's per-browser device tokens (hub.web.auth).
             connect_handler(self, self.metrics, device_tokens(self.settings), self.settings.hub_max_body_bytes),
         )
-        add_status_routes(app, self.metrics, self.turns)
+        add_status_routes(app, self.metrics, self.turns, self.device_details)
         add_web_app(app, self)
         return app
 
@@ -180,6 +180,19 @@ class Hub:
             session.start()
             log.info("%s connected (conversation %s)", device_id, session.conversation_id)
             return answer
+
+    def device_details(self) -> list[dict[str, object]]:
+        """Connected devices for /health?detail=1: id, room, how long connected, mic level."""
+        now = self._clock()
+        return [
+            {
+                "device_id": s.device_id,
+                "room": self.rooms.room_of(s.device_id),
+                "connected_s": round(now - s.created_at, 1),
+                "input_level_dbfs": round(s.input_level_dbfs, 1),
+            }
+            for s in sorted(self.sessions.values(), key=lambda s: s.device_id)
+        ]
 
     def session_closed(self, session: DeviceSession) -> None:
         if self.sessions.get(session.device_id) is session:

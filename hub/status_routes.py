@@ -1,6 +1,9 @@
-"""GET /health, /metrics and /turns: what the hub is doing, for people, Prometheus and tests."""
+"""GET /health (?detail=1 adds devices and rooms), /metrics and /turns: for people, Prometheus and tests."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -9,9 +12,17 @@ from hub.metrics import HubMetrics
 from hub.turns import TurnLog
 
 
-def add_status_routes(app: web.Application, metrics: HubMetrics, turns: TurnLog) -> None:
+def add_status_routes(
+    app: web.Application,
+    metrics: HubMetrics,
+    turns: TurnLog,
+    devices: Callable[[], list[dict[str, Any]]] = list,
+) -> None:
     async def health(request: web.Request) -> web.Response:
-        body = metrics.health()
+        body: dict[str, Any] = dict(metrics.health())
+        # The spec's nine fields exactly; ?detail=1 adds the connected devices with their rooms.
+        if request.query.get("detail") in ("1", "true", "yes"):
+            body["devices"] = devices()
         # 503 while the AI server is unreachable: the hub is up but cannot answer anyone.
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
