@@ -144,6 +144,7 @@ def main(argv: list[str]) -> int:
             return 1
         return 0
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean shutdown short
         print("\n[demo] interrupted, shutting down", flush=True)
         return 0 if staying else 130
     except (RuntimeError, TimeoutError) as exc:
