@@ -145,7 +145,8 @@ async def test_barge_in_interrupts_flushes_and_drops_the_rest_of_that_reply(sess
     s.on_ai_output(reply("pi-1", final_stt="tell me a story"))
     s.on_ai_output(reply("pi-1", audio_pcm=PCM, sample_rate=22050))
     n = len(host.link.sent)
-    feed(s, "1111")  # 4 voiced frames while playing: not yet (barge-in needs 5)
+    needed = host.settings.hub_barge_in_frames
+    feed(s, "1" * (needed - 1))  # one voiced frame short while playing: not yet
     assert len(host.link.sent) == n and s.tts.playing
     feed(s, "1")
     assert events(host)[n:] == [pb.INTERRUPT, pb.START]
@@ -169,7 +170,7 @@ async def test_barge_in_after_is_final_only_flushes(session) -> None:  # type: i
     s.on_ai_output(reply("pi-1", audio_pcm=PCM, sample_rate=22050))
     s.on_ai_output(reply("pi-1", is_final=True, reply_text="Hello!"))
     assert s.tts.playing  # still playing out the buffer
-    feed(s, "11111")
+    feed(s, "1" * host.settings.hub_barge_in_frames)
     assert events(host) == [pb.INTERRUPT, pb.START]
     # No turn is open on the AI side, so the next reply must not be dropped.
     s.on_ai_output(reply("pi-1", final_stt="again"))
