@@ -6,7 +6,6 @@ scripted router, as test_preemptive.py does, so the order of START/END and the t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -19,6 +18,8 @@ from ai_server.routing import Route, RouteKind, Scope, parse_route
 from ai_server.session import ConversationSession
 from shared.audio import HUB_RATE, Int16Array
 from shared.contract import pb
+from tests.ai_server.test_preemptive import queued as drain
+from tests.ai_server.test_preemptive import settle
 
 pytestmark = pytest.mark.unit
 
@@ -220,23 +221,6 @@ def make(
     pipeline = Pipeline(stt, llm, tts or FakeTTS(), Conversations("sys", 4), speculate_ms=100, preemptive=preemptive)
     pipeline.router = router
     return ConversationSession(pipeline), pipeline, llm
-
-
-def drain(session: ConversationSession) -> list[pb.AudioOutput]:
-    out = []
-    while not session._out.empty():
-        item = session._out.get_nowait()
-        assert item is not None
-        stamped = session._stamp(item)
-        if stamped is not None:
-            out.append(stamped)
-    return out
-
-
-async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.05)
 
 
 async def utterance(session: ConversationSession) -> list[pb.AudioOutput]:
