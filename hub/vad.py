@@ -107,7 +107,7 @@ class VadConfig:
     onset_frames: int = 3
     hangover_frames: int = 15
     preroll_frames: int = 10
-    barge_in_frames: int = 4
+    barge_in_frames: int = 5
     frame_samples: int = 320
     frame_ms: int = 20
 

@@ -47,7 +47,7 @@ class HubSettings(NailaSettings):
         200, description="Audio before the onset sent with START, ms"
     )
     hub_barge_in_frames: Annotated[int, Field(ge=1, le=100)] = Field(
-        4, description="Voiced 20 ms frames during TTS playback before INTERRUPT (more = fewer false barge-ins)"
+        5, description="Voiced 20 ms frames during TTS playback before INTERRUPT (more = fewer false barge-ins)"
     )
     hub_arbitration_window_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
         200, description="Onsets this close on several devices are compared; the best capture answers; 0 = off"

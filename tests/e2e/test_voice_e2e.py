@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 # short replies here; 0.5 still proves "the same words, spoken", and a wrong/empty reply is ~1.0.
 REPLY_WER_BOUND = 0.5
 # Barge-in: from the first sample of the user's new speech at the mic to the last reply sample
-# at the speaker. Hub onset (4 frames = 80 ms) + uplink + the control channel's flush, which
+# at the speaker. Hub onset (5 frames = 100 ms) + uplink + the control channel's flush, which
 # also empties the device's playout buffer; measured 127 ms p50 (bench/e2e_latency.py). 400 ms
 # leaves room for a busy 2-core runner and still fails if the flush stops reaching the device
 # (then the buffered reply plays on: 450-600 ms).
