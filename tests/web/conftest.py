@@ -139,10 +139,12 @@ def speech_wav(path: Path, text: str, lead_s: float = 3.0, tail_s: float = 2.0) 
 
 
 def save_screenshot(png: bytes, tmp_dir: Path, name: str) -> Path:
-    """Keep the run's screenshot in the test's tmp dir and refresh the README's copy."""
+    """Keep the run's screenshot in the test's tmp dir; with NAILA_UPDATE_SCREENSHOTS=1 also refresh
+    the README's copy (not by default: a test run should not change tracked files)."""
     assert len(png) > 10_000 and png.startswith(b"\x89PNG"), "screenshot is empty"
     out = tmp_dir / name
     out.write_bytes(png)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out, SCREENSHOTS / name)
+    if os.environ.get("NAILA_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, SCREENSHOTS / name)
     return out
