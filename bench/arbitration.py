@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stats import pct  # noqa: E402
 from hub.arbitration import FRAME_S, Arbiter, Claim, ClaimState  # noqa: E402
 from shared.audio import HUB_RATE, Int16Array, espeak, rms_dbfs  # noqa: E402
 
@@ -45,14 +46,6 @@ FRAME = HUB_RATE // 50
 def envelope(audio: Int16Array) -> list[float]:
     return [rms_dbfs(audio[i : i + FRAME]) for i in range(0, audio.size - FRAME + 1, FRAME)]
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def device_levels(

@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stats import pct  # noqa: E402
 from naila.harness import SimDevice, start_device  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
 
@@ -52,14 +53,6 @@ STAGES = ["vad_and_network_in", "stt", "llm_first_token", "first_sentence", "tts
 GOAL_P50_MS = 800.0
 GOAL_BARGE_IN_MS = 150.0
 
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from ai_server.control import ControlPlane  # noqa: E402
 from ai_server.conversation import Conversations  # noqa: E402
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS  # noqa: E402
 from ai_server.pipeline import Pipeline  # noqa: E402
+from bench.stats import pct  # noqa: E402
 from device_agent.camera import Snapshot  # noqa: E402
 from device_agent.mqtt_agent import MqttAgent  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
@@ -70,12 +71,6 @@ class BenchDevice:
         assert self.agent is not None
         return await self.agent.publish_status()
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 async def wait_for(cond: Any, within_s: float) -> None:
