@@ -49,6 +49,7 @@ class Broker(Protocol):
 
 
 # The "device": registers its will, publishes its retained online status, then waits forever.
+# Also the killed device of tests/ai_server/control/test_registry.py.
 DEVICE_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
@@ -60,7 +61,7 @@ DEVICE_SCRIPT = textwrap.dedent(
     async def main(host: str, port: int, device_id: str) -> None:
         status = DeviceStatus(
             device_id=device_id, online=True, capabilities=["audio", "speaker"],
-            firmware_version="1.2.0", room="kitchen", ip="127.0.0.1",
+            firmware_version="1.2.0", room="kitchen", zone="back_yard", ip="127.0.0.1",
         )
         will = last_will(status)
         async with aiomqtt.Client(

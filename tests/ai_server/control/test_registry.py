@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,36 +17,9 @@ from shared.contract import pb, pb_grpc
 from shared.mqtt import DeviceStatus, build
 from tests.ai_server.control.conftest import ControlFactory, Watch, announce_device, uid, until
 from tests.conftest import Broker
+from tests.integration.test_mqtt_broker import DEVICE_SCRIPT
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-# A device that registers its will, publishes its retained online status, then waits to be killed.
-DEVICE_SCRIPT = textwrap.dedent(
-    """
-    import asyncio, sys
-
-    import aiomqtt
-
-    from shared.mqtt import DeviceStatus, last_will, outbound, topics
-
-    async def main(host: str, port: int, device_id: str) -> None:
-        status = DeviceStatus(
-            device_id=device_id, online=True, capabilities=["audio", "speaker"],
-            firmware_version="1.2.0", room="kitchen", zone="back_yard",
-        )
-        will = last_will(status)
-        async with aiomqtt.Client(
-            host, port, identifier=f"device-{device_id}", keepalive=60,
-            will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
-        ) as client:
-            out = outbound(topics.device_status(device_id), status)
-            await client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
-            print("online", flush=True)
-            await asyncio.Event().wait()
-
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
-    """
-)
 
 
 def status(device_id: str, online: bool, *, ts: datetime | None = None, room: str | None = "hall") -> DeviceStatus:
