@@ -43,7 +43,6 @@ class Conversations:
         self.follow_s = follow_s
         self._clock = clock
         self._history: dict[str, list[Exchange]] = {}
-        self._visual: dict[str, str] = {}
         # Cross-room: a device may continue another device's thread (see follow()).
         self._thread_of: dict[str, str] = {}
         self._last: dict[str, float] = {}  # thread -> time of its latest exchange
@@ -81,30 +80,21 @@ class Conversations:
         log.info("conversation follows the user from %s to %s", best[2], device_id)
         return best[2]
 
-    def set_visual_context(self, device_id: str, text: str) -> None:
-        """What the camera sees for this device; an empty string clears it."""
-        if text:
-            self._visual[device_id] = text
-        else:
-            self._visual.pop(device_id, None)
-
-    def visual_context(self, device_id: str) -> str:
-        return self._visual.get(device_id, "")
-
     def history(self, device_id: str) -> list[Exchange]:
         return list(self._history.get(self._key(device_id), ()))
 
-    def messages(self, device_id: str, user_text: str, room: str = "") -> list[Message]:
+    def messages(self, device_id: str, user_text: str, room: str = "", visual: str = "") -> list[Message]:
+        """The prompt: system, history, then ``visual`` (what a camera sees, for this question only)
+        just before the user's words, so the cached prefix of system + history stays valid."""
         system = self.system_prompt
         if room:
             system += f" The user is speaking from the {room}."
         out: list[Message] = [{"role": "system", "content": system}]
-        visual = self._visual.get(device_id)
-        if visual:
-            out.append({"role": "system", "content": f"What the camera currently sees: {visual}"})
         for ex in self._history.get(self._key(device_id), ()):
             out.append({"role": "user", "content": ex.user})
             out.append({"role": "assistant", "content": ex.assistant})
+        if visual:
+            out.append({"role": "system", "content": visual})
         out.append({"role": "user", "content": user_text})
         return out
 

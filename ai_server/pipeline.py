@@ -128,6 +128,16 @@ class Router(Protocol):
     def route(self, turn: Turn) -> Callable[[], Awaitable[str]] | None: ...
 
 
+class Looker(Protocol):
+    """Visual questions (ai_server/vision/ask.py): what a camera sees, for the prompt.
+
+    ``look`` returns the text to put before the user's words, or "" when the question is not
+    visual. Set as ``Pipeline.looker`` by ai_server/app.py when vision is on.
+    """
+
+    async def look(self, device_id: str, room: str, question: str) -> str: ...
+
+
 class Pipeline:
     """Backends and shared state; ``run_turn`` runs one turn."""
 
@@ -156,6 +166,7 @@ class Pipeline:
         self.started = time.monotonic()
         self._prefill: asyncio.Task[None] | None = None
         self.router: Router | None = None  # consulted after STT, before the LLM (None: every turn is a question)
+        self.looker: Looker | None = None  # visual questions get a camera's view in the prompt
 
     def new_utterance(self) -> Utterance:
         return Utterance(self.stt, speculate_ms=self.speculate_ms)
@@ -218,7 +229,8 @@ class Pipeline:
     async def _reply(self, turn: Turn) -> tuple[Code, str, list[str]]:
         """LLM -> clauses -> TTS, concurrently. Returns (error code, message, reply clauses)."""
         self.conversations.follow(turn.device_id)  # also when START was lost (no prefill)
-        messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room)
+        visual = await self._look(turn)
+        messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room, visual)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         llm_error: list[BaseException] = []
 
@@ -270,6 +282,19 @@ class Pipeline:
         if tts_error:
             return pb.TTS_FAILED, one_line(tts_error[0]), reply
         return pb.NONE, "", reply
+
+    async def _look(self, turn: Turn) -> str:
+        if self.looker is None:
+            return ""
+        try:
+            visual = await self.looker.look(turn.device_id, turn.room, turn.transcript)
+        except Exception:  # vision trouble must not cost the user the answer: answer without it
+            log.exception("turn %s/%d: visual context failed; answering without it", turn.device_id, turn.id)
+            self.metrics.count("visual_context_errors")
+            return ""
+        if visual:
+            self.metrics.count("visual_questions")
+        return visual
 
     def _routed(self, turn: Turn) -> Callable[[], Awaitable[str]] | None:
         if self.router is None:

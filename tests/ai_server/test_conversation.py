@@ -35,11 +35,11 @@ def test_zero_history_keeps_nothing() -> None:
     assert len(c.messages("d", "x")) == 2
 
 
-def test_visual_context_goes_in_as_a_system_message_and_can_be_cleared() -> None:
+def test_visual_context_goes_in_just_before_the_question_for_that_question_only() -> None:
     c = Conversations("S", history_turns=2)
-    c.set_visual_context("door", "a person holding a parcel")
-    msgs = c.messages("door", "who is there?", room="hall")
+    c.record("door", "hello", "hi")
+    msgs = c.messages("door", "who is there?", room="hall", visual="a person holding a parcel")
     assert msgs[0]["content"].endswith("from the hall.")
-    assert msgs[1]["role"] == "system" and "parcel" in msgs[1]["content"]
-    c.set_visual_context("door", "")
-    assert len(c.messages("door", "x")) == 2
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "system", "user"]
+    assert "parcel" in msgs[3]["content"] and msgs[4]["content"] == "who is there?"
+    assert len(c.messages("door", "x")) == 4  # the next question carries no stale view

@@ -1,0 +1,218 @@
+"""Visual questions (spec §8.11, §8.12): spot them in a transcript and give the LLM what a camera sees.
+
+``is_visual_query`` applies the spec's keyword groups; :class:`VisualQuestions` picks the camera
+(a place named in the question, the asker's own camera, the best camera in the asker's room), takes
+its freshest analysed view from :class:`~ai_server.vision.view.Views` and renders the unified
+visual context (``shared.mqtt.VisualContext``) plus one plain sentence for the prompt, saying how
+old the view is, or that no camera can see, so the answer never passes a stale view off as live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import cv2
+import numpy as np
+
+from ai_server.vision.view import CameraInfo, CameraView, Views
+from shared.mqtt import VisualContext
+from shared.mqtt.models import DetectedObject, VisualAnalysis, VisualMedia, VisualSource
+
+log = logging.getLogger(__name__)
+
+# Spec §8.12's groups. "Direct" words are about looking; the others are common in any question
+# ("what is", "this", "room"), so alone they do not make a question visual: a descriptive word
+# needs a place or a pointing word with it ("what is on the desk", "is there anyone at the door").
+_DIRECT: Final = re.compile(
+    r"\b(see|sees|seeing|seen|look|looks|looking|show|shows|camera|cameras|picture|pictures|"
+    r"photo|photos|image|images|watch|watching)\b"
+)
+_ANALYSIS: Final = re.compile(r"\b(read|ocr|text|recogni[sz]e|identify)\b")
+_DESCRIPTIVE: Final = re.compile(
+    r"\b(describe|what's|what is|what are|how many|is there|are there|who is|who's|who are|"
+    r"anyone|anybody|someone|somebody)\b"
+)
+_SPATIAL: Final = re.compile(r"\b(here|there|this|that|these|those)\b")
+_LOCATION: Final = re.compile(
+    r"\b(desk|room|door|doorstep|window|outside|screen|porch|garden|yard|backyard|driveway|garage|gate|"
+    r"table|kitchen|hall|hallway|bedroom|office|nursery|patio|balcony|entrance|street)\b"
+)
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower().replace("\u2019", "'")).strip()
+
+
+def visual_strength(text: str, places: Iterable[str] = ()) -> int:
+    """0: not visual; 1: visual by description ("is there anyone at the door"); 2: about looking.
+
+    ``places`` adds the rooms and zones the cameras know ("how many people are in the studio").
+    """
+    t = _normalise(text)
+    if _DIRECT.search(t):
+        return 2
+    if _ANALYSIS.search(t):
+        return 1
+    if _DESCRIPTIVE.search(t):
+        spoken = _place(t)
+        named = any(p and re.search(rf"\b{re.escape(p)}\b", spoken) for p in map(_place, places))
+        if named or _SPATIAL.search(t) or _LOCATION.search(t):
+            return 1
+    return 0
+
+
+def is_visual_query(text: str, places: Iterable[str] = ()) -> bool:
+    return visual_strength(text, places) > 0
+
+
+def _plural(label: str, n: int) -> str:
+    if n == 1:
+        return f"1 {label}"
+    if label == "person":
+        return f"{n} people"
+    return f"{n} {label}" if label.endswith("s") else f"{n} {label}s"
+
+
+def describe(view: CameraView) -> str:
+    """A sentence composed from the detections (no vision-language model needed)."""
+    if view.detections is None:
+        return "Not analysed."
+    counts = Counter(d.label for d in view.detections)
+    if not counts:
+        return "No objects detected."
+    parts = [_plural(label, n) for label, n in counts.most_common()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{listed[0].upper()}{listed[1:]} in view."
+
+
+def lighting(jpeg: bytes) -> str | None:
+    """Dark / dim / bright from the mean luminance (a 320x240 JPEG decodes in about a millisecond)."""
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        return None
+    mean = float(img.mean())
+    return "dark" if mean < 40 else "dim" if mean < 100 else "bright"
+
+
+def _age_words(seconds: float) -> str:
+    if seconds < 90:
+        return f"{round(seconds)} seconds"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds / 3600)} hours"
+
+
+def _place(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What one visual question found: the context (None: no camera) and the prompt text."""
+
+    context: VisualContext | None
+    camera: CameraInfo | None
+    age_s: float
+    stale: bool
+    why: str
+    prompt: str
+
+
+class VisualQuestions:
+    """Implements the pipeline's ``Looker``: visual questions get the visual context in the prompt."""
+
+    def __init__(self, views: Views, stale_after_s: float = 30.0, analyse_timeout_s: float = 3.0) -> None:
+        self.views = views
+        self.stale_after_s = stale_after_s
+        self.analyse_timeout_s = analyse_timeout_s
+
+    def choose(self, device_id: str, room: str, question: str) -> tuple[CameraInfo | None, str]:
+        """The camera to look through, and why (logged: spec §8.10 wants each decision explained)."""
+        cams = [c for c in self.views.cameras() if self.views.latest(c.device_id) is not None]
+        if not cams:
+            return None, "no camera has sent a frame"
+        asked = _place(question)
+        # A place named in the question wins: "who is at the front door" from the kitchen speaker.
+        named = [c for c in cams
+                 if any(p and re.search(rf"\b{re.escape(p)}\b", asked) for p in (_place(c.zone), _place(c.room)))]
+        if named:
+            best = max(named, key=lambda c: (c.online, len(_place(c.zone)), c.priority))
+            return best, f"the question names {best.zone or best.room}"
+        own = next((c for c in cams if c.device_id == device_id), None)
+        if own is not None:
+            return own, "the asking device's own camera"
+        here = _place(room)
+        if here:
+            same = [c for c in cams if here in (_place(c.room), _place(c.zone))]
+            if same:
+                best = max(same, key=lambda c: (c.online, c.priority))
+                return best, f"the best camera in the asker's room ({room})"
+        return None, f"no camera in {room or 'the asking device'}'s room and none named"
+
+    async def look(self, device_id: str, room: str, question: str) -> str:
+        """The pipeline's ``Looker``: the prompt text, or "" when the question is not visual."""
+        found = await self.find(device_id, room, question)
+        return "" if found is None else found.prompt
+
+    async def find(self, device_id: str, room: str, question: str) -> Look | None:
+        """None when the question is not visual; otherwise what to tell the LLM."""
+        strength = visual_strength(question, [p for c in self.views.cameras() for p in (c.room, c.zone)])
+        if strength == 0:
+            return None
+        camera, why = self.choose(device_id, room, question)
+        log.info("visual question from %s: %s (%s)", device_id, camera.device_id if camera else "no camera", why)
+        if camera is None:
+            if strength < 2:
+                return None  # "read me the news": with no camera, a keyword alone must not derail the answer
+            return Look(None, None, 0.0, False, why,
+                        "No camera can see this for you right now: say so plainly, "
+                        "or ask the user to send a photo.")
+        view = await self._analysed(camera.device_id)
+        if view is None:
+            return Look(None, camera, 0.0, False, why,
+                        f"The {self._name(camera)} camera has no picture yet: say so plainly.")
+        age = max(0.0, self.views.now() - view.seen_at)
+        stale = age > self.stale_after_s or not camera.online
+        context = self.context(view, camera, question)
+        where = self._name(camera)
+        head = f"Through the {where} camera ({_age_words(age)} ago): {context.analysis.description}"
+        if stale:
+            head += (f" This view is {_age_words(age)} old"
+                     f"{' and the camera is offline' if not camera.online else ''}: "
+                     "say it may be out of date.")
+        prompt = f"{head}\nVisual context: {context.model_dump_json(exclude_none=True)}"
+        return Look(context, camera, age, stale, why, prompt)
+
+    async def _analysed(self, device_id: str) -> CameraView | None:
+        try:
+            return await asyncio.wait_for(self.views.analysed(device_id), self.analyse_timeout_s)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            # The detector is busy or failed: the picture without objects is still worth giving.
+            log.warning("visual question: analysing %s failed (%s); using the unanalysed view", device_id, exc)
+            return self.views.latest(device_id)
+
+    @staticmethod
+    def _name(camera: CameraInfo) -> str:
+        return (camera.zone or camera.room or camera.device_id).replace("_", " ")
+
+    @staticmethod
+    def context(view: CameraView, camera: CameraInfo, question: str) -> VisualContext:
+        """The spec §8.11 shape for a frame grabbed from a live stream."""
+        objects = [
+            DetectedObject(label=d.label, confidence=round(d.confidence, 3),
+                           bbox=(round(d.bbox[0], 1), round(d.bbox[1], 1), round(d.bbox[2], 1), round(d.bbox[3], 1)))
+            for d in (view.detections or ())
+        ][:64]
+        return VisualContext(
+            source=VisualSource(type="webrtc_stream", device_id=camera.device_id),
+            media=VisualMedia(type="image", format="jpeg", width=view.width, height=view.height,
+                              timestamp=view.wall_time),
+            analysis=VisualAnalysis(description=describe(view), objects=objects, lighting=lighting(view.jpeg)),
+            user_context=question[:1000] or None,
+        )
