@@ -11,6 +11,12 @@ models already loaded once per test session); injected backends are not closed b
 ``stop()``. Pass ``mqtt=`` (broker settings) to also run the MQTT control plane
 (ai_server/control: device registry, commands, snapshots, chat, uploads, alerts) unless
 ``AI_MQTT=false``; ``naila ai-server`` always passes the MQTT_* settings.
+
+Vision (``VISION_ENABLED``, on by default) builds :class:`~ai_server.vision.pipeline.VisionPipeline`
+as ``server.vision``; its YOLO model loads on the first frame (or in a background thread when
+``warm``), so starting costs no torch import. Pass ``detector=`` to inject one (a model loaded once
+per test session, or a scripted fake). Without torch/ultralytics the server runs without vision and
+says so once in the log and in GetStatus (``vision_model``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import signal
 import sqlite3
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -39,6 +45,10 @@ from ai_server.stt import STTBackend, WhisperSTT
 from ai_server.tts import EspeakTTS, TTSBackend, build_tts
 from shared.config import AIServerSettings, ConfigError, MediaSettings, MqttSettings, load
 from shared.contract import pb_grpc
+
+if TYPE_CHECKING:
+    from ai_server.vision.detector import Detector
+    from ai_server.vision.pipeline import VisionPipeline
 
 log = logging.getLogger("ai_server")
 
@@ -73,6 +83,7 @@ class AIServer:
     service: NailaAIService
     metrics_port: int | None = None
     control: ControlPlane | None = None
+    vision: VisionPipeline | None = None  # implements ai_server.vision.view.Views
     _owned: list[Any] = field(default_factory=list)
 
     @property
@@ -80,6 +91,9 @@ class AIServer:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self.vision is not None:  # first: alerts it still owes go out while the control plane runs
+            self.pipeline.looker = None
+            await self.vision.stop()
         if self.control is not None:  # first: its goodbye says "offline" while the broker is still reachable
             await self.control.stop()
         await self.server.stop(grace)
@@ -92,6 +106,53 @@ class AIServer:
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
+
+
+def build_vision(
+    settings: AIServerSettings,
+    metrics: Metrics,
+    control: ControlPlane | None,
+    detector: Detector | None = None,
+) -> tuple[VisionPipeline | None, str]:
+    """The vision pipeline, or None and why not (logged once). A VISION_MODEL that does not exist is
+    a StartupError; a missing torch/ultralytics or shipped checkpoint only turns vision off."""
+    if not settings.vision_enabled:
+        return None, "vision not enabled: VISION_ENABLED=false"
+    from ai_server.vision.detector import YoloDetector, missing_dependency, resolve_weights
+
+    if detector is None:
+        missing = missing_dependency()
+        if missing is not None:
+            log.warning("vision is off: %s (install the vision extra: scripts/setup.sh)", missing)
+            return None, f"vision unavailable: {missing}"
+        try:
+            weights = resolve_weights(settings.vision_model)
+        except FileNotFoundError as exc:
+            if settings.vision_model:
+                raise StartupError(str(exc)) from None
+            log.warning("vision is off: %s", exc)
+            return None, f"vision unavailable: {exc}"
+        detector = YoloDetector(weights, device=settings.vision_device, imgsz=settings.vision_imgsz,
+                                confidence=settings.vision_confidence)
+    from ai_server.vision.config import VisionConfig
+    from ai_server.vision.metrics import VisionMetrics
+    from ai_server.vision.pipeline import VisionPipeline
+
+    def places(device_id: str) -> tuple[str | None, str | None]:
+        record = control.registry.get(device_id) if control is not None else None
+        return (None, None) if record is None else (record.room, record.zone)
+
+    vision = VisionPipeline(
+        detector, VisionConfig.from_settings(settings),
+        alerts=control, store=control.store if control is not None else None, media_dir=settings.ai_media_dir,
+        places=places, metrics=VisionMetrics(metrics.registry),
+    )
+    return vision, ""
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("vision: loading the model failed: %s", task.exception())
 
 
 async def _prime_llm(llm: LLMBackend, conversations: Conversations) -> None:
@@ -120,6 +181,7 @@ async def start_server(
     warm: bool = True,
     mqtt: MqttSettings | None = None,
     media: MediaSettings | None = None,
+    detector: Detector | None = None,
 ) -> AIServer:
     """Load (or take) the backends, warm them, and listen. ``port=0`` picks a free port.
 
@@ -166,6 +228,19 @@ async def start_server(
             where = settings.ai_media_dir or "a temporary directory"
             raise StartupError(f"cannot open the media store in {where} (AI_MEDIA_DIR): {exc}") from exc
         service.control = control
+    try:
+        vision, why_not = build_vision(settings, pipeline.metrics, control, detector)
+    except StartupError:
+        if control is not None:
+            await control.stop()  # not started yet: only frees its media store
+        raise
+    service.vision = vision
+    if why_not:
+        service.vision_off = why_not
+    if vision is not None:
+        from ai_server.vision.ask import VisualQuestions
+
+        pipeline.looker = VisualQuestions(vision)  # "who is at the door?" gets the door camera's view
     server = grpc.aio.server()
     pb_grpc.add_NailaAIServicer_to_server(service, server)
     host = settings.ai_server_host if host is None else host
@@ -182,13 +257,31 @@ async def start_server(
     await server.start()
     if control is not None:
         await control.start()
+    if vision is not None and warm:
+        # In a thread, not awaited: the voice path serves at once; the first frames wait for the model.
+        loading = asyncio.get_running_loop().create_task(asyncio.to_thread(vision.detector.load), name="vision-load")
+        loading.add_done_callback(_log_failure)
+        owned.append(_Background(loading))
     mport = settings.ai_server_metrics_port if metrics_port is None else metrics_port
     bound_metrics = pipeline.metrics.serve_http(mport) if mport else None
     log.info(
         "AI server listening on %s:%d (STT %s %s, LLM %s %s, TTS %s %s)", host, bound, stt.name, stt.model,
         llm.name, llm.model, tts.name, tts.model,
     )
-    return AIServer(server, int(bound), pipeline, service, bound_metrics, control, owned)
+    if vision is not None:
+        log.info("vision: %s, the model loads %s", vision.detector.name,
+                 "in the background" if warm else "with the first frame")
+    return AIServer(server, int(bound), pipeline, service, bound_metrics, control, vision, owned)
+
+
+@dataclass
+class _Background:
+    """A background task among the owned backends: ``close()`` cancels it on stop."""
+
+    task: asyncio.Task[None]
+
+    def close(self) -> None:
+        self.task.cancel()
 
 
 async def _serve(settings: AIServerSettings, mqtt: MqttSettings, media: MediaSettings) -> None:

@@ -56,6 +56,18 @@ HEARTBEAT_TIMEOUT_S = 5.0
 HEARTBEAT_MISSES = 3
 
 
+def channel_options(connect_timeout_s: float) -> list[tuple[str, int]]:
+    """gRPC channel options of every hub channel to the AI server (this link, hub.vision's uplink)."""
+    # One TCP attempt per connection attempt: our Backoff, not gRPC's, sets the pace.
+    ms = int(connect_timeout_s * 1000)
+    return [
+        ("grpc.initial_reconnect_backoff_ms", ms),
+        ("grpc.min_reconnect_backoff_ms", ms),
+        ("grpc.max_reconnect_backoff_ms", ms),
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ]
+
+
 @dataclass
 class Outbound:
     """One queued uplink message and what the link needs to account for it."""
@@ -241,14 +253,7 @@ class AiLink:
             self._stopping.wait(delay)
 
     def _channel_options(self) -> list[tuple[str, int]]:
-        # One TCP attempt per connection attempt: our Backoff, not gRPC's, sets the pace.
-        ms = int(self._connect_timeout_s * 1000)
-        return [
-            ("grpc.initial_reconnect_backoff_ms", ms),
-            ("grpc.min_reconnect_backoff_ms", ms),
-            ("grpc.max_reconnect_backoff_ms", ms),
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-        ]
+        return channel_options(self._connect_timeout_s)
 
     def _requests(self, generation: int) -> Iterator[pb.AudioInput]:
         """The request iterator of one call; gRPC pulls it from its own thread.

@@ -1,4 +1,4 @@
-"""``naila hub``: the hub's entry point. Settings from the environment (HUB_*, WEBRTC_*, AUDIO_*, MQTT_*).
+"""``naila hub``: the hub's entry point. Settings from the environment (HUB_*, WEBRTC_*, AUDIO_*, VIDEO_*, MQTT_*).
 
 Importable API for tests, the demo and benchmarks: :class:`Hub` and :func:`run_hub`
 (re-exported from hub.server).
@@ -16,7 +16,15 @@ import sys
 from typing import Any
 
 from hub.server import Hub, run_hub
-from shared.config import AudioSettings, ConfigError, HubSettings, MqttSettings, WebRTCSettings, load
+from shared.config import (
+    AudioSettings,
+    ConfigError,
+    HubSettings,
+    MqttSettings,
+    VideoSettings,
+    WebRTCSettings,
+    load,
+)
 
 __all__ = ["Hub", "main", "run_hub"]
 
@@ -28,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="naila hub",
         description="Run the NAILA hub: WebRTC termination for devices (POST /connect), VAD and "
         "barge-in, one gRPC stream to the AI server, GET /health /metrics /turns; SDP offers over MQTT too "
-        "(HUB_MQTT). Configured by HUB_* / WEBRTC_* / AUDIO_* / MQTT_* environment variables (see `naila config`); "
+        "(HUB_MQTT); camera video through a motion gate to the AI server (HUB_VISION). "
+        "Configured by HUB_* / WEBRTC_* / AUDIO_* / VIDEO_* / MQTT_* environment variables (see `naila config`); "
         "the options below override them.",
     )
     p.add_argument("--host", help="address to bind (HUB_HOST)")
@@ -74,7 +83,8 @@ def main(argv: list[str]) -> int:
         webrtc = load(WebRTCSettings)
         audio = load(AudioSettings)
         mqtt = load(MqttSettings)
-        hub = Hub(settings, webrtc, audio, mqtt=mqtt)
+        video = load(VideoSettings)
+        hub = Hub(settings, webrtc, audio, mqtt=mqtt, video=video)
     except ConfigError as err:
         print(f"naila hub: {err}", file=sys.stderr)
         return 2
@@ -89,6 +99,10 @@ def main(argv: list[str]) -> int:
         settings.hub_vad_aggressiveness, len(settings.hub_device_tokens),
     )
     log.info("MQTT signaling: %s", f"broker {mqtt.mqtt_host}:{mqtt.mqtt_port}" if settings.hub_mqtt else "off")
+    log.info(
+        "vision: %s", f"motion threshold {video.video_motion_threshold}, every {video.video_process_every_n_frames} "
+        f"motion frame(s), refresh {settings.hub_vision_refresh_s:g}s" if settings.hub_vision else "off",
+    )
     try:
         asyncio.run(serve(hub))
     except OSError as err:  # e.g. the port is taken

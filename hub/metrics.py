@@ -52,10 +52,26 @@ class HubMetrics:
         self.mqtt_offers_rejected: Counter[str] = Counter()  # offers refused, by reason
         self.mqtt_ice: Counter[str] = Counter()  # trickled device candidates, by outcome
         self.mqtt_listener_errors = 0  # exceptions raised by hub MQTT listeners
+        # Vision (hub/vision): camera frames through the motion gate to the AI server's AnalyzeFrames.
+        self.vision_frames_in = 0  # decoded camera frames the motion gate saw
+        self.vision_motion_frames = 0  # of those, with motion
+        self.vision_frames_forwarded = 0  # motion frames chosen for detection (every Nth)
+        self.vision_refreshes = 0  # no-motion refresh frames chosen (latest view, no detection)
+        self.vision_frames_sent = 0  # frames written on the AnalyzeFrames stream
+        self.vision_frames_dropped: Counter[str] = Counter()  # chosen frames not delivered, by reason
+        self.vision_frame_errors: Counter[str] = Counter()  # bad frames skipped: decode / encode
+        self.vision_results = 0  # VisionResults received
+        self.vision_result_errors = 0  # of those, with an error
+        self.vision_detections = 0  # objects in those results
+        self.vision_stream_reconnects = 0  # AnalyzeFrames stream re-established after a loss
+        self.vision_connect_failures = 0  # failed attempts to reach the AI server for vision
         # Gauges, read at scrape time.
         self.active_devices: Callable[[], int] = lambda: 0
         self.grpc_connected: Callable[[], bool] = lambda: False
         self.mqtt_connected: Callable[[], bool] = lambda: False
+        self.vision_cameras: Callable[[], int] = lambda: 0
+        self.vision_connected: Callable[[], bool] = lambda: False
+        self.vision_queue_depth: Callable[[], int] = lambda: 0
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.uplink_latency = Histogram(
@@ -93,6 +109,12 @@ class HubMetrics:
             "naila_hub_grpc_status_rtt_seconds",
             "gRPC round trip of the GetStatus heartbeat on the AI channel",
             buckets=_FAST,
+            registry=self.registry,
+        )
+        self.vision_result_latency = Histogram(
+            "naila_hub_vision_result_latency_seconds",
+            "AnalyzeFrames round trip: frame written on the stream to its VisionResult received",
+            buckets=(*_FAST, 2.0, 5.0),
             registry=self.registry,
         )
         self.registry.register(_CounterCollector(self))
@@ -149,6 +171,16 @@ class _CounterCollector(Collector):
             "mqtt_offers": (m.mqtt_offers, "Messages received on naila/devices/+/signaling/offer"),
             "mqtt_answers": (m.mqtt_answers, "SDP answers published on naila/devices/<id>/signaling/answer"),
             "mqtt_listener_errors": (m.mqtt_listener_errors, "Exceptions raised by hub MQTT listeners"),
+            "vision_frames_in": (m.vision_frames_in, "Decoded camera frames through the motion gate"),
+            "vision_motion_frames": (m.vision_motion_frames, "Camera frames with motion"),
+            "vision_frames_forwarded": (m.vision_frames_forwarded, "Motion frames chosen for detection (every Nth)"),
+            "vision_refreshes": (m.vision_refreshes, "No-motion refresh frames chosen (latest view, no detection)"),
+            "vision_frames_sent": (m.vision_frames_sent, "Frames written on the AnalyzeFrames stream"),
+            "vision_results": (m.vision_results, "VisionResults received"),
+            "vision_result_errors": (m.vision_result_errors, "VisionResults carrying an error"),
+            "vision_detections": (m.vision_detections, "Objects detected in received VisionResults"),
+            "vision_stream_reconnects": (m.vision_stream_reconnects, "AnalyzeFrames stream re-established"),
+            "vision_connect_failures": (m.vision_connect_failures, "Failed attempts to reach the AI server for vision"),
         }
         for name, (value, doc) in simple.items():
             c = CounterMetricFamily(f"naila_hub_{name}", doc)
@@ -163,6 +195,9 @@ class _CounterCollector(Collector):
             "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
             "mqtt_offers_rejected": ("reason", m.mqtt_offers_rejected, "MQTT offers refused, by reason"),
             "mqtt_ice_candidates": ("outcome", m.mqtt_ice, "Trickled ICE candidates from devices, by outcome"),
+            "vision_frames_dropped": ("reason", m.vision_frames_dropped,
+                                      "Chosen camera frames not delivered to the AI server, by reason"),
+            "vision_frame_errors": ("kind", m.vision_frame_errors, "Bad camera frames skipped, by kind"),
         }
         for name, (label, counts, doc) in labelled.items():
             c = CounterMetricFamily(f"naila_hub_{name}", doc, labels=[label])
@@ -177,6 +212,15 @@ class _CounterCollector(Collector):
         yield g
         g = GaugeMetricFamily("naila_hub_mqtt_connected", "1 while the hub is connected to the MQTT broker")
         g.add_metric([], 1 if m.mqtt_connected() else 0)
+        yield g
+        g = GaugeMetricFamily("naila_hub_vision_cameras", "Cameras streaming into the motion gate")
+        g.add_metric([], int(m.vision_cameras()))
+        yield g
+        g = GaugeMetricFamily("naila_hub_vision_connected", "1 while the AnalyzeFrames stream is up")
+        g.add_metric([], 1 if m.vision_connected() else 0)
+        yield g
+        g = GaugeMetricFamily("naila_hub_vision_queue_frames", "Frames waiting for the AnalyzeFrames stream")
+        g.add_metric([], int(m.vision_queue_depth()))
         yield g
         g = GaugeMetricFamily("naila_hub_uptime_seconds", "Seconds since the hub started")
         g.add_metric([], m.uptime_secs())

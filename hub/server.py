@@ -1,4 +1,4 @@
-"""The Hub: signaling + status HTTP server, device sessions and the AI link, wired together.
+"""The Hub: signaling + status HTTP server, device sessions, the AI link and vision, wired together.
 
 Start one in-process (tests, the demo, benchmarks) with::
 
@@ -32,9 +32,10 @@ from hub.signaling import connect_handler
 from hub.status_routes import add_status_routes
 from hub.turns import TurnLog
 from hub.vad import VoiceDetector, make_detector
+from hub.vision import VisionService
 from hub.web import add_web_app, device_tokens
 from shared.backoff import Backoff
-from shared.config import AudioSettings, HubSettings, MqttSettings, WebRTCSettings
+from shared.config import AudioSettings, HubSettings, MqttSettings, VideoSettings, WebRTCSettings
 from shared.contract import pb
 from shared.mqtt import topics
 
@@ -56,6 +57,7 @@ class Hub:
         clock: Callable[[], float] = time.monotonic,
         port: int | None = None,
         mqtt: MqttSettings | None = None,
+        video: VideoSettings | None = None,
     ) -> None:
         self.settings = settings
         self._listen_port = settings.hub_port if port is None else port
@@ -87,6 +89,9 @@ class Hub:
         )
         self.metrics.active_devices = lambda: len(self.sessions)
         self.metrics.grpc_connected = lambda: self.link.connected
+        # HUB_VISION: each device's camera through the motion gate to the AI server (hub/vision).
+        self.video = video or VideoSettings()
+        self.vision = VisionService(settings, self.video, self.metrics, clock=clock) if settings.hub_vision else None
         self._runner: web.AppRunner | None = None
         self._warned_unknown: set[str] = set()
         self.port = 0
@@ -115,7 +120,7 @@ class Hub:
             # HUB_DEVICE_TOKENS, plus the web app's per-browser device tokens (hub.web.auth).
             connect_handler(self, self.metrics, device_tokens(self.settings), self.settings.hub_max_body_bytes),
         )
-        add_status_routes(app, self.metrics, self.turns, self.device_details)
+        add_status_routes(app, self.metrics, self.turns, self.device_details, self.vision_details)
         add_web_app(app, self)
         return app
 
@@ -147,6 +152,8 @@ class Hub:
         if self.mqtt is not None:
             await self.mqtt.stop()
         await self.link.stop()
+        if self.vision is not None:
+            await self.vision.stop()
         log.info("hub stopped")
 
     # ----- sessions -----
@@ -194,6 +201,10 @@ class Hub:
             for s in sorted(self.sessions.values(), key=lambda s: s.device_id)
         ]
 
+    def vision_details(self) -> dict[str, object]:
+        """The vision pipeline for /health?detail=1: its AI stream and every streaming camera."""
+        return self.vision.details() if self.vision is not None else {"enabled": False}
+
     def session_closed(self, session: DeviceSession) -> None:
         if self.sessions.get(session.device_id) is session:
             del self.sessions[session.device_id]
@@ -230,8 +241,9 @@ async def run_hub(
     detector_factory: Callable[[], VoiceDetector] | None = None,
     port: int | None = None,
     mqtt: MqttSettings | None = None,
+    video: VideoSettings | None = None,
 ) -> Hub:
     """Build and start a hub; ``hub.port`` is the bound port (``port=0`` for a free one)."""
-    hub = Hub(settings, webrtc, audio, detector_factory=detector_factory, port=port, mqtt=mqtt)
+    hub = Hub(settings, webrtc, audio, detector_factory=detector_factory, port=port, mqtt=mqtt, video=video)
     await hub.start()
     return hub

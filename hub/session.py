@@ -1,6 +1,6 @@
-"""One device's WebRTC session: mic audio -> VAD -> AI uplink, AI replies -> TTS track.
+"""One device's WebRTC session: mic audio -> VAD -> AI uplink, AI replies -> TTS track, camera -> hub.vision.
 
-A session owns its RTCPeerConnection, its inbound-audio task, its outbound TtsTrack, its
+A session owns its RTCPeerConnection, its inbound-audio (and camera) task, its outbound TtsTrack, its
 VAD state machine and its dead-peer watchdog; :meth:`DeviceSession.close` frees all of
 them. It talks to the rest of the hub only through :class:`SessionHost`.
 """
@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -27,6 +27,7 @@ from hub.rooms import RoomDirectory
 from hub.tts_track import TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
 from hub.vad import VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
+from hub.vision import VisionService
 from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
@@ -117,6 +118,9 @@ class DeviceSession:
         self._drop_until_final = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mic_attached = False
+        self._camera_attached = False
+        # The hub's vision pipeline (hub/vision), None when HUB_VISION is off.
+        self._vision: VisionService | None = getattr(host, "vision", None)
         self._watchdog: asyncio.Task[None] | None = None
         self._control: RTCDataChannel | None = None
         pc.on("track", self._on_track)
@@ -152,18 +156,26 @@ class DeviceSession:
         if self.closed:
             return
         kind = getattr(track, "kind", "")
-        # The first audio track is the microphone; anything else is read and discarded.
-        use = kind == "audio" and not self._mic_attached
-        self._mic_attached = self._mic_attached or use
-        task = asyncio.create_task(
-            self._consume_audio(track) if use else self._drain(track),
-            name=f"{kind}-in-{self.device_id}",
-        )
+        # The first audio track is the microphone, the first video track the camera (when the hub
+        # runs vision, HUB_VISION); anything else is read and discarded.
+        coro: Coroutine[Any, Any, None]
+        if kind == "audio" and not self._mic_attached:
+            self._mic_attached = True
+            coro = self._consume_audio(track)
+        elif kind == "video" and not self._camera_attached and self._vision is not None:
+            self._camera_attached = True
+            coro = self._vision.consume(self.device_id, track, on_frame=self._touch)
+        else:
+            coro = self._drain(track)
+        task = asyncio.create_task(coro, name=f"{kind}-in-{self.device_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _touch(self) -> None:
+        self.last_media_at = self._clock()
+
     async def _drain(self, track: Any) -> None:
-        """Read and discard a track the hub does not use yet (e.g. video), so aiortc's queue stays empty."""
+        """Read and discard a track the hub does not use, so aiortc's queue stays empty."""
         with contextlib.suppress(MediaStreamError):
             while True:
                 await track.recv()

@@ -1,4 +1,4 @@
-"""GET /health (?detail=1 adds devices and rooms), /metrics and /turns: for people, Prometheus and tests."""
+"""GET /health (?detail=1 adds devices, rooms and cameras), /metrics and /turns: for people, Prometheus and tests."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ def add_status_routes(
     metrics: HubMetrics,
     turns: TurnLog,
     devices: Callable[[], list[dict[str, Any]]] = list,
+    vision: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     async def health(request: web.Request) -> web.Response:
         body: dict[str, Any] = dict(metrics.health())
-        # The spec's nine fields exactly; ?detail=1 adds the connected devices with their rooms.
+        # The spec's nine fields exactly; ?detail=1 adds the connected devices with their rooms,
+        # and the vision pipeline (its AI stream, each camera's gate counters and last result).
         if request.query.get("detail") in ("1", "true", "yes"):
             body["devices"] = devices()
+            if vision is not None:
+                body["vision"] = vision()
         # 503 while the AI server is unreachable: the hub is up but cannot answer anyone.
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 

@@ -7,7 +7,8 @@ deleted on its own.
 
 Layout under ``root``::
 
-    media.sqlite3          the ``media`` table (schema version in PRAGMA user_version)
+    media.sqlite3          the ``media`` and ``events`` tables (schema version in PRAGMA user_version,
+                           migrations in :mod:`ai_server.store.schema`)
     files/<id>.<format>    the bytes, written to a temporary name and renamed into place
 
 Every method is blocking (disk I/O, up to the 50 MB upload limit): call it through
@@ -28,32 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
+from ai_server.store.events import EventStore
+from ai_server.store.schema import SCHEMA_VERSION, migrate
 from shared.mqtt import topics
 from shared.mqtt.fields import MediaType
 
+__all__ = ["SCHEMA_VERSION", "MediaRecord", "MediaSource", "MediaStore"]
+
 #: Where a stored item came from (spec §8.11 source types, plus device clips and alerts).
 MediaSource = Literal["mqtt_upload", "mqtt_snapshot", "mqtt_recording", "alert_snapshot"]
-
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS media (
-    id          TEXT PRIMARY KEY,
-    source      TEXT NOT NULL,
-    device_id   TEXT,
-    session_id  TEXT,
-    zone        TEXT,
-    time        TEXT NOT NULL,     -- ISO-8601 UTC; sorts as text
-    media_type  TEXT NOT NULL,
-    format      TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    path        TEXT NOT NULL,     -- relative to the store root
-    sha256      TEXT NOT NULL,
-    analysis    TEXT               -- JSON object, NULL until something analysed it
-);
-CREATE INDEX IF NOT EXISTS media_by_time ON media (time);
-CREATE INDEX IF NOT EXISTS media_by_device ON media (device_id, time);
-"""
 
 _COLUMNS: Final = "id, source, device_id, session_id, zone, time, media_type, format, size, path, sha256, analysis"
 
@@ -77,7 +61,11 @@ class MediaRecord:
 
 
 class MediaStore:
-    """Files on disk plus a ``media`` table; see the module doc."""
+    """Files on disk plus a ``media`` table; see the module doc.
+
+    ``events`` is the vision event history in the same database file, behind the same lock: an
+    event points at its snapshot row, and one file is one thing to back up or move.
+    """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -85,14 +73,14 @@ class MediaStore:
         self.files.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.root / "media.sqlite3", check_same_thread=False, isolation_level=None)
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
+        try:
+            # WAL: readers (a history query) do not block the writer storing an upload.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            migrate(self._db, str(self.root))
+        except BaseException:
             self._db.close()
-            raise RuntimeError(f"media store {self.root} has schema {version}, newer than this code's")
-        # WAL: readers (a future history query) do not block the writer storing an upload.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            raise
+        self.events = EventStore(self._db, self._lock, self.root)
 
     def add(
         self,

@@ -1,12 +1,46 @@
-"""AI server settings: gRPC listener, STT, LLM, TTS, and the MQTT control plane."""
+"""AI server settings: gRPC listener, STT, LLM, TTS, the MQTT control plane, and vision."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
+
+# Device ids and zone names end up as MQTT topic levels (naila/alerts/{zone}/{type}).
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+#: VISION_ZONES: device id -> zone name -> polygon of (x, y) in 0..1 of the frame.
+ZonePolygons = dict[str, dict[str, list[tuple[float, float]]]]
+
+
+class VisionCamera(BaseModel):
+    """One camera's entry in VISION_CAMERAS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int = Field(0, description="Higher wins: its alert is the one sent when overlapping cameras agree")
+    overlap: str | None = Field(None, description="Cameras with the same overlap group see the same place")
+
+
+def _json_setting(v: object, example: str) -> object:
+    if isinstance(v, str):
+        if not v.strip():
+            return {}
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be JSON like {example} ({exc.msg})") from None
+    return v
+
+
+def _check_segment(value: str, what: str) -> None:
+    if not _SEGMENT.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{what} {value!r} must be 1-64 of letters, digits, '_', '.', '-'")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are NAILA, a friendly voice assistant in the user's home. "
@@ -96,3 +130,100 @@ class AIServerSettings(NailaSettings):
     ai_chat_max_pending: Annotated[int, Field(ge=1, le=1000)] = Field(
         16, description="Chat requests, uploads and clips being handled at once; more are answered 'busy'"
     )
+    vision_enabled: bool = Field(
+        True,
+        description="Analyse the hub's camera frames (AnalyzeFrames): YOLO, tracking, zones, alerts; the model "
+        "loads on the first frame (or in the background when warming up)",
+    )
+    vision_model: str = Field(
+        "", description="ultralytics YOLO checkpoint (.pt); empty = the shipped YOLOv8 best.pt (Normal/Fall people)"
+    )
+    vision_device: Literal["cpu", "cuda", "auto"] = Field("auto", description="YOLO device (auto = CUDA if present)")
+    vision_imgsz: Annotated[int, Field(ge=64, le=1920, multiple_of=32)] = Field(
+        320, description="YOLO input size, pixels (a multiple of 32)"
+    )
+    vision_confidence: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.25, description="Lowest detection confidence kept"
+    )
+    vision_alert_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["person", "Normal", "Fall"],
+        description="Detector labels that alert when they enter a zone, comma-separated (case-insensitive); "
+        "'person' is COCO's, Normal/Fall are the shipped checkpoint's people",
+    )
+    vision_zones: Annotated[ZonePolygons, NoDecode] = Field(
+        default_factory=dict,
+        description='Zone polygons per camera as JSON {"device_id": {"zone": [[x, y], ...]}}, x/y in 0..1 of '
+        "the frame; an object is in a zone by the bottom-centre of its box; a camera without polygons is one "
+        "zone named by its device zone/room",
+    )
+    vision_cameras: Annotated[dict[str, VisionCamera], NoDecode] = Field(
+        default_factory=dict,
+        description='Camera priority and overlap group as JSON {"device_id": {"priority": 10, "overlap": '
+        '"front"}}; cameras of one overlap group send one alert, from the highest priority',
+    )
+    vision_alert_dedup_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        60.0, description="One alert per zone and alert type within this window, s"
+    )
+    vision_max_batch: Annotated[int, Field(ge=1, le=64)] = Field(
+        8, description="Frames (of different cameras) analysed in one YOLO call at most"
+    )
+    vision_batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        5.0, description="How long the first waiting frame waits for frames of other cameras to batch with, ms"
+    )
+    vision_zone_inertia: Annotated[int, Field(ge=1, le=100)] = Field(
+        3, description="Consecutive analysed frames an object must be in a zone before it has entered it"
+    )
+    vision_track_lost_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0,
+        description="A tracked object missing from the analysed frames this long has left (its track ends), s",
+    )
+    vision_offline_after_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        30.0,
+        description="A camera with no frame (motion or refresh) this long is offline and its tracks end, s; "
+        "keep it a few HUB_VISION_REFRESH_S",
+    )
+    vision_overlap_hold_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        2.0,
+        description="An alert from a camera with an online higher-priority overlapping camera waits this long "
+        "for that camera's alert, s",
+    )
+    vision_max_frame_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = Field(
+        4_000_000, description="Largest accepted camera frame (JPEG), bytes"
+    )
+
+    @field_validator("vision_alert_labels", mode="before")
+    @classmethod
+    def _labels(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return v
+
+    @field_validator("vision_zones", mode="before")
+    @classmethod
+    def _zones_json(cls, v: object) -> object:
+        return _json_setting(v, '{"cam": {"porch": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}}')
+
+    @field_validator("vision_zones")
+    @classmethod
+    def _zones(cls, v: ZonePolygons) -> ZonePolygons:
+        for device_id, zones in v.items():
+            _check_segment(device_id, "device id")
+            for zone, points in zones.items():
+                _check_segment(zone, "zone")
+                if len(points) < 3:
+                    raise ValueError(f"zone {zone!r} of {device_id} needs at least 3 points")
+                if not all(0.0 <= c <= 1.0 for p in points for c in p):
+                    raise ValueError(f"zone {zone!r} of {device_id}: coordinates must be in 0..1 of the frame")
+        return v
+
+    @field_validator("vision_cameras", mode="before")
+    @classmethod
+    def _cameras_json(cls, v: object) -> object:
+        return _json_setting(v, '{"front_cam": {"priority": 10, "overlap": "front"}}')
+
+    @field_validator("vision_cameras")
+    @classmethod
+    def _cameras(cls, v: dict[str, VisionCamera]) -> dict[str, VisionCamera]:
+        for device_id in v:
+            _check_segment(device_id, "device id")
+        return v

@@ -1,4 +1,4 @@
-"""Hub settings: signaling server, VAD thresholds, gRPC link to the AI server."""
+"""Hub settings: signaling server, VAD thresholds, gRPC link to the AI server, camera motion gate."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
+
+_SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
 
 
 class HubSettings(NailaSettings):
@@ -79,6 +81,49 @@ class HubSettings(NailaSettings):
     hub_mqtt_offer_burst: Annotated[int, Field(ge=1, le=1000)] = Field(
         5, description="MQTT offers a device may send back to back before HUB_MQTT_OFFERS_PER_MIN applies"
     )
+    hub_vision: bool = Field(
+        True,
+        description="Motion-gate each device's camera (VIDEO_MOTION_THRESHOLD, VIDEO_PROCESS_EVERY_N_FRAMES) and "
+        "send motion frames and refreshes to the AI server's AnalyzeFrames; off = video is read and discarded",
+    )
+    hub_vision_min_motion_area: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.005,
+        description="Fraction of a camera's reduced 160x120 frame that must change by VIDEO_MOTION_THRESHOLD "
+        "or more to count as motion",
+    )
+    hub_vision_frame_size: str = Field(
+        "320x240", description="Largest WIDTHxHEIGHT of a frame sent to the AI server (aspect kept, never enlarged)"
+    )
+    hub_vision_jpeg_quality: Annotated[int, Field(ge=1, le=100)] = Field(
+        80, description="JPEG quality of frames sent to the AI server (1-100)"
+    )
+    hub_vision_refresh_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0,
+        description="With nothing moving, resend a camera's current frame this often, s (refresh: the AI "
+        "server's latest view, no detection)",
+    )
+    hub_vision_queue_frames: Annotated[int, Field(ge=1, le=1000)] = Field(
+        8, description="Frames waiting for the AI server, all cameras together; when full the oldest is dropped"
+    )
+    hub_vision_max_inflight: Annotated[int, Field(ge=1, le=64)] = Field(
+        4,
+        description="Frames sent to the AI server and not answered yet (more: bigger YOLO batches across "
+        "cameras; fewer: fresher frames when the detector is slow); the rest wait in the queue",
+    )
+
+    @field_validator("hub_vision_frame_size")
+    @classmethod
+    def _frame_size(cls, v: str) -> str:
+        m = _SIZE.fullmatch(v.strip())
+        if m is None or not all(16 <= int(g) <= 4096 for g in m.groups()):
+            raise ValueError("must look like 320x240 (16-4096 each)")
+        return v.strip()
+
+    @property
+    def vision_frame_size(self) -> tuple[int, int]:
+        """HUB_VISION_FRAME_SIZE as (width, height)."""
+        w, h = self.hub_vision_frame_size.split("x")
+        return int(w), int(h)
 
     @field_validator("hub_id")
     @classmethod

@@ -273,7 +273,7 @@ async def test_get_status_counts_active_conversations(make_server: Any) -> None:
 
 
 async def test_analyze_frames_answers_each_frame_with_not_enabled(make_server: Any) -> None:
-    server = await make_server()
+    server = await make_server(settings={"vision_enabled": False})
 
     async def frames() -> Any:
         for i in range(3):
@@ -281,7 +281,8 @@ async def test_analyze_frames_answers_each_frame_with_not_enabled(make_server: A
 
     async with grpc.aio.insecure_channel(server.address) as ch:
         results = [r async for r in pb_grpc.NailaAIStub(ch).AnalyzeFrames(frames())]
-    assert [(r.frame_id, r.error) for r in results] == [(i, "vision not enabled") for i in range(3)]
+    assert [(r.frame_id, r.error) for r in results] == [
+        (i, "vision not enabled: VISION_ENABLED=false") for i in range(3)]
 
 
 async def test_prometheus_metrics_endpoint(make_server: Any) -> None:

@@ -1,4 +1,4 @@
-"""/health keeps the spec's nine fields; ?detail=1 adds the connected devices and their rooms."""
+"""/health keeps the spec's nine fields; ?detail=1 adds the connected devices and their rooms (and vision)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ async def test_health_detail_lists_devices_with_their_rooms(make_hub: HubFactory
         _, plain = await get_json(f"{hub.url}/health")
         assert set(plain) == SPEC_FIELDS
         _, detail = await get_json(f"{hub.url}/health?detail=1")
-        assert set(detail) == SPEC_FIELDS | {"devices"}
+        assert set(detail) == SPEC_FIELDS | {"devices", "vision"}
         [entry] = detail["devices"]
         assert entry["device_id"] == "pi-kitchen" and entry["room"] == "kitchen" and entry["connected_s"] >= 0
     finally:

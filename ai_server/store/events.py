@@ -1,0 +1,144 @@
+"""Vision event history: one row per alert-worthy event (a tracked object entering a zone).
+
+Every such event is kept, whether it went out as an alert or was held back (a duplicate within
+the de-duplication window, a lower-priority camera of an overlapping pair, the broker down), so
+a later question ("was anyone at the front door last night?") sees what happened, not only
+what was announced. ``outcome`` says which:
+
+* ``alerted``      published on ``naila/alerts/...``
+* ``recorded``     the MQTT control plane is off: kept here only
+* ``duplicate``    the same zone and alert type alerted less than the window ago
+* ``overlap``      a higher-priority camera of the same overlap group alerted for it
+* ``unpublished``  publishing failed (broker unreachable)
+
+The table lives in the media store's database (:class:`~ai_server.store.media.MediaStore`
+builds this with its connection and lock), so a snapshot's row and its event share one file.
+Blocking, like the media store: call through ``asyncio.to_thread`` from the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+EventOutcome = Literal["alerted", "recorded", "duplicate", "overlap", "unpublished"]
+
+_COLUMNS: Final = (
+    "id, time, device_id, zone, alert_type, label, confidence, track_id, outcome, media_id, snapshot"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One row of the ``events`` table; ``snapshot`` is an absolute path (None: no snapshot stored)."""
+
+    id: int
+    time: datetime
+    device_id: str
+    zone: str
+    alert_type: str
+    label: str
+    confidence: float
+    track_id: int
+    outcome: str
+    media_id: str | None
+    snapshot: Path | None
+
+
+class EventStore:
+    """The ``events`` table; see the module doc."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, root: Path) -> None:
+        self._db = db
+        self._lock = lock
+        self.root = root
+
+    def add(
+        self,
+        *,
+        time: datetime,
+        device_id: str,
+        zone: str,
+        alert_type: str,
+        label: str,
+        confidence: float,
+        track_id: int,
+        outcome: EventOutcome,
+        media_id: str | None = None,
+        snapshot: Path | None = None,
+    ) -> EventRecord:
+        when = time.astimezone(UTC)
+        rel = None if snapshot is None else _relative(snapshot, self.root)
+        with self._lock:
+            cur = self._db.execute(
+                f"INSERT INTO events ({_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (when.isoformat(), device_id, zone, alert_type, label, float(confidence), int(track_id),
+                 outcome, media_id, rel),
+            )
+            row_id = cur.lastrowid
+        assert row_id is not None
+        return EventRecord(row_id, when, device_id, zone, alert_type, label, float(confidence), int(track_id),
+                           outcome, media_id, None if rel is None else self.root / rel)
+
+    def query(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        device_id: str | None = None,
+        zone: str | None = None,
+        alert_type: str | None = None,
+        outcome: EventOutcome | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[EventRecord]:
+        """Events with ``since <= time < until`` matching every filter given."""
+        where: list[str] = []
+        args: list[object] = []
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since.astimezone(UTC).isoformat())
+        if until is not None:
+            where.append("time < ?")
+            args.append(until.astimezone(UTC).isoformat())
+        for column, value in (("device_id", device_id), ("zone", zone), ("alert_type", alert_type),
+                              ("outcome", outcome)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = f"SELECT {_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # id breaks ties between events of the same frame, in the order they were recorded.
+        sql += f" ORDER BY time {'DESC' if newest_first else 'ASC'}, id {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [self._record(r) for r in rows]
+
+    def _record(self, row: tuple[object, ...]) -> EventRecord:
+        (row_id, when, device_id, zone, alert_type, label, confidence, track_id, outcome, media_id, snap) = row
+        return EventRecord(
+            id=int(str(row_id)),
+            time=datetime.fromisoformat(str(when)),
+            device_id=str(device_id),
+            zone=str(zone),
+            alert_type=str(alert_type),
+            label=str(label),
+            confidence=float(str(confidence)),
+            track_id=int(str(track_id)),
+            outcome=str(outcome),
+            media_id=None if media_id is None else str(media_id),
+            snapshot=None if snap is None else self.root / str(snap),
+        )
+
+
+def _relative(path: Path, root: Path) -> str:
+    """Stored relative to the store root, so the directory can move (the media table does the same)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
