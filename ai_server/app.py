@@ -133,7 +133,7 @@ def build_vision(
             log.warning("vision is off: %s", exc)
             return None, f"vision unavailable: {exc}"
         detector = YoloDetector(weights, device=settings.vision_device, imgsz=settings.vision_imgsz,
-                                confidence=settings.vision_confidence)
+                                confidence=settings.vision_confidence, labels=settings.vision_labels)
     from ai_server.vision.config import VisionConfig
     from ai_server.vision.metrics import VisionMetrics
     from ai_server.vision.pipeline import VisionPipeline

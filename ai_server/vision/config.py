@@ -16,7 +16,7 @@ MAX_FRAME_PIXELS: Final = 4096 * 4096
 
 @dataclass(frozen=True, slots=True)
 class VisionConfig:
-    alert_labels: tuple[str, ...] = ("person", "Normal", "Fall")
+    alert_labels: tuple[str, ...] = ("person", "fallen_person")
     zones: Mapping[str, Mapping[str, Sequence[Point]]] = field(default_factory=dict)
     cameras: Mapping[str, CameraRank] = field(default_factory=dict)
     dedup_s: float = 60.0

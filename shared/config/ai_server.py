@@ -145,10 +145,15 @@ class AIServerSettings(NailaSettings):
     vision_confidence: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.25, description="Lowest detection confidence kept"
     )
+    vision_labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"Normal": "person", "Fall": "fallen_person"},
+        description='Renames of the checkpoint\'s classes as JSON {"class": "label"}, so answers and alert '
+        "types read well; the default names the shipped checkpoint's classes (COCO has neither)",
+    )
     vision_alert_labels: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["person", "Normal", "Fall"],
-        description="Detector labels that alert when they enter a zone, comma-separated (case-insensitive); "
-        "'person' is COCO's, Normal/Fall are the shipped checkpoint's people",
+        default_factory=lambda: ["person", "fallen_person"],
+        description="Labels (after VISION_LABELS) that alert when they enter a zone, comma-separated "
+        "(case-insensitive)",
     )
     vision_zones: Annotated[ZonePolygons, NoDecode] = Field(
         default_factory=dict,
@@ -197,6 +202,11 @@ class AIServerSettings(NailaSettings):
         if isinstance(v, str):
             return [x.strip() for x in v.split(",") if x.strip()]
         return v
+
+    @field_validator("vision_labels", mode="before")
+    @classmethod
+    def _label_map(cls, v: object) -> object:
+        return _json_setting(v, '{"Normal": "person"}')
 
     @field_validator("vision_zones", mode="before")
     @classmethod

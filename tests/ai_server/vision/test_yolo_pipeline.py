@@ -97,6 +97,19 @@ def test_loading_ultralytics_leaves_pillow_alone(yolo: YoloDetector) -> None:
     assert "best.pt" in yolo.name and "cpu" in yolo.name
 
 
+def test_vision_labels_rename_the_checkpoints_classes(yolo: YoloDetector) -> None:
+    import cv2
+    import numpy as np
+
+    from shared.config import AIServerSettings, load
+
+    renamed = YoloDetector(yolo.weights, device="cpu", imgsz=320, labels=load(AIServerSettings).vision_labels)
+    bus = cv2.imdecode(np.frombuffer(asset_jpeg("bus.jpg"), np.uint8), cv2.IMREAD_COLOR)
+    boxes = renamed.detect_batch([bus])[0]
+    assert renamed.names == {0: "person", 1: "fallen_person"}
+    assert boxes and {b.label for b in boxes} <= {"person", "fallen_person"}
+
+
 @pytest.mark.gpu
 def test_on_a_gpu_a_batch_runs_in_fp16_on_cuda() -> None:
     from ai_server.vision.detector import shipped_checkpoint
