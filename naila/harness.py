@@ -91,9 +91,14 @@ async def start_device(
     echo_path: EchoPath | None = None,
     echo_cancellation: bool = True,
     connect_timeout: float = 20.0,
+    room: str = "test",
+    camera_file: str = "",
 ) -> SimDevice:
-    settings = load(DeviceSettings, device_id=device_id, device_hub_url=hub_url, device_room="test",
-                    device_audio_backend="file", device_mqtt=mqtt is not None)
+    """A device agent on memory sound cards; with ``camera_file`` (an image or a video, looped) it
+    also streams that as its camera."""
+    settings = load(DeviceSettings, device_id=device_id, device_hub_url=hub_url, device_room=room,
+                    device_audio_backend="file", device_mqtt=mqtt is not None,
+                    device_camera="file" if camera_file else "none", device_camera_file=camera_file)
     backend = MemoryAudioBackend(echo_path=echo_path)
     mqtt_settings = load(MqttSettings, mqtt_host=mqtt[0], mqtt_port=mqtt[1]) if mqtt else load(MqttSettings)
     agent = DeviceAgent(
