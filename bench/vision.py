@@ -1,5 +1,6 @@
-"""Hub vision gate: cost per camera frame, what share of a mostly static scene reaches the AI server,
-and how many cameras one core can gate.
+"""Vision: the hub's motion gate (cost per camera frame, what share of a mostly static scene reaches
+the AI server, cameras per core) and YOLO at the AI server (latency per frame and per batch, and
+the YOLO calls the gate avoids).
 
 A generated 640x480 sequence (a textured room with sensor noise, slow light drift and mains
 flicker; a person-sized figure walks across for a few seconds in the middle) is turned into
@@ -17,8 +18,14 @@ hub's defaults (VIDEO_MOTION_THRESHOLD 25, every 3rd motion frame, HUB_VISION_MI
 0.5%, HUB_VISION_REFRESH_S 10 s). Cameras per core at 5 fps = 1 s / (5 x gate cost + chosen
 frames per second x encode cost), for this sequence and for a camera that sees motion all the time.
 
+YOLO: the AI server's own YoloDetector (VISION_MODEL, default the shipped YOLOv8 checkpoint; VISION_DEVICE,
+VISION_IMGSZ) on ultralytics' bus.jpg and zidane.jpg scaled to the hub's frame size, one predict call
+per batch of 1, 2, 4 and 8 frames. Calls avoided = the frames the gate did not forward (refreshes
+run no detection): YOLO work per camera-minute with the gate and without it.
+
 Clock: time.perf_counter for every duration (one monotonic clock); the pass uses a simulated clock.
-Usage: python bench/vision_gate.py [--frames 300] [--fps 10] [--passes 10]; writes bench/results/vision_gate.json.
+Usage: python bench/vision.py [--frames 300] [--fps 10] [--passes 10] [--yolo-repeats 6] [--no-yolo];
+writes bench/results/vision.json.
 """
 
 from __future__ import annotations
@@ -191,7 +198,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     cost_seq = fps5 * gate_s + fps5 * share_seq * build_s
     cost_motion = fps5 * gate_s + fps5 / every_n * build_s
     report = {
-        "benchmark": "vision_gate",
+        "benchmark": "vision",
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  "opencv": cv2.__version__, "pyav": av.__version__,
                  "note": "single thread on a shared 2-core box; other work may run beside it"},
@@ -224,16 +231,70 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def yolo_bench(repeats: int, seq: dict[str, Any], fps: int) -> dict[str, Any]:
+    """The AI server's detector on real photos at the hub's frame size, batches of 1-8."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import importlib.util
+
+    from ai_server.vision.detector import YoloDetector, resolve_weights
+    from shared.config import AIServerSettings
+
+    ai = load(AIServerSettings)
+    hub = load(HubSettings)
+    w, h = hub.vision_frame_size
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec is not None and spec.submodule_search_locations
+    assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
+    photos = []
+    for name in ("bus.jpg", "zidane.jpg"):
+        img = cv2.imread(str(assets / name))
+        assert img is not None, name
+        photos.append(np.ascontiguousarray(cv2.resize(img, (w, h)), dtype=np.uint8))
+    detector = YoloDetector(resolve_weights(ai.vision_model), device=ai.vision_device, imgsz=ai.vision_imgsz,
+                            confidence=ai.vision_confidence, labels=ai.vision_labels)
+    t0 = time.perf_counter()
+    detector.load()
+    load_s = time.perf_counter() - t0
+    batches = []
+    for n in (1, 2, 4, 8):
+        frames = [photos[i % 2] for i in range(n)]
+        detector.detect_batch(frames)  # untimed: first call of this batch shape
+        ms = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            detector.detect_batch(frames)
+            ms.append((time.perf_counter() - t) * 1000)
+        batches.append({"batch": n, "p50_ms": round(pct(ms, 0.5), 1), "p95_ms": round(pct(ms, 0.95), 1),
+                        "per_frame_ms": round(pct(ms, 0.5) / n, 1)})
+    per_frame_s = batches[0]["p50_ms"] / 1000
+    frames, analysed = seq["frames"], seq["forwarded"]
+    minute_frames = 60 * fps
+    return {
+        "model": detector.weights.name, "device": detector.device, "imgsz": detector.imgsz,
+        "frame_size": f"{w}x{h}", "load_s": round(load_s, 1), "repeats": repeats, "batches": batches,
+        "gate_avoids": {
+            "frames": frames, "yolo_frames_with_gate": analysed,
+            "avoided_pct": round(100 * (1 - analysed / frames), 1),
+            "yolo_s_per_camera_minute_with_gate": round(minute_frames * analysed / frames * per_frame_s, 1),
+            "yolo_s_per_camera_minute_without_gate": round(minute_frames * per_frame_s, 1),
+        },
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--fps", type=int, default=10, help="camera frame rate of the generated sequence")
     p.add_argument("--motion-s", type=float, default=4.0, help="how long the figure walks through, s")
     p.add_argument("--passes", type=int, default=10, help="timed passes over the sequence")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "vision_gate.json"))
+    p.add_argument("--yolo-repeats", type=int, default=6, help="timed YOLO calls per batch size")
+    p.add_argument("--no-yolo", action="store_true", help="the gate only (no torch import)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "vision.json"))
     args = p.parse_args()
     t0 = time.perf_counter()
     report = bench(args)
+    if not args.no_yolo:
+        report["yolo"] = yolo_bench(args.yolo_repeats, report["sequence"], args.fps)
     report["runtime_s"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +315,17 @@ def main() -> int:
     print(f"VP8 decode (context, not gated): mean {d['mean']} ms, p95 {d['p95']} ms per frame")
     print(f"cameras per core at 5 fps: {c['this_sequence']} (this sequence), {c['motion_all_the_time']} "
           f"(motion all the time), {c['with_vp8_decode_motion_all_the_time']} (adding VP8 decode)")
+    if "yolo" in report:
+        y = report["yolo"]
+        print(f"YOLO {y['model']} on {y['device']}, imgsz {y['imgsz']}, {y['frame_size']} frames "
+              f"(load {y['load_s']} s):")
+        for b in y["batches"]:
+            print(f"  batch {b['batch']}: p50 {b['p50_ms']} ms, p95 {b['p95_ms']} ms per call; "
+                  f"{b['per_frame_ms']} ms per frame")
+        a = y["gate_avoids"]
+        print(f"gate avoids {a['avoided_pct']}% of YOLO calls on the sequence ({a['yolo_frames_with_gate']} of "
+              f"{a['frames']} frames analysed): {a['yolo_s_per_camera_minute_with_gate']} s of YOLO per camera-minute "
+              f"instead of {a['yolo_s_per_camera_minute_without_gate']} s")
     print(f"runtime {report['runtime_s']} s; wrote {out}")
     return 0
 
