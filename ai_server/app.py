@@ -29,6 +29,7 @@ import signal
 import sqlite3
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -241,6 +242,17 @@ async def start_server(
         from ai_server.vision.ask import VisualQuestions
 
         pipeline.looker = VisualQuestions(vision)  # "who is at the door?" gets the door camera's view
+        if control is not None:
+            from ai_server.media.analysis import ImageAnalyser
+            from ai_server.media.history import HistoryQuestions
+            from ai_server.media.looker import HistoryFirst
+            from ai_server.media.ocr import RapidOcr
+
+            # Uploads with a question are analysed by the same detector as the cameras (one model in memory).
+            control.uploads.analyser = ImageAnalyser(vision.detector, RapidOcr())
+            # "What did the front door camera see at 3am" is answered from the stored events (spec §8.10 step 2).
+            history = HistoryQuestions(control.store.events, vision, lambda: datetime.now().astimezone())
+            pipeline.looker = HistoryFirst(history, pipeline.looker)
     server = grpc.aio.server()
     pb_grpc.add_NailaAIServicer_to_server(service, server)
     host = settings.ai_server_host if host is None else host

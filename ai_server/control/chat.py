@@ -109,22 +109,30 @@ class Chat:
         return reply
 
     async def ask(
-        self, session_id: str, conversation_id: str, question: str, *, room: str = "", attachment: str = ""
+        self,
+        session_id: str,
+        conversation_id: str,
+        question: str,
+        *,
+        room: str = "",
+        attachment: str = "",
+        visual: str = "",
     ) -> str:
         """The LLM's answer to ``question`` in this conversation; recorded in its history.
 
-        ``attachment`` describes media the user sent with the question (the model cannot see it).
-        Raises on LLM failure or after ``timeout_s``.
+        ``attachment`` describes media the user sent with the question; ``visual`` is what vision
+        found in it (ai_server.media.analysis: the spec §8.11 context). Without ``visual`` the
+        model is told it cannot see the content. Raises on LLM failure or after ``timeout_s``.
         """
         key = self._thread(session_id, conversation_id)
         conversations = self.pipeline.conversations
         messages = conversations.messages(key, question, room)
-        if attachment:
-            note: Message = {
-                "role": "system",
-                "content": f"The user attached a file ({attachment}). You cannot see or hear its content yet: "
-                "answer from the description only, and say so if the question needs the content.",
-            }
+        if visual or attachment:
+            content = visual or (
+                f"The user attached a file ({attachment}). You cannot see or hear its content yet: "
+                "answer from the description only, and say so if the question needs the content."
+            )
+            note: Message = {"role": "system", "content": content}
             messages.insert(len(messages) - 1, note)
         try:
             async with (

@@ -171,14 +171,20 @@ class DeviceMedia:
         device_id: str | None = None,
         session_id: str | None = None,
         zone: str | None = None,
+        extra: dict[str, object] | None = None,
     ) -> MediaRecord:
-        """Write checked media to the store off the event loop; the device's zone is filled in."""
+        """Write checked media to the store off the event loop; the device's zone is filled in.
+
+        ``extra`` joins the record's analysis (an upload's visual context), written in the same row.
+        """
         if zone is None and device_id is not None:
             record = self.registry.get(device_id)
             zone = record.zone if record is not None else None
         analysis: dict[str, object] | None = None
         if checked.width is not None and checked.height is not None:
             analysis = {"width": checked.width, "height": checked.height}
+        if extra:
+            analysis = {**(analysis or {}), **extra}
 
         def write() -> MediaRecord:
             return self.store.add(

@@ -3,25 +3,31 @@
 Every upload is answered on ``naila/chat/{session_id}/reply`` with a :class:`ChatReply` that
 repeats the upload's ``conversation_id`` (a fresh one when it had none):
 
-* refused (size, format whitelist, content that is not the declared format, unreadable image,
-  and everything the plane refuses before decoding): ``text`` empty, ``error`` says why;
+* refused (size, format whitelist, content that is not the declared format, an image that does
+  not decode whole, and everything the plane refuses before decoding): ``text`` empty, ``error``
+  says why;
 * accepted without ``context``: ``text`` acknowledges what was stored (type, format, size,
   image size, media id);
-* accepted with ``context`` (a question): ``text`` is the LLM's answer, given a one-line
-  description of the media (there is no vision model yet, so the model does not see it).
+* accepted with ``context`` (a question): ``text`` is the LLM's answer. An image is analysed
+  first when an analyser is set (``analyser``, by ai_server/app.py when vision is on): YOLO
+  objects, OCR text and a description, the spec §8.11 visual context, go into the prompt and
+  into the record's analysis (``visual_context``). Otherwise the model gets a one-line
+  description of the media and is told it cannot see it.
 
 Accepted media is stored in the media store (source ``mqtt_upload``, with the session id).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ai_server.control.chat import Chat, new_conversation_id, reply_message
 from ai_server.control.inbound import InboundGuard, Rejected
 from ai_server.control.media import DeviceMedia
-from ai_server.control.media_check import MediaPolicy
+from ai_server.control.media_check import CheckedMedia, MediaPolicy
 from ai_server.control.metrics import ControlMetrics
+from ai_server.media.analysis import Analysed, BadImage, DecodedImage, ImageAnalyser, decode_image
 from ai_server.pipeline import one_line
 from shared.mqtt import ChatReply, WebUpload
 
@@ -37,43 +43,65 @@ class Uploads:
         self.chat = chat
         self.guard = guard
         self.metrics = metrics
+        self.analyser: ImageAnalyser | None = None  # set when vision is on
 
     async def on_upload(self, topic: str, upload: WebUpload) -> ChatReply:
         """Check, store and answer one decoded upload; publishes and returns the reply."""
         session_id = upload.session_id
         conversation_id = upload.conversation_id or new_conversation_id()
+        question = upload.context.strip()
         try:
             checked = self.policy.check(upload.media_type, upload.format, upload.data)
+            analysed = await self._analyse(checked, session_id, question)
         except Rejected as exc:
             self.guard.refused(topic, exc)
-            reply = reply_message(session_id, conversation_id, error=f"refused ({exc.reason}): {exc.detail}")
-            await self.chat.publish_reply(reply)
-            return reply
+            return await self._reply(session_id, conversation_id, error=f"refused ({exc.reason}): {exc.detail}")
+        extra: dict[str, object] | None = None if analysed is None else {"visual_context": analysed.json()}
         try:
-            record = await self.media.store_media(checked, source="mqtt_upload", session_id=session_id)
+            record = await self.media.store_media(checked, source="mqtt_upload", session_id=session_id, extra=extra)
         except Exception as exc:
             self.metrics.event("upload_store_failed")
             log.exception("upload from session %s could not be stored", session_id)
-            reply = reply_message(session_id, conversation_id, error=f"upload could not be stored: {one_line(exc)}")
-            await self.chat.publish_reply(reply)
-            return reply
+            return await self._reply(session_id, conversation_id, error=f"upload could not be stored: {one_line(exc)}")
         self.metrics.event("upload_stored")
         description = checked.describe()
         log.info("upload %s from session %s stored as %s (%s)", upload.filename, session_id, record.id, description)
-        if not upload.context.strip():
-            text = f"Received {upload.filename} ({description}), stored as {record.id}."
-            reply = reply_message(session_id, conversation_id, text)
-            await self.chat.publish_reply(reply)
-            return reply
+        if not question:
+            return await self._reply(session_id, conversation_id, f"Received {upload.filename} ({description}), "
+                                     f"stored as {record.id}.")
+        visual = ""
+        if analysed is not None:
+            context = analysed.context
+            visual = (f"The user attached an image ({description}). What vision found in it: "
+                      f"{context.analysis.description}\nVisual context: {context.model_dump_json(exclude_none=True)}")
         try:
-            answer = await self.chat.ask(session_id, conversation_id, upload.context.strip(), attachment=description)
+            answer = await self.chat.ask(session_id, conversation_id, question, attachment=description, visual=visual)
         except Exception as exc:
             self.metrics.event("chat_failed")
             log.warning("upload question from session %s: no answer: %s", session_id, one_line(exc))
-            error = f"stored as {record.id}, but no answer: {one_line(exc)}"
-            reply = reply_message(session_id, conversation_id, error=error)
-        else:
-            self.metrics.event("chat_answered")
-            reply = reply_message(session_id, conversation_id, answer)
+            return await self._reply(session_id, conversation_id,
+                                     error=f"stored as {record.id}, but no answer: {one_line(exc)}")
+        self.metrics.event("chat_answered")
+        return await self._reply(session_id, conversation_id, answer)
+
+    async def _analyse(self, checked: CheckedMedia, session_id: str, question: str) -> Analysed | None:
+        """Decode an image whole (always: a truncated file must not be stored) and, for a question,
+        analyse it; raises :class:`Rejected` for an image that does not decode."""
+        if checked.media_type != "image":
+            return None
+        try:
+            # Off the loop: a 50 MB image takes a while to decode.
+            image: DecodedImage = await asyncio.to_thread(decode_image, checked.data, checked.format)
+            if not question or self.analyser is None:
+                return None
+            return await self.analyser.analyse_decoded(image, source="mqtt_upload", session_id=session_id,
+                                                       question=question)
+        except BadImage as exc:
+            raise Rejected(exc.reason, f"declared {checked.format}: {exc.detail}") from None
+
+    async def _reply(
+        self, session_id: str, conversation_id: str, text: str = "", error: str | None = None
+    ) -> ChatReply:
+        reply = reply_message(session_id, conversation_id, text, error)
         await self.chat.publish_reply(reply)
         return reply

@@ -119,6 +119,23 @@ class EventStore:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [self._record(r) for r in rows]
 
+    def places(self) -> tuple[list[str], list[str]]:
+        """The device ids and the zones events were recorded for: the names a history question may use.
+
+        A skip scan (one index seek per distinct value) rather than ``SELECT DISTINCT``, which
+        reads every row: ~0.1 ms instead of ~150 ms at 100k events.
+        """
+        out: list[list[str]] = []
+        with self._lock:
+            for column in ("device_id", "zone"):  # both indexed (events_by_device, events_by_zone)
+                rows = self._db.execute(
+                    f"WITH RECURSIVE d(v) AS (SELECT min({column}) FROM events UNION ALL "
+                    f"SELECT (SELECT min({column}) FROM events WHERE {column} > d.v) FROM d WHERE d.v IS NOT NULL) "
+                    "SELECT v FROM d WHERE v IS NOT NULL"
+                ).fetchall()
+                out.append([str(r[0]) for r in rows])
+        return out[0], out[1]
+
     def _record(self, row: tuple[object, ...]) -> EventRecord:
         (row_id, when, device_id, zone, alert_type, label, confidence, track_id, outcome, media_id, snap) = row
         return EventRecord(

@@ -13,13 +13,14 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import cv2
 import numpy as np
 
+from ai_server.vision.detector import BGRImage
 from ai_server.vision.view import CameraInfo, CameraView, Views
 from shared.mqtt import VisualContext
 from shared.mqtt.models import DetectedObject, VisualAnalysis, VisualMedia, VisualSource
@@ -79,21 +80,38 @@ def _plural(label: str, n: int) -> str:
     return f"{n} {label}" if label.endswith("s") else f"{n} {label}s"
 
 
-def describe(view: CameraView) -> str:
-    """A sentence composed from the detections (no vision-language model needed)."""
-    if view.detections is None:
+def describe(labels: Iterable[str] | None, text: Sequence[str] = ()) -> str:
+    """A sentence composed from detected labels and read text (no vision-language model needed).
+
+    ``labels`` is None for an image that was not analysed. Any source uses it (a live frame,
+    an upload: ai_server.media.analysis), so it takes plain labels, not a camera view.
+    """
+    if labels is None and not text:
         return "Not analysed."
-    counts = Counter(d.label for d in view.detections)
-    if not counts:
-        return "No objects detected."
-    parts = [_plural(label, n) for label, n in counts.most_common()]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"{listed[0].upper()}{listed[1:]} in view."
+    counts = Counter(labels or ())
+    if labels is None:
+        sentence = "Objects not analysed."
+    elif counts:
+        parts = [_plural(label, n) for label, n in counts.most_common()]
+        listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        sentence = f"{listed[0].upper()}{listed[1:]} in view."
+    else:
+        sentence = "No objects detected."
+    if text:
+        quoted = "; ".join(f'"{line}"' for line in text[:5])
+        sentence += f" Text reads: {quoted}{' and more' if len(text) > 5 else ''}."
+    return sentence
 
 
-def lighting(jpeg: bytes) -> str | None:
-    """Dark / dim / bright from the mean luminance (a 320x240 JPEG decodes in about a millisecond)."""
-    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+def lighting(image: bytes | BGRImage) -> str | None:
+    """Dark / dim / bright from the mean luminance of encoded bytes or a decoded BGR image.
+
+    A 320x240 JPEG decodes in about a millisecond; an already decoded image is not decoded again.
+    """
+    if isinstance(image, bytes):
+        img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_GRAYSCALE)
+    else:
+        img = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     if img is None or img.size == 0:
         return None
     mean = float(img.mean())
@@ -209,10 +227,11 @@ class VisualQuestions:
                            bbox=(round(d.bbox[0], 1), round(d.bbox[1], 1), round(d.bbox[2], 1), round(d.bbox[3], 1)))
             for d in (view.detections or ())
         ][:64]
+        labels = None if view.detections is None else [d.label for d in view.detections]
         return VisualContext(
             source=VisualSource(type="webrtc_stream", device_id=camera.device_id),
             media=VisualMedia(type="image", format="jpeg", width=view.width, height=view.height,
                               timestamp=view.wall_time),
-            analysis=VisualAnalysis(description=describe(view), objects=objects, lighting=lighting(view.jpeg)),
+            analysis=VisualAnalysis(description=describe(labels), objects=objects, lighting=lighting(view.jpeg)),
             user_context=question[:1000] or None,
         )

