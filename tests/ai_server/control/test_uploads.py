@@ -65,7 +65,10 @@ async def test_a_question_with_the_upload_is_answered_by_the_llm_with_a_descript
     control_server: ControlFactory, watch: Watch
 ) -> None:
     llm = FakeLLM("It is a small red picture.")
-    _server, _plane = await control_server(llm=llm, media={"media_max_upload_size": LIMIT})
+    # Without vision the prompt gets the upload's description; with it, the analysis
+    # (tests/ai_server/media/test_upload_questions.py).
+    _server, _plane = await control_server(llm=llm, media={"media_max_upload_size": LIMIT},
+                                           settings={"vision_enabled": False})
     sid = uid("up-q")
     reply = await ask(
         watch,
