@@ -239,20 +239,42 @@ async def start_server(
     if why_not:
         service.vision_off = why_not
     if vision is not None:
+        from ai_server.media.analysis import ImageAnalyser
+        from ai_server.media.ocr import RapidOcr
         from ai_server.vision.ask import VisualQuestions
 
-        pipeline.looker = VisualQuestions(vision)  # "who is at the door?" gets the door camera's view
-        if control is not None:
-            from ai_server.media.analysis import ImageAnalyser
-            from ai_server.media.history import HistoryQuestions
-            from ai_server.media.looker import HistoryFirst
-            from ai_server.media.ocr import RapidOcr
+        # One analyser (the cameras' detector: one model in memory, plus OCR) for every source.
+        describer = None
+        if settings.vision_describe_url and settings.vision_describe_model:
+            from ai_server.media.describe import VisionDescriber
 
-            # Uploads with a question are analysed by the same detector as the cameras (one model in memory).
-            control.uploads.analyser = ImageAnalyser(vision.detector, RapidOcr())
-            # "What did the front door camera see at 3am" is answered from the stored events (spec §8.10 step 2).
-            history = HistoryQuestions(control.store.events, vision, lambda: datetime.now().astimezone())
-            pipeline.looker = HistoryFirst(history, pipeline.looker)
+            describer = VisionDescriber(settings.vision_describe_url, settings.vision_describe_model,
+                                        api_key=settings.llm_api_key, timeout_s=settings.vision_describe_timeout_s)
+        analyser = ImageAnalyser(vision.detector, RapidOcr(), describer)
+        questions = VisualQuestions(vision, analyser=analyser)
+        pipeline.looker = questions  # "who is at the door?" gets the door camera's view
+        if control is not None:
+            from ai_server.media.history import HistoryQuestions
+            from ai_server.media.selection import SourceSelection
+            from ai_server.media.sources import MediaSources
+
+            sources = MediaSources(analyser, control.store, views=vision, plane=control)
+            control.uploads.analyser = analyser
+            control.media.video_frames = sources.video  # clips: their middle frame analysed before storing
+            # Spec §8.10's six steps; "what did the front door camera see at 3am" is step 2 (stored events).
+            history = HistoryQuestions(control.store.events, vision, lambda: datetime.now().astimezone(),
+                                       transcripts=control.store.transcripts)
+            selection = SourceSelection(sources, history=history, questions=questions, registry=control.registry)
+            control.uploads.selection = selection
+            pipeline.looker = selection
+    elif control is not None:
+        from ai_server.media.history import HistoryQuestions
+        from ai_server.media.looker import HistoryFirst
+
+        # No vision (VISION_ENABLED=false or no torch): stored events and past conversations still
+        # answer "what was I asking about yesterday".
+        pipeline.looker = HistoryFirst(HistoryQuestions(control.store.events, None, lambda: datetime.now().astimezone(),
+                                                        transcripts=control.store.transcripts), None)
     server = grpc.aio.server()
     pb_grpc.add_NailaAIServicer_to_server(service, server)
     host = settings.ai_server_host if host is None else host

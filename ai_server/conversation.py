@@ -29,6 +29,17 @@ class Exchange:
     assistant: str
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One finished exchange, as handed to ``Conversations.sink`` (the transcript store)."""
+
+    device_id: str
+    thread: str  # the history key: another device's when the user walked over (follow)
+    room: str
+    user: str
+    assistant: str
+
+
 class Conversations:
     def __init__(
         self,
@@ -37,8 +48,12 @@ class Conversations:
         *,
         follow_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        sink: Callable[[Recorded], None] | None = None,
     ) -> None:
         self.system_prompt = system_prompt
+        # Where finished exchanges also go (the transcript table): a callback, so this module stays
+        # free of storage; it must not block (ai_server.store.transcripts.TranscriptSink queues).
+        self.sink = sink
         self.history_turns = history_turns
         self.follow_s = follow_s
         self._clock = clock
@@ -98,11 +113,18 @@ class Conversations:
         out.append({"role": "user", "content": user_text})
         return out
 
-    def record(self, device_id: str, user_text: str, reply_text: str) -> None:
+    def record(self, device_id: str, user_text: str, reply_text: str, *, room: str = "") -> None:
         """Remember one exchange (a cut-off reply is kept as far as it was spoken)."""
-        if self.history_turns <= 0 or not user_text:
+        if not user_text:
             return
         key = self._key(device_id)
+        if self.sink is not None:  # also with history_turns 0: the transcript is not the prompt
+            try:
+                self.sink(Recorded(device_id, key, room, user_text, reply_text))
+            except Exception:  # storage trouble must not cost the turn its history
+                log.exception("conversation sink failed for %s", device_id)
+        if self.history_turns <= 0:
+            return
         self._last[key] = self._clock()
         hist = self._history.setdefault(key, [])
         if len(hist) >= self.history_turns:

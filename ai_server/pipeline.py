@@ -176,7 +176,7 @@ class Pipeline:
         INTERRUPT itself (not when the task unwinds) so the prefill for the utterance that
         follows at once already sees the history the next prompt will have."""
         if turn.transcript:
-            self.conversations.record(turn.device_id, turn.transcript, " ".join(turn.spoken))
+            self.conversations.record(turn.device_id, turn.transcript, " ".join(turn.spoken), room=turn.room)
 
     def prefill(self, device_id: str, room: str = "") -> None:
         """The user started speaking: let the LLM evaluate this device's prompt prefix now."""
@@ -222,7 +222,7 @@ class Pipeline:
             reply = [*reply, await self._apologise(turn, code)]
         if code in (pb.NONE, pb.TTS_FAILED):
             await turn.committed.wait()  # a preemptive reply counts only once END confirms it
-            self.conversations.record(turn.device_id, turn.transcript, turn.raw_reply.strip())
+            self.conversations.record(turn.device_id, turn.transcript, turn.raw_reply.strip(), room=turn.room)
         turn.send(turn.output(is_final=True, reply_text=" ".join(r for r in reply if r),
                                error_code=code, error_message=message))
 

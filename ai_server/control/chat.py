@@ -146,7 +146,8 @@ class Chat:
         answer = "".join(pieces).strip()
         if not answer:
             raise RuntimeError("the model produced an empty answer")
-        conversations.record(key, question if not attachment else f"{question} [attached: {attachment}]", answer)
+        conversations.record(key, question if not attachment else f"{question} [attached: {attachment}]", answer,
+                             room=room)
         return answer
 
     def _thread(self, session_id: str, conversation_id: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 from ai_server.control.commands import require_online
 from ai_server.control.errors import MediaRejected, SnapshotTimeout
@@ -35,7 +35,16 @@ from shared.audio import HUB_RATE, Int16Array, read_wav, resample
 from shared.mqtt import MediaRequest, MediaUpload, build, new_request_id, outbound, topics
 from shared.mqtt.fields import JsonDict
 
+if TYPE_CHECKING:
+    from ai_server.media.analysis import Analysed
+
 log = logging.getLogger(__name__)
+
+
+class VideoFrames(Protocol):
+    """:meth:`ai_server.media.sources.MediaSources.video`."""
+
+    async def __call__(self, data: bytes, fmt: str, *, device_id: str | None = None) -> Analysed: ...
 
 T = TypeVar("T")
 
@@ -64,6 +73,8 @@ class DeviceMedia:
         self.stt = stt
         self.snapshots: PendingReplies[MediaUpload] = PendingReplies()
         self.recordings: PendingReplies[MediaRecord] = PendingReplies()
+        # Set by ai_server/app.py when vision is on (MediaSources.video): a clip's middle frame analysed.
+        self.video_frames: VideoFrames | None = None
 
     # -- requests ---------------------------------------------------------------------------
     async def request_snapshot(
@@ -139,15 +150,32 @@ class DeviceMedia:
                 device_id, upload.request_id, MediaRejected(exc.reason, f"recording from {device_id}: {exc.detail}")
             )
             raise
-        record = await self.store_media(checked, source="mqtt_recording", device_id=device_id)
+        extra = await self._video_context(device_id, upload.request_id, checked)
+        record = await self.store_media(checked, source="mqtt_recording", device_id=device_id, extra=extra)
         self.metrics.event("recording_stored")
         log.info("recording from %s stored as %s (%s)", device_id, record.id, checked.describe())
         if checked.format == "wav" and self.stt is not None:
-            record = await self._transcribe(record)
+            record = await self.transcribe(record)
         self.recordings.resolve(device_id, upload.request_id, record)
         return record
 
-    async def _transcribe(self, record: MediaRecord) -> MediaRecord:
+    async def _video_context(
+        self, device_id: str, request_id: str, checked: CheckedMedia
+    ) -> dict[str, object] | None:
+        """A video clip's frame analysed *before* it is stored: a clip that does not decode is refused whole."""
+        if checked.media_type != "video" or self.video_frames is None:
+            return None
+        from ai_server.media.sources import SourceFailed  # here: ai_server.media imports this package
+
+        try:
+            analysed = await self.video_frames(checked.data, checked.format, device_id=device_id)
+        except SourceFailed as exc:
+            self.recordings.fail(device_id, request_id,
+                                 MediaRejected(exc.reason, f"recording from {device_id}: {exc.detail}"))
+            raise Rejected(exc.reason, f"recording from {device_id}: {exc.detail}") from None
+        return {"visual_context": analysed.json()}
+
+    async def transcribe(self, record: MediaRecord) -> MediaRecord:
         """Add the clip's transcript to its analysis; a clip STT cannot read is kept without one."""
         assert self.stt is not None
         try:
@@ -156,12 +184,14 @@ class DeviceMedia:
         except Exception as exc:  # a WAV that is not 16-bit PCM, or an STT failure
             self.metrics.event("transcription_failed")
             log.warning("recording %s not transcribed: %s", record.id, one_line(exc))
-            return record
+            # Spec §14.3: no raw audio kept (unless AI_KEEP_RAW_AUDIO): STT gave up, the row stays.
+            return await asyncio.to_thread(self.store.release_audio, record.id) or record
         analysis = {**(record.analysis or {}), "transcript": text}
         await asyncio.to_thread(self.store.set_analysis, record.id, analysis)
         self.metrics.event("recording_transcribed")
         log.info("recording %s transcribed: %r", record.id, text[:200])
-        return replace(record, analysis=analysis)
+        released = await asyncio.to_thread(self.store.release_audio, record.id)
+        return released or replace(record, analysis=analysis)
 
     async def store_media(
         self,

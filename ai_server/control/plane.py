@@ -29,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,6 +51,8 @@ from ai_server.control.uploads import Uploads
 from ai_server.pipeline import Pipeline, one_line
 from ai_server.session import ConversationSession
 from ai_server.store import MediaRecord, MediaStore
+from ai_server.store.retention import Retention, RetentionMetrics, RetentionPolicy
+from ai_server.store.transcripts import TranscriptSink
 from shared.backoff import Backoff
 from shared.config import AIServerSettings, MediaSettings, MqttSettings
 from shared.contract import pb
@@ -131,6 +134,7 @@ class ControlPlane:
         version: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.metrics = ControlMetrics(pipeline.metrics.registry)
@@ -138,11 +142,20 @@ class ControlPlane:
         self._owns_store = store is None
         if store is None:
             if settings.ai_media_dir:
-                store = MediaStore(Path(settings.ai_media_dir).expanduser())
+                store = MediaStore(Path(settings.ai_media_dir).expanduser(), keep_raw_audio=settings.ai_keep_raw_audio)
             else:
                 self._tmp = tempfile.TemporaryDirectory(prefix="naila-media-")
-                store = MediaStore(self._tmp.name)
+                store = MediaStore(self._tmp.name, keep_raw_audio=settings.ai_keep_raw_audio)
         self.store = store
+        # The store's policies: retention at start() and every AI_RETENTION_INTERVAL_S (wall clock ``now``),
+        # and every finished exchange (voice or chat) into the transcripts table, off the event loop.
+        policy = RetentionPolicy(settings.ai_media_retention_days, settings.ai_media_max_bytes,
+                                 settings.ai_history_retention_days)
+        self.retention = Retention(store, policy, interval_s=settings.ai_retention_interval_s, now=now,
+                                   metrics=RetentionMetrics(pipeline.metrics.registry))
+        self._retention_task: asyncio.Task[None] | None = None
+        self.transcripts = TranscriptSink(store.transcripts, now)
+        pipeline.conversations.sink = self.transcripts
         self.presence = Presence(self._publish, version)
         self.link = MqttLink(
             mqtt,
@@ -238,8 +251,8 @@ class ControlPlane:
         return self.registry.device_infos()
 
     def counters(self) -> dict[str, int]:
-        """For GetStatus: control plane counters (``mqtt_*``)."""
-        return self.metrics.snapshot()
+        """For GetStatus: control plane counters (``mqtt_*``) and what retention pruned (``store_pruned_*``)."""
+        return {**self.metrics.snapshot(), **self.retention.metrics.snapshot()}
 
     @property
     def connected(self) -> bool:
@@ -248,6 +261,8 @@ class ControlPlane:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         log.info("MQTT control plane: connecting to %s as %s", self.link.address, self.link.client_id)
+        if self._retention_task is None:
+            self._retention_task = asyncio.get_running_loop().create_task(self.retention.run(), name="retention")
         await self.link.start()
 
     async def wait_connected(self, timeout_s: float) -> None:
@@ -267,6 +282,14 @@ class ControlPlane:
         self.commands.pending.cancel_all()
         self.media.snapshots.cancel_all()
         self.media.recordings.cancel_all()
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
+        if self.pipeline.conversations.sink is self.transcripts:
+            self.pipeline.conversations.sink = None
+        await self.transcripts.close()  # what is queued is written before the store closes
         if self._owns_store:
             self.store.close()
         if self._tmp is not None:

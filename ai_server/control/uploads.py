@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from ai_server.control.chat import Chat, new_conversation_id, reply_message
 from ai_server.control.inbound import InboundGuard, Rejected
@@ -29,7 +30,12 @@ from ai_server.control.media_check import CheckedMedia, MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.media.analysis import Analysed, BadImage, DecodedImage, ImageAnalyser, decode_image
 from ai_server.pipeline import one_line
+from ai_server.store import MediaRecord
+from ai_server.vision.ask import context_prompt
 from shared.mqtt import ChatReply, WebUpload
+
+if TYPE_CHECKING:
+    from ai_server.media.selection import SourceSelection
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ class Uploads:
         self.guard = guard
         self.metrics = metrics
         self.analyser: ImageAnalyser | None = None  # set when vision is on
+        self.selection: SourceSelection | None = None  # spec §8.10 (step 1: the upload); set with vision
 
     async def on_upload(self, topic: str, upload: WebUpload) -> ChatReply:
         """Check, store and answer one decoded upload; publishes and returns the reply."""
@@ -66,14 +73,25 @@ class Uploads:
         self.metrics.event("upload_stored")
         description = checked.describe()
         log.info("upload %s from session %s stored as %s (%s)", upload.filename, session_id, record.id, description)
+        visual = ""
+        if checked.media_type == "audio":
+            # Spec §8.13: uploaded audio goes through the same STT as a device's clip; a voice message
+            # without a typed question is the question.
+            transcript = await self._transcript(record)
+            if transcript:
+                visual = f"The attached audio ({description}) says: {transcript!r}"
+                question = question or transcript
         if not question:
             return await self._reply(session_id, conversation_id, f"Received {upload.filename} ({description}), "
                                      f"stored as {record.id}.")
-        visual = ""
-        if analysed is not None:
+        if analysed is not None and self.selection is not None:
+            chosen = await self.selection.select(session_id, "", question, attached=analysed,
+                                                 attached_note=f"The user attached an image ({description})")
+            visual = "" if chosen is None else chosen.prompt
+        elif analysed is not None:
             context = analysed.context
-            visual = (f"The user attached an image ({description}). What vision found in it: "
-                      f"{context.analysis.description}\nVisual context: {context.model_dump_json(exclude_none=True)}")
+            visual = context_prompt(f"The user attached an image ({description}). What vision found in it: "
+                                    f"{context.analysis.description}", context)
         try:
             answer = await self.chat.ask(session_id, conversation_id, question, attachment=description, visual=visual)
         except Exception as exc:
@@ -83,6 +101,17 @@ class Uploads:
                                      error=f"stored as {record.id}, but no answer: {one_line(exc)}")
         self.metrics.event("chat_answered")
         return await self._reply(session_id, conversation_id, answer)
+
+    async def _transcript(self, record: MediaRecord) -> str:
+        """The stored clip's transcript ("" when STT is off or cannot read the format)."""
+        if self.media.stt is None or record.format != "wav":
+            return ""
+        done = await self.media.transcribe(record)
+        text = (done.analysis or {}).get("transcript")
+        if isinstance(text, str):
+            self.metrics.event("upload_transcribed")
+            return text.strip()
+        return ""
 
     async def _analyse(self, checked: CheckedMedia, session_id: str, question: str) -> Analysed | None:
         """Decode an image whole (always: a truncated file must not be stored) and, for a question,

@@ -14,6 +14,7 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -21,10 +22,12 @@ from typing import Final, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ai_server.media.describe import VisionDescriber
 from ai_server.media.ocr import TextReader
 from ai_server.store import MediaStore
 from ai_server.vision.ask import describe, lighting
 from ai_server.vision.detector import BGRImage, Box, Detector
+from ai_server.vision.view import Detection
 from shared.mqtt import VisualContext
 from shared.mqtt.limits import MAX_LABEL_LEN, MAX_LIST_ITEMS, MAX_TEXT_LEN
 from shared.mqtt.models import DetectedObject, VisualAnalysis, VisualMedia, VisualSource
@@ -100,9 +103,12 @@ def decode_image(data: bytes, declared: str | None = None) -> DecodedImage:
 class ImageAnalyser:
     """YOLO + OCR + a composed description; either model may be absent (then it is skipped)."""
 
-    def __init__(self, detector: Detector | None, reader: TextReader | None) -> None:
+    def __init__(
+        self, detector: Detector | None, reader: TextReader | None, describer: VisionDescriber | None = None
+    ) -> None:
         self.detector = detector
         self.reader = reader
+        self.describer = describer  # VISION_DESCRIBE_URL: a vision model's sentence instead of the composed one
 
     async def analyse(
         self,
@@ -114,11 +120,12 @@ class ImageAnalyser:
         declared_format: str | None = None,
         question: str = "",
         timestamp: datetime | None = None,
+        detections: Sequence[Detection] | None = None,
     ) -> Analysed:
         """Decode (off the loop) and analyse; raises :class:`BadImage` for bytes that are not a whole image."""
         image = await asyncio.to_thread(decode_image, data, declared_format)
         return await self.analyse_decoded(image, source=source, device_id=device_id, session_id=session_id,
-                                          question=question, timestamp=timestamp)
+                                          question=question, timestamp=timestamp, detections=detections)
 
     async def analyse_decoded(
         self,
@@ -129,10 +136,15 @@ class ImageAnalyser:
         session_id: str | None = None,
         question: str = "",
         timestamp: datetime | None = None,
+        detections: Sequence[Detection] | None = None,
+        media_type: Literal["image", "video"] = "image",
+        media_format: str | None = None,
     ) -> Analysed:
+        """``detections``: a live frame the vision pipeline already ran YOLO on is not detected twice.
+        ``media_type``/``media_format``: a frame taken from a clip is described as that clip (mp4, webm)."""
         # Both models block for ~0.3 s on CPU: in worker threads, side by side, the loop keeps serving.
         (boxes, yolo_ms), (text, ocr_ms) = await asyncio.gather(
-            asyncio.to_thread(self._detect, image.bgr), asyncio.to_thread(self._read, image.bgr)
+            asyncio.to_thread(self._detect, image.bgr, detections), asyncio.to_thread(self._read, image.bgr)
         )
         objects = [
             DetectedObject(label=object_label(b.label), confidence=round(b.confidence, 3),
@@ -140,12 +152,15 @@ class ImageAnalyser:
             for b in sorted(boxes or (), key=lambda b: -b.confidence)[:_MAX_OBJECTS]
         ]
         lines = [line[:MAX_TEXT_LEN] for line in text[:MAX_LIST_ITEMS]]
+        description = describe(None if boxes is None else [o.label for o in objects], lines)
+        if self.describer is not None:
+            description = await self.describer.describe(image.bgr, description, question) or description
         context = VisualContext(
             source=VisualSource(type=source, device_id=device_id, session_id=session_id),
-            media=VisualMedia(type="image", format=image.format, width=image.width, height=image.height,
-                              timestamp=(timestamp or datetime.now(UTC)).astimezone(UTC)),
+            media=VisualMedia(type=media_type, format=media_format or image.format, width=image.width,
+                              height=image.height, timestamp=(timestamp or datetime.now(UTC)).astimezone(UTC)),
             analysis=VisualAnalysis(
-                description=describe(None if boxes is None else [o.label for o in objects], lines),
+                description=description,
                 objects=objects,
                 lighting=lighting(image.bgr),
                 text_detected=lines,
@@ -156,7 +171,10 @@ class ImageAnalyser:
                  image.format, source, context.analysis.description, yolo_ms, ocr_ms)
         return Analysed(context, yolo_ms, ocr_ms)
 
-    def _detect(self, image: BGRImage) -> tuple[list[Box] | None, float]:
+    def _detect(self, image: BGRImage, known: Sequence[Detection] | None) -> tuple[list[Box] | None, float]:
+        if known is not None:
+            return [Box(d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3], d.confidence, -1, d.label)
+                    for d in known], 0.0
         if self.detector is None:
             return None, 0.0
         self.detector.load()  # the first image loads the model: not part of its inference time

@@ -7,6 +7,12 @@ on an injected clock; camera and zone names are matched against what the cameras
 history know. The answer is built from the stored events only and cites times and cameras;
 an unknown camera or an empty range gets a plain sentence saying so, never a guess.
 
+Questions about past *conversations* ("what was I asking about yesterday", "what did we talk
+about this morning") are answered the same way from the transcripts table
+(:mod:`ai_server.store.transcripts`): same time parsing, times and rooms cited, an empty range
+said plainly. They are checked first: they name no camera and would otherwise go to the LLM,
+which only remembers the last few exchanges of one device.
+
 ``answer`` blocks (dateparser ~1 ms after its first ~0.2 s call, one SQLite query): the async
 ``look`` runs it in a worker thread.
 """
@@ -18,12 +24,13 @@ import importlib
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
 from typing import Any, Final
 
 from ai_server.media.analysis import object_label
 from ai_server.store.events import EventRecord, EventStore
+from ai_server.store.transcripts import TranscriptRecord, TranscriptStore
 from ai_server.vision.view import Views
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,15 @@ _PAST: Final = re.compile(
     r"has there been|have there been|history)\b"
 )
 _ALERT: Final = re.compile(r"\b(alert|alerts)\b")
+# "what was I asking", "what did we talk about", "our last conversation": the user's own words, not a camera's.
+_TALK: Final = re.compile(
+    r"\b(?:i|we)\s+(?:was\s+|were\s+)?(?:ask|asked|asking|say|said|saying|talk|talked|talking|discuss|discussed|"
+    r"discussing|chat|chatted|chatting|mention|mentioned|tell|told)\b|\b(?:our|my)\s+(?:last\s+|previous\s+)?"
+    r"(?:conversation|conversations|chat|chats|question|questions)\b"
+)
+_TALK_PAST: Final = re.compile(r"\b(yesterday|ago|today|this morning|this afternoon|this evening|tonight|last night|"
+                               r"last|earlier|before|previous|did|was|were)\b")
+_QUOTE_CHARS: Final = 120  # a spoken answer quotes the start of each exchange
 _CLOCK: Final = re.compile(r"\d\s*(am|pm|a\.m\.|p\.m\.)|\d:\d\d|\b(noon|midnight)\b")
 # A camera named by the user: "the front door camera" -> "front door" (checked against the known names).
 _NAMED_CAMERA: Final = re.compile(r"\b(?:the|my|a|your)\s+((?:[a-z0-9]+\s+){1,3}?)(?:camera|cam)\b")
@@ -85,6 +101,17 @@ class HistoryAnswer:
     events: list[EventRecord]
     when: TimeRange | None
     places: list[Place]
+    kind: str = "events"  # "events" (what cameras saw) or "conversations" (transcripts)
+    exchanges: list[TranscriptRecord] = field(default_factory=list)
+
+    @property
+    def prompt(self) -> str:
+        """The text for the LLM prompt (spec §8.10 step 2), framed for what the answer is drawn from."""
+        if self.kind == "conversations":
+            return ("From the stored conversation transcripts (what the user said before and what you answered): "
+                    f"{self.text}\nAnswer from this only, with its times and rooms; do not guess beyond it.")
+        return ("From the stored camera history (not a live view): " + self.text +
+                "\nAnswer from this only, with its times and cameras; do not guess beyond it.")
 
 
 def _clock(dt: datetime, now: datetime) -> str:
@@ -139,7 +166,9 @@ def _search_dates(question: str, now: datetime) -> tuple[str, datetime] | None:
     # Imported by name: dateparser is untyped, and its ~0.3 s import is paid only when a question needs it.
     search_dates: Any = importlib.import_module("dateparser.search").search_dates
 
-    settings: Any = {"PREFER_DATES_FROM": "past", "RELATIVE_BASE": now, "RETURN_AS_TIMEZONE_AWARE": True}
+    # TIMEZONE: "at 3am" is 3am on the clock's zone, not the machine's (dateparser's default).
+    settings: Any = {"PREFER_DATES_FROM": "past", "RELATIVE_BASE": now, "RETURN_AS_TIMEZONE_AWARE": True,
+                     "TIMEZONE": now.strftime("%z") or "UTC"}
     # languages=["en"]: otherwise "see" is read as a date (Spanish/Portuguese detection).
     results = search_dates(question, languages=["en"], settings=settings) or []
     for text, when in results:
@@ -147,6 +176,12 @@ def _search_dates(question: str, now: datetime) -> tuple[str, datetime] | None:
             continue
         return str(text), when
     return None
+
+
+def is_conversation_question(question: str) -> bool:
+    """About what the user asked or said before ("what was I asking about yesterday")."""
+    t = _norm(question)
+    return bool(_TALK.search(t) and _TALK_PAST.search(t))
 
 
 def is_historical(question: str, places: Iterable[str] = ()) -> bool:
@@ -160,12 +195,15 @@ def is_historical(question: str, places: Iterable[str] = ()) -> bool:
 
 
 class HistoryQuestions:
-    """Answers historical questions from the event store; ``now`` is the wall clock (tz-aware)."""
+    """Answers historical questions from the event store (and the transcripts, when given);
+    ``now`` is the wall clock (tz-aware)."""
 
-    def __init__(self, events: EventStore, views: Views | None, now: Callable[[], datetime]) -> None:
+    def __init__(self, events: EventStore, views: Views | None, now: Callable[[], datetime],
+                 transcripts: TranscriptStore | None = None) -> None:
         self.events = events
         self.views = views
         self.now = now
+        self.transcripts = transcripts
 
     def known_places(self) -> list[Place]:
         places: dict[tuple[str, str | None, str | None], Place] = {}
@@ -205,6 +243,8 @@ class HistoryQuestions:
 
     def answer(self, question: str) -> HistoryAnswer | None:
         """None when the question is not historical; otherwise the answer, from stored events only."""
+        if self.transcripts is not None and is_conversation_question(question):
+            return self.conversations(question)
         known = self.known_places()
         if not is_historical(question, [p.name for p in known]):
             return None
@@ -260,5 +300,42 @@ class HistoryQuestions:
         return f"At {_clock(local, now)} the {camera} camera saw {article} {label} (confidence {e.confidence:.2f}" \
                f"{alerted}){stored}."
 
+    def conversations(self, question: str) -> HistoryAnswer:
+        """What was said in the range the question names (no range: the last few exchanges)."""
+        assert self.transcripts is not None
+        now = self.now()
+        when = parse_time(question, now)
+        if when is None:
+            rows = self.transcripts.query(limit=_MAX_LISTED)
+            capped = False
+        else:
+            rows = self.transcripts.query(since=when.since, until=when.until, limit=_MAX_READ)
+            capped = len(rows) == _MAX_READ
+        rows.reverse()  # oldest first, as spoken
+        if not rows:
+            span = f" {when.words}" if when is not None else " yet"
+            text = f"There are no recorded conversations{span}."
+        else:
+            said = " ".join(self._exchange(r, now) for r in rows[-_MAX_LISTED:])
+            if when is None:
+                text = f"The last {'exchange' if len(rows) == 1 else f'{len(rows)} exchanges'}: {said}"
+            else:
+                n = f"{'At least ' if capped else ''}{len(rows)} exchange{'s' if len(rows) != 1 else ''}"
+                more = f" (the last {_MAX_LISTED} of them)" if len(rows) > _MAX_LISTED else ""
+                text = f"{n} {when.words}{more}: {said}"
+        return HistoryAnswer(text, [], when, [], kind="conversations", exchanges=rows)
+
+    @staticmethod
+    def _exchange(r: TranscriptRecord, now: datetime) -> str:
+        where = "by chat" if r.channel == "chat" and not r.room else f"in the {r.room.replace('_', ' ')}" \
+            if r.room else f"on {r.device_id}"
+        return (f'At {_clock(r.time.astimezone(now.tzinfo), now)} {where} you asked "{_quote(r.user_text)}" '
+                f'and I answered "{_quote(r.reply_text)}".')
+
     async def look(self, question: str) -> HistoryAnswer | None:
         return await asyncio.to_thread(self.answer, question)
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3].rstrip() + "..."

@@ -25,8 +25,7 @@ class HistoryFirst:
     async def look(self, device_id: str, room: str, question: str) -> str:
         found = await self.history.look(question)
         if found is not None:
-            log.info("visual question from %s: historical (step 2): %d events, places %s", device_id,
-                     len(found.events), [p.name for p in found.places] or "any")
-            return ("From the stored camera history (not a live view): " + found.text +
-                    "\nAnswer from this only, with its times and cameras; do not guess beyond it.")
+            log.info("question from %s: historical (%s): %d events, %d exchanges, places %s", device_id,
+                     found.kind, len(found.events), len(found.exchanges), [p.name for p in found.places] or "any")
+            return found.prompt
         return "" if self.live is None else await self.live.look(device_id, room, question)

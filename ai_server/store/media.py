@@ -11,6 +11,13 @@ Layout under ``root``::
                            migrations in :mod:`ai_server.store.schema`)
     files/<id>.<format>    the bytes, written to a temporary name and renamed into place
 
+Raw audio (spec §14.3, §15.3: no raw audio persistence): unless ``keep_raw_audio``, an audio
+item's file lives only until it is transcribed. It is written (STT reads it from disk), and
+dropped as soon as a ``transcript`` is attached (:meth:`MediaStore.set_analysis`, or ``analysis``
+given to :meth:`MediaStore.add`, which then writes no file at all), or by :meth:`release_audio`,
+or by the retention sweep once it is ``AUDIO_GRACE_S`` old (a format STT cannot read, a failed
+transcription). The row stays, with ``stored`` false: the transcript and metadata are the record.
+
 Every method is blocking (disk I/O, up to the 50 MB upload limit): call it through
 ``asyncio.to_thread`` from the event loop. One connection is shared behind a lock, so the
 store is safe to use from several worker threads.
@@ -24,13 +31,16 @@ import os
 import sqlite3
 import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
 from ai_server.store.events import EventStore
 from ai_server.store.schema import SCHEMA_VERSION, migrate
+from ai_server.store.transcripts import TranscriptStore
 from shared.mqtt import topics
 from shared.mqtt.fields import MediaType
 
@@ -39,12 +49,16 @@ __all__ = ["SCHEMA_VERSION", "MediaRecord", "MediaSource", "MediaStore"]
 #: Where a stored item came from (spec §8.11 source types, plus device clips and alerts).
 MediaSource = Literal["mqtt_upload", "mqtt_snapshot", "mqtt_recording", "alert_snapshot"]
 
-_COLUMNS: Final = "id, source, device_id, session_id, zone, time, media_type, format, size, path, sha256, analysis"
+_COLUMNS: Final = (
+    "id, source, device_id, session_id, zone, time, media_type, format, size, path, sha256, analysis, stored"
+)
+#: How long an untranscribed raw audio file may wait for its transcription before the sweep drops it.
+AUDIO_GRACE_S: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True)
 class MediaRecord:
-    """One row of the ``media`` table; ``path`` is absolute."""
+    """One row of the ``media`` table; ``path`` is absolute, and exists only while ``stored``."""
 
     id: str
     source: str
@@ -58,6 +72,7 @@ class MediaRecord:
     path: Path
     sha256: str
     analysis: dict[str, object] | None
+    stored: bool = True  # False: the file was dropped (raw audio after STT); the row is the record
 
 
 class MediaStore:
@@ -67,8 +82,9 @@ class MediaStore:
     event points at its snapshot row, and one file is one thing to back up or move.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, keep_raw_audio: bool = False) -> None:
         self.root = Path(root)
+        self.keep_raw_audio = keep_raw_audio
         self.files = self.root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -81,6 +97,13 @@ class MediaStore:
             self._db.close()
             raise
         self.events = EventStore(self._db, self._lock, self.root)
+        self.transcripts = TranscriptStore(self._db, self._lock)
+
+    @contextmanager
+    def locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the store's lock (retention's multi-table statements)."""
+        with self._lock:
+            yield self._db
 
     def add(
         self,
@@ -101,9 +124,12 @@ class MediaStore:
         media_id = uuid.uuid4().hex
         rel = Path("files") / f"{media_id}.{format}"
         path = self.root / rel
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        # Audio that arrives already transcribed is never written unless raw audio is kept.
+        stored = not (self._drops_audio(media_type) and _has_transcript(analysis))
+        if stored:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
         when = (time or datetime.now(UTC)).astimezone(UTC)
         record = MediaRecord(
             id=media_id,
@@ -118,11 +144,12 @@ class MediaStore:
             path=path,
             sha256=hashlib.sha256(data).hexdigest(),
             analysis=analysis,
+            stored=stored,
         )
         try:
             with self._lock:
                 self._db.execute(
-                    f"INSERT INTO media ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO media ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.source,
@@ -136,6 +163,7 @@ class MediaStore:
                         rel.as_posix(),
                         record.sha256,
                         None if analysis is None else json.dumps(analysis),
+                        int(stored),
                     ),
                 )
         except BaseException:
@@ -149,9 +177,9 @@ class MediaStore:
         return None if row is None else self._record(row)
 
     def read(self, media_id: str) -> bytes:
-        """The stored bytes; raises ``KeyError`` for an unknown id."""
+        """The stored bytes; raises ``KeyError`` for an unknown id or an item whose file was dropped."""
         record = self.get(media_id)
-        if record is None:
+        if record is None or not record.stored:
             raise KeyError(media_id)
         return record.path.read_bytes()
 
@@ -176,18 +204,41 @@ class MediaStore:
         return [self._record(r) for r in rows]
 
     def set_analysis(self, media_id: str, analysis: dict[str, object]) -> None:
-        """Attach (replace) the analysis JSON of an item; raises ``KeyError`` for an unknown id."""
+        """Attach (replace) the analysis JSON of an item; raises ``KeyError`` for an unknown id.
+
+        A transcript attached to raw audio ends that audio's file (see the module doc).
+        """
         with self._lock:
             cur = self._db.execute("UPDATE media SET analysis = ? WHERE id = ?", (json.dumps(analysis), media_id))
         if cur.rowcount == 0:
             raise KeyError(media_id)
+        if _has_transcript(analysis):
+            self.release_audio(media_id)
+
+    def release_audio(self, media_id: str) -> MediaRecord | None:
+        """Done with an audio item (transcribed, or STT gave up): drop its file unless raw audio is kept.
+
+        Returns the record as it is now (None for an unknown id). Row first, then the file: a
+        crash in between leaves an orphan file, which the start-up sweep removes, never a row
+        that claims a missing file.
+        """
+        record = self.get(media_id)
+        if record is None or not record.stored or not self._drops_audio(record.media_type):
+            return record
+        with self._lock:
+            self._db.execute("UPDATE media SET stored = 0 WHERE id = ?", (media_id,))
+        record.path.unlink(missing_ok=True)
+        return replace(record, stored=False)
+
+    def _drops_audio(self, media_type: str) -> bool:
+        return media_type == "audio" and not self.keep_raw_audio
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _record(self, row: tuple[object, ...]) -> MediaRecord:
-        (media_id, source, device_id, session_id, zone, when, media_type, fmt, size, rel, sha, analysis) = row
+        (media_id, source, device_id, session_id, zone, when, media_type, fmt, size, rel, sha, analysis, stored) = row
         return MediaRecord(
             id=str(media_id),
             source=str(source),
@@ -201,7 +252,12 @@ class MediaStore:
             path=self.root / str(rel),
             sha256=str(sha),
             analysis=None if analysis is None else json.loads(str(analysis)),
+            stored=bool(stored),
         )
+
+
+def _has_transcript(analysis: dict[str, object] | None) -> bool:
+    return analysis is not None and "transcript" in analysis
 
 
 def _opt(value: object) -> str | None:

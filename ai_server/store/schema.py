@@ -51,6 +51,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX events_by_device ON events (device_id, time);
     CREATE INDEX events_by_zone ON events (zone, time);
     """,
+    # v3: conversation transcripts ("what was I asking about yesterday"), whether a media row still
+    # has its file (raw audio is transcribed and dropped, spec §14.3), and the index retention needs
+    # to clear the snapshot references of pruned media in one statement.
+    """
+    CREATE TABLE transcripts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        time        TEXT NOT NULL,     -- ISO-8601 UTC end of the exchange; sorts as text
+        device_id   TEXT NOT NULL,     -- the device spoken to, or chat:<session>:<conversation>
+        room        TEXT NOT NULL,     -- '' when unknown (typed chat without speak_on)
+        thread      TEXT NOT NULL,     -- the history key: a device's thread may move to another room
+        channel     TEXT NOT NULL,     -- voice | chat
+        user_text   TEXT NOT NULL,
+        reply_text  TEXT NOT NULL
+    );
+    CREATE INDEX transcripts_by_time ON transcripts (time);
+    ALTER TABLE media ADD COLUMN stored INTEGER NOT NULL DEFAULT 1;  -- 0: row kept, file dropped
+    CREATE INDEX events_by_media ON events (media_id);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

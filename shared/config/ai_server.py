@@ -115,6 +115,23 @@ class AIServerSettings(NailaSettings):
         description="Media store directory (SQLite index + files) for uploads, clips and alert snapshots; "
         "empty = a temporary directory removed at exit (no media persistence by default)",
     )
+    ai_media_retention_days: Annotated[float, Field(ge=0, le=36_500)] = Field(
+        30.0, description="Media store files (and their rows) older than this are deleted, days; 0 = no age limit"
+    )
+    ai_media_max_bytes: Annotated[int, Field(ge=0)] = Field(
+        2 * 1024**3, description="Media store files beyond this total size are deleted oldest first; 0 = no limit"
+    )
+    ai_history_retention_days: Annotated[float, Field(ge=0, le=36_500)] = Field(
+        365.0, description="Vision events and conversation transcripts (text rows) older than this are deleted, "
+        "days; 0 = no limit. An event may outlive its snapshot file"
+    )
+    ai_retention_interval_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        3600.0, description="How often media store retention runs (it also runs at start-up), s"
+    )
+    ai_keep_raw_audio: bool = Field(
+        False, description="Keep the raw audio of recordings and audio uploads after transcription "
+        "(spec 14.3: off, only the transcript is kept)"
+    )
     ai_mqtt_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = Field(
         5.0, description="MQTT messages each device or chat/upload session may send per second on average"
     )
@@ -194,6 +211,14 @@ class AIServerSettings(NailaSettings):
     )
     vision_max_frame_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = Field(
         4_000_000, description="Largest accepted camera frame (JPEG), bytes"
+    )
+    vision_describe_url: str = Field(
+        "", description="OpenAI-compatible base URL of a vision-capable model that describes analysed images; "
+        "empty = the description is composed from the objects and text"
+    )
+    vision_describe_model: str = Field("", description="Model name sent to VISION_DESCRIBE_URL")
+    vision_describe_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        10.0, description="Longest wait for a model description before the composed one is used, s"
     )
 
     @field_validator("vision_alert_labels", mode="before")

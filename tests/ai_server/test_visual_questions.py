@@ -169,7 +169,8 @@ def test_a_fresh_view_gives_the_spec_json_with_detections_run_on_demand() -> Non
     assert v.analyse_calls == 1 and round(look.age_s) == 4
     assert "1 person in view" in look.prompt and "4 seconds ago" in look.prompt
     # The JSON in the prompt is the unified visual context, exactly (spec §8.11).
-    raw = look.prompt.split("Visual context: ", 1)[1]
+    raw, sentence = look.prompt.split("Visual context: ", 1)[1].split("\n", 1)
+    assert "1 person in view" in sentence  # the plain sentence comes last, nearest the question
     payload = json.loads(raw)
     ctx = VisualContext.model_validate_json(raw)
     assert payload["source"] == {"type": "webrtc_stream", "device_id": "door-cam"}

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import wave
+from dataclasses import replace
 
 import pytest
 
@@ -131,10 +132,12 @@ async def test_recordings_are_checked_and_stored_and_a_requested_one_completes(
     record = await asyncio.wait_for(pending, 5)
     assert (record.source, record.device_id, record.zone) == ("mqtt_recording", dev, "garage")
     assert (record.media_type, record.format, record.size) == ("audio", "wav", len(clip))
-    assert record.sha256 == hashlib.sha256(clip).hexdigest() and record.path.read_bytes() == clip
-    # A WAV clip goes through STT (resampled to 16 kHz); the transcript is kept with the record.
+    assert record.sha256 == hashlib.sha256(clip).hexdigest()
+    # A WAV clip goes through STT (resampled to 16 kHz); the transcript is kept with the record, and
+    # the raw audio is not (spec §14.3; AI_KEEP_RAW_AUDIO keeps it).
     assert record.analysis == {"transcript": "3200 samples at 16 kHz"}
-    assert plane.store.get(record.id) == record and stt.calls == 1
+    assert plane.store.get(record.id) == replace(record, stored=False) and stt.calls == 1
+    assert not record.path.exists()
 
     # Unrequested (a voice message): stored too. A clip that is not what it claims: refused.
     await watch.publish(

@@ -118,7 +118,8 @@ def test_the_policy_checks_size_whitelist_content_and_image_header() -> None:
 
 
 def test_the_store_keeps_files_and_rows(tmp_path: Path) -> None:
-    store = MediaStore(tmp_path / "media")
+    # keep_raw_audio: this test reads the audio back (the default drops it: tests/ai_server/store/test_raw_audio.py)
+    store = MediaStore(tmp_path / "media", keep_raw_audio=True)
     first = store.add(b"abc", source="mqtt_upload", media_type="image", format="png", session_id="s1")
     second = store.add(
         b"defg",

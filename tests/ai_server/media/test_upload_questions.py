@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ai_server.fakes import FakeLLM
-from ai_server.media.looker import HistoryFirst
+from ai_server.media.selection import SourceSelection
 from ai_server.vision.detector import YoloDetector
 from shared.mqtt import VisualContext, topics
 from tests.ai_server.control.conftest import ControlFactory, Watch, b64, uid
@@ -35,7 +35,7 @@ async def ask(watch: Watch, session_id: str, payload: dict[str, Any]) -> dict[st
 def prompted_context(llm: FakeLLM) -> VisualContext:
     notes = [str(m["content"]) for m in llm.requests[-1] if m["role"] == "system" and MARK in str(m["content"])]
     assert len(notes) == 1, llm.requests[-1]
-    return VisualContext.model_validate_json(notes[0].split(MARK, 1)[1])
+    return VisualContext.model_validate_json(notes[0].split(MARK, 1)[1].split("\n", 1)[0])
 
 
 async def test_how_many_people_reaches_the_llm_with_the_people_in_the_photo(
@@ -43,8 +43,9 @@ async def test_how_many_people_reaches_the_llm_with_the_people_in_the_photo(
 ) -> None:
     llm = FakeLLM("I count four people.")
     server, plane = await control_server(llm=llm, detector=yolo)
-    # app.py wires both: uploads are analysed; the voice looker asks the history first (spec §8.10 step 2).
-    assert isinstance(server.pipeline.looker, HistoryFirst) and plane.uploads.analyser is not None
+    # app.py wires both: uploads are analysed; the voice looker runs spec §8.10's six steps.
+    assert isinstance(server.pipeline.looker, SourceSelection) and plane.uploads.selection is not None
+    assert plane.uploads.analyser is not None
     sid = uid("up-bus")
     reply = await ask(watch, sid, upload(sid, bus_jpeg(), "jpeg", "how many people are in this picture?"))
     assert reply["error"] is None and reply["text"] == "I count four people." and reply["conversation_id"] == "conv-img"
