@@ -28,7 +28,6 @@ from ai_server.aio import closing
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.speech import Speaker, SpeakError
 from ai_server.control.wire import Publish, send
-from ai_server.llm import Message
 from ai_server.pipeline import Pipeline, one_line
 from shared.mqtt import ChatReply, ChatRequest, build, outbound, topics
 from shared.mqtt.limits import MAX_ERROR_LEN, MAX_TEXT_LEN
@@ -88,7 +87,8 @@ class Chat:
             elif registry.in_room(request.speak_on):
                 room = request.speak_on
         try:
-            text = await self.ask(request.session_id, conversation_id, request.text, room=room)
+            visual = await self._look(request, room)
+            text = await self.ask(request.session_id, conversation_id, request.text, room=room, visual=visual)
         except Exception as exc:
             self.metrics.event("chat_failed")
             log.warning("chat %s/%s: no answer: %s", request.session_id, conversation_id, one_line(exc))
@@ -126,14 +126,10 @@ class Chat:
         """
         key = self._thread(session_id, conversation_id)
         conversations = self.pipeline.conversations
-        messages = conversations.messages(key, question, room)
-        if visual or attachment:
-            content = visual or (
-                f"The user attached a file ({attachment}). You cannot see or hear its content yet: "
-                "answer from the description only, and say so if the question needs the content."
-            )
-            note: Message = {"role": "system", "content": content}
-            messages.insert(len(messages) - 1, note)
+        if attachment and not visual:
+            visual = (f"The user attached a file ({attachment}). You cannot see or hear its content yet: "
+                      "answer from the description only, and say so if the question needs the content.")
+        messages = conversations.messages(key, question, room, visual)
         try:
             async with (
                 self._llm_slot,
@@ -149,6 +145,20 @@ class Chat:
         conversations.record(key, question if not attachment else f"{question} [attached: {attachment}]", answer,
                              room=room)
         return answer
+
+    async def _look(self, request: ChatRequest, room: str) -> str:
+        """A typed question goes through the same source selection as a spoken one (spec §8.10):
+        "what did the porch camera see last night", "is anyone at the front door?". The asker is
+        the device it is spoken on, if any; a session has no camera of its own."""
+        looker = self.pipeline.looker
+        if looker is None:
+            return ""
+        try:
+            return await looker.look(request.speak_on or request.session_id, room, request.text)
+        except Exception as exc:  # vision trouble costs the view, not the answer
+            self.metrics.event("chat_visual_failed")
+            log.warning("chat %s: visual context failed: %s", request.session_id, one_line(exc))
+            return ""
 
     def _thread(self, session_id: str, conversation_id: str) -> str:
         # ':' cannot occur in a session id (a topic segment), so this never collides with a device id.

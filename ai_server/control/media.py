@@ -16,9 +16,13 @@ not ship (Opus, MP3 are stored untranscribed).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
+
+import av
+import numpy as np
 
 from ai_server.control.commands import require_online
 from ai_server.control.errors import MediaRejected, SnapshotTimeout
@@ -31,7 +35,7 @@ from ai_server.control.wire import Publish, send
 from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaSource, MediaStore
 from ai_server.stt import STTBackend
-from shared.audio import HUB_RATE, Int16Array, read_wav, resample
+from shared.audio import HUB_RATE, Int16Array
 from shared.mqtt import MediaRequest, MediaUpload, build, new_request_id, outbound, topics
 from shared.mqtt.fields import JsonDict
 
@@ -154,7 +158,7 @@ class DeviceMedia:
         record = await self.store_media(checked, source="mqtt_recording", device_id=device_id, extra=extra)
         self.metrics.event("recording_stored")
         log.info("recording from %s stored as %s (%s)", device_id, record.id, checked.describe())
-        if checked.format == "wav" and self.stt is not None:
+        if checked.media_type == "audio" and self.stt is not None:
             record = await self.transcribe(record)
         self.recordings.resolve(device_id, upload.request_id, record)
         return record
@@ -232,6 +236,22 @@ class DeviceMedia:
 
 
 def _speech_pcm(record: MediaRecord) -> Int16Array:
-    """The stored WAV as 16 kHz mono int16, at most MAX_TRANSCRIBE_S long (what STT takes)."""
-    samples, rate = read_wav(record.path)
-    return resample(samples[: rate * MAX_TRANSCRIBE_S], rate, HUB_RATE)
+    """Any stored clip (wav, opus, mp3, m4a; the audio of a video) as 16 kHz mono int16, at most
+    MAX_TRANSCRIBE_S long (what STT takes). FFmpeg through PyAV decodes and resamples: the decoder
+    faster-whisper itself uses, so every whitelisted format takes the same path (spec §8.13)."""
+    limit = HUB_RATE * MAX_TRANSCRIBE_S
+    chunks: list[Int16Array] = []
+    got = 0
+    with av.open(str(record.path)) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{record.format}: no audio stream")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=HUB_RATE)
+        frames = container.decode(audio=0)
+        for frame in itertools.chain(frames, [None]):  # None flushes the resampler's tail
+            for out in resampler.resample(frame):
+                chunk = out.to_ndarray().reshape(-1).astype(np.int16)
+                chunks.append(chunk)
+                got += chunk.size
+            if got >= limit:
+                break
+    return np.concatenate(chunks)[:limit] if chunks else np.zeros(0, np.int16)

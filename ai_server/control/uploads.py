@@ -104,7 +104,7 @@ class Uploads:
 
     async def _transcript(self, record: MediaRecord) -> str:
         """The stored clip's transcript ("" when STT is off or cannot read the format)."""
-        if self.media.stt is None or record.format != "wav":
+        if self.media.stt is None or record.media_type != "audio":
             return ""
         done = await self.media.transcribe(record)
         text = (done.analysis or {}).get("transcript")

@@ -187,3 +187,42 @@ async def test_requests_beyond_the_pending_limit_are_answered_busy(
     answered = await watch.next_json(reply_topic)
     assert (answered["conversation_id"], answered["text"]) == ("a", "Slow answer.")
     assert plane.metrics.rejected["busy"] == 1
+
+
+class _Looker:
+    """The pipeline's looker seam (the real one is ai_server/media/selection.py, tested there)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def look(self, device_id: str, room: str, question: str) -> str:
+        self.asked.append((device_id, room, question))
+        if self.fail:
+            raise RuntimeError("camera trouble")
+        if "door" not in question:
+            return ""
+        return "Visual context: {}\nThrough the porch camera (2 seconds ago): 1 person in view."
+
+
+async def test_a_typed_question_goes_through_the_same_source_selection(
+    control_server: ControlFactory, watch: Watch
+) -> None:
+    llm = FakeLLM("Someone is at the door.")
+    server, plane = await control_server(llm=llm)
+    looker = _Looker()
+    server.pipeline.looker = looker
+    sid = uid("chat-look")
+    reply = await chat(watch, sid, {"session_id": sid, "text": "Is anyone at the front door?"})
+    assert reply["text"] == "Someone is at the door."
+    assert looker.asked == [(sid, "", "Is anyone at the front door?")]
+    prompt = llm.requests[-1]
+    assert prompt[-1] == {"role": "user", "content": "Is anyone at the front door?"}
+    assert prompt[-2]["role"] == "system" and "1 person in view" in prompt[-2]["content"]
+    await chat(watch, sid, {"session_id": sid, "text": "What is the capital of France?"})
+    assert all("Visual context" not in m["content"] for m in llm.requests[-1])
+
+    looker.fail = True  # a broken looker costs the view, not the answer
+    reply = await chat(watch, sid, {"session_id": sid, "text": "Is anyone at the front door?"})
+    assert reply["error"] is None and reply["text"] == "Someone is at the door."
+    assert plane.metrics.events["chat_visual_failed"] == 1

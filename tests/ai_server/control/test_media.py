@@ -8,6 +8,7 @@ import io
 import wave
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from ai_server.control import DeviceOffline, MediaRejected, SnapshotTimeout
@@ -163,3 +164,46 @@ async def test_recordings_are_checked_and_stored_and_a_requested_one_completes(
     )
     stored = plane.store.recent(10, device_id=dev)
     assert len(stored) == 2 and all(r.format == "wav" for r in stored)
+
+
+def opus_bytes(seconds: float = 1.0, rate: int = 48000) -> bytes:
+    """An Ogg Opus clip of a tone, encoded with PyAV's libopus (what a phone's voice message is)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=rate)
+        stream.layout = "mono"
+        t = np.arange(int(seconds * rate)) / rate
+        pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        for start in range(0, pcm.size, 960):
+            frame = av.AudioFrame.from_ndarray(pcm[None, start:start + 960], format="s16", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+async def test_an_opus_voice_message_goes_through_the_same_stt(control_server: ControlFactory, watch: Watch) -> None:
+    heard: list[int] = []
+
+    def transcribe(audio: np.ndarray) -> str:
+        heard.append(audio.size)
+        return "a voice message"
+
+    stt = FakeSTT(transcribe)
+    _server, plane = await control_server(stt=stt)
+    dev = uid("rec-opus")
+    await announce_device(watch, dev)
+    await until(lambda: plane.registry.get(dev) is not None)
+    await watch.publish(
+        topics.media_recording(dev),
+        {"request_id": "req_voice", "media_type": "audio", "format": "opus", "data": b64(opus_bytes(1.0))},
+    )
+    await until(lambda: plane.metrics.events["recording_transcribed"] == 1)
+    # Decoded and resampled by FFmpeg to the 16 kHz STT takes: one second is ~16000 samples.
+    assert len(heard) == 1 and 15_000 <= heard[0] <= 17_000, heard
+    (record,) = plane.store.recent(1, device_id=dev)
+    assert record.format == "opus" and record.analysis == {"transcript": "a voice message"}
