@@ -100,6 +100,11 @@ BAD_UPLOADS = [
     ),
     ("topic says audio, payload image", "audio", lambda s: upload(s, image_bytes("PNG")), "unauthorised"),
     ("unknown kind", "document", lambda s: upload(s, image_bytes("PNG")), "unknown_topic"),
+    ("truncated base64", "image", lambda s: upload(s, b64(image_bytes("PNG"))[:-3]), "malformed"),
+    ("base64 of a truncated jpeg", "image", lambda s: upload(s, image_bytes("JPEG", (64, 48))[:300], fmt="jpeg"),
+     "corrupt"),
+    ("another session's id in the payload", "image",
+     lambda s: {**upload(s, image_bytes("PNG")), "session_id": "someone-else"}, "unauthorised"),
 ]
 
 
