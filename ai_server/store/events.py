@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
+from ai_server.store.filters import time_query
+
 EventOutcome = Literal["alerted", "recorded", "duplicate", "overlap", "unpublished"]
 
 _COLUMNS: Final = (
@@ -97,26 +99,11 @@ class EventStore:
         newest_first: bool = True,
     ) -> list[EventRecord]:
         """Events with ``since <= time < until`` matching every filter given."""
-        where: list[str] = []
-        args: list[object] = []
-        if since is not None:
-            where.append("time >= ?")
-            args.append(since.astimezone(UTC).isoformat())
-        if until is not None:
-            where.append("time < ?")
-            args.append(until.astimezone(UTC).isoformat())
-        for column, value in (("device_id", device_id), ("zone", zone), ("alert_type", alert_type),
-                              ("outcome", outcome)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = f"SELECT {_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        # id breaks ties between events of the same frame, in the order they were recorded.
-        sql += f" ORDER BY time {'DESC' if newest_first else 'ASC'}, id {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        sql, args = time_query("events", _COLUMNS, since=since, until=until, newest_first=newest_first, limit=limit,
+                               equal={"device_id": device_id, "zone": zone, "alert_type": alert_type,
+                                      "outcome": outcome})
         with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         return [self._record(r) for r in rows]
 
     def places(self) -> tuple[list[str], list[str]]:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from ai_server.conversation import Recorded
+from ai_server.store.filters import time_query
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +67,10 @@ class TranscriptStore:
     def query(self, *, since: datetime | None = None, until: datetime | None = None,
               channel: Channel | None = None, limit: int = 100, newest_first: bool = True) -> list[TranscriptRecord]:
         """Exchanges with ``since <= time < until``."""
-        where: list[str] = []
-        args: list[object] = []
-        if since is not None:
-            where.append("time >= ?")
-            args.append(since.astimezone(UTC).isoformat())
-        if until is not None:
-            where.append("time < ?")
-            args.append(until.astimezone(UTC).isoformat())
-        if channel is not None:
-            where.append("channel = ?")
-            args.append(channel)
-        order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {_COLUMNS} FROM transcripts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY time {order}, id {order} LIMIT ?"
+        sql, args = time_query("transcripts", _COLUMNS, since=since, until=until, newest_first=newest_first,
+                               limit=limit, equal={"channel": channel})
         with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         return [
             TranscriptRecord(int(r[0]), datetime.fromisoformat(str(r[1])), str(r[2]), str(r[3]), str(r[4]),
                              str(r[5]), str(r[6]), str(r[7]))

@@ -4,8 +4,6 @@ the transcript; AI_KEEP_RAW_AUDIO keeps it. Also through the control plane's rea
 from __future__ import annotations
 
 import base64
-import io
-import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,20 +20,15 @@ from ai_server.store.media import AUDIO_GRACE_S
 from ai_server.store.retention import RetentionPolicy, prune
 from shared.config import MediaSettings, load
 from shared.mqtt import MediaUpload
+from tests.ai_server.control.test_media import wav_bytes
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def wav(ms: int = 200, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x01" * (rate * ms // 1000))
-    return buf.getvalue()
+def wav() -> bytes:
+    return wav_bytes(200)
 
 
 def _audio(store: MediaStore, *, age: timedelta = timedelta(0), analysis: dict[str, object] | None = None) -> str:
