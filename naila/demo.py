@@ -1,14 +1,17 @@
 """``naila demo``: the whole product on one machine, on embedded defaults.
 
 Starts mosquitto (or uses ``--mqtt host:port``), the AI server with the shipped models, the
-hub, and a device agent whose microphone is a WAV of a spoken question (espeak-ng) and whose
-speaker is recorded to a WAV. Prints the transcript, the reply, the per-stage latency of the
-turn and the recorded reply's path; exits 0 when the assistant answered out loud.
+hub, and a device agent whose microphone is a WAV of a spoken question (espeak-ng), whose
+speaker is recorded to a WAV and whose camera films a still photo (ultralytics' bus.jpg, when the
+vision extra is installed): ``--question "What do you see?"`` is answered from that camera.
+Prints the transcript, the reply, the per-stage latency of the turn and the recorded reply's
+path; exits 0 when the assistant answered out loud.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import secrets
 import signal
@@ -18,6 +21,15 @@ import types
 from pathlib import Path
 
 from naila.stack import Stack, new_workdir, wait_until
+
+
+def _demo_photo() -> Path | None:
+    """ultralytics' bus.jpg, found without importing ultralytics (seconds of torch import)."""
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    photo = Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
+    return photo if photo.is_file() else None
 
 DEFAULT_QUESTION = "How many legs does a spider have?"
 LEAD_SILENCE_S = 2.0  # the agent connects to the hub while this plays
@@ -109,6 +121,10 @@ def main(argv: list[str]) -> int:
             DEVICE_MIC_FILE=str(question_wav),
             DEVICE_SPEAKER_FILE=str(reply_wav),
         )
+        photo = _demo_photo()
+        if photo is not None:
+            stack.extra_env.update(DEVICE_CAMERA="file", DEVICE_CAMERA_FILE=str(photo))
+            print(f"[demo] the device's camera films {photo.name} (ask --question 'What do you see?')", flush=True)
         device = stack._spawn("device", [sys.executable, "-m", "naila", "device"])
         t0 = time.monotonic()
 

@@ -29,6 +29,7 @@ from datetime import datetime, time, timedelta, tzinfo
 from typing import Any, Final
 
 from ai_server.media.analysis import object_label
+from ai_server.places import mentions, place_key
 from ai_server.store.events import EventRecord, EventStore
 from ai_server.store.transcripts import TranscriptRecord, TranscriptStore
 from ai_server.vision.view import Views
@@ -73,10 +74,6 @@ _MAX_READ: Final = 500  # per place; beyond this the answer says "at least"
 
 def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9:.]+", " ", text.lower().replace("\u2019", "'")).strip()
-
-
-def _place(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +184,8 @@ def is_conversation_question(question: str) -> bool:
 def is_historical(question: str, places: Iterable[str] = ()) -> bool:
     """About what the cameras saw, in the past (see the module doc). ``places``: known names."""
     t = _norm(question)
-    spoken = _place(question)
-    named = any(p and re.search(rf"\b{re.escape(p)}\b", spoken) for p in places)
+    spoken = place_key(question)
+    named = any(mentions(spoken, p) for p in places)
     if not (_EVENTISH.search(t) or named):
         return False
     return bool(_PAST.search(t) or "yesterday" in t or "ago" in t or "last night" in t)
@@ -209,7 +206,7 @@ class HistoryQuestions:
         places: dict[tuple[str, str | None, str | None], Place] = {}
 
         def add(name: str, zone: str | None = None, device_id: str | None = None) -> None:
-            words = _place(name)
+            words = place_key(name)
             if words:
                 places[(words, zone, device_id)] = Place(words, zone, device_id)
 
@@ -226,7 +223,7 @@ class HistoryQuestions:
 
     def match_places(self, question: str, known: list[Place]) -> tuple[list[Place], str | None]:
         """The places the question names (longest name wins), and an unknown name it used, if any."""
-        spoken = _place(question)
+        spoken = place_key(question)
         hits = [p for p in known if re.search(rf"\b{re.escape(p.name)}\b", spoken)]
         if hits:
             longest = max(len(p.name) for p in hits)

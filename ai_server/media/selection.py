@@ -16,13 +16,13 @@ Implements the voice pipeline's ``Looker`` (:meth:`look`).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from ai_server.media.analysis import Analysed
 from ai_server.media.sources import MediaSources, SourceFailed
+from ai_server.places import mentions, place_key
 from ai_server.vision.ask import VisualQuestions, context_prompt, visual_strength
 from ai_server.vision.view import CameraInfo
 from shared.mqtt import VisualContext
@@ -53,13 +53,8 @@ class Selected:
         return STEP_NAMES[self.step]
 
 
-def _place(text: str | None) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", (text or "").lower()).strip()
-
-
 def _named(place: str | None, question: str) -> bool:
-    p = _place(place)
-    return bool(p) and re.search(rf"\b{re.escape(p)}\b", _place(question)) is not None
+    return mentions(place_key(question), place)
 
 
 class SourceSelection:
@@ -210,7 +205,7 @@ class SourceSelection:
                 return 0
             if zone and d.zone == zone:
                 return 1
-            return 2 if here and _place(d.room) == _place(here) else 3
+            return 2 if here and place_key(d.room) == place_key(here) else 3
 
         found = [d for d in self.registry.devices()
                  if d.device_id != device_id and d.online and CAMERA_CAPABILITIES & set(d.capabilities)]

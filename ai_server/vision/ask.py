@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import cv2
 import numpy as np
 
+from ai_server.places import mentions, place_key
 from ai_server.vision.detector import BGRImage
 from ai_server.vision.view import CameraInfo, CameraView, Views
 from shared.mqtt import VisualContext
@@ -63,8 +64,8 @@ def visual_strength(text: str, places: Iterable[str] = ()) -> int:
     if _ANALYSIS.search(t):
         return 1
     if _DESCRIPTIVE.search(t):
-        spoken = _place(t)
-        named = any(p and re.search(rf"\b{re.escape(p)}\b", spoken) for p in map(_place, places))
+        spoken = place_key(t)
+        named = any(mentions(spoken, p) for p in places)
         if named or _SPATIAL.search(t) or _LOCATION.search(t):
             return 1
     return 0
@@ -137,10 +138,6 @@ def _age_words(seconds: float) -> str:
     return f"{round(seconds / 3600)} hours"
 
 
-def _place(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
-
-
 @dataclass(frozen=True, slots=True)
 class Look:
     """What one visual question found: the context (None: no camera) and the prompt text."""
@@ -173,19 +170,19 @@ class VisualQuestions:
         cams = [c for c in self.views.cameras() if self.views.latest(c.device_id) is not None]
         if not cams:
             return None, "no camera has sent a frame"
-        asked = _place(question)
+        asked = place_key(question)
         # A place named in the question wins: "who is at the front door" from the kitchen speaker.
         named = [c for c in cams
-                 if any(p and re.search(rf"\b{re.escape(p)}\b", asked) for p in (_place(c.zone), _place(c.room)))]
+                 if mentions(asked, c.zone) or mentions(asked, c.room)]
         if named:
-            best = max(named, key=lambda c: (c.online, len(_place(c.zone)), c.priority))
+            best = max(named, key=lambda c: (c.online, len(place_key(c.zone)), c.priority))
             return best, f"the question names {best.zone or best.room}"
         own = next((c for c in cams if c.device_id == device_id), None)
         if own is not None:
             return own, "the asking device's own camera"
-        here = _place(room)
+        here = place_key(room)
         if here:
-            same = [c for c in cams if here in (_place(c.room), _place(c.zone))]
+            same = [c for c in cams if here in (place_key(c.room), place_key(c.zone))]
             if same:
                 best = max(same, key=lambda c: (c.online, c.priority))
                 return best, f"the best camera in the asker's room ({room})"

@@ -10,8 +10,12 @@ from naila.stack import Stack, new_workdir
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     s = Stack(workdir=new_workdir("naila-e2e-"), progress=lambda m: None)
+    # Vision only where a module tests it (STACK_VISION = True): loading YOLO in the background
+    # takes the 2 cores for seconds, and the voice tests' echo and barge-in timing is what they test.
+    if not getattr(request.module, "STACK_VISION", False):
+        s.extra_env["VISION_ENABLED"] = "false"
     try:
         s.start_mosquitto()
         s.start_ai_server()

@@ -34,6 +34,7 @@ from shared.contract import pb, pb_grpc
 from shared.mqtt import topics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+STACK_VISION = True  # tests/e2e/conftest.py: this module's stack runs the vision pipeline
 
 
 def _ultralytics_assets() -> Path:

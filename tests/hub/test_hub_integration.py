@@ -191,6 +191,10 @@ async def test_barge_in_interrupts_and_silences_the_device(
         assert hub.sessions["pi-b"].tts.playing
         dev.mic.say(phrase)  # the user talks over it
         await until(lambda: fake_ai.interrupted["pi-b"] == 1, 10, "INTERRUPT upstream")
+        # The new utterance's START follows in the same hub step, but reaches the fake AI server
+        # as its own message: on a loaded runner it can be read a moment after the INTERRUPT.
+        await until(lambda: len(fake_ai.events("pi-b")) > fake_ai.events("pi-b").index(pb.INTERRUPT) + 1, 5,
+                    "the event after INTERRUPT")
         events = fake_ai.events("pi-b")
         i = events.index(pb.INTERRUPT)
         assert events[i + 1] == pb.START

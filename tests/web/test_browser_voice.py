@@ -54,7 +54,8 @@ async def test_browser_asks_out_loud_hears_the_answer_and_survives_a_hub_restart
 ) -> None:
     from ai_server.app import start_server
 
-    ai = await start_server(load(AIServerSettings), host="127.0.0.1", port=0, metrics_port=0)
+    # No vision here: loading YOLO beside the browser would take the cores this voice test times.
+    ai = await start_server(load(AIServerSettings, vision_enabled=False), host="127.0.0.1", port=0, metrics_port=0)
     try:
         port = free_port()
         hub = await make_web_hub(hub_ai_server=ai.address, port=port)
