@@ -28,6 +28,7 @@ import logging
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -238,6 +239,7 @@ async def start_server(
     service.vision = vision
     if why_not:
         service.vision_off = why_not
+    warmers: list[Callable[[], None]] = []  # loaded beside the detector when warming up
     if vision is not None:
         from ai_server.media.analysis import ImageAnalyser
         from ai_server.media.ocr import RapidOcr
@@ -250,7 +252,9 @@ async def start_server(
 
             describer = VisionDescriber(settings.vision_describe_url, settings.vision_describe_model,
                                         api_key=settings.llm_api_key, timeout_s=settings.vision_describe_timeout_s)
-        analyser = ImageAnalyser(vision.detector, RapidOcr(), describer)
+        ocr = RapidOcr()
+        warmers.append(ocr.load)
+        analyser = ImageAnalyser(vision.detector, ocr, describer)
         questions = VisualQuestions(vision, analyser=analyser)
         pipeline.looker = questions  # "who is at the door?" gets the door camera's view
         if control is not None:
@@ -293,7 +297,14 @@ async def start_server(
         await control.start()
     if vision is not None and warm:
         # In a thread, not awaited: the voice path serves at once; the first frames wait for the model.
-        loading = asyncio.get_running_loop().create_task(asyncio.to_thread(vision.detector.load), name="vision-load")
+        # OCR too (about 1.4 s on first use): the first visual question should not pay for either.
+        loaders = [vision.detector.load, *warmers]
+
+        def load_all() -> None:
+            for load in loaders:
+                load()
+
+        loading = asyncio.get_running_loop().create_task(asyncio.to_thread(load_all), name="vision-load")
         loading.add_done_callback(_log_failure)
         owned.append(_Background(loading))
     mport = settings.ai_server_metrics_port if metrics_port is None else metrics_port
