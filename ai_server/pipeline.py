@@ -128,14 +128,22 @@ class Router(Protocol):
     def route(self, turn: Turn) -> Callable[[], Awaitable[str]] | None: ...
 
 
-class Looker(Protocol):
-    """Visual questions (ai_server/vision/ask.py): what a camera sees, for the prompt.
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a :class:`Looker` found for one question; empty when the question is not for it."""
 
-    ``look`` returns the text to put before the user's words, or "" when the question is not
-    visual. Set as ``Pipeline.looker`` by ai_server/app.py when vision is on.
+    prompt: str = ""  # put just before the user's words: what a camera sees (the LLM answers)
+    # Said as the reply without the LLM: facts from the store ("at 03:12 the front door camera saw
+    # a person") and "no camera can see that" must not be paraphrased into a guess by a small model.
+    answer: str = ""
+
+
+class Looker(Protocol):
+    """Where the assistant looks (ai_server/media/selection.py, spec §8.10): a camera's view for
+    the prompt, or an answer from the stored history. Set as ``Pipeline.looker`` by ai_server/app.py.
     """
 
-    async def look(self, device_id: str, room: str, question: str) -> str: ...
+    async def look(self, device_id: str, room: str, question: str) -> Seen: ...
 
 
 class Pipeline:
@@ -229,8 +237,13 @@ class Pipeline:
     async def _reply(self, turn: Turn) -> tuple[Code, str, list[str]]:
         """LLM -> clauses -> TTS, concurrently. Returns (error code, message, reply clauses)."""
         self.conversations.follow(turn.device_id)  # also when START was lost (no prefill)
-        visual = await self._look(turn)
-        messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room, visual)
+        seen = await self._look(turn)
+        if seen.answer:
+            async def answer() -> str:
+                return seen.answer
+
+            return await self._carry_out(turn, answer, counter="looked_up_answers")
+        messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room, seen.prompt)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         llm_error: list[BaseException] = []
 
@@ -283,18 +296,18 @@ class Pipeline:
             return pb.TTS_FAILED, one_line(tts_error[0]), reply
         return pb.NONE, "", reply
 
-    async def _look(self, turn: Turn) -> str:
+    async def _look(self, turn: Turn) -> Seen:
         if self.looker is None:
-            return ""
+            return Seen()
         try:
-            visual = await self.looker.look(turn.device_id, turn.room, turn.transcript)
+            seen = await self.looker.look(turn.device_id, turn.room, turn.transcript)
         except Exception:  # vision trouble must not cost the user the answer: answer without it
             log.exception("turn %s/%d: visual context failed; answering without it", turn.device_id, turn.id)
             self.metrics.count("visual_context_errors")
-            return ""
-        if visual:
+            return Seen()
+        if seen.prompt or seen.answer:
             self.metrics.count("visual_questions")
-        return visual
+        return seen
 
     def _routed(self, turn: Turn) -> Callable[[], Awaitable[str]] | None:
         if self.router is None:
@@ -305,12 +318,14 @@ class Pipeline:
             log.exception("turn %s/%d: router failed; asking the LLM", turn.device_id, turn.id)
             return None
 
-    async def _carry_out(self, turn: Turn, action: Callable[[], Awaitable[str]]) -> tuple[Code, str, list[str]]:
+    async def _carry_out(
+        self, turn: Turn, action: Callable[[], Awaitable[str]], counter: str = "routed_turns"
+    ) -> tuple[Code, str, list[str]]:
         """A routing request: act, then speak the confirmation as the reply (the LLM is not asked)."""
         await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
         self.conversations.follow(turn.device_id)  # the reply to replay may be the one given in another room
         text = (await action()).strip()
-        self.metrics.count("routed_turns")
+        self.metrics.count(counter)
         turn.raw_reply = text
         turn.mark("first_sentence")
         try:

@@ -28,7 +28,7 @@ from ai_server.aio import closing
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.speech import Speaker, SpeakError
 from ai_server.control.wire import Publish, send
-from ai_server.pipeline import Pipeline, one_line
+from ai_server.pipeline import Pipeline, Seen, one_line
 from shared.mqtt import ChatReply, ChatRequest, build, outbound, topics
 from shared.mqtt.limits import MAX_ERROR_LEN, MAX_TEXT_LEN
 
@@ -87,8 +87,14 @@ class Chat:
             elif registry.in_room(request.speak_on):
                 room = request.speak_on
         try:
-            visual = await self._look(request, room)
-            text = await self.ask(request.session_id, conversation_id, request.text, room=room, visual=visual)
+            seen = await self._look(request, room)
+            if seen.answer:  # a fact from the store, or "no camera shows it": said as it is
+                text = seen.answer
+                self.pipeline.conversations.record(self._thread(request.session_id, conversation_id), request.text,
+                                                   text, room=room)
+            else:
+                text = await self.ask(request.session_id, conversation_id, request.text, room=room,
+                                      visual=seen.prompt)
         except Exception as exc:
             self.metrics.event("chat_failed")
             log.warning("chat %s/%s: no answer: %s", request.session_id, conversation_id, one_line(exc))
@@ -146,19 +152,19 @@ class Chat:
                              room=room)
         return answer
 
-    async def _look(self, request: ChatRequest, room: str) -> str:
+    async def _look(self, request: ChatRequest, room: str) -> Seen:
         """A typed question goes through the same source selection as a spoken one (spec §8.10):
         "what did the porch camera see last night", "is anyone at the front door?". The asker is
         the device it is spoken on, if any; a session has no camera of its own."""
         looker = self.pipeline.looker
         if looker is None:
-            return ""
+            return Seen()
         try:
             return await looker.look(request.speak_on or request.session_id, room, request.text)
         except Exception as exc:  # vision trouble costs the view, not the answer
             self.metrics.event("chat_visual_failed")
             log.warning("chat %s: visual context failed: %s", request.session_id, one_line(exc))
-            return ""
+            return Seen()
 
     def _thread(self, session_id: str, conversation_id: str) -> str:
         # ':' cannot occur in a session id (a topic segment), so this never collides with a device id.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from ai_server.media.history import HistoryQuestions
-from ai_server.pipeline import Looker
+from ai_server.pipeline import Looker, Seen
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,10 @@ class HistoryFirst:
         self.history = history
         self.live = live
 
-    async def look(self, device_id: str, room: str, question: str) -> str:
+    async def look(self, device_id: str, room: str, question: str) -> Seen:
         found = await self.history.look(question)
         if found is not None:
             log.info("question from %s: historical (%s): %d events, %d exchanges, places %s", device_id,
                      found.kind, len(found.events), len(found.exchanges), [p.name for p in found.places] or "any")
-            return found.prompt
-        return "" if self.live is None else await self.live.look(device_id, room, question)
+            return Seen(answer=found.text)  # facts from the store, said as they are (see Seen)
+        return Seen() if self.live is None else await self.live.look(device_id, room, question)

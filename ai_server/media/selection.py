@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Final
 
 from ai_server.media.analysis import Analysed
 from ai_server.media.sources import MediaSources, SourceFailed
+from ai_server.pipeline import Seen
 from ai_server.places import mentions, place_key
-from ai_server.vision.ask import VisualQuestions, context_prompt, visual_strength
+from ai_server.vision.ask import NO_CAMERA_ANSWER, VisualQuestions, context_prompt, visual_strength
 from ai_server.vision.view import CameraInfo
 from shared.mqtt import VisualContext
 
@@ -47,6 +48,7 @@ class Selected:
     context: VisualContext | None = None
     device_id: str | None = None  # the camera looked through (steps 3-5)
     decisions: list[str] = field(default_factory=list)  # one line per step considered
+    answer: str = ""  # said as the reply without the LLM (steps 2 and 6: see ai_server.pipeline.Seen)
 
     @property
     def name(self) -> str:
@@ -75,10 +77,10 @@ class SourceSelection:
         self.registry = registry
         self.snapshot_timeout_s = snapshot_timeout_s
 
-    async def look(self, device_id: str, room: str, question: str) -> str:
+    async def look(self, device_id: str, room: str, question: str) -> Seen:
         """The pipeline's ``Looker``."""
         chosen = await self.select(device_id, room, question)
-        return "" if chosen is None else chosen.prompt
+        return Seen() if chosen is None else Seen(prompt="" if chosen.answer else chosen.prompt, answer=chosen.answer)
 
     async def select(
         self, device_id: str, room: str, question: str, attached: Analysed | None = None,
@@ -106,7 +108,7 @@ class SourceSelection:
             if found is not None:
                 decide(2, f"historical question ({found.kind}): {len(found.events)} events, "
                           f"{len(found.exchanges)} exchanges, places {[p.name for p in found.places] or 'any'}")
-                return Selected(2, "historical question", found.prompt, None, None, decisions)
+                return Selected(2, "historical question", found.prompt, None, None, decisions, answer=found.text)
             decide(2, "not a historical question")
         else:
             decide(2, "no event history")
@@ -154,7 +156,7 @@ class SourceSelection:
             decide(6, "no camera, and the question is only weakly visual: answered without")
             return Selected(6, "no visual source", "", None, None, decisions)
         decide(6, "no visual source: the answer says so")
-        return Selected(6, "no visual source", NO_CAMERA, None, None, decisions)
+        return Selected(6, "no visual source", NO_CAMERA, None, None, decisions, answer=NO_CAMERA_ANSWER)
 
     def _places(self) -> list[str]:
         places: list[str] = []

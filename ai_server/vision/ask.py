@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import cv2
 import numpy as np
 
+from ai_server.pipeline import Seen
 from ai_server.places import mentions, place_key
 from ai_server.vision.detector import BGRImage
 from ai_server.vision.view import CameraInfo, CameraView, Views
@@ -51,6 +52,11 @@ _LOCATION: Final = re.compile(
 
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower().replace("\u2019", "'")).strip()
+
+
+#: Said as the reply (no LLM) when no camera can see what was asked: a small model told this in
+#: the prompt still made up a scene.
+NO_CAMERA_ANSWER: Final = "I can't see that right now: no camera shows it. You could send me a photo of it."
 
 
 def visual_strength(text: str, places: Iterable[str] = ()) -> int:
@@ -188,10 +194,14 @@ class VisualQuestions:
                 return best, f"the best camera in the asker's room ({room})"
         return None, f"no camera in {room or 'the asking device'}'s room and none named"
 
-    async def look(self, device_id: str, room: str, question: str) -> str:
-        """The pipeline's ``Looker``: the prompt text, or "" when the question is not visual."""
+    async def look(self, device_id: str, room: str, question: str) -> Seen:
+        """The pipeline's ``Looker``: the view for the prompt; with no camera, the answer itself."""
         found = await self.find(device_id, room, question)
-        return "" if found is None else found.prompt
+        if found is None:
+            return Seen()
+        if found.camera is None:
+            return Seen(answer=NO_CAMERA_ANSWER)
+        return Seen(prompt=found.prompt)
 
     async def find(self, device_id: str, room: str, question: str) -> Look | None:
         """None when the question is not visual; otherwise what to tell the LLM."""

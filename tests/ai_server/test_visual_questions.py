@@ -18,8 +18,8 @@ import pytest
 
 from ai_server.conversation import Conversations
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
-from ai_server.pipeline import Pipeline, Turn
-from ai_server.vision.ask import VisualQuestions, describe, is_visual_query, lighting, visual_strength
+from ai_server.pipeline import Pipeline, Seen, Turn
+from ai_server.vision.ask import NO_CAMERA_ANSWER, VisualQuestions, describe, is_visual_query, lighting, visual_strength
 from ai_server.vision.view import CameraInfo, CameraView, Detection
 from shared.mqtt import VisualContext
 
@@ -232,10 +232,22 @@ def test_the_pipeline_puts_the_view_before_a_visual_question_only() -> None:
 
 def test_a_broken_looker_costs_the_view_not_the_answer() -> None:
     class Broken:
-        async def look(self, device_id: str, room: str, question: str) -> str:
+        async def look(self, device_id: str, room: str, question: str) -> Seen:
             raise ValueError("bug")
 
     p = Pipeline(FakeSTT(), FakeLLM("Fine."), FakeTTS(), Conversations("S", 4))
     p.looker = Broken()
     llm = _turn(p, "d", "hall", "what do you see")
     assert llm.requests and p.metrics.counters.get("visual_context_errors") == 1
+
+
+def test_with_no_camera_the_answer_is_said_without_the_llm() -> None:
+    v = ScriptedViews()
+    v.add("garage-cam", "garage")
+    p = Pipeline(FakeSTT(), FakeLLM("A made-up scene."), FakeTTS(), Conversations("S", 4))
+    p.looker = VisualQuestions(v)
+    turn = Turn(1, "bed-pi", "c1", 0.0, room="bedroom")
+    asyncio.run(p.run_turn(turn, _Said("what do you see?")))  # type: ignore[arg-type]
+    assert isinstance(p.llm, FakeLLM) and p.llm.requests == []
+    assert turn.raw_reply == NO_CAMERA_ANSWER and p.metrics.counters.get("looked_up_answers") == 1
+    assert asyncio.run(VisualQuestions(v).look("bed-pi", "bedroom", "tell me a joke")) == Seen()

@@ -10,6 +10,7 @@ import pytest
 
 from ai_server.client import StreamClient, silence
 from ai_server.fakes import FakeLLM, FakeTTS
+from ai_server.pipeline import Seen
 from shared.contract import pb
 from shared.mqtt import topics
 from tests.ai_server.control.conftest import ControlFactory, Watch, announce_device, uid, until
@@ -196,13 +197,15 @@ class _Looker:
         self.fail = fail
         self.asked: list[tuple[str, str, str]] = []
 
-    async def look(self, device_id: str, room: str, question: str) -> str:
+    async def look(self, device_id: str, room: str, question: str) -> Seen:
         self.asked.append((device_id, room, question))
         if self.fail:
             raise RuntimeError("camera trouble")
+        if "yesterday" in question:
+            return Seen(answer="At 21:40 yesterday the porch camera saw a person.")
         if "door" not in question:
-            return ""
-        return "Visual context: {}\nThrough the porch camera (2 seconds ago): 1 person in view."
+            return Seen()
+        return Seen(prompt="Visual context: {}\nThrough the porch camera (2 seconds ago): 1 person in view.")
 
 
 async def test_a_typed_question_goes_through_the_same_source_selection(
@@ -221,6 +224,11 @@ async def test_a_typed_question_goes_through_the_same_source_selection(
     assert prompt[-2]["role"] == "system" and "1 person in view" in prompt[-2]["content"]
     await chat(watch, sid, {"session_id": sid, "text": "What is the capital of France?"})
     assert all("Visual context" not in m["content"] for m in llm.requests[-1])
+
+    # A fact from the store is the reply itself: the LLM is not asked to paraphrase it.
+    asked = len(llm.requests)
+    reply = await chat(watch, sid, {"session_id": sid, "text": "Who came to the porch yesterday?"})
+    assert reply["text"] == "At 21:40 yesterday the porch camera saw a person." and len(llm.requests) == asked
 
     looker.fail = True  # a broken looker costs the view, not the answer
     reply = await chat(watch, sid, {"session_id": sid, "text": "Is anyone at the front door?"})

@@ -12,6 +12,7 @@ import pytest
 
 from ai_server.media.history import HistoryQuestions, is_historical, parse_time
 from ai_server.media.looker import HistoryFirst
+from ai_server.pipeline import Seen
 from ai_server.store import MediaStore
 from ai_server.store.events import EventOutcome
 from ai_server.vision.view import CameraInfo, CameraView
@@ -151,16 +152,17 @@ class LiveLooker:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def look(self, device_id: str, room: str, question: str) -> str:
+    async def look(self, device_id: str, room: str, question: str) -> Seen:
         self.asked.append(question)
-        return "LIVE VIEW"
+        return Seen(prompt="LIVE VIEW")
 
 
 async def test_the_looker_takes_history_before_the_live_view(history: HistoryQuestions) -> None:
     live = LiveLooker()
     looker = HistoryFirst(history, live)
-    prompt = await looker.look("kitchen_speaker", "kitchen", "what did the front door camera see at 3am")
-    assert prompt.startswith("From the stored camera history (not a live view): 2 events between 03:00 and 04:00")
+    seen = await looker.look("kitchen_speaker", "kitchen", "what did the front door camera see at 3am")
+    # The stored facts are the answer itself, not a prompt for the LLM to paraphrase.
+    assert seen.answer.startswith("2 events between 03:00 and 04:00") and not seen.prompt
     assert live.asked == []
-    assert await looker.look("kitchen_speaker", "kitchen", "who is at the front door?") == "LIVE VIEW"
+    assert await looker.look("kitchen_speaker", "kitchen", "who is at the front door?") == Seen(prompt="LIVE VIEW")
     assert live.asked == ["who is at the front door?"]

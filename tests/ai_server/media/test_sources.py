@@ -28,6 +28,7 @@ from ai_server.media.history import HistoryQuestions
 from ai_server.media.ocr import RapidOcr
 from ai_server.media.selection import NO_CAMERA, Selected, SourceSelection
 from ai_server.media.sources import MediaSources, SourceFailed
+from ai_server.pipeline import Seen
 from ai_server.vision.ask import VisualQuestions
 from ai_server.vision.detector import YoloDetector
 from ai_server.vision.view import CameraView
@@ -239,7 +240,7 @@ async def test_step_6_no_source_says_so(rig: Rig, caplog: pytest.LogCaptureFixtu
     assert chosen is not None and chosen.step == 6 and steps(chosen) == [1, 2, 3, 4, 5, 6]
     assert chosen.prompt == NO_CAMERA and chosen.context is None
     assert all(f"step {n} (" in caplog.text for n in range(1, 7))
-    assert await rig.selection.look("x", "y", "tell me a joke") == ""  # not visual: left alone
+    assert await rig.selection.look("x", "y", "tell me a joke") == Seen()  # not visual: left alone
 
 
 async def test_bad_inputs_fail_clearly_are_counted_and_nothing_is_stored(rig: Rig, watch: Watch) -> None:
