@@ -19,7 +19,15 @@ import pytest
 from ai_server.conversation import Conversations
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from ai_server.pipeline import Pipeline, Seen, Turn
-from ai_server.vision.ask import NO_CAMERA_ANSWER, VisualQuestions, describe, is_visual_query, lighting, visual_strength
+from ai_server.vision.ask import (
+    NO_CAMERA_ANSWER,
+    PROMPT_OBJECTS,
+    VisualQuestions,
+    describe,
+    is_visual_query,
+    lighting,
+    visual_strength,
+)
 from ai_server.vision.view import CameraInfo, CameraView, Detection
 from shared.mqtt import VisualContext
 
@@ -251,3 +259,15 @@ def test_with_no_camera_the_answer_is_said_without_the_llm() -> None:
     assert isinstance(p.llm, FakeLLM) and p.llm.requests == []
     assert turn.raw_reply == NO_CAMERA_ANSWER and p.metrics.counters.get("looked_up_answers") == 1
     assert asyncio.run(VisualQuestions(v).look("bed-pi", "bedroom", "tell me a joke")) == Seen()
+
+
+def test_the_prompt_lists_the_most_confident_objects_and_the_description_counts_all() -> None:
+    crowd = tuple(Detection("person", 0.5 + i / 100, (float(i), 0.0, 10.0, 20.0)) for i in range(20))
+    v = ScriptedViews()
+    v.add("hall-cam", "hall", detections=crowd)
+    look = asyncio.run(VisualQuestions(v).find("hall-cam", "hall", "how many people are in the hall?"))
+    assert look is not None and look.context is not None
+    raw, sentence = look.prompt.split("Visual context: ", 1)[1].split("\n", 1)
+    shown = VisualContext.model_validate_json(raw).analysis.objects
+    assert len(shown) == PROMPT_OBJECTS and min(o.confidence for o in shown) == 0.62
+    assert "20 people in view" in sentence and len(look.context.analysis.objects) == 20
