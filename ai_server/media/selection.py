@@ -24,7 +24,7 @@ from ai_server.media.analysis import Analysed
 from ai_server.media.sources import MediaSources, SourceFailed
 from ai_server.pipeline import Seen
 from ai_server.places import mentions, place_key
-from ai_server.vision.ask import NO_CAMERA_ANSWER, VisualQuestions, context_prompt, visual_strength
+from ai_server.vision.ask import NO_CAMERA, NO_CAMERA_ANSWER, VisualQuestions, context_prompt, visual_strength
 from ai_server.vision.view import CameraInfo
 from shared.mqtt import VisualContext
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 CAMERA_CAPABILITIES: Final = frozenset({"snapshot", "video"})
 STEP_NAMES: Final = {1: "attached", 2: "history", 3: "live_stream", 4: "own_snapshot", 5: "zone_camera", 6: "none"}
 _Decide = Callable[[int, str], None]
-NO_CAMERA: Final = "No camera can see this for you right now: say so plainly, or ask the user to send a photo."
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,8 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower().replace("\u2019", "'")).strip()
 
 
+#: The prompt note when no camera can see what was asked (kept on Look/Selected for the logs and tests).
+NO_CAMERA: Final = "No camera can see this for you right now: say so plainly, or ask the user to send a photo."
 #: Said as the reply (no LLM) when no camera can see what was asked: a small model told this in
 #: the prompt still made up a scene.
 NO_CAMERA_ANSWER: Final = "I can't see that right now: no camera shows it. You could send me a photo of it."
@@ -223,9 +225,7 @@ class VisualQuestions:
         if camera is None:
             if strength < 2:
                 return None  # "read me the news": with no camera, a keyword alone must not derail the answer
-            return Look(None, None, 0.0, False, why,
-                        "No camera can see this for you right now: say so plainly, "
-                        "or ask the user to send a photo.")
+            return Look(None, None, 0.0, False, why, NO_CAMERA)
         return await self.look_through(camera, why, question)
 
     async def look_through(self, camera: CameraInfo, why: str, question: str) -> Look:
