@@ -49,7 +49,11 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 class AIServerSettings(NailaSettings):
-    ai_server_host: str = Field("0.0.0.0", description="Address the gRPC server binds")
+    ai_server_host: str = Field(
+        "127.0.0.1",
+        description="Address the gRPC server binds; a non-loopback address needs AI_SERVER_TLS_* "
+        "(or AI_SERVER_INSECURE=true)",
+    )
     ai_server_port: Annotated[int, Field(ge=1, le=65535)] = Field(50051, description="gRPC port")
     stt_model: str = Field(
         "tiny.en", description="faster-whisper model: a path, or a size; 'tiny.en' = the shipped model"
@@ -93,7 +97,8 @@ class AIServerSettings(NailaSettings):
         2048, description="Context window of the embedded llama.cpp model, tokens"
     )
     llm_follow_user_s: Annotated[float, Field(ge=0, le=3600)] = Field(
-        90.0, description="A voice turn on another device this soon after one continues that conversation, s; 0 = off"
+        0.0, description="A voice turn on another device this soon after one continues that conversation, s; "
+        "0 = off (the default: nothing yet tells that it is the same person)"
     )
     llm_preemptive: bool = Field(
         True, description="Start the reply during the hub's VAD hangover, held until END (needs STT_SPECULATIVE_MS)"
@@ -219,6 +224,49 @@ class AIServerSettings(NailaSettings):
     vision_describe_model: str = Field("", description="Model name sent to VISION_DESCRIBE_URL")
     vision_describe_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
         10.0, description="Longest wait for a model description before the composed one is used, s"
+    )
+    # --- security (issue 18): mTLS to the hub, bounded inputs ---------------------------------
+    ai_server_tls_cert: str = Field("", description="PEM certificate of the gRPC server (naila init: ai-server.crt)")
+    ai_server_tls_key: str = Field("", description="PEM private key of AI_SERVER_TLS_CERT")
+    ai_server_tls_client_ca: str = Field(
+        "", description="PEM CA that signs the hubs' client certificates; set = mutual TLS, a client "
+        "certificate is required (naila init: ca.crt)"
+    )
+    ai_server_insecure: bool = Field(
+        False, description="Allow plaintext gRPC on a non-loopback AI_SERVER_HOST (anyone on the LAN can "
+        "use it); only for a trusted, isolated network"
+    )
+    ai_grpc_max_message_bytes: Annotated[int, Field(ge=65_536, le=64_000_000)] = Field(
+        5_000_000, description="Largest gRPC message accepted, bytes (a camera frame is at most VISION_MAX_FRAME_BYTES)"
+    )
+    ai_max_streams: Annotated[int, Field(ge=1, le=1000)] = Field(
+        8, description="Open StreamConversation and AnalyzeFrames streams at once (one pair per hub)"
+    )
+    ai_max_devices_per_stream: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        512, description="Distinct device ids one conversation stream may speak for"
+    )
+    ai_max_utterance_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="Longest utterance kept, s: the turn is answered from the first "
+        "AI_MAX_UTTERANCE_S and the rest is dropped"
+    )
+    vision_max_cameras: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        256, description="Cameras the AI server keeps a view of; cameras offline for 10 x "
+        "VISION_OFFLINE_AFTER_S are forgotten"
+    )
+    ai_media_max_pixels: Annotated[int, Field(ge=65_536, le=200_000_000)] = Field(
+        40_000_000, description="Largest decoded image (uploads, snapshots, clip frames), pixels; larger is refused"
+    )
+    ai_media_max_video_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        300.0, description="Longest video clip accepted, s"
+    )
+    ai_media_max_video_pixels: Annotated[int, Field(ge=65_536, le=100_000_000)] = Field(
+        1920 * 1080, description="Largest video frame accepted (width x height), pixels"
+    )
+    ai_recording_quota_bytes_per_h: Annotated[int, Field(ge=0)] = Field(
+        200 * 1024**2, description="Unsolicited recordings each device may store per hour, bytes; 0 = none"
+    )
+    ai_media_reserve_bytes: Annotated[int, Field(ge=0)] = Field(
+        512 * 1024**2, description="Free disk space media writes always leave, bytes (alerts still go out)"
     )
 
     @field_validator("vision_alert_labels", mode="before")

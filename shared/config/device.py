@@ -17,7 +17,10 @@ class DeviceSettings(NailaSettings):
     device_room: str = Field("", description="Room the device is in")
     device_zone: str = Field("", description="Zone for camera alerts")
     device_hub_url: str = Field("http://127.0.0.1:8080", description="Hub base URL")
-    device_hub_token: str = Field("", description="Bearer token for the hub (optional)")
+    device_hub_token: str = Field("", description="Bearer token for the hub (naila init writes one per device)")
+    device_hub_ca: str = Field(
+        "", description="PEM CA that signed the hub's HTTPS certificate (naila init: ca.crt); empty = system CAs"
+    )
     device_audio_backend: Literal["sounddevice", "file"] = Field(
         "sounddevice", description="sounddevice (ALSA) or file (WAV in, WAV out)"
     )

@@ -20,7 +20,8 @@ class HubSettings(NailaSettings):
     hub_ai_server: str = Field("127.0.0.1:50051", description="AI server gRPC address host:port")
     hub_device_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
-        description='Per-device bearer tokens as JSON {"device_id": "token"}; empty = no auth',
+        description='Per-device bearer tokens as JSON {"device_id": "token"} (24+ characters each; "*" = any '
+        "other id); empty = /connect is refused unless HUB_ALLOW_UNAUTHENTICATED=true",
     )
     hub_max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = Field(
         65536, description="Largest /connect body, bytes"
@@ -110,6 +111,57 @@ class HubSettings(NailaSettings):
         description="Frames sent to the AI server and not answered yet (more: bigger YOLO batches across "
         "cameras; fewer: fresher frames when the detector is slow); the rest wait in the queue",
     )
+
+    # --- security (issue 18) -----------------------------------------------------------------
+    hub_allow_unauthenticated: bool = Field(
+        False, description="Accept /connect from any device id without a token (demo and tests on loopback "
+        "only: anyone on the LAN could join as a device)"
+    )
+    hub_tls_cert: str = Field("", description="PEM certificate for HTTPS (naila init: hub.crt); empty = plain HTTP")
+    hub_tls_key: str = Field("", description="PEM private key of HUB_TLS_CERT")
+    hub_public_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the hub answers to, comma-separated (DNS-rebinding guard); IP literals, "
+        "localhost and this machine's host name are always accepted",
+    )
+    hub_metrics_token: SecretStr | None = Field(
+        None, description="Bearer token for /metrics, /turns and /health?detail=1 (the web login works too); "
+        "unset = only the web login"
+    )
+    hub_max_sessions: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64, description="Device sessions (WebRTC peers) at once; more /connect are answered 503"
+    )
+    hub_max_negotiations: Annotated[int, Field(ge=1, le=1000)] = Field(
+        16, description="SDP offers being negotiated at once, HTTP and MQTT together"
+    )
+    hub_connect_per_min: Annotated[float, Field(gt=0, le=60_000)] = Field(
+        30.0, description="/connect requests one address may make per minute (429 beyond)"
+    )
+    hub_auth_failures_per_min: Annotated[float, Field(gt=0, le=60_000)] = Field(
+        6.0, description="Refused tokens one address may send per minute before it is refused outright (429)"
+    )
+    hub_request_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="Deadline to read a request's headers and body, s (slow clients are cut off)"
+    )
+    hub_max_utterance_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="Longest utterance, s: END is sent after this much speech even without silence"
+    )
+    hub_ai_tls_ca: str = Field("", description="PEM CA that signed the AI server's certificate (naila init: ca.crt)")
+    hub_ai_tls_cert: str = Field("", description="PEM client certificate of this hub for mutual TLS (hub-client.crt)")
+    hub_ai_tls_key: str = Field("", description="PEM private key of HUB_AI_TLS_CERT")
+    hub_ai_tls_server_name: str = Field(
+        "", description="Name checked in the AI server's certificate; empty = the host of HUB_AI_SERVER"
+    )
+    hub_ai_insecure: bool = Field(
+        False, description="Allow plaintext gRPC to a non-loopback HUB_AI_SERVER (audio crosses the LAN in clear)"
+    )
+
+    @field_validator("hub_public_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [x.strip().lower() for x in v.split(",") if x.strip()]
+        return v
 
     @field_validator("hub_vision_frame_size")
     @classmethod
