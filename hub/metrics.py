@@ -37,6 +37,8 @@ class HubMetrics:
         self.interrupts = 0
         self.bad_requests: Counter[str] = Counter()  # 400s by reason
         self.unauthorized = 0  # 401s
+        # Web app and data endpoints (hub/web, hub/status_routes.py): refusals and drops, by reason.
+        self.web_refused: Counter[str] = Counter()
         self.frames_dropped: Counter[str] = Counter()  # uplink frames not sent, by reason
         self.tts_dropped: Counter[str] = Counter()  # AudioOutput messages not played, by reason
         self.control_messages: Counter[str] = Counter()  # control-channel messages sent, by type
@@ -198,6 +200,8 @@ class _CounterCollector(Collector):
             "vision_frames_dropped": ("reason", m.vision_frames_dropped,
                                       "Chosen camera frames not delivered to the AI server, by reason"),
             "vision_frame_errors": ("kind", m.vision_frame_errors, "Bad camera frames skipped, by kind"),
+            "web_refused": ("reason", m.web_refused,
+                            "Web logins, data reads and device statuses refused or dropped, by reason"),
         }
         for name, (label, counts, doc) in labelled.items():
             c = CounterMetricFamily(f"naila_hub_{name}", doc, labels=[label])

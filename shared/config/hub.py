@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Annotated
@@ -128,6 +129,11 @@ class HubSettings(NailaSettings):
         None, description="Bearer token for /metrics, /turns and /health?detail=1 (the web login works too); "
         "unset = only the web login"
     )
+    hub_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed, comma-separated "
+        "addresses or networks (e.g. 127.0.0.1,10.0.0.0/24); empty = the TCP peer is the client",
+    )
     hub_max_sessions: Annotated[int, Field(ge=1, le=10_000)] = Field(
         64, description="Device sessions (WebRTC peers) at once; more /connect are answered 503"
     )
@@ -162,6 +168,18 @@ class HubSettings(NailaSettings):
         if isinstance(v, str):
             return [x.strip().lower() for x in v.split(",") if x.strip()]
         return v
+
+    @field_validator("hub_trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, v: object) -> object:
+        items = [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+        if isinstance(items, list):
+            for item in items:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(f"{str(item)[:60]!r} is not an IP address or network") from None
+        return items
 
     @field_validator("hub_vision_frame_size")
     @classmethod
