@@ -33,7 +33,7 @@ from hub.status_routes import add_status_routes
 from hub.turns import TurnLog
 from hub.vad import VoiceDetector, make_detector
 from hub.vision import VisionService
-from hub.web import add_web_app, device_tokens
+from hub.web import add_web_app, device_tokens, read_access
 from shared.backoff import Backoff
 from shared.config import AudioSettings, HubSettings, MqttSettings, VideoSettings, WebRTCSettings
 from shared.contract import pb
@@ -120,8 +120,10 @@ class Hub:
             # HUB_DEVICE_TOKENS, plus the web app's per-browser device tokens (hub.web.auth).
             connect_handler(self, self.metrics, device_tokens(self.settings), self.settings.hub_max_body_bytes),
         )
-        add_status_routes(app, self.metrics, self.turns, self.device_details, self.vision_details)
-        add_web_app(app, self)
+        web_app = add_web_app(app, self)
+        # /turns, /health?detail=1, /metrics: the web login (its cookies, revocable) or HUB_METRICS_TOKEN.
+        access = read_access(self.settings, web_app)
+        add_status_routes(app, self.metrics, self.turns, self.device_details, self.vision_details, access=access)
         return app
 
     async def start(self) -> None:

@@ -1,12 +1,16 @@
 """Web app authentication: the login cookie and the per-browser device tokens.
 
-Everything is derived from ``HUB_WEB_TOKEN`` with HMAC-SHA256 and nothing is stored, so
-logins and browser device tokens survive a hub restart (a browser device reconnects on its
-own), and changing the web token revokes all of them at once.
+Everything is derived from ``HUB_WEB_TOKEN`` with HMAC-SHA256 and nothing is stored on disk,
+so logins and browser device tokens survive a hub restart (a browser device reconnects on its
+own), and changing the web token revokes all of them at once. Logging out also revokes that one
+cookie on the server (a copy stolen earlier stops working): the hub remembers the revoked
+cookies' nonces until they would have expired, in memory, so a hub restart forgets them.
 
 * Login: a person posts the web token once (``POST /login``); the hub answers with a cookie
   ``naila_web = v1.<expires>.<nonce>.<mac>`` (HttpOnly, SameSite=Strict, Secure over HTTPS).
   Scripts may send ``Authorization: Bearer <web token>`` instead.
+* Data endpoints (``/turns``, ``/health?detail=1``, ``/metrics``): the same login, or
+  ``Authorization: Bearer <HUB_METRICS_TOKEN>`` for a scraper (:class:`ReadAccess`).
 * Browser devices: a logged-in page asks ``POST /api/device-token`` for a token for its own
   device id (``web-`` + random). The token is ``HMAC(key, "device:" + id)``, so it opens
   ``POST /connect`` for that one id only, exactly like a ``HUB_DEVICE_TOKENS`` entry; the
@@ -31,6 +35,9 @@ BROWSER_PREFIX = "web-"
 # The same alphabet and length as /connect's device ids (hub.signaling.DEVICE_ID_RE).
 BROWSER_ID_RE = re.compile(rf"{BROWSER_PREFIX}[A-Za-z0-9_.-]{{1,60}}")
 _COOKIE_VERSION = "v1"
+# Revoked cookies remembered at once. Past this (thousands of logouts within one session
+# lifetime) every cookie issued so far is revoked instead: safe, and the map stays small.
+MAX_REVOKED = 4096
 
 
 def _b64(data: bytes) -> str:
@@ -51,6 +58,8 @@ class WebAuth:
         self._device_key = hmac.new(self._token, b"naila-web-device-v1", hashlib.sha256).digest()
         self.session_s = session_s
         self._clock = clock
+        self._revoked: dict[str, int] = {}  # nonce -> the cookie's expiry (then it is refused anyway)
+        self._min_expires = 0  # cookies expiring at or before this were all revoked at once
 
     # ----- the web token itself (login form, Authorization header) -----
 
@@ -73,7 +82,24 @@ class WebAuth:
             return False
         if not hmac.compare_digest(mac, self._cookie_mac(body)):
             return False
-        return int(parts[1]) > self._clock()
+        expires = int(parts[1])
+        return expires > self._clock() and expires > self._min_expires and parts[2] not in self._revoked
+
+    def revoke_cookie(self, value: str | None) -> bool:
+        """Log one cookie out on the server side (POST /logout). True if it was valid until now."""
+        if not self.check_cookie(value):
+            return False
+        assert value is not None
+        _version, expires, nonce = value.rpartition(".")[0].split(".")
+        if len(self._revoked) >= MAX_REVOKED:
+            now = self._clock()
+            self._revoked = {n: e for n, e in self._revoked.items() if e > now}
+        if len(self._revoked) >= MAX_REVOKED:
+            self._min_expires = int(self._clock() + self.session_s)
+            self._revoked.clear()
+        else:
+            self._revoked[nonce] = int(expires)
+        return True
 
     def _cookie_mac(self, body: str) -> str:
         return _b64(hmac.new(self._cookie_key, body.encode(), hashlib.sha256).digest())
@@ -82,8 +108,8 @@ class WebAuth:
         """A valid login cookie, or the web token as a bearer token (scripts, curl)."""
         if self.check_cookie(request.cookies.get(COOKIE_NAME)):
             return True
-        header = request.headers.get("Authorization", "")
-        return header.lower().startswith("bearer ") and self.check_web_token(header[7:])
+        bearer = bearer_token(request)
+        return bearer is not None and self.check_web_token(bearer)
 
     # ----- browser device tokens -----
 
@@ -91,6 +117,34 @@ class WebAuth:
         if not BROWSER_ID_RE.fullmatch(device_id):
             raise ValueError(f"not a browser device id: {device_id!r}")
         return _b64(hmac.new(self._device_key, f"device:{device_id}".encode(), hashlib.sha256).digest())
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.lower().startswith("bearer ") else None
+
+
+class ReadAccess:
+    """Who may read the hub's data endpoints: the web login (cookie or web token as a bearer), or
+    ``HUB_METRICS_TOKEN`` as a bearer. With neither token set, nobody may (H2)."""
+
+    def __init__(self, web_auth: WebAuth | None, metrics_token: str | None) -> None:
+        self._web = web_auth
+        # An empty or blank token means "not set", never "the empty bearer is accepted".
+        self._metrics = metrics_token.strip().encode() if metrics_token and metrics_token.strip() else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._web is not None or self._metrics is not None
+
+    def allowed(self, request: web.Request) -> bool:
+        if self._web is not None and self._web.authenticated(request):
+            return True
+        bearer = bearer_token(request)
+        # compare_digest: the time taken says nothing about how much of the token was right.
+        if bearer is None or self._metrics is None:
+            return False
+        return hmac.compare_digest(bearer.strip().encode(), self._metrics)
 
 
 class DeviceTokenTable(dict[str, str]):

@@ -30,8 +30,9 @@ from aiohttp import BodyPartReader, web
 
 from hub.metrics import HubMetrics
 from hub.turns import TurnLog
-from hub.web.auth import BROWSER_ID_RE, COOKIE_NAME, DeviceTokenTable, WebAuth, new_browser_id
+from hub.web.auth import BROWSER_ID_RE, COOKIE_NAME, DeviceTokenTable, ReadAccess, WebAuth, new_browser_id
 from hub.web.events import EventBus, stream_events
+from hub.web.proxy import ProxyView, limit_key
 from hub.web.state import MQTT_FILTERS, AiStatusClient, DashboardState, SessionView
 from hub.web.upload import IMAGE_FORMATS, Publisher, UploadBridge, UploadError
 from shared.config import HubSettings, MediaSettings, load
@@ -58,6 +59,8 @@ WEB_PATHS = ("/", "/dashboard", "/login", "/logout")
 WEB_PREFIXES = ("/api/", "/static/")
 DISABLED_TEXT = "The hub's web app is off: set HUB_WEB_TOKEN (16+ characters) and restart the hub.\n"
 UPLOAD_FORM_SLACK = 64 * 1024  # multipart headers and the text fields around the image
+MAX_FORM_PARTS = 16  # image, question, session_id and a few a browser may add; more is not a form
+KNOWN_CLIENTS = 256  # addresses that logged in successfully, exempt from the global login limit
 
 
 class WebHost(Protocol):
@@ -140,8 +143,16 @@ class WebApp:
             max_bytes=media.media_max_upload_size,
             formats=tuple(f for f in IMAGE_FORMATS if f in media.media_supported_image_formats),
         )
-        # Password guessing: 5 tries at once, then one every 12 s, per client address.
+        # The client address and scheme as a trusted reverse proxy saw them (HUB_TRUSTED_PROXIES).
+        self.proxy = ProxyView(s.hub_trusted_proxies)
+        self._tls = bool(s.hub_tls_cert)
+        # Password guessing: 5 tries at once, then one every 12 s, per client address (IPv6: per /64).
         self.login_limiter = RateLimiter(rate_per_s=1 / 12, burst=5)
+        # And for everybody together, so many addresses cannot multiply the guessing rate. It
+        # would let a flood lock the owner out, so addresses that have logged in before skip it:
+        # their own per-address budget is all that applies to them.
+        self.global_login_limiter = RateLimiter(rate_per_s=1 / 3, burst=20)
+        self._known_clients: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self.upload_limiter = RateLimiter(rate_per_s=1 / 6, burst=5)
         if mqtt is not None:
             for topic_filter in MQTT_FILTERS:
@@ -200,17 +211,28 @@ class WebApp:
     async def login(self, request: web.Request) -> web.StreamResponse:
         if not _same_origin(request):
             return _error(403, "cross-site login refused")
-        if not self.login_limiter.allow(request.remote or "?"):
-            log.warning("web login from %s: too many tries", request.remote)
+        client = self.proxy.client(request)
+        key = limit_key(client)
+        if not self.login_limiter.allow(key):
+            self.host.metrics.web_refused["login_limited"] += 1
+            log.warning("web login from %s: too many tries", client)
             return _error(429, "too many login attempts; wait a minute")
+        if key not in self._known_clients and not self.global_login_limiter.allow("*"):
+            self.host.metrics.web_refused["login_limited_global"] += 1
+            log.warning("web login from %s: too many tries from everyone together", client)
+            return _error(429, "too many login attempts on this hub; wait a minute")
         form = await request.post()
         token = form.get("token")
         target = form.get("next")
         target = target if isinstance(target, str) and target in PAGES else "/"
         if not isinstance(token, str) or not self.auth.check_web_token(token):
-            log.warning("web login from %s refused: wrong token", request.remote)
+            log.warning("web login from %s refused: wrong token", client)
             raise web.HTTPSeeOther(f"/login?failed=1&next={target}")
-        log.info("web login from %s", request.remote)
+        log.info("web login from %s", client)
+        self._known_clients.pop(key, None)
+        self._known_clients[key] = None
+        if len(self._known_clients) > KNOWN_CLIENTS:
+            del self._known_clients[next(iter(self._known_clients))]
         resp = web.HTTPSeeOther(target)
         resp.set_cookie(
             COOKIE_NAME,
@@ -218,7 +240,8 @@ class WebApp:
             max_age=int(self.auth.session_s),
             httponly=True,
             samesite="Strict",
-            secure=request.secure,
+            # The browser's scheme, not ours: behind a TLS proxy the hub itself speaks plain HTTP.
+            secure=self._tls or self.proxy.secure(request),
             path="/",
         )
         raise resp
@@ -226,6 +249,9 @@ class WebApp:
     async def logout(self, request: web.Request) -> web.StreamResponse:
         if not _same_origin(request):
             return _error(403, "cross-site request refused")
+        # Revoked on the server too: a copy of this cookie taken earlier stops working now.
+        if self.auth.revoke_cookie(request.cookies.get(COOKIE_NAME)):
+            log.info("web logout from %s", self.proxy.client(request))
         resp = web.HTTPSeeOther("/login")
         resp.del_cookie(COOKIE_NAME, path="/")
         raise resp
@@ -295,11 +321,12 @@ class WebApp:
             question = str(fields.get("question") or "").strip() or "What is in this picture?"
             self.uploads.check(image)
             # Counted only for uploads that would reach the AI server: each costs it a vision run.
-            if not self.upload_limiter.allow(request.remote or "?"):
+            if not self.upload_limiter.allow(limit_key(self.proxy.client(request))):
                 raise UploadError(429, "too many image questions; wait a little")
             result = await self.uploads.ask(session_id, image, question, cast(str | None, fields.get("filename")))
         except UploadError as err:
-            log.info("web upload from %s refused: %s", request.remote, err.message)
+            self.host.metrics.web_refused[f"upload_{err.status}"] += 1
+            log.info("web upload from %s refused: %s", self.proxy.client(request), err.message)
             return _error(err.status, err.message)
         if result["error"] and not result["answer"]:
             # The AI server refused or failed (its ChatReply has an error and no text): not an answer.
@@ -313,7 +340,11 @@ async def _read_upload_form(request: web.Request, max_image_bytes: int) -> dict[
         raise UploadError(400, "send the image as multipart/form-data")
     fields: dict[str, Any] = {}
     reader = await request.multipart()
+    parts = 0
     while (part := await reader.next()) is not None:
+        parts += 1
+        if parts > MAX_FORM_PARTS:
+            raise UploadError(400, f"more than {MAX_FORM_PARTS} form fields")
         if not isinstance(part, BodyPartReader):
             raise UploadError(400, "nested multipart is not accepted")
         if part.name == "image":
@@ -325,13 +356,28 @@ async def _read_upload_form(request: web.Request, max_image_bytes: int) -> dict[
             fields["image"] = bytes(data)
             fields["filename"] = part.filename
         elif part.name in ("question", "session_id"):
-            text = await part.read(decode=True)
-            if len(text) > MAX_TEXT_LEN * 4:
-                raise UploadError(400, f"{part.name} too long")
+            # Chunk by chunk with a limit: a chunked request has no Content-Length to check first,
+            # and part.read() would hold whatever the client sends.
+            limit = MAX_TEXT_LEN * 4  # UTF-8: up to 4 bytes a character
+            text = bytearray()
+            while chunk := await part.read_chunk(8192):
+                text += chunk
+                if len(text) > limit:
+                    raise UploadError(400, f"{part.name} over {limit} bytes")
+            # Raw, like the image: RFC 7578 deprecates Content-Transfer-Encoding and browsers never send it.
             fields[part.name] = text.decode("utf-8", errors="replace")[:MAX_TEXT_LEN]
         else:
             await part.release()
     return fields
+
+
+def read_access(settings: HubSettings, web_app: WebApp | None) -> ReadAccess:
+    """Who may read /turns, /health?detail=1 and /metrics: the web app's login (the same cookies,
+    so a logout revokes those reads too) or HUB_METRICS_TOKEN."""
+    token = settings.hub_metrics_token
+    return ReadAccess(
+        web_app.auth if web_app is not None else None, token.get_secret_value() if token is not None else None
+    )
 
 
 def add_web_app(app: web.Application, host: WebHost) -> WebApp | None:
