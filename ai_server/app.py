@@ -267,7 +267,8 @@ async def start_server(
             control.media.video_frames = sources.video  # clips: their middle frame analysed before storing
             # Spec §8.10's six steps; "what did the front door camera see at 3am" is step 2 (stored events).
             history = HistoryQuestions(control.store.events, vision, lambda: datetime.now().astimezone(),
-                                       transcripts=control.store.transcripts)
+                                       transcripts=control.store.transcripts,
+                                       household=settings.ai_history_household)
             selection = SourceSelection(sources, history=history, questions=questions, registry=control.registry)
             control.uploads.selection = selection
             pipeline.looker = selection
@@ -278,7 +279,8 @@ async def start_server(
         # No vision (VISION_ENABLED=false or no torch): stored events and past conversations still
         # answer "what was I asking about yesterday".
         pipeline.looker = HistoryFirst(HistoryQuestions(control.store.events, None, lambda: datetime.now().astimezone(),
-                                                        transcripts=control.store.transcripts), None)
+                                                        transcripts=control.store.transcripts,
+                                                        household=settings.ai_history_household), None)
     server = grpc.aio.server()
     pb_grpc.add_NailaAIServicer_to_server(service, server)
     host = settings.ai_server_host if host is None else host

@@ -1,8 +1,10 @@
 """What the LLM is told each turn: system prompt, visual context, recent history per device.
 
 History is kept per device_id (not per conversation_id) so a kitchen device keeps its
-thread across hub reconnects, and a thread follows the user to another room's device
-within ``follow_s`` (:meth:`Conversations.follow`); it is bounded to ``history_turns`` exchanges. When full, the
+thread across hub reconnects. A thread may follow the user to another room's device within
+``follow_s`` (:meth:`Conversations.follow`, LLM_FOLLOW_USER_S), but only when set: 0, the default,
+never follows, since nothing yet tells that the next speaker is the same person and a follow hands
+one person's conversation to whoever speaks next elsewhere. It is bounded to ``history_turns`` exchanges. When full, the
 oldest *half* goes at once rather than one exchange per turn: every eviction changes the
 prompt right after the system message, which invalidates the LLM's cached prompt prefix
 (a full re-evaluation: seconds for the embedded model on 2 cores), so it should happen

@@ -29,6 +29,7 @@ from ai_server.control.metrics import ControlMetrics
 from ai_server.control.speech import Speaker, SpeakError
 from ai_server.control.wire import Publish, send
 from ai_server.pipeline import Pipeline, Seen, one_line
+from ai_server.store.transcripts import chat_asker
 from shared.mqtt import ChatReply, ChatRequest, build, outbound, topics
 from shared.mqtt.limits import MAX_ERROR_LEN, MAX_TEXT_LEN
 
@@ -155,12 +156,13 @@ class Chat:
     async def _look(self, request: ChatRequest, room: str) -> Seen:
         """A typed question goes through the same source selection as a spoken one (spec §8.10):
         "what did the porch camera see last night", "is anyone at the front door?". The asker is
-        the device it is spoken on, if any; a session has no camera of its own."""
+        the session, also when the answer is spoken on a device: a session may hear its own history,
+        never the device's (finding H3); the device's room still picks the cameras."""
         looker = self.pipeline.looker
         if looker is None:
             return Seen()
         try:
-            return await looker.look(request.speak_on or request.session_id, room, request.text)
+            return await looker.look(chat_asker(request.session_id), room, request.text)
         except Exception as exc:  # vision trouble costs the view, not the answer
             self.metrics.event("chat_visual_failed")
             log.warning("chat %s: visual context failed: %s", request.session_id, one_line(exc))

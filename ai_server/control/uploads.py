@@ -31,6 +31,7 @@ from ai_server.control.metrics import ControlMetrics
 from ai_server.media.analysis import Analysed, BadImage, DecodedImage, ImageAnalyser, decode_image
 from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord
+from ai_server.store.transcripts import chat_asker
 from ai_server.vision.ask import context_prompt
 from shared.mqtt import ChatReply, WebUpload
 
@@ -85,7 +86,7 @@ class Uploads:
             return await self._reply(session_id, conversation_id, f"Received {upload.filename} ({description}), "
                                      f"stored as {record.id}.")
         if analysed is not None and self.selection is not None:
-            chosen = await self.selection.select(session_id, "", question, attached=analysed,
+            chosen = await self.selection.select(chat_asker(session_id), "", question, attached=analysed,
                                                  attached_note=f"The user attached an image ({description})")
             visual = "" if chosen is None else chosen.prompt
         elif analysed is not None:

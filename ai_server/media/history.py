@@ -13,6 +13,13 @@ about this morning") are answered the same way from the transcripts table
 said plainly. They are checked first: they name no camera and would otherwise go to the LLM,
 which only remembers the last few exchanges of one device.
 
+Whose conversations (finding H3): an answer covers only what the asker may hear. A voice asker
+(a device id) hears its own device's exchanges, not its room's: a room is whatever the device's
+MQTT status claims, so a device that joins a room would otherwise read everything said there,
+and two people in one room already hear each other anyway. A chat asker (``chat:<session>``) hears
+its own session's typed exchanges. Voice and chat never mix. Only an asker listed in
+``AI_HISTORY_HOUSEHOLD`` hears every device's and session's history (off by default).
+
 ``answer`` blocks (dateparser ~1 ms after its first ~0.2 s call, one SQLite query): the async
 ``look`` runs it in a worker thread.
 """
@@ -26,12 +33,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ai_server.media.analysis import object_label
 from ai_server.places import mentions, place_key
 from ai_server.store.events import EventRecord, EventStore
-from ai_server.store.transcripts import TranscriptRecord, TranscriptStore
+from ai_server.store.transcripts import CHAT_PREFIX, TranscriptRecord, TranscriptStore, chat_asker
 from ai_server.vision.view import Views
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,27 @@ _MAX_READ: Final = 500  # per place; beyond this the answer says "at least"
 
 def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9:.]+", " ", text.lower().replace("\u2019", "'")).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Asker:
+    """Who asks a history question: a device (voice) or a chat session (typed, uploads)."""
+
+    channel: Literal["voice", "chat"]
+    id: str  # the device id, or the chat session id
+
+    @classmethod
+    def of(cls, looker_id: str) -> Asker:
+        """From the id a :class:`~ai_server.pipeline.Looker` is given: ``chat:<session>[:...]`` is a
+        chat session (':' never occurs in a device or session id), anything else a device."""
+        if looker_id.startswith(CHAT_PREFIX):
+            return cls("chat", looker_id[len(CHAT_PREFIX):].split(":", 1)[0])
+        return cls("voice", looker_id)
+
+    @property
+    def key(self) -> str:
+        """How AI_HISTORY_HOUSEHOLD names it: the device id, or ``chat:<session>``."""
+        return self.id if self.channel == "voice" else chat_asker(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +224,12 @@ class HistoryQuestions:
     ``now`` is the wall clock (tz-aware)."""
 
     def __init__(self, events: EventStore, views: Views | None, now: Callable[[], datetime],
-                 transcripts: TranscriptStore | None = None) -> None:
+                 transcripts: TranscriptStore | None = None, *, household: Iterable[str] = ()) -> None:
         self.events = events
         self.views = views
         self.now = now
         self.transcripts = transcripts
+        self.household = frozenset(household)  # AI_HISTORY_HOUSEHOLD: askers who hear everyone's history
 
     def known_places(self) -> list[Place]:
         places: dict[tuple[str, str | None, str | None], Place] = {}
@@ -238,10 +267,13 @@ class HistoryQuestions:
             return (loose, None) if loose else ([], word.group(1))
         return [], None
 
-    def answer(self, question: str) -> HistoryAnswer | None:
-        """None when the question is not historical; otherwise the answer, from stored events only."""
+    def answer(self, question: str, asker: Asker | None = None) -> HistoryAnswer | None:
+        """None when the question is not historical; otherwise the answer, from stored events only.
+
+        ``asker``: whose conversations a conversation question may read (see the module doc); None
+        reads none. Camera events are the household's and answer any asker."""
         if self.transcripts is not None and is_conversation_question(question):
-            return self.conversations(question)
+            return self.conversations(question, asker)
         known = self.known_places()
         if not is_historical(question, [p.name for p in known]):
             return None
@@ -297,17 +329,25 @@ class HistoryQuestions:
         return f"At {_clock(local, now)} the {camera} camera saw {article} {label} (confidence {e.confidence:.2f}" \
                f"{alerted}){stored}."
 
-    def conversations(self, question: str) -> HistoryAnswer:
-        """What was said in the range the question names (no range: the last few exchanges)."""
+    def conversations(self, question: str, asker: Asker | None) -> HistoryAnswer:
+        """What ``asker`` may hear of what was said in the range the question names (no range: the
+        last few exchanges)."""
         assert self.transcripts is not None
         now = self.now()
         when = parse_time(question, now)
-        if when is None:
-            rows = self.transcripts.query(limit=_MAX_LISTED)
-            capped = False
-        else:
-            rows = self.transcripts.query(since=when.since, until=when.until, limit=_MAX_READ)
-            capped = len(rows) == _MAX_READ
+        since, until = (when.since, when.until) if when is not None else (None, None)
+        limit = _MAX_LISTED if when is None else _MAX_READ
+        rows: list[TranscriptRecord] = []
+        if asker is None:
+            pass  # nobody in particular: nothing of anyone's
+        elif asker.key in self.household:
+            rows = self.transcripts.query(since=since, until=until, limit=limit)
+        elif asker.channel == "voice":
+            rows = self.transcripts.query(since=since, until=until, channel="voice", device_id=asker.id, limit=limit)
+        else:  # a chat thread is keyed chat:<session>:<conversation> (ai_server/control/chat.py)
+            rows = self.transcripts.query(since=since, until=until, channel="chat",
+                                          device_prefix=f"{chat_asker(asker.id)}:", limit=limit)
+        capped = when is not None and len(rows) == _MAX_READ
         rows.reverse()  # oldest first, as spoken
         if not rows:
             span = f" {when.words}" if when is not None else " yet"
@@ -329,8 +369,9 @@ class HistoryQuestions:
         return (f'At {_clock(r.time.astimezone(now.tzinfo), now)} {where} you asked "{_quote(r.user_text)}" '
                 f'and I answered "{_quote(r.reply_text)}".')
 
-    async def look(self, question: str) -> HistoryAnswer | None:
-        return await asyncio.to_thread(self.answer, question)
+    async def look(self, question: str, asker: str) -> HistoryAnswer | None:
+        """``asker``: the looker's device id, or ``chat:<session>`` for a chat session (:meth:`Asker.of`)."""
+        return await asyncio.to_thread(self.answer, question, Asker.of(asker))
 
 
 def _quote(text: str) -> str:

@@ -23,7 +23,7 @@ class HistoryFirst:
         self.live = live
 
     async def look(self, device_id: str, room: str, question: str) -> Seen:
-        found = await self.history.look(question)
+        found = await self.history.look(question, device_id)
         if found is not None:
             log.info("question from %s: historical (%s): %d events, %d exchanges, places %s", device_id,
                      found.kind, len(found.events), len(found.exchanges), [p.name for p in found.places] or "any")

@@ -103,7 +103,7 @@ class SourceSelection:
         decide(1, "no media attached")
         # 2. historical intent
         if self.history is not None:
-            found = await self.history.look(question)
+            found = await self.history.look(question, device_id)
             if found is not None:
                 decide(2, f"historical question ({found.kind}): {len(found.events)} events, "
                           f"{len(found.exchanges)} exchanges, places {[p.name for p in found.places] or 'any'}")

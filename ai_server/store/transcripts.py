@@ -32,6 +32,12 @@ _COLUMNS: Final = "id, time, device_id, room, thread, channel, user_text, reply_
 CHAT_PREFIX: Final = "chat:"
 
 
+def chat_asker(session_id: str) -> str:
+    """Who asks from a chat session, as a looker's device id (ai_server.media.history.Asker): never a
+    device id, since ':' cannot occur in one."""
+    return f"{CHAT_PREFIX}{session_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class TranscriptRecord:
     id: int
@@ -65,10 +71,13 @@ class TranscriptStore:
         return TranscriptRecord(row_id, when, device_id, room, thread, channel, user_text, reply_text)
 
     def query(self, *, since: datetime | None = None, until: datetime | None = None,
-              channel: Channel | None = None, limit: int = 100, newest_first: bool = True) -> list[TranscriptRecord]:
-        """Exchanges with ``since <= time < until``."""
+              channel: Channel | None = None, device_id: str | None = None, device_prefix: str | None = None,
+              limit: int = 100, newest_first: bool = True) -> list[TranscriptRecord]:
+        """Exchanges with ``since <= time < until``, of one ``device_id`` and/or those whose
+        ``device_id`` starts with ``device_prefix`` (a chat session's threads: ``chat:<session>:``)."""
         sql, args = time_query("transcripts", _COLUMNS, since=since, until=until, newest_first=newest_first,
-                               limit=limit, equal={"channel": channel})
+                               limit=limit, equal={"channel": channel, "device_id": device_id},
+                               prefix={"device_id": device_prefix})
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [

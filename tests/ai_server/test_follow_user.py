@@ -85,3 +85,18 @@ async def test_a_voice_turn_in_another_room_gets_the_earlier_exchange_in_its_pro
     prompt = [m["content"] for m in llm.requests[-1]]
     assert "what is the weather today" in prompt and prompt[-1] == "what about tomorrow"
     assert [e.user for e in conversations.history("kitchen")][-1] == "what about tomorrow"  # one thread
+
+
+def test_by_default_a_conversation_stays_on_its_device() -> None:
+    """LLM_FOLLOW_USER_S defaults to 0: the next speaker elsewhere may be someone else."""
+    from shared.config import AIServerSettings
+
+    settings = AIServerSettings()
+    assert settings.llm_follow_user_s == 0
+    clock = Clock()
+    c = Conversations("S", 6, follow_s=settings.llm_follow_user_s, clock=clock)
+    c.follow("kitchen")
+    c.record("kitchen", "what is my bank's phone number", "0800 123 456.")
+    clock.t += 1
+    assert c.follow("hall") is None
+    assert c.history("hall") == [] and "bank" not in str(c.messages("hall", "what did I just ask?"))

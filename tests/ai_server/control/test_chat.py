@@ -218,7 +218,8 @@ async def test_a_typed_question_goes_through_the_same_source_selection(
     sid = uid("chat-look")
     reply = await chat(watch, sid, {"session_id": sid, "text": "Is anyone at the front door?"})
     assert reply["text"] == "Someone is at the door."
-    assert looker.asked == [(sid, "", "Is anyone at the front door?")]
+    # The asker is the session (its own history only, finding H3), never a device id.
+    assert looker.asked == [(f"chat:{sid}", "", "Is anyone at the front door?")]
     prompt = llm.requests[-1]
     assert prompt[-1] == {"role": "user", "content": "Is anyone at the front door?"}
     assert prompt[-2]["role"] == "system" and "1 person in view" in prompt[-2]["content"]
