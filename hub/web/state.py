@@ -10,6 +10,12 @@ Sources, all read on the hub's event loop:
 * /health and, while a dashboard is open, the AI server's GetStatus.
 
 Every change goes out on the :class:`~hub.web.events.EventBus`; a new page gets a snapshot.
+
+A status flood (M8) must not cost O(devices) of JSON and fan-out per message on the media
+event loop: the device list goes out at most DEVICES_EVERY_S apart (changes in between are
+folded into the next one), and each device's statuses pass a per-device rate limit; one over
+it is parked (only the latest per device, unparsed) and applied at a later tick, so the final
+state of a flapping device is still shown.
 Alert snapshots: the hub stores no alert images, so an alert with ``snapshot_available`` is
 shown as "snapshot stored on the AI server".
 """
@@ -31,6 +37,7 @@ from hub.turns import TurnLog, TurnRecord
 from hub.web.auth import BROWSER_ID_RE
 from hub.web.events import EventBus, format_event
 from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, parse_topic, topics
+from shared.rate_limit import RateLimiter
 
 log = logging.getLogger("naila.hub.web")
 
@@ -40,6 +47,11 @@ AI_STATUS_EVERY_S = 5.0
 MAX_ALERTS = 200
 MAX_DEVICES = 500  # MQTT statuses kept; beyond that the oldest offline ones are forgotten
 LEVEL_FLOOR_DBFS = -90.0
+DEVICES_EVERY_S = 0.5  # at most 2 device-list updates a second to the dashboards
+# A device sends a status when it connects and every DEVICE_HEARTBEAT_S (30 s): 5 at once, then
+# one every 2 s is far above that, and bounds what one misbehaving client can make us decode.
+STATUS_BURST = 5
+STATUS_PER_S = 0.5
 
 MQTT_FILTERS = (topics.ALL_DEVICE_STATUS, topics.ALERTS_ALL, topics.SERVER_STATUS)
 
@@ -135,6 +147,10 @@ class DashboardState:
         self.ai_status: dict[str, object] = {"reachable": None}
         self.browser_rooms: dict[str, str] = {}  # rooms browser pages gave for themselves
         self._levels: dict[str, float] = {}
+        self._devices_dirty = False
+        self._next_devices_at = float("-inf")
+        self._status_limiter = RateLimiter(STATUS_PER_S, STATUS_BURST, clock=clock, max_keys=MAX_DEVICES * 2)
+        self._parked: dict[str, tuple[str, bytes]] = {}  # device id -> its latest over-limit status
         self._task: asyncio.Task[None] | None = None
         self._ai_task: asyncio.Task[None] | None = None
         turns.add_listener(self.on_turn)
@@ -184,6 +200,37 @@ class DashboardState:
         if not payload:
             self._cleared(topic)
             return
+        if not self._admit_status(topic, payload):
+            return
+        self._apply(topic, payload)
+
+    def _admit_status(self, topic: str, payload: bytes) -> bool:
+        """False when this is a device status over its device's rate: then it is parked, not parsed."""
+        try:
+            parsed = parse_topic(topic)
+        except MessageError:
+            return True  # decode_message refuses it with the reason
+        device_id = parsed.device_id
+        if parsed.kind is not topics.TopicKind.DEVICE_STATUS or device_id is None:
+            return True
+        if device_id not in self._parked and self._status_limiter.allow(device_id):
+            return True
+        self.metrics.web_refused["status_limited"] += 1
+        if device_id not in self._parked:
+            if len(self._parked) >= MAX_DEVICES:
+                return False  # dropped: that many devices flooding at once is an attack, not a house
+            log.info("dashboard: statuses of %s over %.1f/s; showing only its latest", device_id, STATUS_PER_S)
+        self._parked[device_id] = (topic, payload)
+        return False
+
+    def apply_parked(self) -> None:
+        """Apply the parked statuses of devices that are under their rate again (every tick)."""
+        for device_id, (topic, payload) in list(self._parked.items()):
+            if self._status_limiter.allow(device_id):
+                del self._parked[device_id]
+                self._apply(topic, payload)
+
+    def _apply(self, topic: str, payload: bytes) -> None:
         try:
             _parsed, message = decode_message(topic, payload)
         except MessageError as err:
@@ -207,6 +254,8 @@ class DashboardState:
             parsed = parse_topic(topic)
         except MessageError:
             return
+        if parsed.kind is topics.TopicKind.DEVICE_STATUS and parsed.device_id is not None:
+            self._parked.pop(parsed.device_id, None)  # older than the clear: must not bring it back
         if parsed.kind is topics.TopicKind.DEVICE_STATUS and parsed.device_id in self.devices:
             view = self.devices[parsed.device_id]
             if view.connected:
@@ -232,12 +281,15 @@ class DashboardState:
         self._devices_changed()
 
     def _make_room(self) -> None:
+        """Keep the map at MAX_DEVICES: forget an offline device, else one only MQTT says is online.
+        Devices with a live session stay: those are bounded by the hub's session cap."""
         if len(self.devices) < MAX_DEVICES:
             return
-        for device_id, view in list(self.devices.items()):
-            if not view.online:
-                del self.devices[device_id]
-                return
+        victim = next((i for i, v in self.devices.items() if not v.online), None)
+        if victim is None:
+            victim = next((i for i, v in self.devices.items() if not v.connected), None)
+        if victim is not None:
+            del self.devices[victim]
 
     def on_alert(self, alert: Alert) -> None:
         item = alert_json(alert, utc_iso())
@@ -255,6 +307,22 @@ class DashboardState:
             self._devices_changed()
 
     def _devices_changed(self) -> None:
+        self._devices_dirty = True
+        self.flush_devices()
+
+    def flush_devices(self) -> None:
+        """Send the device list if it changed and the last one went out DEVICES_EVERY_S ago or more;
+        otherwise a later call (the ticker's) sends it, with every change until then."""
+        if not self._devices_dirty:
+            return
+        if not self.bus.dashboards:
+            self._devices_dirty = False  # nobody to tell; a new dashboard starts from a snapshot
+            return
+        now = self._clock()
+        if now < self._next_devices_at:
+            return
+        self._devices_dirty = False
+        self._next_devices_at = now + DEVICES_EVERY_S
         self.bus.publish("devices", self.device_list(), dashboard_only=True)
 
     # ----- the ticker -----
@@ -290,7 +358,9 @@ class DashboardState:
         next_health = next_ai = 0.0
         while True:
             try:
+                self.apply_parked()
                 self.poll_sessions()
+                self.flush_devices()
                 now = self._clock()
                 if self.bus.dashboards and now >= next_ai and self._ai_status_fetch is not None:
                     next_ai = now + AI_STATUS_EVERY_S

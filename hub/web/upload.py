@@ -86,6 +86,23 @@ def safe_filename(name: str | None, fmt: str) -> str:
     return f"{stem or 'upload'}.{ext}"
 
 
+def _encode(
+    session_id: str, fmt: str, filename: str, question: str, conversation_id: str, image: bytes
+) -> OutboundMessage:
+    """The WebUpload for one image question, validated and serialized (run in a thread)."""
+    msg = build(
+        WebUpload,
+        session_id=session_id,
+        media_type="image",
+        format=fmt,
+        filename=filename,
+        context=question,
+        conversation_id=conversation_id,
+        data=image,
+    )
+    return outbound(topics.upload(session_id, "image"), msg)
+
+
 @dataclass
 class _Pending:
     session_id: str
@@ -156,24 +173,19 @@ class UploadBridge:
         if len(self._pending) >= MAX_PENDING:
             raise UploadError(429, "too many image questions waiting for an answer; try again shortly")
         conversation_id = f"upload-{secrets.token_hex(8)}"
-        try:
-            msg = build(
-                WebUpload,
-                session_id=session_id,
-                media_type="image",
-                format=fmt,
-                filename=safe_filename(filename, fmt),
-                context=question,
-                conversation_id=conversation_id,
-                data=image,
-            )
-            out = outbound(topics.upload(session_id, "image"), msg)
-        except MessageError as err:
-            raise UploadError(400, f"upload refused: {err}") from None
         pending = _Pending(session_id, conversation_id, asyncio.get_running_loop().create_future())
+        # Counted as waiting before the encode, so MAX_PENDING also bounds the encodes in flight.
         self._pending.append(pending)
         started = self._clock()
         try:
+            try:
+                # Base64 and JSON of up to MEDIA_MAX_UPLOAD_SIZE take ~100 ms: in a thread, so every
+                # device's audio on the event loop keeps flowing meanwhile (M9).
+                out = await asyncio.to_thread(
+                    _encode, session_id, fmt, safe_filename(filename, fmt), question, conversation_id, image
+                )
+            except MessageError as err:
+                raise UploadError(400, f"upload refused: {err}") from None
             try:
                 await self.mqtt.publish(out)
             except Exception as err:  # aiomqtt.MqttError, or the link dropped mid-publish
