@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "device": ("device_agent.app", "run the device agent: mic/speaker, WebRTC to the hub, MQTT"),
     "demo": ("naila.demo", "run an end-to-end demo on embedded defaults and exit"),
     "config": ("naila.config_cmd", "print the configuration table, or check the environment"),
+    "init": ("naila.provision", "provision a household: CA, certificates, tokens, broker users, env files"),
 }
 
 
