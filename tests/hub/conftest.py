@@ -32,6 +32,9 @@ from shared.contract import pb, pb_grpc
 
 RATE = 48_000
 FRAME = 960
+# make_hub's HUB_METRICS_TOKEN; get_json/get_text send it (/turns, /health?detail=1, /metrics need it).
+METRICS_TOKEN = "test-metrics-token-0123456789"
+READ_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 async def until(cond: Callable[[], bool], within_s: float, what: str) -> None:
@@ -269,6 +272,7 @@ async def make_hub(fake_ai: FakeAI, loopback_ice: None) -> AsyncIterator[HubFact
                 "hub_grpc_backoff_initial_s": 0.05,
                 "hub_grpc_backoff_max_s": 0.3,
                 "hub_device_tokens": {},
+                "hub_metrics_token": METRICS_TOKEN,
                 **overrides,
             },
         )
@@ -288,11 +292,14 @@ def phrase() -> Int16Array:
     return espeak("turn on the kitchen light", rate=RATE)
 
 
-async def get_json(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+async def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """GET with METRICS_TOKEN as the bearer unless ``headers`` says otherwise ({} = anonymous)."""
+    sent = READ_HEADERS if headers is None else headers
+    async with aiohttp.ClientSession() as http, http.get(url, headers=sent) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
-async def get_text(url: str) -> str:
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+async def get_text(url: str, headers: dict[str, str] | None = None) -> str:
+    sent = READ_HEADERS if headers is None else headers
+    async with aiohttp.ClientSession() as http, http.get(url, headers=sent) as resp:
         return await resp.text()
