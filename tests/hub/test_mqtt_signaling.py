@@ -30,7 +30,7 @@ from shared.mqtt import SignalingDescription, decode, topics
 from shared.rate_limit import RateLimiter
 from tests.conftest import Broker, free_port
 
-from .conftest import RATE, Device, FakeAI, SpeechSource, connect_device, get_json, get_text, until
+from .conftest import METRICS_TOKEN, RATE, Device, FakeAI, SpeechSource, connect_device, get_json, get_text, until
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ async def mqtt_hub(fake_ai: FakeAI, loopback_ice: None, broker_settings: MqttSet
                 "hub_grpc_backoff_max_s": 0.3,
                 "hub_device_tokens": {},
                 "hub_id": uid("test"),
+                "hub_metrics_token": METRICS_TOKEN,
                 **overrides,
             },
         )
