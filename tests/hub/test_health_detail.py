@@ -1,4 +1,5 @@
-"""/health keeps the spec's nine fields; ?detail=1 adds the connected devices and their rooms (and vision)."""
+"""/health keeps the spec's nine fields; ?detail=1 (for the web login or HUB_METRICS_TOKEN only) adds the
+connected devices and their rooms (and vision)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ async def test_health_detail_lists_devices_with_their_rooms(make_hub: HubFactory
     hub.rooms.set("pi-kitchen", "kitchen")
     dev = await connect_device(hub.url, "pi-kitchen")
     try:
-        _, plain = await get_json(f"{hub.url}/health")
-        assert set(plain) == SPEC_FIELDS
+        _, plain = await get_json(f"{hub.url}/health", headers={})
+        assert set(plain) == SPEC_FIELDS, "plain /health is public and has the spec's nine fields"
+        status, denied = await get_json(f"{hub.url}/health?detail=1", headers={})
+        assert status == 401 and set(denied) == {"error"}, "no devices, rooms or levels without the token"
         _, detail = await get_json(f"{hub.url}/health?detail=1")
         assert set(detail) == SPEC_FIELDS | {"devices", "vision"}
         [entry] = detail["devices"]

@@ -9,7 +9,7 @@ import pytest
 
 from shared.config import HubSettings, WebRTCSettings, load
 
-from .conftest import FakeAI, HubFactory, connect_device, get_json, get_text, post_connect
+from .conftest import METRICS_TOKEN, FakeAI, HubFactory, connect_device, get_json, get_text, post_connect
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +75,17 @@ async def test_health_is_degraded_503_while_the_ai_server_is_unreachable(loopbac
     from hub.server import run_hub
     from tests.conftest import free_port
 
-    settings = load(HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{free_port()}")
+    settings = load(
+        HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{free_port()}", hub_metrics_token=METRICS_TOKEN
+    )
     hub = await run_hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=0)
     try:
         assert hub.port > 0
-        status, health = await get_json(f"{hub.url}/health")
+        status, health = await get_json(f"{hub.url}/health", headers={})
         assert status == 503 and health["status"] == "degraded" and health["grpc_connected"] is False
+        # Transcripts are not for anonymous readers (issue 18, H2): 401 without the token.
+        status, body = await get_json(f"{hub.url}/turns", headers={})
+        assert status == 401 and set(body) == {"error"}
         status, turns = await get_json(f"{hub.url}/turns")
         assert status == 200 and turns == []
         text = await get_text(f"{hub.url}/metrics")
