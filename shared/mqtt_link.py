@@ -6,8 +6,21 @@ republishing their retained status after every reconnect, exponential backoff wi
 (:class:`shared.backoff.Backoff`), and a receive loop that a bad message or a failing handler
 can never stop. Each deployable only supplies its subscriptions and two callbacks.
 
-Handlers run inline in the receive loop, one message at a time, so per-topic order is kept;
-a handler with slow work (an LLM call, a WebRTC negotiation) must spawn a task.
+Handlers run one message at a time, in arrival order, so per-topic order is kept; a handler
+with slow work (an LLM call, a WebRTC negotiation, a base64 decode) must spawn a task.
+
+Delivery (finding M1): paho acknowledges a QoS 1 message (PUBACK) as soon as it is read, before
+any handler saw it, and aiomqtt's own bounded queue then *discards* what does not fit, silently.
+So aiomqtt's queue is left unbounded and a reader moves every message at once into the link's
+inbox, which is bounded by **bytes** (``max_queued_bytes``; a 67 MB upload and a 200-byte status
+are not the same load): what does not fit is refused there, counted (``stats.overflowed``),
+logged, and handed to ``on_overflow`` so the caller can tell the sender. The inbox outlives a
+reconnect, so nothing acknowledged is dropped by a broker blip.
+
+``persistent=True`` asks the broker for a persistent session (MQTT 3.1.1 ``clean_session=0``)
+under the caller's fixed ``client_id``: QoS 1 messages on its subscriptions published while it
+is away are queued by the broker (``max_queued_messages``/``max_queued_bytes``) and delivered when
+it returns. Devices keep clean sessions: they only receive short-lived commands.
 
 This module imports aiomqtt, so it lives beside ``shared.mqtt`` (which needs only pydantic),
 not inside it.
@@ -28,11 +41,17 @@ import aiomqtt
 from shared.backoff import Backoff
 from shared.config import MqttSettings
 from shared.mqtt import OutboundMessage, policy_for
+from shared.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 ConnectHook = Callable[["MqttLink"], Awaitable[None]]
+OverflowHook = Callable[[str, bytes], None]
+
+#: Default inbox size: plenty for statuses, commands and signaling; a deployable that receives
+#: media (the AI server) sizes it from its upload limit.
+DEFAULT_QUEUED_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -44,6 +63,7 @@ class LinkStats:
     received: int = 0
     handler_errors: int = 0
     published: int = 0
+    overflowed: int = 0  # refused because the inbox was full (bytes)
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -76,7 +96,9 @@ class MqttLink:
         on_connect: ConnectHook | None = None,
         will: OutboundMessage | None = None,
         backoff: Backoff | None = None,
-        max_queued_incoming: int = 1000,
+        max_queued_bytes: int = DEFAULT_QUEUED_BYTES,
+        persistent: bool = False,
+        on_overflow: OverflowHook | None = None,
     ) -> None:
         self.settings = settings
         self.client_id = client_id
@@ -85,11 +107,19 @@ class MqttLink:
         self._on_connect = on_connect
         self.will = will
         self.backoff = backoff or Backoff(0.5, 30.0)
-        self._max_queued_incoming = max_queued_incoming
+        if max_queued_bytes < 1:
+            raise ValueError("max_queued_bytes must be positive")
+        self.max_queued_bytes = max_queued_bytes
+        self.persistent = persistent
+        self._on_overflow = on_overflow
         self.stats = LinkStats()
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.queued_bytes = 0
+        self._handler_task: asyncio.Task[None] | None = None
+        self._overflow_logs = RateLimiter(0.1, 3)  # a flood is counted, logged a few lines
 
     @property
     def address(self) -> str:
@@ -124,6 +154,7 @@ class MqttLink:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("MQTT link already started")
+        self._handler_task = asyncio.create_task(self._handle_inbox(), name=f"mqtt-{self.client_id}-inbox")
         self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.client_id}")
 
     async def stop(self, goodbye: OutboundMessage | None = None) -> None:
@@ -137,11 +168,12 @@ class MqttLink:
                     await self.publish(goodbye)
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 log.warning("MQTT %s: could not publish the goodbye on %s: %s", self.client_id, goodbye.topic, exc)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._handler_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._handler_task = None
 
     async def _run(self) -> None:
         while True:
@@ -170,13 +202,17 @@ class MqttLink:
             username=s.mqtt_username,
             password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
             identifier=self.client_id,
+            # None: paho's default for MQTT 3.1.1, a clean session.
+            clean_session=False if self.persistent else None,
             keepalive=s.mqtt_keepalive_s,
             will=aiomqtt.Will(w.topic, w.payload, w.qos, w.retain) if w is not None else None,
             tls_params=tls_parameters(s),
             # Only meaningful with TLS; None leaves paho's default (host name checked).
             tls_insecure=True if s.mqtt_tls and s.mqtt_tls_insecure else None,
             timeout=10,
-            max_queued_incoming_messages=self._max_queued_incoming,
+            # Unbounded: aiomqtt would discard already-acknowledged messages beyond its limit. The
+            # reader below empties it at once into the byte-bounded inbox.
+            max_queued_incoming_messages=None,
             # A request/response pattern (QoS 1: PUBLISH, PUBACK, reply) otherwise meets Nagle's
             # algorithm against the peer's delayed ACK: ~40 ms on every hop. Measured in
             # bench/mqtt_control.py: command round trip 88 ms -> see README.
@@ -200,7 +236,35 @@ class MqttLink:
                 self.stats.received += 1
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload).encode() if payload is not None else b""
-                await self._dispatch(message.topic.value, data)
+                self._enqueue(message.topic.value, data)
+
+    def _enqueue(self, topic: str, payload: bytes) -> None:
+        size = len(payload)
+        # An empty inbox takes any one message (the broker's max_packet_size bounds it), so a
+        # budget set below the largest payload cannot refuse that payload forever.
+        if self.queued_bytes and self.queued_bytes + size > self.max_queued_bytes:
+            self.stats.overflowed += 1
+            if self._overflow_logs.allow("overflow"):
+                log.warning(
+                    "MQTT %s: inbox full (%d bytes waiting, limit %d): refused %d bytes on %.200s (%d so far)",
+                    self.client_id, self.queued_bytes, self.max_queued_bytes, size, topic, self.stats.overflowed,
+                )
+            if self._on_overflow is not None:
+                try:
+                    self._on_overflow(topic, payload)
+                except Exception:
+                    log.exception("MQTT %s: overflow hook failed on %s", self.client_id, topic)
+            return
+        self.queued_bytes += size
+        self._inbox.put_nowait((topic, payload))
+
+    async def _handle_inbox(self) -> None:
+        while True:
+            topic, payload = await self._inbox.get()
+            try:
+                await self._dispatch(topic, payload)
+            finally:
+                self.queued_bytes -= len(payload)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         if self._on_message is None:

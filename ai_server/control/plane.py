@@ -2,10 +2,16 @@
 
 Subscriptions (spec §5.1, §9.1): device status, command responses, media snapshots and
 recordings, uploads, chat requests. Each message is parsed by topic, rate limited per device /
-session, size-checked and decoded with its model, cross-checked against its topic
-(:mod:`ai_server.control.inbound`), then dispatched. Cheap work (registry, matching replies)
-runs inline in the link's receive loop, which keeps per-topic order; slow work (LLM answers,
-storing media) runs in tasks, at most ``AI_CHAT_MAX_PENDING`` at once.
+session (and chat / uploads per kind, whatever their session ids), size-checked and decoded with
+its model, cross-checked against its topic (:mod:`ai_server.control.inbound`), then dispatched.
+Cheap work (registry, matching replies) runs inline in the link's receive loop, which keeps
+per-topic order; slow work (LLM answers, storing media, and the base64 decode of anything that
+carries media) runs in tasks, at most ``AI_CHAT_MAX_PENDING`` at once.
+
+Delivery (finding M1): the link is a persistent session under ``AI_MQTT_CLIENT_ID``, so chat and
+upload requests published while the server is down are queued by the broker and answered when it
+returns; received payloads wait in the link's inbox, bounded by ``AI_MQTT_QUEUE_BYTES`` (what does
+not fit is refused as ``busy``, answered where the sender waits for a reply).
 
 A refused message is counted by reason and logged (rate-limited). Where the sender waits on a
 reply topic it is answered there: chat requests and uploads get a :class:`ChatReply` with
@@ -90,9 +96,6 @@ SUBSCRIPTIONS: Final = (
 # Topics whose sender waits for a ChatReply: naila/{chat|uploads}/{session_id}/...
 _REPLYABLE: Final = re.compile(r"^naila/(?:chat|uploads)/([^/]+)/[^/]+$")
 _CONVERSATION_ID: Final = re.compile(rb'"conversation_id"\s*:\s*"([A-Za-z0-9_.:\-]{1,128})"')
-# The incoming queue holds whole payloads (uploads up to ~67 MB), so not the link's 1000; but every
-# device's retained status arrives at once on (re)connect, so room for a large home's fleet.
-_MAX_QUEUED_INCOMING: Final = 256
 
 
 def recover_conversation_id(payload: bytes) -> str | None:
@@ -157,21 +160,30 @@ class ControlPlane:
         self.transcripts = TranscriptSink(store.transcripts, now)
         pipeline.conversations.sink = self.transcripts
         self.presence = Presence(self._publish, version)
+        fixed_id = client_id or settings.ai_mqtt_client_id
         self.link = MqttLink(
             mqtt,
-            client_id=client_id or f"naila-ai-server-{uuid.uuid4().hex[:8]}",
+            client_id=fixed_id or f"naila-ai-server-{uuid.uuid4().hex[:8]}",
             subscriptions=SUBSCRIPTIONS,
             on_message=self._on_message,
             on_connect=self._on_connect,
             will=self.presence.will(),
             backoff=backoff,
-            max_queued_incoming=_MAX_QUEUED_INCOMING,
+            # Whole payloads (uploads up to ~67 MB) counted in bytes, not 256 of them (17.9 GB).
+            max_queued_bytes=settings.ai_mqtt_queue_bytes,
+            # A random id would leave an orphan session behind at every restart: persistent only when fixed.
+            persistent=bool(fixed_id),
+            on_overflow=self._on_overflow,
         )
         self.guard = InboundGuard(
             self.metrics,
             rate_per_s=settings.ai_mqtt_rate_per_s,
             burst=settings.ai_mqtt_rate_burst,
             max_media_bytes=media.media_max_upload_size,
+            kind_rates={
+                TopicKind.CHAT_REQUEST: settings.ai_mqtt_chat_rate_per_s,
+                TopicKind.UPLOAD: settings.ai_mqtt_upload_rate_per_s,
+            },
             clock=clock,
         )
         self.registry = DeviceRegistry(self.metrics)
@@ -201,6 +213,7 @@ class ControlPlane:
         pipeline.router = self.rooms
         self.max_tasks = settings.ai_chat_max_pending
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refusals: set[asyncio.Task[None]] = set()  # "busy" answers to what the inbox had no room for
 
     # -- API for the rest of the AI server ------------------------------------------------------
     async def send_command(
@@ -273,7 +286,7 @@ class ControlPlane:
         if self.pipeline.router is self.rooms:
             self.pipeline.router = None  # a stopped plane routes nothing: "play it in the kitchen" goes to the LLM
         await self.link.stop(goodbye=self.presence.status(online=False))
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._refusals]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -324,17 +337,36 @@ class ControlPlane:
             return
         self.guard.admit(parsed)
         if MODEL_FOR_KIND[parsed.kind].carries_media:
-            # base64 of up to 50 MB takes a while: decode off the loop (gRPC turns keep flowing).
-            message = await asyncio.to_thread(self.guard.decode, parsed, payload)
-        else:
-            message = self.guard.decode(parsed, payload)
+            # base64 of up to 50 MB takes a while (and its copy is big): decoded in a task, counted
+            # against AI_CHAT_MAX_PENDING like the work that follows, so the receive loop goes on
+            # serving statuses and command responses meanwhile.
+            conversation = recover_conversation_id(payload) if parsed.kind is TopicKind.UPLOAD else None
+            self._spawn(topic, parsed, self._decode_media(topic, parsed, payload), conversation)
+            return
+        work = self._accept(topic, parsed, self.guard.decode(parsed, payload))
+        if work is not None:
+            self._spawn(topic, parsed, *work)
+
+    async def _decode_media(self, topic: str, parsed: ParsedTopic, payload: bytes) -> None:
+        message = await asyncio.to_thread(self.guard.decode, parsed, payload)
+        del payload  # the decoded bytes are all that is needed from here on
+        work = self._accept(topic, parsed, message)
+        if work is not None:
+            await work[0]
+
+    def _accept(
+        self, topic: str, parsed: ParsedTopic, message: NailaMessage
+    ) -> tuple[Coroutine[Any, Any, Any], str | None] | None:
+        """Count and dispatch a decoded message; returns its slow work (and conversation) to run."""
         self.metrics.handle(parsed.kind.value)
         device_id = parsed.device_id
         if device_id is not None and parsed.kind is not TopicKind.DEVICE_STATUS:
             self.registry.touch(device_id)
-        self._dispatch(topic, parsed, message)
+        return self._dispatch(topic, parsed, message)
 
-    def _dispatch(self, topic: str, parsed: ParsedTopic, message: NailaMessage) -> None:
+    def _dispatch(
+        self, topic: str, parsed: ParsedTopic, message: NailaMessage
+    ) -> tuple[Coroutine[Any, Any, Any], str | None] | None:
         device_id = parsed.device_id or ""
         if isinstance(message, DeviceStatus):
             self.registry.update(message)
@@ -344,13 +376,28 @@ class ControlPlane:
         elif isinstance(message, MediaUpload) and parsed.kind is TopicKind.MEDIA_SNAPSHOT:
             self.media.on_snapshot(device_id, message)
         elif isinstance(message, MediaUpload):
-            self._spawn(topic, parsed, self.media.on_recording(device_id, message))
+            return self.media.on_recording(device_id, message), None
         elif isinstance(message, WebUpload):
-            self._spawn(topic, parsed, self.uploads.on_upload(topic, message), message.conversation_id)
+            return self.uploads.on_upload(topic, message), message.conversation_id
         elif isinstance(message, ChatRequest):
-            self._spawn(topic, parsed, self.chat.on_request(message), message.conversation_id)
+            return self.chat.on_request(message), message.conversation_id
         else:  # a topic we subscribe to but do not serve: a programming error, not the sender's
             raise Rejected("unknown_topic", f"no handler for {parsed.kind.value}")
+        return None
+
+    def _on_overflow(self, topic: str, payload: bytes) -> None:
+        """The link's inbox had no room for this message (already acknowledged to the broker):
+        count and log it as ``busy`` and, where the sender waits on a reply topic, tell it."""
+        parsed: ParsedTopic | None = None
+        with contextlib.suppress(MessageError):
+            parsed = parse_topic(topic)
+        err = Rejected("busy", f"{len(payload)} bytes refused: {self.link.queued_bytes} bytes of messages "
+                       "are waiting already; try again shortly")
+        conversation = recover_conversation_id(payload) if reply_session(topic, parsed) else None
+        task = asyncio.get_running_loop().create_task(self._refuse(topic, parsed, b"", err, conversation),
+                                                      name="mqtt-refusal")
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
 
     def _spawn(
         self,

@@ -265,6 +265,22 @@ class AIServerSettings(NailaSettings):
     ai_recording_quota_bytes_per_h: Annotated[int, Field(ge=0)] = Field(
         200 * 1024**2, description="Unsolicited recordings each device may store per hour, bytes; 0 = none"
     )
+    ai_mqtt_chat_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        10.0, description="Chat requests all sessions together may send per second (burst AI_MQTT_RATE_BURST): "
+        "session ids are the client's choice, so new ones must not bring new budget"
+    )
+    ai_mqtt_upload_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        1.0, description="Uploads all sessions together may send per second (burst AI_MQTT_RATE_BURST)"
+    )
+    ai_mqtt_client_id: str = Field(
+        "naila-ai-server", description="MQTT client id of this AI server: a persistent session, so QoS 1 "
+        "chat and upload requests sent while it is down are delivered when it returns; empty = a random id "
+        "and a clean session (tests)"
+    )
+    ai_mqtt_queue_bytes: Annotated[int, Field(ge=1_000_000)] = Field(
+        160 * 1024**2, description="Received MQTT payloads waiting to be handled, bytes; more are refused "
+        "(counted, chat and uploads answered 'busy'). At least two of the largest uploads"
+    )
     ai_media_reserve_bytes: Annotated[int, Field(ge=0)] = Field(
         512 * 1024**2, description="Free disk space media writes always leave, bytes (alerts still go out)"
     )

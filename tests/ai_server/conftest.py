@@ -48,7 +48,9 @@ def speech(text: str) -> Int16Array:
 
 @pytest.fixture(scope="session")
 def settings() -> AIServerSettings:
-    return load(AIServerSettings, ai_server_host="127.0.0.1", ai_server_port=50051)
+    # A random MQTT client id and a clean session per server: tests run many servers on one broker
+    # (tests/security/test_mqtt_delivery_*.py set a fixed id where they test persistence).
+    return load(AIServerSettings, ai_server_host="127.0.0.1", ai_server_port=50051, ai_mqtt_client_id="")
 
 
 @pytest.fixture(scope="session")

@@ -172,3 +172,103 @@ async def test_clean_stop_publishes_the_goodbye_instead_of_the_will(dep: Deploym
             )
         msg = await next_message(hub)
         assert decode(DeviceStatus, payload_bytes(msg)).firmware_version == "t.10"
+
+
+# -- delivery (finding M1) ------------------------------------------------------------------------
+async def test_a_persistent_session_gets_what_was_published_while_it_was_away(dep: Deployment) -> None:
+    """QoS 1 on a persistent session (fixed client id, clean_session=0): queued by the broker,
+    delivered on return, even across a broker restart (the shipped conf persists its database)."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(_topic: str, payload: bytes) -> None:
+        received.put_nowait(payload)
+
+    def server_link() -> MqttLink:
+        return MqttLink(dep.settings(AI), client_id="naila-ai-server", subscriptions=[topics.chat_request("s1")],
+                        on_message=on_message, persistent=True, backoff=Backoff(0.05, 0.4))
+
+    link = server_link()
+    await link.start()
+    await asyncio.wait_for(link.connected.wait(), WAIT_S)
+    await link.stop()  # the AI server restarts
+    async with dep.client(HUB) as hub:
+        await hub.publish(topics.chat_request("s1"), b"while away", qos=1)
+    dep.broker.stop()  # a clean broker stop saves the queue to its database
+    await asyncio.to_thread(dep.broker.start)
+    async with dep.client(HUB) as hub:
+        await hub.publish(topics.chat_request("s1"), b"after the broker restart", qos=1)
+    link = server_link()
+    await link.start()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            assert [await received.get(), await received.get()] == [b"while away", b"after the broker restart"]
+    finally:
+        await link.stop()
+
+
+async def test_a_clean_session_does_not_get_them(dep: Deployment) -> None:
+    """The contrast, and what devices keep: nothing is queued for a clean session."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(_topic: str, payload: bytes) -> None:
+        received.put_nowait(payload)
+
+    def device_link() -> MqttLink:
+        return MqttLink(dep.settings(DEV), client_id="naila-device-dev-a",
+                        subscriptions=[topics.device_command(DEV)], on_message=on_message)
+
+    link = device_link()
+    await link.start()
+    await asyncio.wait_for(link.connected.wait(), WAIT_S)
+    await link.stop()
+    async with dep.client(AI) as server:
+        await server.publish(topics.device_command(DEV), b"stale command", qos=1)
+    link = device_link()
+    await link.start()
+    try:
+        await asyncio.wait_for(link.connected.wait(), WAIT_S)
+        async with dep.client(AI) as server:
+            await server.publish(topics.device_command(DEV), b"fresh", qos=1)
+        async with asyncio.timeout(WAIT_S):
+            assert await received.get() == b"fresh"
+    finally:
+        await link.stop()
+
+
+async def test_the_inbox_is_bounded_by_bytes_and_every_refusal_is_counted(dep: Deployment) -> None:
+    """A stuck handler: aiomqtt's queue never discards (it is unbounded and emptied at once); the
+    link's inbox holds at most max_queued_bytes and refuses the rest through on_overflow."""
+    release = asyncio.Event()
+    handled: list[bytes] = []
+    refused: list[tuple[str, int]] = []
+
+    async def on_message(_topic: str, payload: bytes) -> None:
+        await release.wait()
+        handled.append(payload)
+
+    link = MqttLink(
+        dep.settings(DEV), client_id="naila-device-dev-a", subscriptions=[topics.device_command(DEV)],
+        on_message=on_message, max_queued_bytes=25_000,
+        on_overflow=lambda topic, payload: refused.append((topic, len(payload))),
+    )
+    await link.start()
+    try:
+        await asyncio.wait_for(link.connected.wait(), WAIT_S)
+        async with dep.client(AI) as server:
+            for i in range(10):
+                await server.publish(topics.device_command(DEV), bytes([i]) * 10_000, qos=1)
+        await wait_until(lambda: link.stats.received == 10)
+        # The one in the stuck handler counts until it is handled: two fit 25 kB, eight were refused.
+        assert link.queued_bytes == 20_000
+        assert link.stats.overflowed == len(refused) == 8
+        assert refused[0] == (topics.device_command(DEV), 10_000)
+        release.set()
+        await wait_until(lambda: len(handled) == 2)
+        assert link.queued_bytes == 0 and [p[0] for p in handled] == [0, 1]  # in order
+        # Room again: the link keeps serving on the same connection.
+        async with dep.client(AI) as server:
+            await server.publish(topics.device_command(DEV), b"after", qos=1)
+        await wait_until(lambda: handled[-1:] == [b"after"])
+        assert link.stats.connects == 1
+    finally:
+        await link.stop()
