@@ -109,6 +109,7 @@ cafile {conf_dir}/certs/ca.crt
 certfile {conf_dir}/certs/server.crt
 keyfile {conf_dir}/certs/server.key
 tls_version tlsv1.2
+
 {local}
 # Commands and replies are small request/response messages: without TCP_NODELAY, Nagle's
 # algorithm meets the clients' delayed ACKs and each hop can wait ~40 ms.
@@ -158,6 +159,22 @@ log_type notice
 log_type information
 connection_messages true
 log_timestamp_format %Y-%m-%dT%H:%M:%S
+
+# ---- Certificate auth (optional; spec §15.2 "username/password or certificate auth") -------------
+# Devices present a client certificate signed by the CA instead of a password; its CN is used as
+# the MQTT user name, so the ACL's %u patterns apply to it unchanged (CN == device id). The
+# password is not checked on this listener: any certificate the CA signs is a login, so keep the
+# CA key offline and sign only CNs you mean (a CN of naila-ai-server is the AI server).
+# Clients: MQTT_TLS=true, MQTT_PORT=8884, MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE.
+# BEGIN CERT AUTH
+#listener 8884
+#cafile {conf_dir}/certs/ca.crt
+#certfile {conf_dir}/certs/server.crt
+#keyfile {conf_dir}/certs/server.key
+#tls_version tlsv1.2
+#require_certificate true
+#use_identity_as_username true
+# END CERT AUTH
 {extra}"""
 
 

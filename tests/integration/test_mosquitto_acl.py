@@ -47,6 +47,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from naila import pki
 from shared.config import MqttSettings, load
 from shared.mqtt import topics
 from shared.mqtt.limits import UPLOAD_MAX_PAYLOAD_BYTES
@@ -116,11 +117,9 @@ def _uncomment_block(lines: list[str], begin: str, end: str) -> list[str]:
     return out
 
 
-def deployed_conf(workdir: Path, passwd: Path, ports: Ports, tls: TlsFiles | None = None) -> str:
+def deployed_conf(workdir: Path, passwd: Path, ports: Ports, tls: TlsFiles) -> str:
     """The shipped mosquitto.conf with test ports and paths; every other line is kept as is."""
     lines = SHIPPED_CONF.read_text().splitlines()
-    if ports.tls is not None:
-        lines = _uncomment_block(lines, "# BEGIN TLS", "# END TLS")
     if ports.cert_auth is not None:
         lines = _uncomment_block(lines, "# BEGIN CERT AUTH", "# END CERT AUTH")
     replaced: dict[str, int] = {}
@@ -132,9 +131,9 @@ def deployed_conf(workdir: Path, passwd: Path, ports: Ports, tls: TlsFiles | Non
     out = []
     for line in lines:
         directive = line.split(" ", 1)[0] if line and not line.startswith("#") else ""
-        if line == "listener 1883":
+        if line == "listener 1883 127.0.0.1":
             line = sub("listener", f"{ports.plain} 127.0.0.1")
-        elif line == "listener 8883" and ports.tls is not None:
+        elif line == "listener 8883":
             line = sub("listener", f"{ports.tls} 127.0.0.1")
         elif line == "listener 8884" and ports.cert_auth is not None:
             line = sub("listener", f"{ports.cert_auth} 127.0.0.1")
@@ -145,10 +144,9 @@ def deployed_conf(workdir: Path, passwd: Path, ports: Ports, tls: TlsFiles | Non
         elif directive == "persistence_location":
             line = sub(directive, f"{workdir}/")
         elif directive in ("cafile", "certfile", "keyfile"):
-            assert tls is not None, "a TLS listener needs TlsFiles"
             line = sub(directive, str({"cafile": tls.ca, "certfile": tls.cert, "keyfile": tls.key}[directive]))
         out.append(line)
-    listeners = 1 + (ports.tls is not None) + (ports.cert_auth is not None)
+    listeners = 2 + (ports.cert_auth is not None)
     assert replaced.get("listener") == listeners, f"the shipped conf's listeners changed: {replaced}"
     for directive in ("password_file", "acl_file", "persistence_location"):
         assert replaced.get(directive) == 1, f"{directive} not found once in {SHIPPED_CONF}"
@@ -259,10 +257,26 @@ class Deployment:
         return env
 
 
+def household_tls(workdir: Path) -> TlsFiles:
+    """A broker certificate for 127.0.0.1 and localhost from a fresh household CA (naila/pki.py)."""
+    ca = pki.new_ca()
+    server = pki.issue(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    files = TlsFiles(workdir / "ca.crt", workdir / "server.crt", workdir / "server.key")
+    files.ca.write_bytes(ca.cert_pem)
+    files.cert.write_bytes(server.cert_pem)
+    files.key.write_bytes(server.key_pem)
+    files.key.chmod(0o600)
+    return files
+
+
 @contextlib.contextmanager
 def deployment(workdir: Path, *, ports: Ports | None = None, tls: TlsFiles | None = None) -> Iterator[Deployment]:
+    """The shipped config as shipped: TLS on (a throwaway CA unless ``tls``), plain MQTT on loopback."""
     passwd, passwords = provision_users(workdir)
     ports = ports or Ports(free_port())
+    if ports.tls is None:
+        ports = Ports(ports.plain, free_port(), ports.cert_auth)
+    tls = tls or household_tls(workdir)
     broker = DeployedBroker(workdir, deployed_conf(workdir, passwd, ports, tls), ports)
     broker.start()
     try:
@@ -378,9 +392,9 @@ def _access(writers: set[str], readers: set[str]) -> Access:
 def expected_access() -> dict[str, Access]:
     """One concrete topic per kind of the tree, with the users allowed to write and to read it.
 
-    Devices publish under their own id only; the hub answers signaling and bridges uploads and
-    chat; the AI server reads everything and sends commands, media requests, its status,
-    broadcasts, alerts and chat replies; the web app uploads and chats and reads alerts.
+    Devices publish under their own id only; the hub answers signaling, bridges image questions
+    and reads the answers and naila/alerts/all; the AI server reads everything and sends commands,
+    media requests, its status, broadcasts, alerts and chat replies; the web app uploads and chats and reads alerts.
     """
     table: dict[str, Access] = {}
     for d in (DEV, OTHER):
@@ -390,7 +404,8 @@ def expected_access() -> dict[str, Access]:
             topics.device_command_response(d): _access({d}, {AI}),
             topics.signaling_offer(d): _access({d}, {HUB, AI}),
             topics.signaling_answer(d): _access({HUB}, {d, AI}),
-            topics.signaling_ice(d): _access({d, HUB}, {d, HUB, AI}),
+            # The hub gathers all its candidates before answering: ICE goes device -> hub only.
+            topics.signaling_ice(d): _access({d}, {HUB, AI}),
             topics.media_snapshot(d): _access({d}, {AI}),
             topics.media_recording(d): _access({d}, {AI}),
             topics.media_request(d): _access({AI}, {d, AI}),
@@ -401,10 +416,12 @@ def expected_access() -> dict[str, Access]:
         # which every user matches: the hub and the app read them too (nothing secret in them).
         topics.SERVER_STATUS: _access({AI}, set(USERS)),
         topics.SERVER_BROADCAST: _access({AI}, set(USERS)),
-        **{topics.upload(SESSION, kind): _access({HUB, APP}, {AI}) for kind in topics.UPLOAD_KINDS},
-        topics.alert(ZONE, "person"): _access({AI}, {HUB, AI, APP}),
+        # L4: the hub bridges only the web page's image questions and listens to naila/alerts/all.
+        **{topics.upload(SESSION, kind): _access({APP}, {AI}) for kind in topics.UPLOAD_KINDS},
+        topics.upload(SESSION, "image"): _access({HUB, APP}, {AI}),
+        topics.alert(ZONE, "person"): _access({AI}, {AI, APP}),
         topics.ALERTS_ALL: _access({AI}, {HUB, AI, APP}),
-        topics.chat_request(SESSION): _access({HUB, APP}, {AI}),
+        topics.chat_request(SESSION): _access({APP}, {AI}),
         topics.chat_reply(SESSION): _access({AI}, {HUB, AI, APP}),
     }
     return table

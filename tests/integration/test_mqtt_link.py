@@ -19,6 +19,7 @@ from shared.mqtt import DeviceStatus, OutboundMessage, build, decode, last_will,
 from shared.mqtt_link import MqttLink
 from tests.integration.test_mosquitto_acl import (
     AI,
+    APP,
     DEV,
     HUB,
     WAIT_S,
@@ -191,12 +192,12 @@ async def test_a_persistent_session_gets_what_was_published_while_it_was_away(de
     await link.start()
     await asyncio.wait_for(link.connected.wait(), WAIT_S)
     await link.stop()  # the AI server restarts
-    async with dep.client(HUB) as hub:
-        await hub.publish(topics.chat_request("s1"), b"while away", qos=1)
+    async with dep.client(APP) as app:  # chat requests come from the app (the hub may not send them: L4)
+        await app.publish(topics.chat_request("s1"), b"while away", qos=1)
     dep.broker.stop()  # a clean broker stop saves the queue to its database
     await asyncio.to_thread(dep.broker.start)
-    async with dep.client(HUB) as hub:
-        await hub.publish(topics.chat_request("s1"), b"after the broker restart", qos=1)
+    async with dep.client(APP) as app:
+        await app.publish(topics.chat_request("s1"), b"after the broker restart", qos=1)
     link = server_link()
     await link.start()
     try:
