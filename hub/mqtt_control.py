@@ -83,6 +83,9 @@ class HubMqtt:
             settings,
             client_id=f"naila-hub-{hub_id}",
             on_message=self._dispatch,
+            # A fixed id per hub: the broker keeps its subscriptions and queues QoS 1 alerts and chat
+            # replies while it reconnects or restarts (finding M1).
+            persistent=True,
             backoff=backoff or Backoff(0.5, 30.0),
         )
         metrics.mqtt_connected = self.link.connected.is_set
