@@ -43,10 +43,12 @@ from ai_server.llm import LLMBackend
 from ai_server.metrics import Metrics
 from ai_server.pipeline import Pipeline
 from ai_server.service import NailaAIService
+from ai_server.stream_input import StreamLimits
 from ai_server.stt import STTBackend, WhisperSTT
 from ai_server.tts import EspeakTTS, TTSBackend, build_tts
 from shared.config import AIServerSettings, ConfigError, MediaSettings, MqttSettings, load
 from shared.contract import pb_grpc
+from shared.grpc_security import InsecureTransport, ai_server_credentials
 
 if TYPE_CHECKING:
     from ai_server.vision.detector import Detector
@@ -59,7 +61,7 @@ def build_stt(s: AIServerSettings) -> STTBackend:
     return WhisperSTT(
         s.stt_model, device=s.stt_device, compute_type=s.stt_compute_type, beam_size=s.stt_beam_size,
         language=s.stt_language, cpu_threads=s.stt_cpu_threads, workers=s.stt_workers,
-        window_s=s.stt_window_s,
+        window_s=s.stt_window_s, max_audio_s=s.ai_max_utterance_s,
     )
 
 
@@ -73,6 +75,21 @@ def build_llm(s: AIServerSettings) -> LLMBackend:
 
     return EmbeddedLLM(s.llm_model_path, n_ctx=s.llm_context, threads=s.llm_threads,
                        max_tokens=s.llm_max_tokens, temperature=s.llm_temperature)
+
+
+def server_options(s: AIServerSettings) -> list[tuple[str, int]]:
+    """gRPC server options: explicit message size limits (grpc's default receive limit is 4 MiB and
+    the send limit is unbounded) so a message's size is a setting, not an accident."""
+    return [
+        ("grpc.max_receive_message_length", s.ai_grpc_max_message_bytes),
+        ("grpc.max_send_message_length", s.ai_grpc_max_message_bytes),
+    ]
+
+
+def max_concurrent_rpcs(s: AIServerSettings) -> int:
+    """RPCs in flight at once: the allowed streams plus room for GetStatus heartbeats and probes.
+    Beyond it grpc answers RESOURCE_EXHAUSTED before any of our code runs."""
+    return 2 * s.ai_max_streams + 16
 
 
 @dataclass
@@ -218,7 +235,7 @@ async def start_server(
         speculate_ms=settings.stt_speculative_ms, chunk_ms=settings.tts_chunk_ms, degraded=degraded,
         preemptive=settings.llm_preemptive,
     )
-    service = NailaAIService(pipeline)
+    service = NailaAIService(pipeline, StreamLimits.from_settings(settings))
     control: ControlPlane | None = None
     if mqtt is not None and settings.ai_mqtt:
         try:
@@ -281,12 +298,21 @@ async def start_server(
         pipeline.looker = HistoryFirst(HistoryQuestions(control.store.events, None, lambda: datetime.now().astimezone(),
                                                         transcripts=control.store.transcripts,
                                                         household=settings.ai_history_household), None)
-    server = grpc.aio.server()
-    pb_grpc.add_NailaAIServicer_to_server(service, server)
     host = settings.ai_server_host if host is None else host
     port = settings.ai_server_port if port is None else port
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        credentials = ai_server_credentials(settings, host)
+    except InsecureTransport as exc:
+        if control is not None:
+            await control.stop()  # not started yet: only frees its media store
+        raise StartupError(str(exc)) from None
+    server = grpc.aio.server(options=server_options(settings),
+                             maximum_concurrent_rpcs=max_concurrent_rpcs(settings))
+    pb_grpc.add_NailaAIServicer_to_server(service, server)
+    address = f"{host}:{port}"
+    try:
+        bound = (server.add_insecure_port(address) if credentials is None
+                 else server.add_secure_port(address, credentials))
     except RuntimeError as exc:
         bound = 0
         log.debug("bind failed: %s", exc)
@@ -300,11 +326,14 @@ async def start_server(
     if vision is not None and warm:
         # In a thread, not awaited: the voice path serves at once; the first frames wait for the model.
         # OCR too (about 1.4 s on first use): the first visual question should not pay for either.
-        loaders = [vision.detector.load, *warmers]
+        loaders = [vision.load_model, *warmers]  # a failure is remembered (back-off) and shown by GetStatus
 
         def load_all() -> None:
             for load in loaders:
-                load()
+                try:
+                    load()
+                except Exception as exc:  # one failing model must not keep the others from loading
+                    log.error("vision: loading %s failed: %s", getattr(load, "__qualname__", load), exc)
 
         loading = asyncio.get_running_loop().create_task(asyncio.to_thread(load_all), name="vision-load")
         loading.add_done_callback(_log_failure)
@@ -312,8 +341,10 @@ async def start_server(
     mport = settings.ai_server_metrics_port if metrics_port is None else metrics_port
     bound_metrics = pipeline.metrics.serve_http(mport) if mport else None
     log.info(
-        "AI server listening on %s:%d (STT %s %s, LLM %s %s, TTS %s %s)", host, bound, stt.name, stt.model,
-        llm.name, llm.model, tts.name, tts.model,
+        "AI server listening on %s:%d, %s (STT %s %s, LLM %s %s, TTS %s %s)", host, bound,
+        "plaintext" if credentials is None else
+        "mutual TLS" if settings.ai_server_tls_client_ca else "TLS without client certificates",
+        stt.name, stt.model, llm.name, llm.model, tts.name, tts.model,
     )
     if vision is not None:
         log.info("vision: %s, the model loads %s", vision.detector.name,

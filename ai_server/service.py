@@ -1,4 +1,9 @@
-"""The grpc.aio NailaAI servicer: StreamConversation, GetStatus, AnalyzeFrames."""
+"""The grpc.aio NailaAI servicer: StreamConversation, GetStatus, AnalyzeFrames.
+
+At most ``StreamLimits.max_streams`` StreamConversation and AnalyzeFrames streams are open at once
+(one pair per hub, with room for a reconnect overlapping the old stream): one more is refused with
+RESOURCE_EXHAUSTED and counted (``streams_refused``) before it costs anything.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ from collections.abc import AsyncIterable, AsyncIterator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import grpc
+
 from ai_server.pipeline import Pipeline
 from ai_server.session import ConversationSession
+from ai_server.stream_input import LogBudget, StreamLimits
 from shared.contract import pb, pb_grpc
 
 if TYPE_CHECKING:  # the vision pipeline (OpenCV, ...) is only imported when vision is on
@@ -41,18 +49,45 @@ class StatusSource(Protocol):
 
 
 class NailaAIService(pb_grpc.NailaAIServicer):
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, limits: StreamLimits | None = None) -> None:
         self.pipeline = pipeline
+        self.limits = limits or StreamLimits()
+        self.open_streams = 0
+        self._log_budget = LogBudget(log)
         self.sessions: weakref.WeakSet[ConversationSession] = weakref.WeakSet()
         self.started = time.monotonic()
         self.control: StatusSource | None = None  # set when the MQTT control plane runs
         self.vision: VisionPipeline | None = None  # set when vision runs
         self.vision_off = "vision not enabled"  # why AnalyzeFrames refuses frames when ``vision`` is None
 
+    async def _admit(self, context: Any, kind: str) -> None:
+        """Take one of the ``max_streams`` slots, or end the call with RESOURCE_EXHAUSTED."""
+        if self.open_streams >= self.limits.max_streams:
+            self.pipeline.metrics.count("streams_refused")
+            peer = context.peer() if context is not None else "?"
+            self._log_budget.warn("streams_refused", "refused a %s stream from %r: %d streams are open "
+                                  "(AI_MAX_STREAMS)", kind, peer, self.open_streams)
+            if context is not None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many streams: {self.open_streams} open (AI_MAX_STREAMS="
+                                    f"{self.limits.max_streams})")
+            raise RuntimeError("too many streams")
+        self.open_streams += 1
+
     async def StreamConversation(
         self, request_iterator: AsyncIterable[pb.AudioInput], context: Any
     ) -> AsyncIterator[pb.AudioOutput]:
-        session = ConversationSession(self.pipeline)
+        await self._admit(context, "conversation")
+        try:
+            async for msg in self._conversation(request_iterator, context):
+                yield msg
+        finally:
+            self.open_streams -= 1
+
+    async def _conversation(
+        self, request_iterator: AsyncIterable[pb.AudioInput], context: Any
+    ) -> AsyncIterator[pb.AudioOutput]:
+        session = ConversationSession(self.pipeline, self.limits, self._log_budget)
         self.sessions.add(session)
         peer = context.peer() if context is not None else "?"
         log.info("conversation stream opened by %s", peer)
@@ -94,8 +129,10 @@ class NailaAIService(pb_grpc.NailaAIServicer):
             devices = self.control.device_infos()
         if self.vision is not None:
             counters.update(self.vision.metrics.snapshot())
+        vision_problem = self.vision.model_error if self.vision is not None else None
         return pb.StatusResponse(
-            status="degraded" if p.degraded else "ok",
+            # Degraded: a fallback voice, or vision is on but its model cannot load (no camera can alert).
+            status="degraded" if p.degraded or vision_problem else "ok",
             uptime_secs=time.monotonic() - self.started,
             stt_model=p.stt.model,
             stt_backend=p.stt.name,
@@ -103,7 +140,8 @@ class NailaAIService(pb_grpc.NailaAIServicer):
             llm_backend=p.llm.name,
             tts_model=p.tts.model,
             tts_backend=p.tts.name,
-            vision_model=self.vision.detector.name if self.vision is not None else f"({self.vision_off})",
+            vision_model=(f"{self.vision.detector.name} (failed: {vision_problem})" if vision_problem
+                          else self.vision.detector.name) if self.vision is not None else f"({self.vision_off})",
             active_conversations=active,
             counters=counters,
             latencies=[
@@ -115,6 +153,16 @@ class NailaAIService(pb_grpc.NailaAIServicer):
         )
 
     async def AnalyzeFrames(
+        self, request_iterator: AsyncIterable[pb.VisionFrame], context: Any
+    ) -> AsyncIterator[pb.VisionResult]:
+        await self._admit(context, "vision")
+        try:
+            async for result in self._frames(request_iterator, context):
+                yield result
+        finally:
+            self.open_streams -= 1
+
+    async def _frames(
         self, request_iterator: AsyncIterable[pb.VisionFrame], context: Any
     ) -> AsyncIterator[pb.VisionResult]:
         """One VisionResult per VisionFrame, in order (see :mod:`ai_server.vision.pipeline`).
@@ -139,7 +187,8 @@ class NailaAIService(pb_grpc.NailaAIServicer):
             try:
                 async for f in request_iterator:
                     await pending.put(vision.submit(Frame(
-                        f.device_id, f.jpeg, f.timestamp_ms, f.frame_id, f.motion_score, f.refresh)))
+                        f.device_id, f.jpeg, f.timestamp_ms, f.frame_id, f.motion_score, f.refresh,
+                        width=f.width, height=f.height)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the client's stream broke: answer what was read, then fail

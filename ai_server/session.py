@@ -8,6 +8,16 @@ Barge-in: INTERRUPT cancels the device's turn task at once and queues its is_fin
 (``error_message="interrupted"``). Anything that turn still queues afterwards, or that
 was queued but not yet written, is dropped by the writer's check on the turn; sequence
 numbers are stamped at write time so the hub sees no gaps.
+
+Bounded input (issue 18): every AudioInput is checked first (:mod:`ai_server.stream_input`). A bad
+message for a device is refused with one is_final for that device (``error_code=INTERNAL``,
+``error_message="refused (<reason>): ..."``, which the hub records as the turn's outcome) and the
+rest of that utterance is ignored until its next START; a message whose device_id is unusable has
+no one to answer and is dropped. Either way it is counted (``bad_inputs_<reason>``), logged within
+a budget, and every other device on the stream is served as before. A stream speaks for at most
+``max_devices_per_stream`` devices, an utterance keeps at most ``max_utterance_s`` of audio, and at
+most ``MAX_OUT_BACKLOG`` replies wait for the hub to read them: a turn that would queue more is cut
+off with ``error_message="reply backlog full"`` instead of growing the queue.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ai_server.pipeline import Pipeline, Turn
+from ai_server.stream_input import BadInput, LogBudget, StreamLimits, check_audio_input, rate_of
 from ai_server.utterance import Utterance
 from shared.audio import HUB_RATE, StreamResampler, pcm_to_int16
 from shared.contract import pb
@@ -29,6 +40,10 @@ from shared.contract import pb
 log = logging.getLogger(__name__)
 
 _turn_ids = itertools.count(1)
+
+#: Outbound messages waiting for the hub to read them. A reply is ~25 messages per second of audio,
+#: so this is minutes of speech: only a hub that stopped reading fills it.
+MAX_OUT_BACKLOG = 1024
 
 
 @dataclass
@@ -42,6 +57,7 @@ class Device:
     early: Turn | None = None  # a preemptive reply to ``utterance``, held until END
     held: list[pb.AudioOutput] = field(default_factory=list)
     seq: int = 0
+    refused: bool = False  # a message of this utterance was refused: ignore the rest until START
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -56,13 +72,17 @@ class _Out:
 
 
 class ConversationSession:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, limits: StreamLimits | None = None,
+                 log_budget: LogBudget | None = None) -> None:
         self.pipeline = pipeline
+        self.limits = limits or StreamLimits()
+        self._log_budget = log_budget or LogBudget(log)
         self.devices: dict[str, Device] = {}
         self._out: asyncio.Queue[_Out | None] = asyncio.Queue()
         self._closed = False
         # Turns no utterance started (start_unprompted_turn): not user turns in the metrics.
         self._unprompted: weakref.WeakSet[Turn] = weakref.WeakSet()
+        self._refusals: weakref.WeakSet[Turn] = weakref.WeakSet()  # not turns: no timings, no turn metrics
 
     # ---- inbound -------------------------------------------------------------------------
 
@@ -82,9 +102,24 @@ class ConversationSession:
             self._out.put_nowait(None)
 
     def handle(self, msg: pb.AudioInput) -> None:
+        try:
+            check_audio_input(msg)
+        except BadInput as exc:
+            self._refuse(self.devices.get(msg.device_id), msg, exc)
+            return
         dev = self.devices.get(msg.device_id)
         if dev is None:
+            if len(self.devices) >= self.limits.max_devices_per_stream:
+                self._refuse(None, msg, BadInput(
+                    "too_many_devices", f"this stream already speaks for {len(self.devices)} devices "
+                    f"(AI_MAX_DEVICES_PER_STREAM={self.limits.max_devices_per_stream})"))
+                return
             dev = self.devices[msg.device_id] = Device(msg.device_id)
+        if dev.refused:
+            if msg.event != pb.START:
+                self.pipeline.metrics.count("bad_inputs_ignored")  # the rest of a refused utterance
+                return
+            dev.refused = False
         if msg.conversation_id:
             dev.conversation_id = msg.conversation_id
         if msg.room:
@@ -96,7 +131,7 @@ class ConversationSession:
         if event == pb.START:
             self._drop_early(dev)
             if dev.utterance is not None:
-                log.debug("%s: START without END; dropping the open utterance", dev.device_id)
+                log.debug("%r: START without END; dropping the open utterance", dev.device_id)
                 dev.utterance.discard()
             dev.utterance = self._new_utterance(dev)
             dev.resampler = None
@@ -114,23 +149,50 @@ class ConversationSession:
 
     def _new_utterance(self, dev: Device) -> Utterance:
         utterance = self.pipeline.new_utterance()
+        utterance.max_s = self.limits.max_utterance_s
         utterance.on_speculation_done = lambda: self._preempt(dev)
         return utterance
 
+    def _refuse(self, dev: Device | None, msg: pb.AudioInput, exc: BadInput) -> None:
+        """Count and log a refused message; tell a known device once per utterance."""
+        self.pipeline.metrics.count(f"bad_inputs_{exc.reason}")
+        self._log_budget.warn(exc.reason, "refused an AudioInput from %r: %s", msg.device_id[:64], exc)
+        if exc.reason == "bad_device_id":
+            return  # nobody to answer: the hub could not route a reply to it either
+        if dev is not None:
+            if dev.refused:
+                return
+            dev.refused = True
+            self._drop_early(dev)
+            if dev.utterance is not None:
+                dev.utterance.discard()
+                dev.utterance = None
+        elif msg.event not in (pb.START, pb.END):
+            return  # an unknown device over the cap: answered at its utterance's START and END only
+        turn = Turn(next(_turn_ids), msg.device_id, msg.conversation_id, time.monotonic(), room=msg.room)
+        turn.cancelled = True  # nothing else of this turn will be written
+        self._refusals.add(turn)
+        self._out.put_nowait(_Out(turn, turn.output(is_final=True, error_code=pb.INTERNAL,
+                                                    error_message=f"refused ({exc.reason}): {exc.detail}")))
+
     def _add_audio(self, dev: Device, msg: pb.AudioInput) -> None:
-        if msg.WhichOneof("audio") == "audio_opus":
-            self.pipeline.metrics.count("unsupported_codec")
-            log.warning("%s: Opus input is not supported; send PCM_S16LE at 16 kHz", dev.device_id)
+        utterance = dev.utterance
+        if not msg.audio_pcm or utterance is None:
             return
-        if not msg.audio_pcm or dev.utterance is None:
-            return
-        rate = msg.sample_rate or HUB_RATE
+        rate = rate_of(msg)
         pcm = msg.audio_pcm
+        if utterance.capped:
+            utterance.add(b"")  # nothing is kept; lets a last background transcription start
+            return
         if rate != HUB_RATE:
             if dev.resampler is None or dev.resampler.from_rate != rate:
                 dev.resampler = StreamResampler(rate, HUB_RATE)
-            pcm = dev.resampler.process(pcm_to_int16(pcm[: len(pcm) // 2 * 2])).astype("<i2").tobytes()
-        dev.utterance.add(pcm)
+            pcm = dev.resampler.process(pcm_to_int16(pcm)).astype("<i2").tobytes()
+        utterance.add(pcm)
+        if utterance.capped:
+            self.pipeline.metrics.count("utterances_capped")
+            log.info("%r: utterance reached AI_MAX_UTTERANCE_S (%.0f s); the rest of it is dropped",
+                     dev.device_id, self.limits.max_utterance_s)
 
     def _end(self, dev: Device) -> None:
         utterance = dev.utterance or self.pipeline.new_utterance()
@@ -255,7 +317,7 @@ class ConversationSession:
             turn.task.cancel()
         self.pipeline.record_cut_off(turn)
         self.pipeline.metrics.count("interrupts" if reason == "interrupted" else reason)
-        log.info("turn %s/%d %s", dev.device_id, turn.id, reason)
+        log.info("turn %r/%d %s", dev.device_id, turn.id, reason)
         # Straight onto the queue, past the turn's sink, which now drops everything.
         self._out.put_nowait(_Out(turn, turn.output(is_final=True, reply_text=" ".join(turn.spoken),
                                                     error_message=reason)))
@@ -263,7 +325,25 @@ class ConversationSession:
     def _queue(self, turn: Turn, msg: pb.AudioOutput) -> None:
         if turn.cancelled or self._closed:
             return  # late output of a cancelled turn
+        if self._out.qsize() >= MAX_OUT_BACKLOG and not msg.is_final:
+            self._overflow(turn)
+            return
         self._out.put_nowait(_Out(turn, msg))
+
+    def _overflow(self, turn: Turn) -> None:
+        """The hub is not reading: cut this turn off (one is_final) rather than queue without end."""
+        self.pipeline.metrics.count("output_overflow")
+        self._log_budget.warn("output_overflow", "turn %r/%d cut off: %d replies wait for the hub to read them",
+                              turn.device_id, turn.id, self._out.qsize())
+        turn.cancelled = True
+        if turn.task is not None:
+            turn.task.cancel()
+        dev = self.devices.get(turn.device_id)
+        if dev is not None and dev.early is turn:
+            dev.early = None
+            dev.held = []
+        self._out.put_nowait(_Out(turn, turn.output(is_final=True, reply_text=" ".join(turn.spoken),
+                                                    error_code=pb.INTERNAL, error_message="reply backlog full")))
 
     # ---- outbound ------------------------------------------------------------------------
 
@@ -281,9 +361,10 @@ class ConversationSession:
         turn, msg = item.turn, item.msg
         if turn.final_sent or (turn.cancelled and not msg.is_final):
             return None
-        dev = self.devices[turn.device_id]
-        dev.seq += 1
-        msg.sequence_num = dev.seq
+        dev = self.devices.get(turn.device_id)  # None: a refusal for a device over the cap
+        if dev is not None:
+            dev.seq += 1
+            msg.sequence_num = dev.seq
         if msg.audio_pcm and not turn.audio_sent:
             turn.audio_sent = True
             turn.mark("first_frame_sent")
@@ -291,15 +372,17 @@ class ConversationSession:
             turn.final_sent = True
             turn.mark("total")
             msg.timing.CopyFrom(turn.timing())
-            self._finished(turn, msg)
+            if turn not in self._refusals:
+                self._finished(turn, msg)
         return msg
 
     def _finished(self, turn: Turn, msg: pb.AudioOutput) -> None:
         metrics = self.pipeline.metrics
         if turn in self._unprompted:  # no utterance, no END: its stage times mean nothing
             metrics.count("unprompted_turns")
-            log.info("unprompted turn %s/%d%s: code=%s reply=%r", turn.device_id, turn.id,
-                     " (cancelled)" if turn.cancelled else "", pb.ErrorCode.Name(msg.error_code), msg.reply_text[:200])
+            log.info("unprompted turn %r/%d%s: code=%s", turn.device_id, turn.id,
+                     " (cancelled)" if turn.cancelled else "", pb.ErrorCode.Name(msg.error_code))
+            log.debug("unprompted turn %r/%d: reply=%r", turn.device_id, turn.id, msg.reply_text[:200])
             return
         stages = turn.stage_ms()
         if turn.cancelled:
@@ -310,13 +393,15 @@ class ConversationSession:
         if msg.error_code != pb.NONE:
             metrics.error(pb.ErrorCode.Name(msg.error_code))
         t = msg.timing
+        # Timings at INFO; what was said only at DEBUG: transcripts must not outlive the history's
+        # retention in the journal (L1).
         log.info(
-            "turn %s/%d%s: stt=%dms llm=%dms clause=%dms tts=%dms sent=%dms total=%dms code=%s "
-            "heard=%r reply=%r",
+            "turn %r/%d%s: stt=%dms llm=%dms clause=%dms tts=%dms sent=%dms total=%dms code=%s",
             turn.device_id, turn.id, " (cancelled)" if turn.cancelled else "", t.stt_ms, t.llm_first_token_ms,
             t.first_sentence_ms, t.tts_first_audio_ms, t.first_frame_sent_ms, t.total_ms,
-            pb.ErrorCode.Name(msg.error_code), turn.transcript, msg.reply_text[:200],
+            pb.ErrorCode.Name(msg.error_code),
         )
+        log.debug("turn %r/%d: heard=%r reply=%r", turn.device_id, turn.id, turn.transcript, msg.reply_text[:200])
 
     # ---- teardown ------------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class WhisperSTT:
         cpu_threads: int = 0,
         workers: int = 1,
         window_s: int = 10,
+        max_audio_s: float = 30.0,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -176,6 +177,8 @@ class WhisperSTT:
             raise StartupError(f"cannot load STT model {path}: {exc}".replace("\n", " ")) from exc
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt")
         self._window_s = window_s
+        # The one STT worker serves every room: no caller gets it for more than this (AI_MAX_UTTERANCE_S).
+        self._max_samples = max(1, int(max_audio_s * HUB_RATE))
         self.fallbacks = 0  # fast-path results rejected by the quality check
         self._fast = _ShortWindow(self._model, window_s, beam_size, language) if window_s < 30 else None
         if self._fast is not None and not self._fast.usable:
@@ -184,7 +187,7 @@ class WhisperSTT:
     def _run(self, audio: Int16Array) -> str:
         if audio.size == 0:
             return ""
-        x = int16_to_float(audio)
+        x = int16_to_float(audio[: self._max_samples])
         text: str | None = None
         if self._fast is not None and x.size <= (self._window_s - 1) * HUB_RATE:
             text = self._fast.transcribe(x)

@@ -10,6 +10,12 @@ whole buffer again.
 
 "Quiet" is judged per 20 ms frame: more than 30 dB below the loudest frame of this
 utterance, or below -60 dBFS; that holds for clean espeak audio and for a room's noise.
+
+Length cap (issue 18, H4): an utterance keeps at most ``max_s`` seconds (AI_MAX_UTTERANCE_S).
+Audio beyond it is dropped, not appended, so memory stays flat however long a TV keeps the hub's
+VAD voiced; the turn is answered from the kept part. Reaching the cap counts as the end of speech
+for the background transcription (one last run over the kept audio, so END finds it ready), and
+neither that run nor the final transcription ever sees more than the cap.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from shared.audio import HUB_RATE, Int16Array, pcm_to_int16, rms_dbfs
 log = logging.getLogger(__name__)
 
 FRAME_SAMPLES = HUB_RATE // 50  # 20 ms
+DEFAULT_MAX_S = 30.0  # AI_MAX_UTTERANCE_S's default
 QUIET_BELOW_PEAK_DB = 30.0
 QUIET_FLOOR_DBFS = -60.0
 
@@ -49,6 +56,8 @@ class Utterance:
 
     stt: STTBackend
     speculate_ms: int = 0
+    max_s: float = DEFAULT_MAX_S  # audio kept, s; the rest is dropped
+    dropped_samples: int = 0  # audio that arrived after the cap
     _chunks: list[Int16Array] = field(default_factory=list)
     samples: int = 0
     _tail: Int16Array = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
@@ -61,10 +70,33 @@ class Utterance:
     # Called when a background transcription ends (the session may then start the reply early).
     on_speculation_done: Callable[[], None] | None = None
 
+    @property
+    def max_samples(self) -> int:
+        return int(self.max_s * HUB_RATE)
+
+    @property
+    def capped(self) -> bool:
+        """The utterance holds ``max_s`` of audio: whatever comes now is dropped."""
+        return self.samples >= self.max_samples
+
+    @property
+    def held_bytes(self) -> int:
+        """Audio bytes this utterance holds (bounded by the cap)."""
+        return sum(c.nbytes for c in self._chunks) + self._tail.nbytes
+
     def add(self, pcm: bytes) -> None:
+        room = self.max_samples - self.samples
+        if room <= 0:
+            self.dropped_samples += len(pcm) // 2
+            self._maybe_speculate()  # a run still busy when the cap was reached may be done now
+            return
         if not pcm:
             return
-        x = pcm_to_int16(pcm).copy()
+        x = pcm_to_int16(pcm)
+        if x.size > room:
+            self.dropped_samples += x.size - room
+            x = x[:room]
+        x = x.copy()
         self._chunks.append(x)
         self.samples += x.size
         self._analyse(x)
@@ -97,11 +129,13 @@ class Utterance:
         if self.speculate_ms <= 0 or not self.heard_speech:
             return
         quiet_ms = (self._analysed - self._last_voiced_end) * 1000 // HUB_RATE
-        if quiet_ms < self.speculate_ms:
+        if quiet_ms < self.speculate_ms and not self.capped:
             return
         run = self._run
         if run is not None and (run.upto >= self._last_voiced_end or not run.task.done()):
             return  # already covers this speech, or one is still running (CPU is scarce)
+        if self.capped and run is not None and run.upto >= self.samples:
+            return  # the whole kept audio is transcribed: nothing new can arrive
         upto = self.samples
         task = asyncio.get_running_loop().create_task(self.stt.transcribe(self.audio()[:upto].copy()))
         task.add_done_callback(_retrieve)

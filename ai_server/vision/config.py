@@ -29,6 +29,7 @@ class VisionConfig:
     max_frame_bytes: int = 4_000_000
     max_frame_pixels: int = MAX_FRAME_PIXELS
     housekeeping_s: float = 1.0  # how often offline cameras, lost tracks and held alerts are looked at
+    max_cameras: int = 256  # VISION_MAX_CAMERAS
 
     @classmethod
     def from_settings(cls, s: AIServerSettings) -> VisionConfig:
@@ -44,4 +45,5 @@ class VisionConfig:
             offline_after_s=s.vision_offline_after_s,
             overlap_hold_s=s.vision_overlap_hold_s,
             max_frame_bytes=s.vision_max_frame_bytes,
+            max_cameras=s.vision_max_cameras,
         )

@@ -18,8 +18,16 @@ camera's tracker (:mod:`~ai_server.vision.tracking`), zones with inertia
 are published and recorded in the background, never holding up the answer.
 
 A housekeeping task (every ``housekeeping_s``) marks cameras offline when their frames stop (their
-tracks end), ends tracks lost too long, and releases held alerts. Everything time-based reads the
-injected ``clock``; tests call :meth:`VisionPipeline.tick` after moving it.
+tracks end), ends tracks lost too long, and releases held alerts. Cameras offline for
+``FORGET_AFTER_OFFLINE`` x ``offline_after_s`` are forgotten, and at most ``max_cameras`` are known
+at once (a new one beyond is refused): made-up camera ids cannot pin memory (issue 18, C1). A
+sender's capture time more than ``MAX_CLOCK_SKEW_S`` from the server's clock is replaced by the
+server's (no backdated or future events). Everything time-based reads the injected ``clock``; tests
+call :meth:`VisionPipeline.tick` after moving it.
+
+The model loads once; a failed load is remembered with a back-off (``LOAD_RETRY_FIRST_S``, doubling
+up to ``LOAD_RETRY_MAX_S``) so frames in between are answered at once instead of retrying a
+multi-second torch load per batch, and :attr:`VisionPipeline.model_error` tells GetStatus (M6).
 
 The pipeline implements :class:`~ai_server.vision.view.Views` for the rest of the server.
 """
@@ -29,12 +37,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import cv2
 import numpy as np
@@ -54,6 +65,19 @@ from shared.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
+#: A camera offline this many times ``offline_after_s`` is forgotten (its view, zones state, counters).
+FORGET_AFTER_OFFLINE: Final = 10
+#: A capture time further than this from the server's clock is replaced by the server's, s.
+MAX_CLOCK_SKEW_S: Final = 5.0
+#: After a failed model load, frames are refused for this long before the next try, doubling, s.
+LOAD_RETRY_FIRST_S: Final = 5.0
+LOAD_RETRY_MAX_S: Final = 300.0
+
+
+class ModelUnavailable(RuntimeError):
+    """The detector's model failed to load and the back-off has not run out yet."""
+
+
 #: The device's (room, zone) as the control plane's registry knows them; (None, None) when unknown.
 Places = Callable[[str], tuple[str | None, str | None]]
 
@@ -72,6 +96,8 @@ class Frame:
     frame_id: int = 0
     motion_score: float = 0.0
     refresh: bool = False
+    width: int = 0  # as the sender says; 0 = not said. Must match the JPEG's header.
+    height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +186,7 @@ class VisionPipeline:
             labels=config.alert_labels, dedup_s=config.dedup_s, hold_s=config.overlap_hold_s,
             cameras=config.cameras, online=self.is_online,
         )
-        self.dispatcher = AlertDispatcher(self.store, self.metrics, alerts)
+        self.dispatcher = AlertDispatcher(self.store, self.metrics, alerts, rearm=self.policy.rearm)
         self._cameras: dict[str, _Camera] = {}
         self._waiting: dict[str, _Job] = {}  # device -> its waiting motion frame, oldest camera first
         self._looks: list[_Job] = []
@@ -172,6 +198,11 @@ class VisionPipeline:
         # garbage at 15 fps must not bury the log.
         self._log_budget = RateLimiter(1.0 / 30.0, 3, clock=clock)
         self.logs_suppressed = 0
+        # Model load failures (any thread: the background load, the batch worker).
+        self._load_lock = threading.Lock()
+        self.model_error: str | None = None  # why the model is not loaded, while it is not
+        self._load_retry_at = 0.0
+        self._load_retry_s = LOAD_RETRY_FIRST_S
 
     # -- Views ------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -262,6 +293,13 @@ class VisionPipeline:
         if not is_safe_segment(frame.device_id):
             # It becomes an alert's source_device and a file name: the same rule as MQTT ids.
             raise FrameRefused("bad_device_id", f"device id {frame.device_id[:80]!r} is not 1-64 of [A-Za-z0-9_.-]")
+        if not (math.isfinite(frame.motion_score) and 0.0 <= frame.motion_score <= 1.0):
+            raise FrameRefused("bad_field", f"motion_score {frame.motion_score!r} is not within 0..1")
+        if frame.device_id not in self._cameras and len(self._cameras) >= cfg.max_cameras:
+            self._forget_stale(self._clock())
+            if len(self._cameras) >= cfg.max_cameras:
+                raise FrameRefused("too_many_cameras", f"{len(self._cameras)} cameras are known "
+                                                       f"(VISION_MAX_CAMERAS={cfg.max_cameras})")
         if len(frame.jpeg) > cfg.max_frame_bytes:
             raise FrameRefused("oversized", f"{len(frame.jpeg)} bytes, over VISION_MAX_FRAME_BYTES "
                                             f"({cfg.max_frame_bytes})")
@@ -275,15 +313,24 @@ class VisionPipeline:
             raise FrameRefused("bad_jpeg", str(exc)) from None
         if info.width * info.height > cfg.max_frame_pixels:
             raise FrameRefused("oversized", f"{info.width}x{info.height} pixels, over {cfg.max_frame_pixels}")
+        if (frame.width or frame.height) and (frame.width, frame.height) != (info.width, info.height):
+            raise FrameRefused("bad_field", f"the frame says {frame.width}x{frame.height}, its JPEG is "
+                                            f"{info.width}x{info.height}")
         return info.width, info.height
 
     def _capture_time(self, frame: Frame) -> datetime:
+        now = self._wall()
         if frame.timestamp_ms:
             try:
-                return datetime.fromtimestamp(frame.timestamp_ms / 1000.0, UTC)
+                said = datetime.fromtimestamp(frame.timestamp_ms / 1000.0, UTC)
             except (OverflowError, OSError, ValueError):  # a timestamp no clock can mean: now will do
                 self.metrics.event("bad_timestamps")
-        return self._wall()
+                return now
+            if abs((said - now).total_seconds()) <= MAX_CLOCK_SKEW_S:
+                return said
+            # A hub's clock this far off, or a forged time: events must not be backdated (or postdated).
+            self.metrics.event("timestamps_replaced")
+        return now
 
     def _camera(self, device_id: str, now: float) -> _Camera:
         camera = self._cameras.get(device_id)
@@ -291,9 +338,9 @@ class VisionPipeline:
             camera = _Camera(device_id, CameraZones(self.config.zones.get(device_id)),
                              ZoneInertia(self.config.zone_inertia), now)
             self._cameras[device_id] = camera
-            log.info("vision: first frame from camera %s", device_id)
+            log.info("vision: first frame from camera %r", device_id)
         elif not camera.online:
-            log.info("vision: camera %s is back online", device_id)
+            log.info("vision: camera %r is back online", device_id)
             self.metrics.event("camera_online")
         camera.last_frame_at = now
         camera.online = True
@@ -353,6 +400,11 @@ class VisionPipeline:
             self._tracker_ready = True
         try:
             images, boxes, seconds = await asyncio.to_thread(self._detect, [j.frame.jpeg for j in jobs])
+        except ModelUnavailable as exc:
+            self.metrics.event("frames_refused_model_unavailable", len(jobs))
+            for job in jobs:
+                self._finish(job, self._result(job.frame, error=f"vision model unavailable: {exc}"))
+            return
         except Exception as exc:
             self.metrics.event("detector_errors")
             self._warn("detector", "vision: the detector failed on a batch of %d frames: %s", len(jobs), exc,
@@ -381,11 +433,33 @@ class VisionPipeline:
         if decisions:
             self.dispatcher.submit(decisions)
 
+    def load_model(self) -> None:
+        """Load the detector's model now (any thread; idempotent). A failure is remembered: until its
+        back-off runs out this raises :class:`ModelUnavailable` at once instead of loading again."""
+        with self._load_lock:
+            if self.model_error is not None and self._clock() < self._load_retry_at:
+                raise ModelUnavailable(self.model_error)
+            try:
+                self.detector.load()
+            except Exception as exc:
+                first = self.model_error is None
+                self.model_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                self._load_retry_at = self._clock() + self._load_retry_s
+                self.metrics.event("model_load_failures")
+                log.error("vision: loading the model failed (%s); next try in %.0f s%s", self.model_error,
+                          self._load_retry_s, "" if first else " (failed before)")
+                self._load_retry_s = min(2 * self._load_retry_s, LOAD_RETRY_MAX_S)
+                raise ModelUnavailable(self.model_error) from exc
+            if self.model_error is not None:
+                log.info("vision: the model loaded after all; vision is back")
+            self.model_error = None
+            self._load_retry_s = LOAD_RETRY_FIRST_S
+
     def _detect(self, jpegs: Sequence[bytes]) -> tuple[list[BGRImage | None], list[list[Box]], float]:
         """Worker thread: decode every frame, then one detector call for those that decoded."""
+        self.load_model()  # the first batch loads the model: not part of its inference time
         images = [_decode(jpeg) for jpeg in jpegs]
         ok = [img for img in images if img is not None]
-        self.detector.load()  # the first batch loads the model: not part of its inference time
         started = time.perf_counter()
         boxes = self.detector.detect_batch(ok) if ok else []
         return images, boxes, time.perf_counter() - started
@@ -465,9 +539,20 @@ class VisionPipeline:
                 self._lifecycle(ended)
             elif camera.tracker is not None:
                 self._lifecycle(camera.tracker.expire(now))
+        self._forget_stale(now)
         decisions = self.policy.decide(now)
         if decisions:
             self.dispatcher.submit(decisions)
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop cameras offline for FORGET_AFTER_OFFLINE x offline_after_s (nothing of theirs is pending)."""
+        limit = FORGET_AFTER_OFFLINE * self.config.offline_after_s
+        stale = [c for c in self._cameras.values()
+                 if not c.online and now - c.last_frame_at >= limit and not c.analysing and c.waiting is None]
+        for camera in stale:
+            del self._cameras[camera.device_id]
+            self.metrics.event("cameras_forgotten")
+            log.info("vision: camera %r forgotten (no frame for %.0f s)", camera.device_id, now - camera.last_frame_at)
 
     async def _housekeeping(self) -> None:
         while True:
