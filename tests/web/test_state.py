@@ -34,9 +34,21 @@ def drain(bus_sub: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def make() -> tuple[DashboardState, EventBus, dict[str, FakeSession], TurnLog]:
+class Clock:
+    """The dashboard's clock, moved by hand (device-list updates go out at most DEVICES_EVERY_S apart)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: Clock | None = None) -> tuple[DashboardState, EventBus, dict[str, FakeSession], TurnLog]:
     bus, sessions, turns = EventBus(), {}, TurnLog(10)
-    state = DashboardState(bus, HubMetrics(), turns, sessions, hub_instance="i1")  # type: ignore[arg-type]
+    state = DashboardState(
+        bus, HubMetrics(), turns, sessions, hub_instance="i1", clock=clock or Clock()  # type: ignore[arg-type]
+    )
     return state, bus, sessions, turns
 
 
@@ -45,11 +57,13 @@ def status(device_id: str, online: bool, **kw: Any) -> bytes:
 
 
 async def test_device_status_alerts_and_bad_messages() -> None:
-    state, bus, _, _ = make()
+    clock = Clock()
+    state, bus, _, _ = make(clock)
     sub = bus.subscribe(None)
     assert sub is not None
     await state.on_mqtt(topics.device_status("pi-a"), status("pi-a", True, room="kitchen"))
     seen = state.devices["pi-a"].last_seen
+    clock.now += 1  # device-list updates are at most 2 a second (test_hub_data_status_flood.py)
     await state.on_mqtt(topics.device_status("pi-a"), status("pi-a", False))
     view = state.devices["pi-a"]
     assert not view.online and view.room == "kitchen", "an offline will without a room keeps the room"
@@ -60,6 +74,7 @@ async def test_device_status_alerts_and_bad_messages() -> None:
     await state.on_mqtt(topics.device_status("pi-b"), b"{not json")
     assert set(state.devices) == {"pi-a"}
     # An empty retained message deletes the status.
+    clock.now += 1
     await state.on_mqtt(topics.device_status("pi-a"), b"")
     assert state.devices == {}
     for zone, kind in (("door", "person"), ("garden", "motion"), ("door", "motion")):
@@ -73,7 +88,8 @@ async def test_device_status_alerts_and_bad_messages() -> None:
 
 
 def test_sessions_and_levels_are_polled() -> None:
-    state, bus, sessions, turns = make()
+    clock = Clock()
+    state, bus, sessions, turns = make(clock)
     dash, page = bus.subscribe(None), bus.subscribe("web-x")
     assert dash is not None and page is not None
     sessions["web-x"] = FakeSession(-30.04)
@@ -84,6 +100,7 @@ def test_sessions_and_levels_are_polled() -> None:
     sessions["web-x"].input_level_dbfs = -200.0
     state.poll_sessions()
     del sessions["web-x"]
+    clock.now += 1
     state.poll_sessions()
     assert not state.devices["web-x"].online
     turns.add(TurnRecord("web-x", "c", transcript="hi"))
