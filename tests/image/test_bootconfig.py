@@ -381,3 +381,72 @@ def test_check_mode_for_a_file_before_flashing(tmp_path: Path, capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "DEVICE_ID" in out and "HUB_URL: is required" in out
     assert os.access(SCRIPT, os.R_OK)
+
+
+# --------------------------------------------------------------------------- the household CA (naila init)
+
+
+def _provisioned_card(tmp_path: Path) -> Path:
+    """A boot partition with what `naila init` writes for one device: naila.conf and naila-ca.crt."""
+    from naila import provision
+
+    out = tmp_path / "household"
+    assert provision.main(["-o", str(out), "--hub", "naila-hub.local,192.168.1.10", "--ai-server", "gpu.local",
+                           "--device", "kitchen=Kitchen"]) == 0
+    root = _root(tmp_path / "root", None)
+    for name in ("naila.conf", "naila-ca.crt"):
+        (root / "boot/firmware" / name).write_bytes((out / "devices/kitchen" / name).read_bytes())
+    return root
+
+
+def test_run_installs_the_household_ca_and_points_hub_and_broker_at_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.config.base import load
+    from shared.config.device import DeviceSettings
+    from shared.config.mqtt import MqttSettings
+
+    root = _provisioned_card(tmp_path)
+    card_ca = (root / "boot/firmware/naila-ca.crt").read_bytes()
+    token = bc.parse_env((root / "boot/firmware/naila.conf").read_text())["HUB_TOKEN"]
+    assert _run(root) == 0
+    ca = root / "etc/naila/ca.crt"
+    assert ca.read_bytes() == card_ca and _mode(ca) == 0o644
+    env = bc.parse_env((root / "etc/naila/device.env").read_text())
+    assert env["DEVICE_HUB_CA"] == env["MQTT_CA_FILE"] == bc.CA_PATH
+    assert env["DEVICE_HUB_URL"] == "https://naila-hub.local:8443" and env["DEVICE_HUB_TOKEN"] == token
+    assert (env["MQTT_HOST"], env["MQTT_PORT"], env["MQTT_TLS"], env["MQTT_USERNAME"]) == (
+        "naila-hub.local", "8883", "true", "kitchen")
+    assert token not in (root / "boot/firmware/naila.conf").read_text()  # secrets moved off the card
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    d, m = load(DeviceSettings), load(MqttSettings)
+    assert (d.device_id, d.device_room, d.device_hub_ca, m.mqtt_ca_file) == ("kitchen", "Kitchen", bc.CA_PATH, bc.CA_PATH)
+    # Next boot without the card copy: the installed CA stays in use.
+    (root / "boot/firmware/naila-ca.crt").unlink()
+    assert _run(root) == 0
+    assert bc.parse_env((root / "etc/naila/device.env").read_text())["DEVICE_HUB_CA"] == bc.CA_PATH
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "PRIVATE KEY"),
+        (b"hello", "no -----BEGIN CERTIFICATE-----"),
+        (b"\xff\xfe", "binary"),
+        (b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "no -----BEGIN"),
+        (b"x" * 70000, "bytes"),
+    ],
+)
+def test_a_wrong_ca_file_stops_the_agent_with_a_clear_problem(tmp_path: Path, data: bytes, needle: str) -> None:
+    root = _provisioned_card(tmp_path)
+    (root / "boot/firmware/naila-ca.crt").write_bytes(data)
+    assert _run(root) == 1
+    assert not (root / "etc/naila/device.env").exists() and not (root / "etc/naila/ca.crt").exists()
+    status = (root / "boot/firmware/naila-status.txt").read_text()
+    assert "naila-ca.crt" in status and needle in status, status
+
+
+def test_a_token_over_plain_http_is_warned_about() -> None:
+    r = check(MINIMAL + "HUB_TOKEN=abc\n")
+    assert r.problems == [] and any("clear text" in w for w in r.warnings)

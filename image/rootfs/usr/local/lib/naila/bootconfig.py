@@ -7,6 +7,9 @@ whenever the file changes (naila-config.path).
   ConditionPathExists=/etc/naila/device.env, which is only written from a valid file).
 * System settings whose own values are valid (Wi-Fi, SSH key, hostname, updates) are applied
   even when another value is wrong, so the device stays reachable to fix the rest.
+* naila-ca.crt next to naila.conf (written by `naila init`) is the household CA: it is installed
+  as /etc/naila/ca.crt and becomes DEVICE_HUB_CA and MQTT_CA_FILE, so the hub's HTTPS and the
+  broker's TLS certificates are checked against it. It is public; it stays on the card.
 * Secrets (WIFI_PASSPHRASE, MQTT_PASSWORD, HUB_TOKEN) are moved off the FAT partition:
   stored in /etc/naila/secrets.env (root, 0600), the agent's ones in /etc/naila/device.env
   (root:naila, 0640), and their values in naila.conf are overwritten in place. An empty
@@ -76,6 +79,10 @@ HOSTNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 ALSA_CARD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,4096}$")
+# Where the household CA from the card is installed (a path on the device, whatever --root is).
+CA_PATH = "/etc/naila/ca.crt"
+CA_MAX_BYTES = 65536
+PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END CERTIFICATE-----")
 SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -254,11 +261,14 @@ def validate(
     stored: dict[str, str],
     known_agent_vars: Iterable[str] | None = None,
     parse_problems: Iterable[Problem] = (),
+    ca_file: str | None = None,
 ) -> Result:
     """Check every entry; never raises. `stored` holds the secrets kept from earlier runs.
 
     `known_agent_vars` (the variables `naila config` lists) makes typos in pass-through
     settings an error; without it any DEVICE_/AUDIO_/VIDEO_/WEBRTC_/MQTT_ key passes.
+    `ca_file` (the installed household CA) becomes DEVICE_HUB_CA and, over TLS, MQTT_CA_FILE
+    unless naila.conf sets them itself.
     """
     problems = list(parse_problems)
     warnings: list[str] = []
@@ -316,6 +326,9 @@ def validate(
             hub_host = urlsplit(hub_url).hostname
     if secrets.get("HUB_TOKEN"):
         env["DEVICE_HUB_TOKEN"] = secrets["HUB_TOKEN"]
+        if hub_url.startswith("http://"):
+            warnings.append("HUB_URL is http://: the token and the call setup cross the network in clear "
+                            "text (naila init writes an https:// URL and naila-ca.crt)")
 
     mqtt_url = get("MQTT_URL")
     if mqtt_url:
@@ -334,6 +347,12 @@ def validate(
         # The broker usually runs on the hub machine.
         env.update(MQTT_HOST=hub_host, MQTT_PORT="1883", MQTT_TLS="false")
         warnings.append(f"MQTT_URL not set: using mqtt://{hub_host}:1883 (the hub's host)")
+
+    if ca_file:
+        if env.get("DEVICE_HUB_URL", "").startswith("https://"):
+            env["DEVICE_HUB_CA"] = ca_file
+        if env.get("MQTT_TLS") == "true":
+            env["MQTT_CA_FILE"] = ca_file
 
     username = get("MQTT_USERNAME")
     if username:
@@ -530,6 +549,14 @@ class Paths:
         return self.root / rel.lstrip("/")
 
     @property
+    def ca_on_card(self) -> Path:
+        return self.p("/boot/firmware/naila-ca.crt")
+
+    @property
+    def ca(self) -> Path:
+        return self.p(CA_PATH)
+
+    @property
     def conf(self) -> Path:
         return self.p("/boot/firmware/naila.conf")
 
@@ -707,6 +734,43 @@ def agent_check(cli: Path, env: dict[str, str]) -> str | None:
     return text[-1] if text else f"`naila config --check` exited with {out.returncode}"
 
 
+def check_ca(data: bytes) -> str | None:
+    """naila-ca.crt must be PEM certificates (the household CA), nothing else."""
+    if len(data) > CA_MAX_BYTES:
+        return f"is {len(data)} bytes: a CA certificate is a few hundred"
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return "is not a PEM certificate (binary data): copy ca.crt from naila init's output"
+    if "PRIVATE KEY" in text:
+        return "contains a PRIVATE KEY: copy only ca.crt (never ca.key) to the card"
+    blocks = PEM_CERT.findall(text)
+    if not blocks:
+        return "has no -----BEGIN CERTIFICATE----- block: copy ca.crt from naila init's output"
+    for body in blocks:
+        try:
+            base64.b64decode("".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return "has a damaged certificate (not valid base64)"
+    return None
+
+
+def install_ca(paths: Paths, live: bool) -> tuple[Problem | None, bool]:
+    """Install naila-ca.crt from the card; (problem, whether a CA is installed on the device).
+
+    Without a card copy, a CA installed earlier stays in use.
+    """
+    try:
+        data = paths.ca_on_card.read_bytes()
+    except FileNotFoundError:
+        return None, paths.ca.exists()
+    msg = check_ca(data)
+    if msg:
+        return Problem("", f"naila-ca.crt {msg}", 0, "agent"), paths.ca.exists()
+    write_file(paths.ca, data.decode("ascii").replace("\r\n", "\n"), 0o644, chown=live)
+    return None, True
+
+
 def set_hostname(paths: Paths, name: str, live: bool) -> bool:
     changed = write_file(paths.hostname, name + "\n", 0o644, chown=live)
     try:
@@ -760,7 +824,11 @@ def run(paths: Paths, console: Console, *, live: bool = True) -> int:
     else:
         entries, parse_problems = parse_conf(text)
         cli = paths.naila_cli
-        result = validate(entries, stored, agent_known_vars(cli) if live else None, parse_problems)
+        ca_problem, has_ca = install_ca(paths, live)
+        result = validate(entries, stored, agent_known_vars(cli) if live else None, parse_problems,
+                          CA_PATH if has_ca else None)
+        if ca_problem is not None:
+            result.problems.append(ca_problem)
         problems = result.problems
 
     if result is not None and result.wipe and text is not None:
@@ -861,7 +929,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if ns.check:
         entries, parse_problems = parse_conf(ns.check.read_text(encoding="utf-8"))
-        result = validate(entries, {}, None, parse_problems)
+        ca = ns.check.parent / "naila-ca.crt"
+        result = validate(entries, {}, None, parse_problems, CA_PATH if ca.exists() else None)
+        msg = check_ca(ca.read_bytes()) if ca.exists() else None
+        if msg:
+            result.problems.append(Problem("", f"{ca.name} {msg}", 0, "agent"))
         for p in result.problems:
             print(f"{ns.check}: {p}")
         for w in result.warnings:
