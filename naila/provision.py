@@ -38,7 +38,8 @@ from naila import broker, pki
 
 STATE_FILE = "household.json"
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # shared/config/device.py, shared/mqtt/topics.py
-_DNS = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _ROOM = re.compile(r"^[^\x00-\x1f\x7f'\"\\]{0,64}$")
 RENEW_BEFORE = dt.timedelta(days=30)
 ETC = "/etc/naila"
