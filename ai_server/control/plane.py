@@ -49,6 +49,7 @@ from ai_server.control.inbound import InboundGuard, Rejected
 from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
+from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
 from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
@@ -203,7 +204,9 @@ class ControlPlane:
         self.speaker = Speaker(pipeline, self.registry, self.metrics, sessions)
         self.chat = Chat(self._publish, pipeline, self.speaker, self.metrics, timeout_s=settings.ai_chat_timeout_s)
         self.uploads = Uploads(self.policy, self.media, self.chat, self.guard, self.metrics)
-        self.alerts = Alerts(self._publish, self.policy, self.media, self.metrics)
+        # Alerts the broker did not take wait in a file of the data folder (ai_server/control/outbox.py).
+        self.alerts = Alerts(self._publish, self.policy, self.media, self.metrics,
+                             outbox=AlertOutbox(store.root / OUTBOX_NAME, self.metrics.event))
         # Voice turns like "play it in the kitchen" / "announce dinner is ready" are carried out here
         # rather than answered by the LLM. Set now, not at start(): speaking needs the hub, not the broker.
         self.rooms = RoomRouter(
@@ -242,10 +245,12 @@ class ControlPlane:
         source_device: str,
         snapshot_available: bool = False,
         snapshot_bytes: bytes | None = None,
+        *,
+        time: datetime | None = None,
     ) -> PublishedAlert:
         """See :meth:`Alerts.publish_alert`."""
         return await self.alerts.publish_alert(
-            alert_type, zone, confidence, source_device, snapshot_available, snapshot_bytes
+            alert_type, zone, confidence, source_device, snapshot_available, snapshot_bytes, time=time
         )
 
     async def broadcast(self, message: str, room: str | None = None) -> Broadcast:
@@ -317,6 +322,10 @@ class ControlPlane:
             await self.presence.announce()
         except BrokerUnavailable as exc:  # the link dropped again at once; the next connect retries
             log.warning("MQTT control plane: could not announce the server: %s", exc)
+        if len(self.alerts.outbox):  # alerts owed from while the broker was away (or before a restart)
+            task = self.alerts.start_replay()
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     # -- inbound --------------------------------------------------------------------------------
     async def _on_message(self, topic: str, payload: bytes) -> None:

@@ -325,7 +325,7 @@ class HistoryQuestions:
         label = object_label(e.label)
         article = "an" if label[:1] in "aeiou" else "a"
         stored = "; snapshot stored" if e.media_id or e.snapshot else ""
-        alerted = ", alert sent" if e.outcome == "alerted" else ""
+        alerted = ", alert sent" if e.outcome in ("alerted", "queued") else ""
         return f"At {_clock(local, now)} the {camera} camera saw {article} {label} (confidence {e.confidence:.2f}" \
                f"{alerted}){stored}."
 

@@ -9,7 +9,9 @@ what was announced. ``outcome`` says which:
 * ``recorded``     the MQTT control plane is off: kept here only
 * ``duplicate``    the same zone and alert type alerted less than the window ago
 * ``overlap``      a higher-priority camera of the same overlap group alerted for it
-* ``unpublished``  publishing failed (broker unreachable)
+* ``queued``       the broker did not take it at once: kept in the control plane's outbox and
+                   published with its original time when the broker is back
+* ``unpublished``  handing it over failed (a bug); the object may alert again
 
 The table lives in the media store's database (:class:`~ai_server.store.media.MediaStore`
 builds this with its connection and lock), so a snapshot's row and its event share one file.
@@ -27,7 +29,7 @@ from typing import Final, Literal
 
 from ai_server.store.filters import time_query
 
-EventOutcome = Literal["alerted", "recorded", "duplicate", "overlap", "unpublished"]
+EventOutcome = Literal["alerted", "recorded", "duplicate", "overlap", "queued", "unpublished"]
 
 _COLUMNS: Final = (
     "id, time, device_id, zone, alert_type, label, confidence, track_id, outcome, media_id, snapshot"

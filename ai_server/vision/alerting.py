@@ -18,9 +18,14 @@ The rules (:class:`AlertPolicy`, pure and on an injected clock, so tests drive t
 
 Every entry ends up as one row of the event history (:mod:`ai_server.store.events`), with the
 outcome. :class:`AlertDispatcher` does the slow part off the frame path, one entry at a time in
-order: the snapshot and the MQTT alert through :meth:`ControlPlane.publish_alert` (which stores
-the snapshot before announcing it), or, with the control plane off, the snapshot stored here and
-the alert only recorded.
+order: the snapshot and the MQTT alert through :meth:`ControlPlane.publish_alert`, or, with the
+control plane off, the snapshot stored here and the alert only recorded.
+
+Nothing decided is lost (finding H5): the control plane publishes even when the snapshot cannot be
+stored, and keeps what the broker does not take in its durable outbox (outcome ``queued``, sent
+with its original time on reconnect). The track's "announced" mark and the de-duplication window
+are set when the alert is decided; should handing it over fail all the same (a bug), they are
+re-armed (:meth:`AlertPolicy.rearm`), so the next frame of that object alerts again.
 """
 
 from __future__ import annotations
@@ -53,11 +58,6 @@ def alert_type_for(label: str) -> str:
 class AlertSink(Protocol):
     """Where alerts are published: :meth:`ai_server.control.ControlPlane.publish_alert`."""
 
-    @property
-    def connected(self) -> bool:
-        """Whether the broker is reachable now (no publish is tried when it is not)."""
-        ...
-
     async def publish_alert(
         self,
         alert_type: str,
@@ -66,7 +66,11 @@ class AlertSink(Protocol):
         source_device: str,
         snapshot_available: bool = False,
         snapshot_bytes: bytes | None = None,
-    ) -> PublishedAlert: ...
+        *,
+        time: datetime | None = None,
+    ) -> PublishedAlert:
+        """Published, or kept in the outbox (``queued``); raises only on a bug."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,16 @@ class AlertPolicy:
             self._held.append(_Held(now + self._hold_for(device_id, rank), rank.priority, entry))
         return entries
 
+    def rearm(self, entry: ZoneEntry) -> None:
+        """Handing ``entry``'s alert over failed: this object may alert again here, and the zone's
+        de-duplication window it opened is closed."""
+        announced = self._announced.get((entry.device_id, entry.track_id))
+        if announced is not None:
+            announced.discard((entry.zone, entry.alert_type))
+        key = (entry.zone, entry.alert_type)
+        if self._last.get(key) == (entry.at, entry.device_id):
+            del self._last[key]
+
     def forget_track(self, device_id: str, track_id: int) -> None:
         """The track ended: its memory goes (a new track of the same place is a new object)."""
         self._announced.pop((device_id, track_id), None)
@@ -211,10 +225,12 @@ class AlertDispatcher:
         store: Callable[[], MediaStore],
         metrics: VisionMetrics,
         sink: AlertSink | None = None,
+        rearm: Callable[[ZoneEntry], None] = lambda _entry: None,
     ) -> None:
         self._store = store
         self.metrics = metrics
         self.sink = sink
+        self.rearm = rearm  # AlertPolicy.rearm: an alert not handed over may be decided again
         self._queue: asyncio.Queue[Decision] = asyncio.Queue(_MAX_QUEUED)
         self._task: asyncio.Task[None] | None = None
 
@@ -261,20 +277,17 @@ class AlertDispatcher:
         outcome: EventOutcome
         if decision.verdict != "alert":
             outcome = decision.verdict
-        elif self.sink is not None and not self.sink.connected:
-            # publish_alert would store the snapshot and then fail: store it once, here, for the history.
-            log.warning("vision: alert %s in %s from %s not published: the MQTT broker is unreachable",
-                        entry.alert_type, entry.zone, entry.device_id)
-            snapshot, outcome = await self._store_snapshot(entry), "unpublished"
         elif self.sink is not None:
             try:
                 published = await self.sink.publish_alert(
-                    entry.alert_type, entry.zone, entry.confidence, entry.device_id, snapshot_bytes=entry.jpeg
+                    entry.alert_type, entry.zone, entry.confidence, entry.device_id, snapshot_bytes=entry.jpeg,
+                    time=entry.time,
                 )
-                snapshot, outcome = published.snapshot, "alerted"
-            except Exception as exc:  # the link dropped just now (BrokerUnavailable) or a bug: still in the history
-                log.warning("vision: alert %s in %s from %s not published: %s", entry.alert_type, entry.zone,
-                            entry.device_id, exc)
+                snapshot, outcome = published.snapshot, "queued" if published.queued else "alerted"
+            except Exception as exc:  # a bug: in the history, and the object may alert again
+                self.rearm(entry)
+                log.error("vision: alert %s in %s from %s not handed over (re-armed): %s", entry.alert_type,
+                          entry.zone, entry.device_id, exc)
                 outcome = "unpublished"
         else:
             snapshot, outcome = await self._store_snapshot(entry), "recorded"
@@ -289,13 +302,18 @@ class AlertDispatcher:
         if outcome == "recorded":
             log.info("vision: %s in %s from %s (track %d, %.2f), recorded (MQTT off)", entry.alert_type, entry.zone,
                      entry.device_id, entry.track_id, entry.confidence)
-        elif outcome != "alerted":
+        elif outcome not in ("alerted", "queued"):
             log.debug("vision: %s in %s from %s (track %d): %s", entry.alert_type, entry.zone, entry.device_id,
                       entry.track_id, outcome)
 
-    async def _store_snapshot(self, entry: ZoneEntry) -> MediaRecord:
+    async def _store_snapshot(self, entry: ZoneEntry) -> MediaRecord | None:
         store = self._store()
-        return await asyncio.to_thread(
-            store.add, entry.jpeg, source="alert_snapshot", media_type="image", format="jpeg",
-            device_id=entry.device_id, zone=entry.zone, time=entry.time,
-        )
+        try:
+            return await asyncio.to_thread(
+                store.add, entry.jpeg, source="alert_snapshot", media_type="image", format="jpeg",
+                device_id=entry.device_id, zone=entry.zone, time=entry.time,
+            )
+        except Exception as exc:  # disk full, database locked: the event is still recorded, without it
+            self.metrics.event("snapshot_store_failed")
+            log.warning("vision: snapshot of %s in %s not stored: %s", entry.alert_type, entry.zone, exc)
+            return None
