@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
 
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, samples_per_frame
 from shared.contract import pb, pb_grpc
+from shared.grpc_security import ClientSecurity
 
 
 @dataclass
@@ -69,8 +69,12 @@ class TurnReply:
 
 
 class StreamClient:
-    def __init__(self, address: str) -> None:
-        self.address = address
+    """``address`` is a loopback host:port (plaintext), or a ClientSecurity for TLS (mutual TLS with a
+    client certificate), as the hub connects (shared.grpc_security)."""
+
+    def __init__(self, address: str | ClientSecurity) -> None:
+        self.security = address if isinstance(address, ClientSecurity) else ClientSecurity(address)
+        self.address = self.security.target
         self._channel: Any = None
         self._call: Any = None
         self._requests: asyncio.Queue[pb.AudioInput | None] = asyncio.Queue()
@@ -80,7 +84,7 @@ class StreamClient:
         self.ended = asyncio.Event()
 
     async def __aenter__(self) -> StreamClient:
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = self.security.aio_channel()
         stub = pb_grpc.NailaAIStub(self._channel)
         self._call = stub.StreamConversation(self._outgoing())
         self._reader = asyncio.create_task(self._read())

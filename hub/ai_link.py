@@ -20,8 +20,13 @@ only touches gRPC and thread-safe queues; every piece of hub state (connection f
 per-device counts, metrics, routing) is changed on the event loop via call_soon_threadsafe.
 
 Reconnects use :class:`hub.backoff.Backoff` (exponential, full jitter); a GetStatus
-heartbeat detects a server that stopped answering without closing its connection. The
-WebRTC sessions are unaffected by a lost AI stream.
+heartbeat detects a server that stopped answering without closing its connection, and its
+answer's ``status`` ("ok" or "degraded": a fallback voice, a vision model that failed to load) is
+kept as :attr:`AiLink.ai_status`, which the hub's plain /health follows. The WebRTC sessions are
+unaffected by a lost AI stream.
+
+Transport security (issue 18, C1): the channel is built by :class:`shared.grpc_security.ClientSecurity`
+(mutual TLS with HUB_AI_TLS_*; plaintext only to a loopback AI server or with HUB_AI_INSECURE).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import grpc
 from hub.metrics import HubMetrics
 from shared.backoff import Backoff
 from shared.contract import pb, pb_grpc
+from shared.grpc_security import ClientSecurity
 
 log = logging.getLogger("naila.hub.ai_link")
 
@@ -106,8 +112,12 @@ class AiLink:
         heartbeat_period_s: float | None = None,
         heartbeat_timeout_s: float | None = None,
         heartbeat_misses: int | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.target = target
+        # None: plaintext (a loopback AI server in tests); the hub passes shared.grpc_security.hub_client().
+        self._security = security or ClientSecurity(target)
+        self.ai_status = ""  # GetStatus' status at the last heartbeat; "" = not known yet
         self.metrics = metrics
         self._on_output = on_output
         self._on_change = on_connection_change
@@ -200,6 +210,7 @@ class AiLink:
             if generation != self._generation or not self._connected:
                 return
             self._connected = False
+            self.ai_status = ""
             self._connected_event.clear()
             self._pending.clear()  # what is still queued is dropped (and counted) by the thread
         if self._on_change is not None:
@@ -275,7 +286,7 @@ class AiLink:
             self._post(self._sent, generation, entry.item, self._clock())
 
     def _attempt(self) -> None:
-        channel = grpc.insecure_channel(self.target, options=self._channel_options())
+        channel = self._security.channel(self._channel_options())
         call: Any = None
         generation = 0
         beat_done = threading.Event()
@@ -320,6 +331,11 @@ class AiLink:
                 self._post(self._apply_connected, False, generation)
             channel.close()
 
+    def _set_ai_status(self, status: str) -> None:
+        if status != self.ai_status and self.ai_status:
+            log.log(logging.WARNING if status != "ok" else logging.INFO, "AI server status: %s", status)
+        self.ai_status = status
+
     def _route(self, out: pb.AudioOutput) -> None:
         try:
             self._on_output(out)
@@ -332,7 +348,7 @@ class AiLink:
         while not done.wait(self._hb_period):
             t = self._clock()
             try:
-                stub.GetStatus(pb.StatusRequest(), timeout=self._hb_timeout)
+                status = stub.GetStatus(pb.StatusRequest(), timeout=self._hb_timeout)
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
                 if code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
@@ -348,3 +364,4 @@ class AiLink:
             misses = 0
             rtt = self._clock() - t
             self._post(self.metrics.grpc_status_rtt.observe, rtt)
+            self._post(self._set_ai_status, status.status)

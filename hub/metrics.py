@@ -70,6 +70,7 @@ class HubMetrics:
         # Gauges, read at scrape time.
         self.active_devices: Callable[[], int] = lambda: 0
         self.grpc_connected: Callable[[], bool] = lambda: False
+        self.ai_status: Callable[[], str] = lambda: ""  # the AI server's GetStatus status ("" = not known)
         self.mqtt_connected: Callable[[], bool] = lambda: False
         self.vision_cameras: Callable[[], int] = lambda: 0
         self.vision_connected: Callable[[], bool] = lambda: False
@@ -131,8 +132,10 @@ class HubMetrics:
     def health(self) -> dict[str, object]:
         """The /health body: exactly the spec's fields."""
         connected = bool(self.grpc_connected())
+        # Degraded too when the AI server says so (a fallback voice, a vision model that failed to load).
+        ok = connected and self.ai_status() in ("", "ok")
         return {
-            "status": "ok" if connected else "degraded",
+            "status": "ok" if ok else "degraded",
             "uptime_secs": self.uptime_secs(),
             "active_devices": int(self.active_devices()),
             "grpc_connected": connected,

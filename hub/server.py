@@ -36,6 +36,7 @@ from hub.vision import VisionService
 from hub.web import add_web_app, device_tokens, read_access
 from shared.backoff import Backoff
 from shared.config import AudioSettings, HubSettings, MqttSettings, VideoSettings, WebRTCSettings
+from shared.grpc_security import hub_client
 from shared.contract import pb
 from shared.mqtt import topics
 
@@ -86,7 +87,9 @@ class Hub:
             backoff=Backoff(settings.hub_grpc_backoff_initial_s, settings.hub_grpc_backoff_max_s),
             per_device_limit=settings.hub_device_queue_frames,
             clock=clock,
+            security=hub_client(settings),  # HUB_AI_TLS_*; refuses plaintext to a non-loopback AI server
         )
+        self.metrics.ai_status = lambda: self.link.ai_status
         self.metrics.active_devices = lambda: len(self.sessions)
         self.metrics.grpc_connected = lambda: self.link.connected
         # HUB_VISION: each device's camera through the motion gate to the AI server (hub/vision).

@@ -6,6 +6,12 @@ refresh timing) and submits the chosen frames, JPEG-encoded, to the shared :clas
 When the track ends (the camera or its peer went away) or the session closes, the camera's state
 is dropped; other cameras are unaffected.
 
+Ingress cap (issue 18, M5): a decoded frame larger than 1280x720, or beyond 15 fps for its camera
+(a token bucket, so capture jitter is tolerated), or one that finds aiortc's decoded-frame queue
+already ``MAX_TRACK_BACKLOG`` deep (the loop is behind), is dropped before the motion gate, counted
+in ``vision_frames_dropped`` (``too_large``, ``too_fast``, ``backlog``): a camera sending 4K at
+60 fps costs a comparison per frame, not a gate and an encode.
+
 Everything runs on the event loop, inline: per frame the gate costs ~0.1 ms (640x480 reduced to
 160x120 grey + blur + diff) and a forwarded frame ~0.4 ms more (scale to 320x240 + JPEG), both
 measured by bench/vision_gate.py, far below what would be worth a thread hop. Decoding happens
@@ -31,8 +37,19 @@ from hub.vision.uplink import DROP_DISCONNECTED, VisionUplink
 from shared.backoff import Backoff
 from shared.config import HubSettings, VideoSettings
 from shared.contract import pb
+from shared.grpc_security import ClientSecurity, hub_client
+from shared.rate_limit import RateLimiter
 
 log = logging.getLogger("naila.hub.vision")
+
+MAX_PIXELS = 1280 * 720  # decoded frames above this are dropped before the gate
+MAX_FPS = 15.0  # per camera, on average
+FPS_BURST = 3.0  # frames a camera may send early (capture jitter)
+MAX_TRACK_BACKLOG = 8  # decoded frames waiting in aiortc's queue: more and the loop is behind
+
+DROP_TOO_LARGE = "too_large"
+DROP_TOO_FAST = "too_fast"
+DROP_BACKLOG = "backlog"
 
 
 class VisionService:
@@ -47,6 +64,7 @@ class VisionService:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         uplink_options: dict[str, Any] | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.settings = settings
         self.video = video
@@ -57,6 +75,8 @@ class VisionService:
         self._stopping = False
         # Per-device frame ids survive a camera's reconnect, so the AI server sees them keep increasing.
         self._frame_ids: dict[str, itertools.count[int]] = {}
+        self._fps = RateLimiter(MAX_FPS, FPS_BURST, clock=clock, max_keys=4096)
+        self._log_budget = RateLimiter(1.0 / 30.0, 3, clock=clock)  # ingress drops: a few lines a minute
         self.uplink = VisionUplink(
             settings.hub_ai_server,
             metrics,
@@ -67,6 +87,7 @@ class VisionService:
             on_drop=self._on_drop,
             on_connection_change=self._on_connection,
             clock=clock,
+            security=security or hub_client(settings),  # HUB_AI_TLS_*: the same link as the audio's
             **(uplink_options or {}),
         )
         metrics.vision_cameras = lambda: len(self.cameras)
@@ -104,8 +125,28 @@ class VisionService:
             st.motion_frames, st.forwarded, st.refreshes, st.dropped, st.decode_errors + st.encode_errors,
         )
 
-    def handle(self, feed: CameraFeed, frame: VideoFrame) -> None:
+    def admit(self, feed: CameraFeed, width: int, height: int, backlog: int = 0) -> bool:
+        """The cheap ingress check before the gate (see the module doc); False = dropped and counted."""
+        reason = None
+        if width * height > MAX_PIXELS:
+            reason = DROP_TOO_LARGE
+        elif backlog > MAX_TRACK_BACKLOG:
+            reason = DROP_BACKLOG
+        elif not self._fps.allow(feed.device_id):
+            reason = DROP_TOO_FAST
+        if reason is None:
+            return True
+        self.metrics.vision_frames_dropped[reason] += 1
+        feed.dropped()
+        if self._log_budget.allow(reason):
+            log.warning("%r: camera frame dropped before the motion gate: %s (%dx%d; limits %d pixels, %.0f fps)",
+                        feed.device_id, reason, width, height, MAX_PIXELS, MAX_FPS)
+        return False
+
+    def handle(self, feed: CameraFeed, frame: VideoFrame, backlog: int = 0) -> None:
         """One decoded frame of a camera: gate it and, if chosen, encode and submit it."""
+        if not self.admit(feed, frame.width, frame.height, backlog):
+            return
         send = feed.decide(frame, self._clock())
         if send is None:
             return
@@ -127,7 +168,7 @@ class VisionService:
                 frame = await track.recv()
                 if on_frame is not None:
                     on_frame()
-                self.handle(feed, frame)
+                self.handle(feed, frame, _backlog(track))
         except MediaStreamError:
             self.close_camera(feed, "ended")
         except asyncio.CancelledError:
@@ -193,6 +234,12 @@ class VisionService:
     async def stop(self) -> None:
         self._stopping = True
         await self.uplink.stop()
+
+
+def _backlog(track: Any) -> int:
+    """Decoded frames aiortc holds for this track (its RemoteStreamTrack queue is unbounded)."""
+    queue = getattr(track, "_queue", None)
+    return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
 
 
 async def _drain(track: Any, on_frame: Callable[[], None] | None) -> None:

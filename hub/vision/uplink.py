@@ -1,11 +1,15 @@
 """The hub's one long-lived AnalyzeFrames stream to the AI server, shared by every camera.
 
-Cameras hand VisionFrames to :meth:`VisionUplink.submit`, which never blocks: frames wait in
-ONE bounded queue (HUB_VISION_QUEUE_FRAMES, all cameras together), and when it is full the
-OLDEST frame is dropped and counted, because for detection a newer frame is always worth more
-than an older one. At most HUB_VISION_MAX_INFLIGHT frames are on the wire unanswered (the
-AI server answers each frame, in order); the rest wait in the queue, so a detector slower than
-the cameras turns into drop-oldest here instead of seconds of backlog in gRPC's buffers.
+Cameras hand VisionFrames to :meth:`VisionUplink.submit`, which never blocks. Each camera has ONE
+waiting slot: a newer frame of the same camera replaces its waiting one (dropped as
+``superseded`` and counted), because for detection a newer frame is always worth more than an
+older one. Waiting cameras are written round-robin (in the order their slots were taken; a camera
+just served queues behind the others), so one busy or rogue camera cannot push another camera's
+frames out (issue 18, M5); the old single drop-oldest queue let it. At most
+HUB_VISION_QUEUE_FRAMES cameras wait at once (a camera beyond that has its frame dropped as
+``queue_full``). At most HUB_VISION_MAX_INFLIGHT frames are on the wire unanswered (the AI server
+answers each frame, in order); the rest wait in their slots, so a detector slower than the cameras
+turns into newest-wins here instead of seconds of backlog in gRPC's buffers.
 
 While the stream is down, submitted frames are dropped and counted at once (nothing piles up);
 the stream is redialled with the hub's shared backoff (shared.backoff, HUB_GRPC_BACKOFF_*).
@@ -19,7 +23,8 @@ which collapsed under load there. Here at most a few frames per second per camer
 at most HUB_VISION_MAX_INFLIGHT in flight, so one write per iteration is plenty, and keeping
 the queue, counters and callbacks on the loop needs no cross-thread hand-off. The channel is
 separate from ai_link's (a sync channel cannot carry an aio call) but goes to the same
-HUB_AI_SERVER with the same options (hub.ai_link.channel_options).
+HUB_AI_SERVER with the same options (hub.ai_link.channel_options) and the same transport security
+(:class:`shared.grpc_security.ClientSecurity`: mutual TLS with HUB_AI_TLS_*).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +44,7 @@ from hub.ai_link import CONNECT_TIMEOUT_S, channel_options
 from hub.metrics import HubMetrics
 from shared.backoff import Backoff
 from shared.contract import pb, pb_grpc
+from shared.grpc_security import ClientSecurity
 
 log = logging.getLogger("naila.hub.vision.uplink")
 
@@ -48,7 +54,8 @@ RESULT_TIMEOUT_S = 30.0
 UNIMPLEMENTED_RETRY_S = 30.0
 
 # vision_frames_dropped reasons.
-DROP_QUEUE_FULL = "queue_full"  # the shared queue was full: its oldest frame made room
+DROP_QUEUE_FULL = "queue_full"  # HUB_VISION_QUEUE_FRAMES cameras were already waiting
+DROP_SUPERSEDED = "superseded"  # a newer frame of the same camera took its waiting slot
 DROP_DISCONNECTED = "ai_disconnected"  # no stream: dropped at submit, or still queued when it went down
 DROP_UNANSWERED = "unanswered"  # written, but the stream ended before its VisionResult
 
@@ -86,10 +93,12 @@ class VisionUplink:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         result_timeout_s: float = RESULT_TIMEOUT_S,
         unimplemented_retry_s: float = UNIMPLEMENTED_RETRY_S,
+        security: ClientSecurity | None = None,
     ) -> None:
         if queue_frames < 1 or max_inflight < 1:
             raise ValueError("queue_frames and max_inflight must be >= 1")
         self.target = target
+        self._security = security or ClientSecurity(target)  # None: plaintext (a loopback AI server in tests)
         self.metrics = metrics
         self._backoff = backoff
         self.queue_frames = queue_frames
@@ -101,8 +110,8 @@ class VisionUplink:
         self._connect_timeout_s = connect_timeout_s
         self._result_timeout_s = result_timeout_s
         self._unimplemented_retry_s = unimplemented_retry_s
-        # A deque, not deque(maxlen): the frame pushed out must be counted against its camera.
-        self._queue: deque[pb.VisionFrame] = deque()
+        # Camera -> its one waiting frame; the order is the round-robin order (oldest waiter first).
+        self._queue: OrderedDict[str, pb.VisionFrame] = OrderedDict()
         self._inflight: deque[_InFlight] = deque()
         self._wake = asyncio.Event()  # a frame was queued or a result freed a slot
         self._task: asyncio.Task[None] | None = None
@@ -136,9 +145,13 @@ class VisionUplink:
         if not self._connected:
             self._drop(frame, DROP_DISCONNECTED)
             return False
-        if len(self._queue) >= self.queue_frames:
-            self._drop(self._queue.popleft(), DROP_QUEUE_FULL)
-        self._queue.append(frame)
+        waiting = self._queue.get(frame.device_id)
+        if waiting is not None:
+            self._drop(waiting, DROP_SUPERSEDED)  # the camera keeps its place in the round
+        elif len(self._queue) >= self.queue_frames:
+            self._drop(frame, DROP_QUEUE_FULL)
+            return False
+        self._queue[frame.device_id] = frame
         self._wake.set()
         return True
 
@@ -180,7 +193,7 @@ class VisionUplink:
 
     async def _attempt(self) -> float | None:
         """One connection: open the stream and pump it until it fails. Returns a retry delay or None (backoff)."""
-        channel = grpc.aio.insecure_channel(self.target, options=channel_options(self._connect_timeout_s))
+        channel = self._security.aio_channel(channel_options(self._connect_timeout_s))
         try:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self._connect_timeout_s)
@@ -236,7 +249,7 @@ class VisionUplink:
             while not self._queue or len(self._inflight) >= self.max_inflight:
                 self._wake.clear()
                 await self._wake.wait()
-            frame = self._queue.popleft()
+            _, frame = self._queue.popitem(last=False)  # the camera that has waited longest
             self._inflight.append(_InFlight(frame.device_id, frame.frame_id, self._clock()))
             await call.write(frame)
             self.metrics.vision_frames_sent += 1
@@ -298,7 +311,7 @@ class VisionUplink:
                 f = self._inflight.popleft()
                 self._drop(pb.VisionFrame(device_id=f.device_id, frame_id=f.frame_id), DROP_UNANSWERED)
             while self._queue:
-                self._drop(self._queue.popleft(), DROP_DISCONNECTED)
+                self._drop(self._queue.popitem(last=False)[1], DROP_DISCONNECTED)
         if up:
             self._outage_logged = False
         if self._on_change is not None:

@@ -36,6 +36,7 @@ from hub.web.proxy import ProxyView, limit_key
 from hub.web.state import MQTT_FILTERS, AiStatusClient, DashboardState, SessionView
 from hub.web.upload import IMAGE_FORMATS, Publisher, UploadBridge, UploadError
 from shared.config import HubSettings, MediaSettings, load
+from shared.grpc_security import hub_client
 from shared.mqtt import is_safe_segment, topics
 from shared.mqtt.limits import MAX_TEXT_LEN
 from shared.rate_limit import RateLimiter
@@ -124,7 +125,7 @@ class WebApp:
         self.auth = WebAuth(token, s.hub_web_session_hours * 3600)
         self.bus = EventBus()
         self.mqtt = mqtt
-        self._ai_status = AiStatusClient(s.hub_ai_server)
+        self._ai_status = AiStatusClient(hub_client(s))  # HUB_AI_TLS_*, like the AI link
         self.state = DashboardState(
             self.bus,
             host.metrics,

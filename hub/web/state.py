@@ -36,6 +36,7 @@ from hub.metrics import HubMetrics
 from hub.turns import TurnLog, TurnRecord
 from hub.web.auth import BROWSER_ID_RE
 from hub.web.events import EventBus, format_event
+from shared.grpc_security import ClientSecurity
 from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, parse_topic, topics
 from shared.rate_limit import RateLimiter
 
@@ -403,8 +404,10 @@ class AiStatusClient:
     """A blocking GetStatus on its own channel (called in a thread): the hub's AI link uses
     GetStatus only as a heartbeat and keeps no answer, and one call every few seconds needs no more."""
 
-    def __init__(self, target: str, timeout_s: float = 2.0) -> None:
-        self.target = target
+    def __init__(self, target: str | ClientSecurity, timeout_s: float = 2.0) -> None:
+        # A ClientSecurity (shared.grpc_security.hub_client) carries HUB_AI_TLS_*; a bare target is plaintext.
+        self.security = target if isinstance(target, ClientSecurity) else ClientSecurity(target)
+        self.target = self.security.target
         self.timeout_s = timeout_s
         self._channel: Any = None
 
@@ -414,7 +417,7 @@ class AiStatusClient:
         from shared.contract import pb, pb_grpc
 
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.target)
+            self._channel = self.security.channel()
         try:
             r = pb_grpc.NailaAIStub(self._channel).GetStatus(pb.StatusRequest(), timeout=self.timeout_s)
         except grpc.RpcError as err:

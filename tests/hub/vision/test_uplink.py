@@ -63,10 +63,10 @@ async def test_frames_arrive_with_their_fields_and_results_are_counted(
     up, m, rec = make_uplink(fake_ai.port, queue_frames=16)
     up.start()
     await until(lambda: up.connected, 5, "uplink connected")
-    for n in range(1, 6):  # submitted back to back: ten frames wait in the queue at once
+    for n in range(1, 6):  # one frame per camera at a time: each waits in its camera's slot
         assert up.submit(frame("cam-a", n, refresh=n == 1))
         assert up.submit(frame("cam-b", n))
-    await until(lambda: len(rec.results) == 10, 5, "ten results")
+        await until(lambda n=n: len(rec.results) == 2 * n, 5, "both cameras answered")  # type: ignore[misc]
     got = fake_ai.frames["cam-a"]
     assert [f.frame_id for f in got] == [1, 2, 3, 4, 5]
     first = got[0]
@@ -82,7 +82,9 @@ async def test_frames_arrive_with_their_fields_and_results_are_counted(
     assert not rec.drops and up.queue_depth == 0 and up.inflight == 0
 
 
-async def test_a_full_queue_drops_the_oldest_and_counts_it(fake_ai: VisionAI, make_uplink: UplinkFactory) -> None:
+async def test_one_waiting_slot_per_camera_the_newest_frame_wins(
+    fake_ai: VisionAI, make_uplink: UplinkFactory
+) -> None:
     up, m, rec = make_uplink(fake_ai.port, queue_frames=4, max_inflight=1)
     up.start()
     await until(lambda: up.connected, 5, "uplink connected")
@@ -91,12 +93,58 @@ async def test_a_full_queue_drops_the_oldest_and_counts_it(fake_ai: VisionAI, ma
     await until(lambda: len(fake_ai.frames["cam-a"]) == 1, 5, "the first frame reached the server")
     for n in range(2, 11):
         up.submit(frame("cam-a", n))
-    assert up.inflight == 1 and up.queue_depth == 4  # bounded: never more than HUB_VISION_QUEUE_FRAMES
-    assert m.vision_frames_dropped["queue_full"] == 5
-    assert [d[1] for d in rec.drops] == [2, 3, 4, 5, 6]  # the oldest went; the newest four wait
+    assert up.inflight == 1 and up.queue_depth == 1  # one camera: one waiting frame, however fast it sends
+    assert m.vision_frames_dropped["superseded"] == 8
+    assert [d[1] for d in rec.drops] == [2, 3, 4, 5, 6, 7, 8, 9]
     fake_ai.hold.set()
-    await until(lambda: len(rec.results) == 5, 5, "the rest answered")
-    assert [f.frame_id for f in fake_ai.frames["cam-a"]] == [1, 7, 8, 9, 10]
+    await until(lambda: len(rec.results) == 2, 5, "the rest answered")
+    assert [f.frame_id for f in fake_ai.frames["cam-a"]] == [1, 10]
+
+
+async def test_a_flooding_camera_cannot_starve_another(fake_ai: VisionAI, make_uplink: UplinkFactory) -> None:
+    """M5: with the old single drop-oldest queue, cam-a's flood pushed cam-b's frame out; now cameras
+    take turns and only the flooding camera's own frames are dropped."""
+    up, m, rec = make_uplink(fake_ai.port, queue_frames=4, max_inflight=1)
+    up.start()
+    await until(lambda: up.connected, 5, "uplink connected")
+    fake_ai.hold.clear()
+    up.submit(frame("cam-a", 1))
+    await until(lambda: len(fake_ai.frames["cam-a"]) == 1, 5, "cam-a's first frame on the wire")
+    up.submit(frame("cam-a", 2))
+    up.submit(frame("cam-b", 1))  # the quiet camera's one frame, in the middle of the flood
+    for n in range(3, 40):
+        up.submit(frame("cam-a", n))
+    assert up.queue_depth == 2 and m.vision_frames_dropped["superseded"] == 37
+    assert all(d[0] == "cam-a" for d in rec.drops)
+    fake_ai.hold.set()
+    await until(lambda: len(rec.results) == 3, 5, "both cameras answered")
+    assert [(r.device_id, r.frame_id) for r in rec.results] == [("cam-a", 1), ("cam-a", 39), ("cam-b", 1)]
+    # Round robin: cam-a, just served, now queues behind cam-b.
+    fake_ai.hold.clear()
+    up.submit(frame("cam-a", 40))
+    await until(lambda: len(fake_ai.frames["cam-a"]) == 3, 5, "cam-a's next frame on the wire")
+    up.submit(frame("cam-a", 41))
+    up.submit(frame("cam-b", 2))
+    up.submit(frame("cam-a", 42))
+    fake_ai.hold.set()
+    await until(lambda: len(rec.results) == 6, 5, "the next round")
+    assert [(r.device_id, r.frame_id) for r in rec.results][3:] == [("cam-a", 40), ("cam-a", 42), ("cam-b", 2)]
+
+
+async def test_cameras_beyond_the_waiting_cap_are_dropped_and_counted(
+    fake_ai: VisionAI, make_uplink: UplinkFactory
+) -> None:
+    up, m, rec = make_uplink(fake_ai.port, queue_frames=2, max_inflight=1)
+    up.start()
+    await until(lambda: up.connected, 5, "uplink connected")
+    fake_ai.hold.clear()
+    up.submit(frame("cam-a", 1))
+    await until(lambda: len(fake_ai.frames["cam-a"]) == 1, 5, "cam-a's frame on the wire")
+    assert up.submit(frame("cam-b", 1)) and up.submit(frame("cam-c", 1))
+    assert not up.submit(frame("cam-d", 1))  # two cameras already wait (HUB_VISION_QUEUE_FRAMES)
+    assert m.vision_frames_dropped["queue_full"] == 1 and rec.drops == [("cam-d", 1, "queue_full")]
+    fake_ai.hold.set()
+    await until(lambda: len(rec.results) == 3, 5, "the waiting cameras answered")
 
 
 async def test_server_killed_frames_dropped_and_counted_then_reconnects(
@@ -133,7 +181,7 @@ async def test_a_hung_server_is_torn_down_and_its_frames_counted_unanswered(
     await until(lambda: up.connected, 5, "uplink connected")
     fake_ai.hold.clear()
     up.submit(frame("cam-a", 1))
-    up.submit(frame("cam-a", 2))
+    up.submit(frame("cam-b", 2))  # another camera: one camera's second frame would supersede its first
     await until(lambda: m.vision_frames_dropped["unanswered"] == 2, 5, "the stuck frames given up")
     fake_ai.hold.set()
     await until(lambda: up.connected and fake_ai.vision_streams == 2, 5, "a fresh stream")
