@@ -56,7 +56,11 @@ async def run(settings: DeviceSettings, duration: float | None = None) -> int:
     from device_agent.agent import DeviceAgent
     from device_agent.aio import wait_event
 
-    agent = DeviceAgent(settings)
+    try:
+        agent = DeviceAgent(settings)
+    except ValueError as exc:  # e.g. DEVICE_HUB_CA unreadable: one line, like a config error
+        print(f"naila device: {exc}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiortc import (
@@ -47,6 +50,10 @@ QUIET_DBFS = -60.0
 FLUSH_DRAIN_S = 0.3
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join((str(err) or type(err).__name__).split())[:200]
+
+
 class ConnectError(Exception):
     """The offer/answer exchange with the hub failed (one-line reason)."""
 
@@ -57,6 +64,41 @@ class SignalingTransport(Protocol):
     def describe(self) -> str: ...
 
     async def exchange(self, offer_sdp: str) -> str: ...
+
+
+def hub_ssl_context(device: DeviceSettings) -> ssl.SSLContext | None:
+    """How to check the hub's certificate (M3): for an https DEVICE_HUB_URL, DEVICE_HUB_CA (the
+    household CA from ``naila init``) or else the system CAs; None for http.
+
+    Warns when the device token would cross the network in clear. Raises ValueError (one line,
+    naming the setting) for a CA file that cannot be read.
+    """
+    url = urlsplit(device.device_hub_url)
+    if url.scheme != "https":
+        if device.device_hub_ca:
+            log.warning("DEVICE_HUB_CA is set but DEVICE_HUB_URL is not https: it is not used")
+        if device.device_hub_token and not _is_loopback(url.hostname or ""):
+            log.warning(
+                "DEVICE_HUB_URL is plain http to %s: the device token and the WebRTC fingerprints cross the "
+                "network in clear (anyone on the LAN can take this device's place); use https with DEVICE_HUB_CA",
+                url.hostname,
+            )
+        return None
+    if not device.device_hub_ca:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=device.device_hub_ca)
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(f"DEVICE_HUB_CA={device.device_hub_ca}: cannot load the CA certificate ({err})") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _prefer_codec(transceiver: Any, kind: str, mime: str) -> None:
@@ -116,6 +158,7 @@ class HubClient:
         self.pipeline = pipeline
         self.camera = camera
         self.url = device.device_hub_url.rstrip("/") + "/connect"
+        self._ssl = hub_ssl_context(device) if signaling is None else None
         self.signaling = signaling  # None: POST self.url
         self.target = signaling.describe() if signaling is not None else self.url
         self._clock = clock
@@ -142,7 +185,11 @@ class HubClient:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("hub client already started")
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._http_timeout))
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._http_timeout),
+            # The hub's certificate is checked against DEVICE_HUB_CA (hub_ssl_context); True = aiohttp's default.
+            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
+        )
         self._task = asyncio.create_task(self._run(), name="hub-client")
 
     async def stop(self) -> None:
@@ -294,6 +341,9 @@ class HubClient:
                 if resp.status != 200:
                     detail = data.get("error") if isinstance(data, dict) else None
                     raise ConnectError(f"HTTP {resp.status}: {detail or resp.reason}")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ConnectError(f"the hub's certificate is not trusted ({_one_line(exc.certificate_error)}); "
+                               "set DEVICE_HUB_CA to the household CA") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ConnectError(f"hub unreachable ({type(exc).__name__}: {exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("sdp"), str):

@@ -17,11 +17,13 @@ Checks on every offer, in this order (each refusal counted in
 3. ``duplicate``: the same ``session_id`` as this device's previous offer: a QoS 1 redelivery.
    Dropped without a reply (the first copy is answered); answering it again would replace the
    device's working session with one nobody uses.
-4. ``unauthorized``: ``HUB_DEVICE_TOKENS`` applies as for HTTP: when it has an entry for the
-   device (or ``"*"``), the offer's ``token`` must match it.
-5. ``bad_sdp``: ``hub.signaling.check_offer_sdp`` (parseable, has audio), then whatever
-   ``connect_device`` refuses.
-6. ``busy``: more than :data:`MAX_NEGOTIATIONS` offers are being negotiated at once.
+4. ``unauthorized``: ``HUB_DEVICE_TOKENS`` applies as for HTTP: the offer's ``token`` must
+   match the device's entry (or ``"*"``); a device with neither is refused unless
+   ``HUB_ALLOW_UNAUTHENTICATED=true``.
+5. ``bad_sdp`` (and ``too_many_media``, ``no_bundle``, ``sdp_too_large``):
+   ``hub.signaling.check_offer_sdp``, then whatever ``connect_device`` refuses.
+6. ``busy``: ``HUB_MAX_NEGOTIATIONS`` offers of this module are being negotiated; the hub's
+   own cap, shared with HTTP, refuses with ``busy`` or ``too_many_sessions`` as well.
 
 A refused offer is answered with ``error`` set and an empty ``sdp`` (when its ``session_id``
 can be read), so the device learns why at once and backs off, instead of timing out.
@@ -79,8 +81,6 @@ from shared.rate_limit import RateLimiter
 
 log = logging.getLogger("naila.hub.mqtt_signaling")
 
-#: Offers negotiated at the same time, all devices together (each holds a peer connection).
-MAX_NEGOTIATIONS: Final = 16
 #: Trickled candidates kept for one offer while it is being negotiated.
 MAX_EARLY_CANDIDATES: Final = 32
 #: Trickled candidates per device: a burst for one gathering, then a steady trickle.
@@ -143,6 +143,8 @@ class MqttSignaling:
         self._hub = hub
         self._mqtt = mqtt
         self._tokens = settings.hub_device_tokens
+        self._open = settings.hub_allow_unauthenticated
+        self._max_negotiations = settings.hub_max_negotiations
         self.metrics = metrics
         self.offer_limit = RateLimiter(
             settings.hub_mqtt_offers_per_min / 60.0, settings.hub_mqtt_offer_burst, clock=clock
@@ -164,6 +166,12 @@ class MqttSignaling:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+
+    def session_closed(self, device_id: str, session: PeerSession) -> None:
+        """The hub closed a device's session: forget it (no per-id entry outlives its device)."""
+        live = self._live.get(device_id)
+        if live is not None and live.session is session:
+            del self._live[device_id]
 
     async def wait_idle(self) -> None:
         """Wait until no offer is being negotiated (tests)."""
@@ -200,10 +208,12 @@ class MqttSignaling:
             return
         self._remember(device_id, offer.session_id)
         try:
-            check_token(self._tokens, device_id, f"Bearer {offer.token}" if offer.token else None)
+            check_token(self._tokens, device_id, f"Bearer {offer.token}" if offer.token else None,
+                        allow_unauthenticated=self._open)
             check_offer_sdp(offer.sdp)
-            if len(self._tasks) >= MAX_NEGOTIATIONS:
-                raise RequestRejected("busy", f"{MAX_NEGOTIATIONS} offers are being negotiated; retry later")
+            # Checked here too, so a flood of offers cannot pile up tasks waiting for the hub's cap.
+            if len(self._tasks) >= self._max_negotiations:
+                raise RequestRejected("busy", f"{self._max_negotiations} offers are being negotiated; retry later")
         except RequestRejected as err:
             await self._refuse(device_id, offer.session_id, err.reason, err.message)
             return

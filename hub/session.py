@@ -26,7 +26,7 @@ from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
 from hub.tts_track import TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
-from hub.vad import VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
+from hub.vad import END_MAX_LENGTH, VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
 from hub.vision import VisionService
 from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
@@ -91,6 +91,7 @@ class DeviceSession:
             barge_in_frames=s.hub_barge_in_frames,
             frame_ms=FRAME_MS,
             sample_rate=HUB_RATE,
+            max_utterance_ms=s.hub_max_utterance_s * 1000,
         )
         self.vad = VadStateMachine(host.make_detector(), config)
         self._ingest = AudioIngest(HUB_RATE)
@@ -299,6 +300,10 @@ class DeviceSession:
             return
         # END
         m.vad_ends += 1
+        if event.reason == END_MAX_LENGTH:
+            m.utterances_capped += 1
+            log.warning("%s: utterance ended at HUB_MAX_UTTERANCE_S=%gs without a pause (continuous sound near "
+                        "the mic?)", self.device_id, self.host.settings.hub_max_utterance_s)
         if open_here:
             self._send(pb.END, b"", 0, captured_at, captured_at, on_sent=self._end_sent)
         self._utterance_generation = None

@@ -98,6 +98,11 @@ class VadEvent:
     kind: VadEventKind
     audio: Int16Array
     frame_index: int
+    reason: str = ""  # END only: END_SILENCE or END_MAX_LENGTH
+
+
+END_SILENCE = "silence"
+END_MAX_LENGTH = "max_length"  # HUB_MAX_UTTERANCE_S of speech without a pause long enough to end the turn
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class VadConfig:
     barge_in_frames: int = 5
     frame_samples: int = 320
     frame_ms: int = 20
+    max_utterance_frames: int = 0  # 0 = no cap; else END after this many frames of one utterance (H4)
 
     @classmethod
     def from_ms(
@@ -121,6 +127,7 @@ class VadConfig:
         barge_in_frames: int,
         frame_ms: int = 20,
         sample_rate: int = 16_000,
+        max_utterance_ms: float = 0,
     ) -> VadConfig:
         return cls(
             onset_frames=max(1, onset_frames),
@@ -129,6 +136,7 @@ class VadConfig:
             barge_in_frames=max(1, barge_in_frames),
             frame_samples=sample_rate * frame_ms // 1000,
             frame_ms=frame_ms,
+            max_utterance_frames=max(0, round(max_utterance_ms / frame_ms)),
         )
 
 
@@ -144,6 +152,11 @@ class VadStateMachine:
     its mic), in which case INTERRUPT comes right before START. The START audio is the
     pre-roll (up to ``preroll_frames`` frames heard before the onset) plus the onset frames,
     so the first syllable is not clipped.
+
+    An utterance lasts at most ``max_utterance_frames`` (onset and CONTINUE frames; HUB_MAX_UTTERANCE_S):
+    a TV or music near the mic keeps the detector voiced, and the AI server would otherwise
+    buffer and re-transcribe without end. The END then carries ``reason=END_MAX_LENGTH``; if
+    the sound goes on, a new onset opens the next utterance.
     """
 
     def __init__(
@@ -160,6 +173,7 @@ class VadStateMachine:
         self._onset: list[Int16Array] = []
         self._silent = 0
         self._index = 0  # frames fed so far
+        self._utterance_frames = 0  # frames sent in the open utterance (onset + CONTINUE)
 
     @property
     def in_utterance(self) -> bool:
@@ -176,6 +190,7 @@ class VadStateMachine:
         self._preroll.clear()
         self._onset.clear()
         self._silent = 0
+        self._utterance_frames = 0
         self.detector.reset()
 
     def process(self, frame: Int16Array, is_playing: bool = False) -> list[VadEvent]:
@@ -204,18 +219,27 @@ class VadStateMachine:
 
         # Speaking or MaybeSilence: every frame goes upstream, hangover frames included.
         events = [VadEvent(VadEventKind.CONTINUE, frame, index)]
+        self._utterance_frames += 1
+        cap = self.config.max_utterance_frames
         if voiced:
             self._silent = 0
             self.state = VadState.SPEAKING
-            return events
-        self._silent += 1
-        self.state = VadState.MAYBE_SILENCE
-        if self.end_of_turn.turn_is_over(self._silent, frame):
-            events.append(VadEvent(VadEventKind.END, _EMPTY, index))
-            self.state = VadState.SILENCE
-            self._silent = 0
-            self._preroll.clear()  # already sent as CONTINUE; do not send it twice
+        else:
+            self._silent += 1
+            self.state = VadState.MAYBE_SILENCE
+            if self.end_of_turn.turn_is_over(self._silent, frame):
+                events.append(self._end(index, END_SILENCE))
+                return events
+        if cap and self._utterance_frames >= cap:
+            events.append(self._end(index, END_MAX_LENGTH))
         return events
+
+    def _end(self, index: int, reason: str) -> VadEvent:
+        self.state = VadState.SILENCE
+        self._silent = 0
+        self._utterance_frames = 0
+        self._preroll.clear()  # already sent as CONTINUE; do not send it twice
+        return VadEvent(VadEventKind.END, _EMPTY, index, reason)
 
     def _push_preroll(self, frame: Int16Array) -> None:
         if self.config.preroll_frames > 0:
@@ -227,6 +251,7 @@ class VadStateMachine:
         first_index = index - len(frames) + 1
         audio = np.concatenate(frames).astype(np.int16, copy=False)
         self._preroll.clear()
+        self._utterance_frames = len(self._onset)
         self._onset = []
         self._silent = 0
         self.state = VadState.SPEAKING

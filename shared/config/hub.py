@@ -13,6 +13,7 @@ from pydantic_settings import NoDecode
 from shared.config.base import NailaSettings
 
 _SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
+MIN_DEVICE_TOKEN_LEN = 24
 
 
 class HubSettings(NailaSettings):
@@ -21,6 +22,7 @@ class HubSettings(NailaSettings):
     hub_ai_server: str = Field("127.0.0.1:50051", description="AI server gRPC address host:port")
     hub_device_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
+        repr=False,  # secrets: never in a repr or a log line
         description='Per-device bearer tokens as JSON {"device_id": "token"} (24+ characters each; "*" = any '
         "other id); empty = /connect is refused unless HUB_ALLOW_UNAUTHENTICATED=true",
     )
@@ -224,4 +226,19 @@ class HubSettings(NailaSettings):
                 return json.loads(v)
             except json.JSONDecodeError as exc:
                 raise ValueError(f'must be JSON like {{"device_id": "token"}} ({exc.msg})') from None
+        return v
+
+    @field_validator("hub_device_tokens")
+    @classmethod
+    def _token_rules(cls, v: dict[str, str]) -> dict[str, str]:
+        # L5: a short token can be guessed through the per-address limits; the messages name the
+        # device, never the value.
+        from shared.mqtt.topics import is_safe_segment
+
+        for device_id, token in v.items():
+            if device_id != "*" and not is_safe_segment(device_id):
+                raise ValueError(f"{device_id[:64]!r} is not a device id (1-64 of A-Z a-z 0-9 _ . -) or \"*\"")
+            if len(token.strip()) < MIN_DEVICE_TOKEN_LEN:
+                raise ValueError(f"the token of {device_id!r} is shorter than {MIN_DEVICE_TOKEN_LEN} characters "
+                                 "(naila init writes 43 random ones)")
         return v

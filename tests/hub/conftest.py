@@ -272,6 +272,8 @@ async def make_hub(fake_ai: FakeAI, loopback_ice: None) -> AsyncIterator[HubFact
                 "hub_grpc_backoff_initial_s": 0.05,
                 "hub_grpc_backoff_max_s": 0.3,
                 "hub_device_tokens": {},
+                # These tests are about media, not auth: an explicitly open hub (tests/security covers auth).
+                "hub_allow_unauthenticated": True,
                 "hub_metrics_token": METRICS_TOKEN,
                 **overrides,
             },

@@ -13,13 +13,14 @@ from .conftest import METRICS_TOKEN, FakeAI, HubFactory, connect_device, get_jso
 
 pytestmark = pytest.mark.integration
 
+LOCKED_TOKEN = "pi-locked-token-0123456789abcdef"  # 24+ characters (HUB_DEVICE_TOKENS' minimum)
 AUDIO_NO_ICE = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
 
 async def test_every_bad_connect_is_refused_and_nothing_else_is_disturbed(
     make_hub: HubFactory, fake_ai: FakeAI
 ) -> None:
-    hub = await make_hub(hub_max_body_bytes=4096, hub_device_tokens={"pi-locked": "s3cret"})
+    hub = await make_hub(hub_max_body_bytes=4096, hub_device_tokens={"pi-locked": LOCKED_TOKEN})
     live = await connect_device(hub.url, "pi-live")
     session = hub.sessions["pi-live"]
     try:
@@ -59,7 +60,7 @@ async def test_every_bad_connect_is_refused_and_nothing_else_is_disturbed(
             status, body = await post_connect(hub.url, {"device_id": "pi-locked", "sdp": AUDIO_NO_ICE}, token)
             assert status == 401 and set(body) == {"error"}
         assert hub.metrics.unauthorized == 2
-        locked = await connect_device(hub.url, "pi-locked", token="s3cret")
+        locked = await connect_device(hub.url, "pi-locked", token=LOCKED_TOKEN)
         await locked.close()
         # The live session was never touched.
         assert hub.sessions["pi-live"] is session and not session.closed

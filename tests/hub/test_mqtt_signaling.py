@@ -37,6 +37,8 @@ pytestmark = pytest.mark.integration
 SILENCE = np.zeros(RATE // 2, dtype=np.int16)
 # Parses, has audio: enough to get past check_offer_sdp to the check under test.
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+TOKEN_1 = "device-token-one-0123456789abcdef"  # 24+ characters (HUB_DEVICE_TOKENS' minimum)
+TOKEN_2 = "device-token-two-0123456789abcdef"
 
 HubMaker = Callable[..., Awaitable[Hub]]
 
@@ -64,6 +66,7 @@ async def mqtt_hub(fake_ai: FakeAI, loopback_ice: None, broker_settings: MqttSet
                 "hub_grpc_backoff_initial_s": 0.05,
                 "hub_grpc_backoff_max_s": 0.3,
                 "hub_device_tokens": {},
+                "hub_allow_unauthenticated": True,  # explicitly open: these tests are about the MQTT path
                 "hub_id": uid("test"),
                 "hub_metrics_token": METRICS_TOKEN,
                 **overrides,
@@ -172,9 +175,9 @@ async def test_a_device_agent_in_mqtt_mode_gets_a_session_and_audio_flows_both_w
     mqtt_hub: HubMaker, fake_ai: FakeAI, broker_settings: MqttSettings, phrase: Int16Array
 ) -> None:
     dev = uid("pi-mq")
-    hub = await mqtt_hub(hub_device_tokens={dev: "tok-1"})
+    hub = await mqtt_hub(hub_device_tokens={dev: TOKEN_1}, hub_allow_unauthenticated=False)
     backend = MemoryAudioBackend()
-    agent = device_agent(dev, backend, broker_settings, device_hub_token="tok-1")
+    agent = device_agent(dev, backend, broker_settings, device_hub_token=TOKEN_1)
     await agent.start()
     try:
         assert await agent.wait_connected(15), agent.hub.last_error
@@ -198,8 +201,8 @@ async def test_a_refused_device_backs_off_and_connects_once_the_hub_accepts_it(
     mqtt_hub: HubMaker, broker_settings: MqttSettings
 ) -> None:
     dev = uid("pi-tok")
-    hub = await mqtt_hub(hub_device_tokens={dev: "right"})
-    agent = device_agent(dev, MemoryAudioBackend(), broker_settings, device_hub_token="wrong")
+    hub = await mqtt_hub(hub_device_tokens={dev: TOKEN_1}, hub_allow_unauthenticated=False)
+    agent = device_agent(dev, MemoryAudioBackend(), broker_settings, device_hub_token=TOKEN_2)
     await agent.start()
     try:
         # Each refusal is one failed attempt on the device's usual backoff schedule.
@@ -207,7 +210,7 @@ async def test_a_refused_device_backs_off_and_connects_once_the_hub_accepts_it(
         assert hub.metrics.mqtt_offers_rejected["unauthorized"] >= 2
         assert "hub refused the offer: unauthorized" in (agent.hub.last_error or "")
         assert not agent.hub.connected and dev not in hub.sessions
-        hub.settings.hub_device_tokens[dev] = "wrong"  # the operator fixes the hub's side
+        hub.settings.hub_device_tokens[dev] = TOKEN_2  # the operator fixes the hub's side
         assert await agent.wait_connected(15), agent.hub.last_error
         assert dev in hub.sessions and hub.metrics.mqtt_answers == 1
     finally:

@@ -114,7 +114,7 @@ class Rig:
 def make_rig(**settings: Any) -> Rig:
     hub, mqtt, clock = FakeHub(), FakeMqtt(), FakeClock()
     metrics = HubMetrics(clock)
-    hub_settings = load(HubSettings, **{"hub_device_tokens": {}, **settings})
+    hub_settings = load(HubSettings, **{"hub_device_tokens": {}, "hub_allow_unauthenticated": True, **settings})
     signaling = MqttSignaling(hub, mqtt, hub_settings, metrics, clock=clock)
     return Rig(hub, mqtt, signaling, metrics, clock)
 
@@ -212,16 +212,26 @@ async def test_a_redelivered_offer_is_dropped_without_a_second_session() -> None
 
 
 async def test_hub_device_tokens_apply_to_mqtt_offers_too() -> None:
-    rig = make_rig(hub_device_tokens={"pi-a": "s3cret", "*": "shared"})
+    mine, shared = "pi-a-token-0123456789abcdef", "shared-token-0123456789abcdef"
+    rig = make_rig(hub_device_tokens={"pi-a": mine, "*": shared})
     await rig.offer("pi-a", "s1")
     await rig.offer("pi-a", "s2", token="wrong")
-    await rig.offer("pi-a", "s3", token="shared")  # pi-a has its own entry: "*" does not apply
-    await rig.offer("pi-a", "s4", token="s3cret")
-    await rig.offer("pi-b", "b1", token="shared")
+    await rig.offer("pi-a", "s3", token=shared)  # pi-a has its own entry: "*" does not apply
+    await rig.offer("pi-a", "s4", token=mine)
+    await rig.offer("pi-b", "b1", token=shared)
     errors = [a.error for a in rig.mqtt.answers()]
-    assert errors[:3] == ["unauthorized: missing or wrong bearer token"] * 3
+    assert errors[:3] == ["unauthorized: missing, unknown or wrong device token"] * 3
     assert errors[3:] == [None, None]
     assert rig.metrics.mqtt_offers_rejected == {"unauthorized": 3}
+
+
+async def test_mqtt_offers_are_default_deny_too() -> None:
+    token = "pi-a-token-0123456789abcdef"
+    rig = make_rig(hub_allow_unauthenticated=False, hub_device_tokens={"pi-a": token})
+    await rig.offer("pi-b", "b1")  # no entry, no "*"
+    await rig.offer("pi-a", "a1", token=token)
+    assert [a.error for a in rig.mqtt.answers()] == ["unauthorized: missing, unknown or wrong device token", None]
+    assert [d for d, _ in rig.hub.offers] == ["pi-a"]
 
 
 def test_the_token_is_not_in_the_offers_repr() -> None:
@@ -237,11 +247,8 @@ async def test_an_answer_that_cannot_be_published_is_counted() -> None:
     assert rig.metrics.mqtt_answers == 0
 
 
-async def test_negotiations_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.mqtt_signaling
-
-    monkeypatch.setattr(hub.mqtt_signaling, "MAX_NEGOTIATIONS", 2)
-    rig = make_rig()
+async def test_negotiations_in_flight_are_bounded() -> None:
+    rig = make_rig(hub_max_negotiations=2)
     rig.hub.gate = asyncio.Event()
     for dev in ("pi-a", "pi-b", "pi-c"):
         await rig.signaling.on_offer(
