@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy.typing as npt
 from device_agent.agent import DeviceAgent
 from device_agent.audio_io.echo_path import EchoPath
 from device_agent.audio_io.memory import MemoryAudioBackend
+from naila.stack import hub_read
 from shared.audio import Int16Array, espeak
 from shared.config import AudioSettings, DeviceSettings, MqttSettings, WebRTCSettings, load
 
@@ -116,15 +116,13 @@ async def start_device(
 
 
 def hub_turns(hub_url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{hub_url}/turns", timeout=3) as r:
-        data = json.loads(r.read())
+    data = json.loads(hub_read(hub_url, "/turns"))
     return list(data["turns"] if isinstance(data, dict) else data)
 
 
 def hub_counter(hub_url: str, name: str) -> float:
     """Read one naila_hub_* counter from the hub's Prometheus /metrics."""
-    with urllib.request.urlopen(f"{hub_url}/metrics", timeout=3) as r:
-        text = r.read().decode()
+    text = hub_read(hub_url, "/metrics").decode()
     m = re.search(rf"^naila_hub_{name}(?:_total)?(?:{{}})? ([0-9.e+]+)$", text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
 

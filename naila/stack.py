@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("naila.stack")
+
+# Hub URL -> the bearer token its data endpoints (/turns, /metrics, /health?detail=1) answer to
+# (HUB_METRICS_TOKEN), for helpers handed only the URL (naila.harness).
+READ_TOKENS: dict[str, str] = {}
+
+
+def hub_read(hub_url: str, path: str, timeout: float = 3.0) -> bytes:
+    """GET one of the hub's data endpoints with the token the stack started it with."""
+    token = READ_TOKENS.get(hub_url)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(hub_url + path, headers=headers), timeout=timeout) as r:
+        return bytes(r.read())
 
 
 def free_port() -> int:
@@ -88,6 +101,8 @@ class Stack:
     parts: dict[str, Part] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     progress: Callable[[str], None] = print
+    # HUB_METRICS_TOKEN of the hub it starts (unless extra_env names one): /turns and /metrics need it.
+    read_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @property
     def hub_url(self) -> str:
@@ -104,6 +119,7 @@ class Stack:
             HUB_PORT=str(self.hub_port),
             HUB_AI_SERVER=f"127.0.0.1:{self.ai_port}",
         )
+        env["HUB_METRICS_TOKEN"] = self.read_token
         env.update(self.extra_env)
         return env
 
@@ -145,6 +161,7 @@ class Stack:
         self.hub_port = self.hub_port or free_port()
         self.progress(f"[demo] starting hub on {self.hub_url}")
         part = self._spawn("hub", [sys.executable, "-m", "naila", "hub"])
+        READ_TOKENS[self.hub_url] = self.extra_env.get("HUB_METRICS_TOKEN") or self.read_token
         wait_until(lambda: self.health() is not None, timeout, "hub", part.proc)
 
     def health(self) -> dict[str, object] | None:
@@ -166,8 +183,7 @@ class Stack:
         wait_until(ok, timeout, "hub gRPC link to the AI server", self.parts["hub"].proc)
 
     def turns(self) -> list[dict[str, object]]:
-        with urllib.request.urlopen(f"{self.hub_url}/turns", timeout=2) as r:
-            data = json.loads(r.read())
+        data = json.loads(hub_read(self.hub_url, "/turns", timeout=2))
         return list(data["turns"] if isinstance(data, dict) else data)
 
     def restart(self, name: str) -> None:

@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.request
 
 import pytest
 
 from naila.harness import start_device
-from naila.stack import Stack
+from naila.stack import Stack, hub_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def arbitration_counts(hub_url: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{hub_url}/metrics", timeout=3) as r:
-        text = r.read().decode()
+    text = hub_read(hub_url, "/metrics").decode()
     return {m.group(1): float(m.group(2))
             for m in re.finditer(r'^naila_hub_arbitration_total\{outcome="(\w+)"\} ([0-9.e+]+)$', text, re.MULTILINE)}
 

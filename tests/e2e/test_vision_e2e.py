@@ -16,7 +16,6 @@ import asyncio
 import importlib.util
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 import pytest
 
 from naila.harness import start_device
-from naila.stack import Stack
+from naila.stack import Stack, hub_read
 from shared.contract import pb, pb_grpc
 from shared.mqtt import topics
 
@@ -73,8 +72,7 @@ async def ai_counters(stack: Stack) -> dict[str, int]:
 
 
 def hub_cameras(stack: Stack) -> dict[str, dict[str, Any]]:
-    with urllib.request.urlopen(f"{stack.hub_url}/health?detail=1", timeout=3) as r:
-        vision = json.loads(r.read()).get("vision") or {}
+    vision = json.loads(hub_read(stack.hub_url, "/health?detail=1")).get("vision") or {}
     return {c["device_id"]: c for c in vision.get("cameras", [])}
 
 
