@@ -8,6 +8,8 @@ CollectorRegistry, so tests can run several hubs in one process.
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,6 +39,11 @@ class HubMetrics:
         self.interrupts = 0
         self.bad_requests: Counter[str] = Counter()  # 400s by reason
         self.unauthorized = 0  # 401s
+        # /connect front door (issue 18, H1/H6): 408/429/503 refusals by reason, 421s, dropped slow connections.
+        self.connect_refused: Counter[str] = Counter()
+        self.host_refused = 0  # requests for a Host that is not the hub's (DNS rebinding), 421
+        self.header_timeouts = 0  # connections closed with no complete request after HUB_REQUEST_TIMEOUT_S
+        self.utterances_capped = 0  # utterances ended at HUB_MAX_UTTERANCE_S without a pause (H4)
         # Web app and data endpoints (hub/web, hub/status_routes.py): refusals and drops, by reason.
         self.web_refused: Counter[str] = Counter()
         self.frames_dropped: Counter[str] = Counter()  # uplink frames not sent, by reason
@@ -75,6 +82,7 @@ class HubMetrics:
         self.vision_cameras: Callable[[], int] = lambda: 0
         self.vision_connected: Callable[[], bool] = lambda: False
         self.vision_queue_depth: Callable[[], int] = lambda: 0
+        self.negotiations: Callable[[], int] = lambda: 0
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.uplink_latency = Histogram(
@@ -150,6 +158,14 @@ class HubMetrics:
         return generate_latest(self.registry)
 
 
+def open_fds() -> int | None:
+    """File descriptors this process holds (Linux /proc); None where that cannot be read."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
 class _CounterCollector(Collector):
     """Exports HubMetrics' ints at scrape time (no double bookkeeping on the media path)."""
 
@@ -171,6 +187,9 @@ class _CounterCollector(Collector):
             "grpc_heartbeat_failures": (m.grpc_heartbeat_failures, "AI streams torn down for missed heartbeats"),
             "interrupts": (m.interrupts, "Barge-ins (INTERRUPT sent)"),
             "unauthorized_requests": (m.unauthorized, "/connect requests refused with 401"),
+            "host_refused": (m.host_refused, "Requests for a Host name that is not the hub's, refused with 421"),
+            "header_timeouts": (m.header_timeouts, "Connections closed for sending no complete request in time"),
+            "utterances_capped": (m.utterances_capped, "Utterances ended at HUB_MAX_UTTERANCE_S without a pause"),
             "unknown_device_outputs": (m.unknown_device_outputs, "AudioOutput for a device not connected"),
             "sessions_opened": (m.sessions_opened, "WebRTC sessions opened"),
             "mqtt_offers": (m.mqtt_offers, "Messages received on naila/devices/+/signaling/offer"),
@@ -193,6 +212,8 @@ class _CounterCollector(Collector):
             yield c
         labelled = {
             "bad_requests": ("reason", m.bad_requests, "/connect requests refused with 400, by reason"),
+            "connect_refused": ("reason", m.connect_refused,
+                                "/connect requests refused for limits and capacity (408/429/503), by reason"),
             "frames_dropped": ("reason", m.frames_dropped, "Uplink 20 ms frames dropped, by reason"),
             "tts_dropped": ("reason", m.tts_dropped, "AudioOutput messages not played, by reason"),
             "control_messages": ("type", m.control_messages, "Control-channel messages sent to devices, by type"),
@@ -229,6 +250,17 @@ class _CounterCollector(Collector):
         g = GaugeMetricFamily("naila_hub_vision_queue_frames", "Frames waiting for the AnalyzeFrames stream")
         g.add_metric([], int(m.vision_queue_depth()))
         yield g
+        g = GaugeMetricFamily("naila_hub_negotiations", "SDP offers being negotiated (HTTP and MQTT)")
+        g.add_metric([], int(m.negotiations()))
+        yield g
+        fds = open_fds()
+        if fds is not None:
+            g = GaugeMetricFamily("naila_hub_open_fds", "File descriptors the hub process holds open")
+            g.add_metric([], fds)
+            yield g
+            g = GaugeMetricFamily("naila_hub_max_fds", "The hub process's file-descriptor limit (soft)")
+            g.add_metric([], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            yield g
         g = GaugeMetricFamily("naila_hub_uptime_seconds", "Seconds since the hub started")
         g.add_metric([], m.uptime_secs())
         yield g

@@ -15,34 +15,47 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from hub.ai_link import AiLink
 from hub.arbitration import Arbiter
+from hub.http_guard import HeaderDeadline, HostGuard, server_ssl_context
 from hub.metrics import HubMetrics
 from hub.mqtt_control import HubMqtt
 from hub.mqtt_signaling import MqttSignaling
 from hub.rooms import RoomDirectory
 from hub.session import DeviceSession
-from hub.signaling import connect_handler
+from hub.signaling import Busy, ConnectEndpoint
 from hub.status_routes import add_status_routes
 from hub.turns import TurnLog
 from hub.vad import VoiceDetector, make_detector
 from hub.vision import VisionService
 from hub.web import add_web_app, device_tokens, read_access
+from hub.web.proxy import ProxyView, limit_key
 from shared.backoff import Backoff
 from shared.config import AudioSettings, HubSettings, MqttSettings, VideoSettings, WebRTCSettings
-from shared.grpc_security import hub_client
 from shared.contract import pb
+from shared.grpc_security import hub_client
 from shared.mqtt import topics
 
 log = logging.getLogger("naila.hub")
 
 TURN_HISTORY = 50
+LINGER_S = 1.0  # how long aiohttp keeps reading a refused request's unread body before it closes
+
+
+@dataclass
+class _IdLock:
+    """One device id's negotiation lock and how many offers use it (dropped at zero: no per-id growth)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class Hub:
@@ -77,8 +90,15 @@ class Hub:
         self.arbiter = Arbiter(
             window_s=settings.hub_arbitration_window_ms / 1000, live_devices=lambda: len(self.sessions), clock=clock
         )
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _IdLock] = {}
         self._sequences: dict[str, itertools.count[int]] = {}
+        # H6: offers being negotiated (HTTP and MQTT together), and how many of them are for new ids.
+        self._negotiations = asyncio.Semaphore(settings.hub_max_negotiations)
+        self._negotiating = 0
+        self._pending_new: set[str] = set()
+        self._ssl: ssl.SSLContext | None = server_ssl_context(settings.hub_tls_cert, settings.hub_tls_key)
+        self._deadline = HeaderDeadline(settings.hub_request_timeout_s, self.metrics)
+        self._listener: asyncio.Server | None = None
         self.link = AiLink(
             settings.hub_ai_server,
             self.metrics,
@@ -91,6 +111,7 @@ class Hub:
         )
         self.metrics.ai_status = lambda: self.link.ai_status
         self.metrics.active_devices = lambda: len(self.sessions)
+        self.metrics.negotiations = lambda: self._negotiating
         self.metrics.grpc_connected = lambda: self.link.connected
         # HUB_VISION: each device's camera through the motion gate to the AI server (hub/vision).
         self.video = video or VideoSettings()
@@ -110,18 +131,25 @@ class Hub:
     # ----- lifecycle -----
 
     @property
+    def scheme(self) -> str:
+        return "https" if self._ssl is not None else "http"
+
+    @property
     def url(self) -> str:
         host = self.settings.hub_host
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        # Every route: first the header deadline's bookkeeping, then the Host check (DNS rebinding).
+        guard = HostGuard(self.settings.hub_public_hosts, self.metrics)
+        app = web.Application(middlewares=[self._deadline.middleware, guard.middleware])
         app.router.add_post(
             "/connect",
             # HUB_DEVICE_TOKENS, plus the web app's per-browser device tokens (hub.web.auth).
-            connect_handler(self, self.metrics, device_tokens(self.settings), self.settings.hub_max_body_bytes),
+            ConnectEndpoint(self, self.metrics, device_tokens(self.settings), self.settings,
+                            client_address=client_address(self.settings), clock=self._clock).handle,
         )
         web_app = add_web_app(app, self)
         # /turns, /health?detail=1, /metrics: the web login (its cookies, revocable) or HUB_METRICS_TOKEN.
@@ -132,18 +160,42 @@ class Hub:
     async def start(self) -> None:
         """Start the AI link (it connects in the background) and the HTTP server."""
         self.link.start()
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        s = self.settings
+        self._warn_about_auth()
+        # keepalive_timeout bounds the wait for a kept-alive connection's next request (headers included).
+        self._runner = web.AppRunner(
+            self.make_app(), access_log=None, keepalive_timeout=s.hub_request_timeout_s, lingering_time=LINGER_S
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.hub_host, self._listen_port)
-        await site.start()
-        addresses = self._runner.addresses
-        self.port = int(addresses[0][1]) if addresses else self._listen_port
+        server = self._runner.server
+        assert server is not None
+        # Our own listener instead of web.TCPSite: its protocol factory carries the header deadline.
+        self._listener = await asyncio.get_running_loop().create_server(
+            self._deadline.factory(server), s.hub_host, self._listen_port, ssl=self._ssl,
+            ssl_handshake_timeout=s.hub_request_timeout_s if self._ssl is not None else None, reuse_address=True,
+        )
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         if self.mqtt is not None:
             await self.mqtt.start()  # returns at once; redials in the background without a broker
         log.info(
-            "hub listening on http://%s:%d (POST /connect, GET /health /metrics /turns); AI server %s",
-            self.settings.hub_host, self.port, self.settings.hub_ai_server,
+            "hub listening on %s://%s:%d (POST /connect, GET /health /metrics /turns); AI server %s",
+            self.scheme, s.hub_host, self.port, s.hub_ai_server,
         )
+
+    def _warn_about_auth(self) -> None:
+        s = self.settings
+        if s.hub_allow_unauthenticated:
+            log.warning(
+                "HUB_ALLOW_UNAUTHENTICATED=true: /connect accepts device ids without a token; anyone who can reach "
+                "%s:%s can join as a device (its room, history and speakers). For demos and tests on loopback only.",
+                s.hub_host, self._listen_port,
+            )
+        elif not s.hub_device_tokens:
+            log.warning("HUB_DEVICE_TOKENS is empty: every /connect without a web-app device token is refused "
+                        "(401); `naila init` writes one token per device")
+        if self._ssl is None and s.hub_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("plain HTTP on %s: device tokens and SDP (DTLS fingerprints) cross the LAN in clear; "
+                        "set HUB_TLS_CERT/HUB_TLS_KEY", s.hub_host)
 
     async def stop(self) -> None:
         """Close every session, the HTTP server, the MQTT link and the AI link."""
@@ -151,9 +203,15 @@ class Hub:
             await self.mqtt_signaling.stop()
         for session in list(self.sessions.values()):
             await session.close("shutdown")
+        if self._listener is not None:
+            self._listener.close()
+        self._deadline.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
         if self.mqtt is not None:
             await self.mqtt.stop()
         await self.link.stop()
@@ -167,8 +225,34 @@ class Hub:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.webrtc.webrtc_ice_servers])
 
     async def connect_device(self, device_id: str, sdp: str) -> str:
-        """Open a session for the device (replacing its old one) and return the answer SDP."""
-        lock = self._locks.setdefault(device_id, asyncio.Lock())
+        """Open a session for the device (replacing its old one) and return the answer SDP.
+
+        Raises :class:`~hub.signaling.Busy` (503) at HUB_MAX_NEGOTIATIONS offers in flight (HTTP
+        and MQTT together) or, for a device not connected yet, at HUB_MAX_SESSIONS devices.
+        """
+        s = self.settings
+        if self._negotiations.locked():
+            raise Busy("busy", f"{s.hub_max_negotiations} offers are being negotiated; retry later")
+        new = device_id not in self.sessions and device_id not in self._pending_new
+        if new and len(self.sessions) + len(self._pending_new) >= s.hub_max_sessions:
+            raise Busy("too_many_sessions", f"{s.hub_max_sessions} devices are connected (HUB_MAX_SESSIONS)")
+        if new:
+            self._pending_new.add(device_id)
+        entry = self._locks.setdefault(device_id, _IdLock())
+        entry.users += 1
+        self._negotiating += 1
+        try:
+            async with self._negotiations:
+                return await self._negotiate(device_id, sdp, entry.lock)
+        finally:
+            self._negotiating -= 1
+            if new:
+                self._pending_new.discard(device_id)
+            entry.users -= 1
+            if entry.users == 0 and self._locks.get(device_id) is entry:
+                del self._locks[device_id]
+
+    async def _negotiate(self, device_id: str, sdp: str, lock: asyncio.Lock) -> str:
         async with lock:
             session = DeviceSession(device_id, RTCPeerConnection(self._rtc_configuration()), self,
                                     clock=self._clock)
@@ -213,6 +297,10 @@ class Hub:
     def session_closed(self, session: DeviceSession) -> None:
         if self.sessions.get(session.device_id) is session:
             del self.sessions[session.device_id]
+            # The device is gone: nothing per id may outlive it (H6), or made-up ids grow the hub.
+            self._sequences.pop(session.device_id, None)
+            if self.mqtt_signaling is not None:
+                self.mqtt_signaling.session_closed(session.device_id, session)
 
     def next_sequence(self, device_id: str) -> int:
         return next(self._sequences.setdefault(device_id, itertools.count()))
@@ -252,3 +340,10 @@ async def run_hub(
     hub = Hub(settings, webrtc, audio, detector_factory=detector_factory, port=port, mqtt=mqtt, video=video)
     await hub.start()
     return hub
+
+
+def client_address(settings: HubSettings) -> Callable[[web.Request], str]:
+    """The client address /connect's limits are keyed on: behind a HUB_TRUSTED_PROXIES proxy, the
+    forwarded client (else every device would share the proxy's budget); an IPv6 client by its /64."""
+    view = ProxyView(settings.hub_trusted_proxies)
+    return lambda request: limit_key(view.client(request))
