@@ -190,7 +190,7 @@ def test_the_hub_refuses_plaintext_to_a_non_loopback_ai_server(caplog: pytest.Lo
 
 def test_unusable_pem_files_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.crt").write_text("not a certificate")
-    with pytest.raises(InsecureTransport, match="HUB_AI_TLS_CA.*not a PEM file"):
+    with pytest.raises(InsecureTransport, match=r"HUB_AI_TLS_CA.*not a PEM file"):
         client_security("10.0.0.2:50051", ca=str(tmp_path / "junk.crt"))
     with pytest.raises(InsecureTransport, match="cannot read HUB_AI_TLS_CA"):
         client_security("10.0.0.2:50051", ca=str(tmp_path / "missing.crt"))
