@@ -11,6 +11,13 @@ is checked and stored in the media store with the device's zone. A WAV clip also
 the STT backend (its first ``MAX_TRANSCRIBE_S`` seconds): the transcript lands in the record's
 analysis (``{"transcript": ...}``). Other audio formats would need a decoder the AI server does
 not ship (Opus, MP3 are stored untranscribed).
+
+Unsolicited recordings (finding H7): the ACL lets every device write ``media/recording``, so a
+stolen Pi could fill the disk at LAN speed between two retention runs. A recording that answers
+no pending request spends the device's byte budget, ``AI_RECORDING_QUOTA_BYTES_PER_H`` per hour
+(a token bucket of bytes: refilled continuously, so the hour is a sliding one); beyond it it is
+refused ``over_quota``, counted and logged by the plane. Answers to our own requests are always
+accepted and cost nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
@@ -38,6 +47,7 @@ from ai_server.stt import STTBackend
 from shared.audio import HUB_RATE, Int16Array
 from shared.mqtt import MediaRequest, MediaUpload, build, new_request_id, outbound, topics
 from shared.mqtt.fields import JsonDict
+from shared.rate_limit import RateLimiter
 
 if TYPE_CHECKING:
     from ai_server.media.analysis import Analysed
@@ -67,7 +77,10 @@ class DeviceMedia:
         *,
         snapshot_timeout_s: float,
         stt: STTBackend | None = None,
+        recording_quota_bytes_per_h: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``recording_quota_bytes_per_h``: see the module doc; None = no quota, 0 = none accepted."""
         self._publish = publish
         self.registry = registry
         self.metrics = metrics
@@ -79,6 +92,10 @@ class DeviceMedia:
         self.recordings: PendingReplies[MediaRecord] = PendingReplies()
         # Set by ai_server/app.py when vision is on (MediaSources.video): a clip's middle frame analysed.
         self.video_frames: VideoFrames | None = None
+        self.recording_quota = recording_quota_bytes_per_h
+        self._quota = None if not recording_quota_bytes_per_h else RateLimiter(
+            recording_quota_bytes_per_h / 3600.0, recording_quota_bytes_per_h, clock=clock
+        )
 
     # -- requests ---------------------------------------------------------------------------
     async def request_snapshot(
@@ -147,6 +164,8 @@ class DeviceMedia:
 
     async def on_recording(self, device_id: str, upload: MediaUpload) -> MediaRecord:
         """A ``media/recording`` arrived: check it, store it, complete its request if any."""
+        if not self.recordings.waiting(device_id, upload.request_id):
+            self._spend_quota(device_id, len(upload.data))
         try:
             checked = self.policy.check(upload.media_type, upload.format, upload.data)
         except Rejected as exc:
@@ -162,6 +181,15 @@ class DeviceMedia:
             record = await self.transcribe(record)
         self.recordings.resolve(device_id, upload.request_id, record)
         return record
+
+    def _spend_quota(self, device_id: str, size: int) -> None:
+        quota = self.recording_quota
+        if quota is None:
+            return
+        if self._quota is None or not self._quota.allow(device_id, size):
+            self.metrics.event("recording_over_quota")
+            raise Rejected("over_quota", f"unsolicited recording of {size} bytes from {device_id}: over its "
+                           f"{quota} bytes per hour (AI_RECORDING_QUOTA_BYTES_PER_H)")
 
     async def _video_context(
         self, device_id: str, request_id: str, checked: CheckedMedia

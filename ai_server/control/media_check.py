@@ -48,9 +48,14 @@ def human_size(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
+#: AI_MEDIA_MAX_PIXELS' default, for callers without AI server settings.
+DEFAULT_MAX_PIXELS: Final = 40_000_000
+
+
 class MediaPolicy:
-    def __init__(self, media: MediaSettings) -> None:
+    def __init__(self, media: MediaSettings, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.max_bytes = media.media_max_upload_size
+        self.max_pixels = max_pixels
         self.formats: dict[str, frozenset[str]] = {
             "image": frozenset(sniff.normalise(f) for f in media.media_supported_image_formats),
             "audio": frozenset(sniff.normalise(f) for f in media.media_supported_audio_formats),
@@ -77,6 +82,14 @@ class MediaPolicy:
             return CheckedMedia(kind, fmt, data)
         try:
             info = sniff.image_info(data)
+        except sniff.TooManyPixels as exc:
+            raise Rejected("oversized", f"declared {fmt}: {exc}") from None
         except ValueError as exc:
             raise Rejected("corrupt", f"declared {fmt}: {exc}") from None
+        # From the header, before a single pixel is decoded (finding H7: a 20 kB PNG of 13000x13000
+        # would otherwise cost gigabytes in the decoder and its copies).
+        pixels = info.width * info.height
+        if pixels > self.max_pixels:
+            raise Rejected("oversized", f"{info.width}x{info.height} image is {pixels} pixels, over the "
+                           f"{self.max_pixels}-pixel limit")
         return CheckedMedia(kind, fmt, data, info.width, info.height)

@@ -54,6 +54,11 @@ class PendingReplies(Generic[T]):
             waiter.future.set_exception(error)
         return True
 
+    def waiting(self, device_id: str, request_id: str) -> bool:
+        """Whether a reply from ``device_id`` with ``request_id`` would complete a request."""
+        waiter = self._waiters.get(request_id)
+        return waiter is not None and waiter.device_id == device_id
+
     def forget(self, request_id: str) -> None:
         """Stop waiting (timeout or cancellation); a later reply is then "unmatched"."""
         self._waiters.pop(request_id, None)

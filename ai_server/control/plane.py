@@ -55,6 +55,7 @@ from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
 from ai_server.control.speech import Speaker
 from ai_server.control.uploads import Uploads
+from ai_server.media.analysis import limit_pixels
 from ai_server.pipeline import Pipeline, one_line
 from ai_server.session import ConversationSession
 from ai_server.store import MediaRecord, MediaStore
@@ -188,7 +189,8 @@ class ControlPlane:
             clock=clock,
         )
         self.registry = DeviceRegistry(self.metrics)
-        self.policy = MediaPolicy(media)
+        self.policy = MediaPolicy(media, max_pixels=settings.ai_media_max_pixels)
+        limit_pixels(settings.ai_media_max_pixels)  # Pillow's own guard, for every decoder in the process
         self.commands = Commands(
             self._publish, self.registry, self.metrics, default_timeout_s=settings.ai_command_timeout_s
         )
@@ -200,6 +202,8 @@ class ControlPlane:
             self.store,
             snapshot_timeout_s=media.media_snapshot_timeout_ms / 1000.0,
             stt=pipeline.stt,
+            recording_quota_bytes_per_h=settings.ai_recording_quota_bytes_per_h,
+            clock=clock,
         )
         self.speaker = Speaker(pipeline, self.registry, self.metrics, sessions)
         self.chat = Chat(self._publish, pipeline, self.speaker, self.metrics, timeout_s=settings.ai_chat_timeout_s)

@@ -9,7 +9,8 @@ Why a table here and not the ``filetype`` package: it reports Ogg Opus as plain 
 the nine formats below are a dozen lines of well-documented signatures.
 
 Image width and height come from Pillow, which only parses the header here (``Image.open``
-is lazy); an image whose header Pillow cannot read is refused as corrupt.
+is lazy); an image whose header Pillow cannot read is refused as corrupt, one over Pillow's
+pixel limit (:func:`ai_server.media.analysis.limit_pixels`) as :class:`TooManyPixels`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def matches(declared: str, detected: str | None) -> bool:
     return detected in _SAME_CONTAINER.get(declared, {declared})
 
 
+class TooManyPixels(ValueError):
+    """The header declares more pixels than the process allows (a decompression bomb)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
     width: int
@@ -101,7 +106,9 @@ def image_info(data: bytes) -> ImageInfo:
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels(str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"not a readable image: {exc}") from None
     if width <= 0 or height <= 0:
         raise ValueError(f"image has no pixels ({width}x{height})")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,11 +37,29 @@ from shared.mqtt.models import DetectedObject, VisualAnalysis, VisualMedia, Visu
 log = logging.getLogger(__name__)
 
 SourceType = Literal["webrtc_stream", "mqtt_snapshot", "http_upload", "mqtt_upload"]
-BadImageReason = Literal["corrupt", "content_mismatch", "unsupported_format"]
+BadImageReason = Literal["corrupt", "content_mismatch", "unsupported_format", "oversized", "timeout"]
 
 #: Pillow's format names for the image formats spec §8.11 covers, as the wire spells them.
 _FORMATS: Final = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 _MAX_OBJECTS: Final = 64  # as ask.py: enough for any room, and the prompt stays short
+#: Pixels an image is decoded to for analysis: YOLO looks at 320-1920 px and OCR reads text at
+#: this size; decoding more only costs memory (3-4 copies of the whole picture).
+ANALYSIS_PIXELS: Final = 4_000_000
+#: Largest image decoded at all (AI_MEDIA_MAX_PIXELS); :func:`limit_pixels` sets it at start-up.
+_max_pixels = 40_000_000
+
+
+def limit_pixels(max_pixels: int) -> None:
+    """Refuse images over ``max_pixels`` everywhere in the process (finding H7).
+
+    Pillow's own guard warns above ``MAX_IMAGE_PIXELS`` and raises only above twice that; the
+    warning is turned into an error so Pillow itself raises above the cap, whichever code opens
+    the image (:func:`decode_image` also checks width x height from the header before decoding).
+    """
+    global _max_pixels
+    _max_pixels = max_pixels
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 class BadImage(ValueError):
@@ -54,9 +74,10 @@ class BadImage(ValueError):
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
     format: str  # jpeg | png | webp | gif
-    width: int
+    width: int  # of the image as sent
     height: int
-    bgr: BGRImage
+    bgr: BGRImage  # possibly reduced to about ANALYSIS_PIXELS
+    scale: float = 1.0  # width / bgr's width: detections on ``bgr`` times this are in the image's pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +91,15 @@ class Analysed:
         return self.context.model_dump(mode="json", exclude_none=True)
 
 
-def decode_image(data: bytes, declared: str | None = None) -> DecodedImage:
-    """Decode every pixel (blocking: ~ms for a camera frame); raises :class:`BadImage`.
+def decode_image(
+    data: bytes, declared: str | None = None, *, max_pixels: int | None = None, analysis_pixels: int = ANALYSIS_PIXELS
+) -> DecodedImage:
+    """Decode the whole file (blocking); raises :class:`BadImage`.
+
+    Every byte is decoded, so a truncated file is refused, but not at full size: an image over
+    ``max_pixels`` (default AI_MEDIA_MAX_PIXELS) is refused from its header, before any pixel is
+    decoded, and a larger one than ``analysis_pixels`` is decoded smaller: a JPEG by its DCT
+    scaling (``draft``: 1/2 to 1/8 of the work and memory), any other format reduced right after.
 
     Pillow, not OpenCV: ``cv2.imdecode`` returns a half-grey picture for a truncated JPEG, which
     would be analysed as if it were whole; Pillow raises. GIFs give their first frame.
@@ -80,6 +108,7 @@ def decode_image(data: bytes, declared: str | None = None) -> DecodedImage:
     # import would be circular whichever package is imported first.
     from ai_server.control import sniff
 
+    cap = _max_pixels if max_pixels is None else max_pixels
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = _FORMATS.get(str(img.format))
@@ -87,17 +116,29 @@ def decode_image(data: bytes, declared: str | None = None) -> DecodedImage:
                 raise BadImage("unsupported_format", f"{img.format} is not one of {', '.join(_FORMATS.values())}")
             if declared is not None and sniff.normalise(declared) != fmt:
                 raise BadImage("content_mismatch", f"declared {sniff.normalise(declared)} but the content is {fmt}")
+            width, height = img.size
+            if width * height > cap:
+                raise BadImage("oversized", f"{width}x{height} is {width * height} pixels, over the {cap}-pixel limit")
+            factor = math.sqrt(width * height / analysis_pixels)
+            if factor > 1 and fmt == "jpeg":
+                img.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
             img.load()
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            small: Image.Image = img
+            reduce = math.ceil(math.sqrt(img.width * img.height / analysis_pixels))
+            if reduce > 1:
+                small = img.reduce(reduce)
+            rgb = np.asarray(small.convert("RGB"), dtype=np.uint8)
     except BadImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage("oversized", f"{exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage("corrupt", f"cannot decode the image: {exc}") from None
-    height, width = rgb.shape[:2]
-    if width < 1 or height < 1:
+    rows, cols = rgb.shape[:2]
+    if cols < 1 or rows < 1 or width < 1 or height < 1:
         raise BadImage("corrupt", "the image has no pixels")
     bgr: BGRImage = np.ascontiguousarray(rgb[:, :, ::-1])
-    return DecodedImage(fmt, int(width), int(height), bgr)
+    return DecodedImage(fmt, int(width), int(height), bgr, width / cols)
 
 
 class ImageAnalyser:
@@ -144,7 +185,8 @@ class ImageAnalyser:
         ``media_type``/``media_format``: a frame taken from a clip is described as that clip (mp4, webm)."""
         # Both models block for ~0.3 s on CPU: in worker threads, side by side, the loop keeps serving.
         (boxes, yolo_ms), (text, ocr_ms) = await asyncio.gather(
-            asyncio.to_thread(self._detect, image.bgr, detections), asyncio.to_thread(self._read, image.bgr)
+            asyncio.to_thread(self._detect, image.bgr, detections, image.scale),
+            asyncio.to_thread(self._read, image.bgr),
         )
         objects = [
             DetectedObject(label=object_label(b.label), confidence=round(b.confidence, 3),
@@ -171,7 +213,9 @@ class ImageAnalyser:
                  image.format, source, context.analysis.description, yolo_ms, ocr_ms)
         return Analysed(context, yolo_ms, ocr_ms)
 
-    def _detect(self, image: BGRImage, known: Sequence[Detection] | None) -> tuple[list[Box] | None, float]:
+    def _detect(
+        self, image: BGRImage, known: Sequence[Detection] | None, scale: float = 1.0
+    ) -> tuple[list[Box] | None, float]:
         if known is not None:
             return [Box(d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3], d.confidence, -1, d.label)
                     for d in known], 0.0
@@ -180,7 +224,15 @@ class ImageAnalyser:
         self.detector.load()  # the first image loads the model: not part of its inference time
         started = time.perf_counter()
         [boxes] = self.detector.detect_batch([image])
-        return boxes, (time.perf_counter() - started) * 1000
+        return self._full_size(boxes, scale), (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def _full_size(boxes: list[Box] | None, scale: float) -> list[Box] | None:
+        """Boxes found on a reduced image, in the pixels of the image as sent."""
+        if boxes is None or scale == 1.0:
+            return boxes
+        return [Box(b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale, b.confidence, b.class_id, b.label)
+                for b in boxes]
 
     def _read(self, image: BGRImage) -> tuple[list[str], float]:
         if self.reader is None:

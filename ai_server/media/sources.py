@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 from ai_server.control.errors import ControlError, DeviceOffline, MediaRejected, SnapshotTimeout
 from ai_server.control.inbound import Rejected
 from ai_server.media.analysis import Analysed, BadImage, ImageAnalyser, SourceType, decode_image, save_analysis
-from ai_server.media.frames import middle_frame
+from ai_server.media.frames import ClipDecoder, ClipLimits
 from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaStore
 from ai_server.vision.view import Views
@@ -62,12 +62,17 @@ class MediaSources:
 
     def __init__(
         self, analyser: ImageAnalyser, store: MediaStore, *, views: Views | None = None,
-        plane: ControlPlane | None = None,
+        plane: ControlPlane | None = None, clips: ClipDecoder | None = None,
     ) -> None:
         self.analyser = analyser
         self.store = store
         self.views = views
         self.plane = plane
+        if clips is None:  # the AI server's limits when there is a plane (its settings), else the defaults
+            limits = ClipLimits() if plane is None else ClipLimits(
+                max_pixels=plane.settings.ai_media_max_video_pixels, max_s=plane.settings.ai_media_max_video_s)
+            clips = ClipDecoder(limits)
+        self.clips = clips
         self.failures: Counter[str] = Counter()  # "<source>:<reason>"
 
     def _fail(self, source: str, reason: str, detail: str) -> SourceFailed:
@@ -123,7 +128,7 @@ class MediaSources:
                     question: str = "") -> Analysed:
         """A clip's middle frame (spec §8.6); the context says ``video`` and the clip's format."""
         try:
-            frame = await asyncio.to_thread(middle_frame, data, fmt)
+            frame = await self.clips.middle(data, fmt)  # probed and bounded: see ai_server.media.frames
         except BadImage as exc:
             raise self._fail("mqtt_recording", exc.reason, exc.detail) from None
         return await self.analyser.analyse_decoded(frame, source="mqtt_upload", device_id=device_id,
