@@ -106,7 +106,9 @@ def serve_hub(args: argparse.Namespace) -> int:
             samples["loop_lag"].append(time.monotonic() - t - 0.01)
 
     async def main() -> None:
-        settings = load(HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{args.ai_port}")
+        # A loopback bench: an explicitly open hub without per-address limits (all devices share 127.0.0.1).
+        settings = load(HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{args.ai_port}",
+                        hub_allow_unauthenticated=True, hub_connect_per_min=60_000)
         hub = Hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=args.port)
         for name, hist in (("uplink", hub.metrics.uplink_latency), ("downlink", hub.metrics.downlink_latency)):
             orig = hist.observe

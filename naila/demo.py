@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import secrets
 import signal
@@ -106,6 +107,8 @@ def main(argv: list[str]) -> int:
         # The web app needs a login token; the demo makes a fresh one and prints it.
         web_token = os.environ.get("HUB_WEB_TOKEN") or secrets.token_urlsafe(18)
         stack.extra_env["HUB_WEB_TOKEN"] = web_token
+        # /connect is default-deny: the demo device gets its own token, as `naila init` would write.
+        stack.extra_env["HUB_DEVICE_TOKENS"] = json.dumps({"demo-device": stack.device_token})
         stack.start_hub()
         stack.wait_grpc_connected()
         print(f"[demo] web app: {stack.hub_url}/ (talk) and {stack.hub_url}/dashboard; log in with {web_token}",

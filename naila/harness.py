@@ -20,7 +20,7 @@ import numpy.typing as npt
 from device_agent.agent import DeviceAgent
 from device_agent.audio_io.echo_path import EchoPath
 from device_agent.audio_io.memory import MemoryAudioBackend
-from naila.stack import hub_read
+from naila.stack import DEVICE_TOKENS, hub_read
 from shared.audio import Int16Array, espeak
 from shared.config import AudioSettings, DeviceSettings, MqttSettings, WebRTCSettings, load
 
@@ -93,11 +93,14 @@ async def start_device(
     connect_timeout: float = 20.0,
     room: str = "test",
     camera_file: str = "",
+    token: str | None = None,
 ) -> SimDevice:
     """A device agent on memory sound cards; with ``camera_file`` (an image or a video, looped) it
-    also streams that as its camera."""
+    also streams that as its camera. ``token``: its HUB_DEVICE_TOKENS token; by default the one
+    the stack started the hub at ``hub_url`` with."""
+    token = token if token is not None else DEVICE_TOKENS.get(hub_url, "")
     settings = load(DeviceSettings, device_id=device_id, device_hub_url=hub_url, device_room=room,
-                    device_audio_backend="file", device_mqtt=mqtt is not None,
+                    device_audio_backend="file", device_mqtt=mqtt is not None, device_hub_token=token,
                     device_camera="file" if camera_file else "none", device_camera_file=camera_file)
     backend = MemoryAudioBackend(echo_path=echo_path)
     mqtt_settings = load(MqttSettings, mqtt_host=mqtt[0], mqtt_port=mqtt[1]) if mqtt else load(MqttSettings)

@@ -31,6 +31,8 @@ log = logging.getLogger("naila.stack")
 # Hub URL -> the bearer token its data endpoints (/turns, /metrics, /health?detail=1) answer to
 # (HUB_METRICS_TOKEN), for helpers handed only the URL (naila.harness).
 READ_TOKENS: dict[str, str] = {}
+# Hub URL -> the device token its /connect accepts (HUB_DEVICE_TOKENS' "*" entry), for naila.harness.
+DEVICE_TOKENS: dict[str, str] = {}
 
 
 def hub_read(hub_url: str, path: str, timeout: float = 3.0) -> bytes:
@@ -103,6 +105,9 @@ class Stack:
     progress: Callable[[str], None] = print
     # HUB_METRICS_TOKEN of the hub it starts (unless extra_env names one): /turns and /metrics need it.
     read_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # The hub's /connect is default-deny (issue 18, H1): a real token for the devices it starts or
+    # the harness connects, as `naila init` would write (HUB_DEVICE_TOKENS "*" unless extra_env names them).
+    device_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def hub_url(self) -> str:
@@ -120,6 +125,8 @@ class Stack:
             HUB_AI_SERVER=f"127.0.0.1:{self.ai_port}",
         )
         env["HUB_METRICS_TOKEN"] = self.read_token
+        env["HUB_DEVICE_TOKENS"] = json.dumps({"*": self.device_token})
+        env["DEVICE_HUB_TOKEN"] = self.device_token
         env.update(self.extra_env)
         return env
 
@@ -162,6 +169,7 @@ class Stack:
         self.progress(f"[demo] starting hub on {self.hub_url}")
         part = self._spawn("hub", [sys.executable, "-m", "naila", "hub"])
         READ_TOKENS[self.hub_url] = self.extra_env.get("HUB_METRICS_TOKEN") or self.read_token
+        DEVICE_TOKENS[self.hub_url] = self.extra_env.get("DEVICE_HUB_TOKEN") or self.device_token
         wait_until(lambda: self.health() is not None, timeout, "hub", part.proc)
 
     def health(self) -> dict[str, object] | None:

@@ -264,3 +264,38 @@ def test_espeak_speech_during_playback_interrupts_first(speech: Int16Array) -> N
     events = drive(np.concatenate([silence(0.5), speech, silence(0.5)]), playing=True)
     assert kinds(events)[:2] == [INT, START]
     assert kinds(events).count(INT) == 1
+
+
+# ----- H4: the longest utterance (HUB_MAX_UTTERANCE_S), on the VAD's own clock: frames -----
+
+
+CAPPED = VadConfig.from_ms(onset_frames=3, hangover_ms=300, preroll_ms=200, barge_in_frames=5, max_utterance_ms=1000)
+
+
+def test_endless_speech_is_cut_at_the_cap_and_a_new_utterance_follows() -> None:
+    assert CAPPED.max_utterance_frames == 50  # 1 s of 20 ms frames
+    events, _ = run("1" * 130, CAPPED)
+    ends = [e for e in events if e.kind is END]
+    starts = [e for e in events if e.kind is START]
+    # Onset (3 frames) + 47 CONTINUE = 50 frames, END; the next voiced frames open the next utterance.
+    assert [e.frame_index for e in ends] == [49, 99] and all(e.reason == "max_length" for e in ends)
+    assert len(starts) == 3
+    # Between a START and its END, never more than 50 frames of audio go upstream.
+    sent = 0
+    for e in events:
+        if e.kind in (START, CONT):
+            sent += e.audio.size // FS if e.kind is CONT else 3  # START: the 3 onset frames (+ pre-roll)
+        elif e.kind is END:
+            assert sent == 50
+            sent = 0
+
+
+def test_a_pause_still_ends_the_turn_first_with_its_own_reason() -> None:
+    events, _ = run("1" * 20 + "0" * 20, CAPPED)
+    [end] = [e for e in events if e.kind is END]
+    assert end.reason == "silence"
+
+
+def test_no_cap_when_zero() -> None:
+    events, _ = run("1" * 600)
+    assert END not in kinds(events)
