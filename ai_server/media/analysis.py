@@ -126,7 +126,10 @@ def decode_image(
             small: Image.Image = img
             reduce = math.ceil(math.sqrt(img.width * img.height / analysis_pixels))
             if reduce > 1:
-                small = img.reduce(reduce)
+                # reduce() takes L/RGB(A) only; 1-bit and palette images become L / RGB first (<= 3 B/pixel).
+                if small.mode not in ("L", "RGB", "RGBA"):
+                    small = small.convert("L" if small.mode == "1" else "RGB")
+                small = small.reduce(reduce)
             rgb = np.asarray(small.convert("RGB"), dtype=np.uint8)
     except BadImage:
         raise
