@@ -110,8 +110,11 @@ async def stream_events(
     bus: EventBus,
     device_id: str | None,
     initial: Callable[[], list[bytes]],
+    still_allowed: Callable[[], bool] = lambda: True,
 ) -> web.StreamResponse:
-    """Serve one ``text/event-stream`` until the page goes away or the hub stops."""
+    """Serve one ``text/event-stream`` until the page goes away, the hub stops, or
+    ``still_allowed`` turns false (the login behind it was revoked or expired: checked before
+    every event and keepalive, so a logged-out cookie does not keep an open stream alive)."""
     sub = bus.subscribe(device_id)
     if sub is None:
         raise web.HTTPServiceUnavailable(text="too many open event streams\n")
@@ -130,9 +133,11 @@ async def stream_events(
             try:
                 message = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
             except TimeoutError:
+                if not still_allowed():
+                    break
                 await resp.write(b": keepalive\n\n")
                 continue
-            if message is None:
+            if message is None or not still_allowed():
                 break
             await resp.write(message)
     except (ConnectionResetError, ConnectionError):

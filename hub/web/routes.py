@@ -292,7 +292,13 @@ class WebApp:
         device_id = request.query.get("device_id") or None
         if device_id is not None and not BROWSER_ID_RE.fullmatch(device_id) and not is_safe_segment(device_id):
             return _error(400, "bad device_id")
-        return await stream_events(request, self.bus, device_id, lambda: self.state.initial_events(device_id))
+        return await stream_events(
+            request,
+            self.bus,
+            device_id,
+            lambda: self.state.initial_events(device_id),
+            still_allowed=lambda: self._authorized(request),
+        )
 
     async def api_state(self, request: web.Request) -> web.Response:
         self._require(request)

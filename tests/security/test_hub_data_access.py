@@ -5,6 +5,7 @@ cookie's Secure flag from the browser's real scheme; a chunked, oversized form t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -129,13 +130,18 @@ async def test_logout_revokes_a_copied_cookie_on_the_server(make_hub: Maker) -> 
     async with client() as http:
         r = await login(http, hub.url)
         copied = {"Cookie": f"{COOKIE_NAME}={r.cookies[COOKIE_NAME].value}"}
-        async with client() as thief:
+        async with client() as thief, thief.get(f"{hub.url}/api/events", headers=copied) as stream:
+            assert stream.status == 200
             assert (await get(thief, f"{hub.url}/turns", copied))[0] == 200
             assert (await get(thief, f"{hub.url}/api/state", copied))[0] == 200
             async with http.post(f"{hub.url}/logout", allow_redirects=False) as out:
                 assert out.status == 303
             assert (await get(thief, f"{hub.url}/turns", copied))[0] == 401, "a stolen copy dies with the logout"
             assert (await get(thief, f"{hub.url}/api/state", copied))[0] == 401
+            # The event stream it had open ends at its next event instead of carrying on.
+            hub.turns.add(TurnRecord("pi-kitchen", "c2", transcript="after the logout", reply_text="x"))
+            rest = await asyncio.wait_for(stream.content.read(), 5)
+            assert b"after the logout" not in rest and b"snapshot" in rest
         r = await login(http, hub.url)  # logging in again works: only that one cookie was revoked
         assert (await get(http, f"{hub.url}/api/state"))[0] == 200
 
