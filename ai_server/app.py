@@ -43,6 +43,7 @@ from ai_server.llm import LLMBackend
 from ai_server.metrics import Metrics
 from ai_server.pipeline import Pipeline
 from ai_server.service import NailaAIService
+from ai_server.store.home import StoreConfig, store_root
 from ai_server.stream_input import StreamLimits
 from ai_server.stt import STTBackend, WhisperSTT
 from ai_server.tts import EspeakTTS, TTSBackend, build_tts
@@ -163,9 +164,15 @@ def build_vision(
 
     vision = VisionPipeline(
         detector, VisionConfig.from_settings(settings),
-        alerts=control, store=control.store if control is not None else None, media_dir=settings.ai_media_dir,
-        places=places, metrics=VisionMetrics(metrics.registry),
+        alerts=control, store=control.store if control is not None else None,
+        store_config=StoreConfig.from_settings(settings), places=places, metrics=VisionMetrics(metrics.registry),
     )
+    if control is None:
+        try:
+            vision.store()  # AI_MQTT=false: the vision's own store opens now, with its retention
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
+            raise StartupError(f"cannot open the media store in {store_root(settings.ai_media_dir)} "
+                               f"(AI_MEDIA_DIR): {exc}") from exc
     return vision, ""
 
 
@@ -244,7 +251,7 @@ async def start_server(
                 sessions=lambda: list(service.sessions),
             )
         except (OSError, RuntimeError, sqlite3.Error) as exc:
-            where = settings.ai_media_dir or "a temporary directory"
+            where = store_root(settings.ai_media_dir)
             raise StartupError(f"cannot open the media store in {where} (AI_MEDIA_DIR): {exc}") from exc
         service.control = control
     try:

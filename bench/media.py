@@ -140,7 +140,7 @@ async def timed(runs: int, step: Callable[[], Awaitable[object]]) -> dict[str, f
 
 
 async def sources_bench(args: argparse.Namespace, mqtt: MqttSettings) -> dict[str, dict[str, float]]:
-    settings = load(AIServerSettings)
+    settings = load(AIServerSettings, ai_media_dir=tempfile.mkdtemp(prefix="naila-bench-data-"))
     detector = YoloDetector(resolve_weights(settings.vision_model), device="cpu", imgsz=settings.vision_imgsz,
                             confidence=settings.vision_confidence, labels=settings.vision_labels)
     reader = RapidOcr()

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ async def wait_for(cond: Any, within_s: float) -> None:
 
 
 async def run(args: argparse.Namespace, mqtt: MqttSettings) -> dict[str, Any]:
-    settings = load(AIServerSettings, ai_mqtt_rate_per_s=10_000, ai_mqtt_rate_burst=100_000)
+    settings = load(AIServerSettings, ai_mqtt_rate_per_s=10_000, ai_mqtt_rate_burst=100_000,
+                    ai_media_dir=tempfile.mkdtemp(prefix="naila-bench-data-"))
     pipeline = Pipeline(FakeSTT(), FakeLLM(), FakeTTS(), Conversations("bench", 0))
     plane = ControlPlane(mqtt, settings, load(MediaSettings), pipeline=pipeline)
     await plane.start()

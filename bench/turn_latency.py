@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ async def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ns = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    settings = load(AIServerSettings)
+    settings = load(AIServerSettings, ai_media_dir=tempfile.mkdtemp(prefix="naila-bench-data-"))
     load_before = os.getloadavg()
     t0 = time.monotonic()
     server = await start_server(settings, host="127.0.0.1", port=0)

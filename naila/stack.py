@@ -123,6 +123,7 @@ class Stack:
             HUB_HOST="127.0.0.1",
             HUB_PORT=str(self.hub_port),
             HUB_AI_SERVER=f"127.0.0.1:{self.ai_port}",
+            AI_MEDIA_DIR=str(self.workdir / "media"),  # the stack's own, never the user's data folder
         )
         env["HUB_METRICS_TOKEN"] = self.read_token
         env["HUB_DEVICE_TOKENS"] = json.dumps({"*": self.device_token})

@@ -15,6 +15,14 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Nothing a test starts (in process or as a subprocess) may write into the user's data folder
+    (~/.local/share/naila, /var/lib/naila as root): an AI server without AI_MEDIA_DIR of its own
+    gets this session's temporary one."""
+    if "AI_MEDIA_DIR" not in os.environ:
+        os.environ["AI_MEDIA_DIR"] = tempfile.mkdtemp(prefix="naila-test-data-")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -31,12 +31,10 @@ import asyncio
 import contextlib
 import logging
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
@@ -50,6 +48,7 @@ from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
+from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
 from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
@@ -59,7 +58,8 @@ from ai_server.media.analysis import limit_pixels
 from ai_server.pipeline import Pipeline, one_line
 from ai_server.session import ConversationSession
 from ai_server.store import MediaRecord, MediaStore
-from ai_server.store.retention import Retention, RetentionMetrics, RetentionPolicy
+from ai_server.store.home import StoreConfig, open_store
+from ai_server.store.retention import Retention, RetentionMetrics
 from ai_server.store.transcripts import TranscriptSink
 from shared.backoff import Backoff
 from shared.config import AIServerSettings, MediaSettings, MqttSettings
@@ -143,20 +143,15 @@ class ControlPlane:
     ) -> None:
         self.settings = settings
         self.metrics = ControlMetrics(pipeline.metrics.registry)
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._owns_store = store is None
+        config = StoreConfig.from_settings(settings)
         if store is None:
-            if settings.ai_media_dir:
-                store = MediaStore(Path(settings.ai_media_dir).expanduser(), keep_raw_audio=settings.ai_keep_raw_audio)
-            else:
-                self._tmp = tempfile.TemporaryDirectory(prefix="naila-media-")
-                store = MediaStore(self._tmp.name, keep_raw_audio=settings.ai_keep_raw_audio)
+            store = open_store(config)  # the persistent data folder (ai_server/store/home.py)
         self.store = store
-        # The store's policies: retention at start() and every AI_RETENTION_INTERVAL_S (wall clock ``now``),
-        # and every finished exchange (voice or chat) into the transcripts table, off the event loop.
-        policy = RetentionPolicy(settings.ai_media_retention_days, settings.ai_media_max_bytes,
-                                 settings.ai_history_retention_days)
-        self.retention = Retention(store, policy, interval_s=settings.ai_retention_interval_s, now=now,
+        # The store's policies: retention at start(), every AI_RETENTION_INTERVAL_S (wall clock ``now``) and
+        # when the files pass AI_MEDIA_MAX_BYTES; every finished exchange (voice or chat) into the
+        # transcripts table, off the event loop.
+        self.retention = Retention(store, config.retention, interval_s=config.retention_interval_s, now=now,
                                    metrics=RetentionMetrics(pipeline.metrics.registry))
         self._retention_task: asyncio.Task[None] | None = None
         self.transcripts = TranscriptSink(store.transcripts, now)
@@ -314,9 +309,6 @@ class ControlPlane:
         await self.transcripts.close()  # what is queued is written before the store closes
         if self._owns_store:
             self.store.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     async def _publish(self, message: OutboundMessage) -> None:
         await self.link.publish(message)
@@ -326,6 +318,10 @@ class ControlPlane:
             await self.presence.announce()
         except BrokerUnavailable as exc:  # the link dropped again at once; the next connect retries
             log.warning("MQTT control plane: could not announce the server: %s", exc)
+        if len(self.alerts.outbox):  # alerts owed from while the broker was away (or before a restart)
+            task = self.alerts.start_replay()
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if len(self.alerts.outbox):  # alerts owed from while the broker was away (or before a restart)
             task = self.alerts.start_replay()
             self._tasks.add(task)

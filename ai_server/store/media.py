@@ -9,7 +9,15 @@ Layout under ``root``::
 
     media.sqlite3          the ``media`` and ``events`` tables (schema version in PRAGMA user_version,
                            migrations in :mod:`ai_server.store.schema`)
-    files/<id>.<format>    the bytes, written to a temporary name and renamed into place
+    files/<id>.<format>    the bytes, written to a temporary name, fsync'd, renamed into place, and the
+                           folder fsync'd, all before the row is inserted: after a power cut a row
+                           never names an empty or missing file (finding L6)
+
+Disk space (finding H5): a write that would leave less than ``reserve_bytes`` free on the store's
+file system is refused with :class:`StoreFull` (an ``OSError``, ENOSPC), so alert metadata (the
+outbox, event rows) still fits when uploads or recordings fill the disk. Retention is asked to run
+(``on_over_limit``) as soon as the files pass ``limit_bytes`` or a write is refused for space, not
+only on its timer.
 
 Raw audio (spec §14.3, §15.3: no raw audio persistence): unless ``keep_raw_audio``, an audio
 item's file lives only until it is transcribed. It is written (STT reads it from disk), and
@@ -25,13 +33,15 @@ store is safe to use from several worker threads.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,7 +54,9 @@ from ai_server.store.transcripts import TranscriptStore
 from shared.mqtt import topics
 from shared.mqtt.fields import MediaType
 
-__all__ = ["SCHEMA_VERSION", "MediaRecord", "MediaSource", "MediaStore"]
+__all__ = ["SCHEMA_VERSION", "MediaRecord", "MediaSource", "MediaStore", "StoreFull"]
+
+log = logging.getLogger(__name__)
 
 #: Where a stored item came from (spec §8.11 source types, plus device clips and alerts).
 MediaSource = Literal["mqtt_upload", "mqtt_snapshot", "mqtt_recording", "alert_snapshot"]
@@ -54,6 +66,16 @@ _COLUMNS: Final = (
 )
 #: How long an untranscribed raw audio file may wait for its transcription before the sweep drops it.
 AUDIO_GRACE_S: Final = 600.0
+
+
+class StoreFull(OSError):
+    """A media write would eat into the free space kept for alerts (AI_MEDIA_RESERVE_BYTES)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ENOSPC, detail)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +104,14 @@ class MediaStore:
     event points at its snapshot row, and one file is one thing to back up or move.
     """
 
-    def __init__(self, root: Path | str, *, keep_raw_audio: bool = False) -> None:
+    def __init__(self, root: Path | str, *, keep_raw_audio: bool = False, reserve_bytes: int = 0,
+                 limit_bytes: int = 0) -> None:
         self.root = Path(root)
         self.keep_raw_audio = keep_raw_audio
+        self.reserve_bytes = reserve_bytes
+        self.limit_bytes = limit_bytes  # AI_MEDIA_MAX_BYTES: past it, on_over_limit (0: never)
+        #: Called (from the writing thread) when retention should run now: set by Retention.
+        self.on_over_limit: Callable[[], None] | None = None
         self.files = self.root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -98,7 +125,35 @@ class MediaStore:
             raise
         self.events = EventStore(self._db, self._lock, self.root)
         self.transcripts = TranscriptStore(self._db, self._lock)
+        self.stored_bytes = self._sum_stored()  # kept up to date by add; recounted by retention
 
+    def _sum_stored(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT coalesce(sum(size), 0) FROM media WHERE stored = 1").fetchone()[0])
+
+    def recount(self) -> None:
+        """Re-read the size of the files kept (after retention deleted some)."""
+        self.stored_bytes = self._sum_stored()
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def _over_limit(self) -> None:
+        if self.on_over_limit is not None:
+            try:
+                self.on_over_limit()
+            except Exception:  # a closed event loop at shutdown: the timer still runs retention
+                log.debug("could not wake retention", exc_info=True)
+
+    def _check_space(self, size: int) -> None:
+        if self.reserve_bytes <= 0:
+            return
+        free = self.free_bytes()
+        if free - size < self.reserve_bytes:
+            self._over_limit()  # retention may free space for the next one
+            raise StoreFull(f"not stored: {size} bytes would leave {max(0, free - size)} bytes free on the store's "
+                            f"disk, under the {self.reserve_bytes} kept for alerts (AI_MEDIA_RESERVE_BYTES)")
     @contextmanager
     def locked(self) -> Iterator[sqlite3.Connection]:
         """The connection, under the store's lock (retention's multi-table statements)."""
@@ -127,9 +182,8 @@ class MediaStore:
         # Audio that arrives already transcribed is never written unless raw audio is kept.
         stored = not (self._drops_audio(media_type) and _has_transcript(analysis))
         if stored:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            self._check_space(len(data))
+            _write_durably(path, data)
         when = (time or datetime.now(UTC)).astimezone(UTC)
         record = MediaRecord(
             id=media_id,
@@ -169,6 +223,10 @@ class MediaStore:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        if stored:
+            self.stored_bytes += len(data)
+            if 0 < self.limit_bytes < self.stored_bytes:
+                self._over_limit()
         return record
 
     def get(self, media_id: str) -> MediaRecord | None:
@@ -254,6 +312,26 @@ class MediaStore:
             analysis=None if analysis is None else json.loads(str(analysis)),
             stored=bool(stored),
         )
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename, fsync of the folder: the name only ever shows complete bytes,
+    and both survive a power cut before the caller inserts the row that names them."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _has_transcript(analysis: dict[str, object] | None) -> bool:

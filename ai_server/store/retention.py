@@ -17,12 +17,15 @@ Rows are deleted first (one transaction), files after: a crash in between leaves
 which the next start-up sweep removes, never a row pointing at nothing.
 
 :class:`Retention` runs :func:`prune` at start-up and then every ``interval_s`` in a worker
-thread, on an injected wall clock; tests call :meth:`Retention.run_once` with a fixed one.
+thread, on an injected wall clock; tests call :meth:`Retention.run_once` with a fixed one. It also
+runs at once when the store says so (``MediaStore.on_over_limit``: its files passed ``max_bytes``,
+or a write was refused for want of space), not an hour later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -212,6 +215,7 @@ class Retention:
     def run_once(self, *, startup: bool = False) -> Pruned:
         started = time.perf_counter()
         pruned = prune(self.store, self.policy, self.now(), startup=startup)
+        self.store.recount()
         self.metrics.add(pruned)
         log.info("media store retention%s: %s (%.0f ms)", " at start-up" if startup else "", pruned.line(),
                  (time.perf_counter() - started) * 1000)
@@ -219,11 +223,24 @@ class Retention:
 
     async def run(self) -> None:
         """Forever, until cancelled; a failed pass is logged and the next one tries again."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def over_limit() -> None:  # called from a writer's thread
+            loop.call_soon_threadsafe(wake.set)
+
+        self.store.on_over_limit = over_limit
         startup = True
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once, startup=startup)
-                startup = False
-            except Exception:
-                log.exception("media store retention failed")
-            await asyncio.sleep(self.interval_s)
+        try:
+            while True:
+                wake.clear()
+                try:
+                    await asyncio.to_thread(self.run_once, startup=startup)
+                    startup = False
+                except Exception:
+                    log.exception("media store retention failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.interval_s)
+        finally:
+            if self.store.on_over_limit is over_limit:
+                self.store.on_over_limit = None

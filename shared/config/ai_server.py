@@ -117,8 +117,9 @@ class AIServerSettings(NailaSettings):
     )
     ai_media_dir: str = Field(
         "",
-        description="Media store directory (SQLite index + files) for uploads, clips and alert snapshots; "
-        "empty = a temporary directory removed at exit (no media persistence by default)",
+        description="Data folder of the store (SQLite index + files: uploads, clips, alert snapshots, events, "
+        "transcripts, the alert outbox); empty = /var/lib/naila as root, else $XDG_DATA_HOME/naila or "
+        "~/.local/share/naila",
     )
     ai_media_retention_days: Annotated[float, Field(ge=0, le=36_500)] = Field(
         30.0, description="Media store files (and their rows) older than this are deleted, days; 0 = no age limit"
@@ -289,6 +290,18 @@ class AIServerSettings(NailaSettings):
         "(\"what was I asking about yesterday\"), comma-separated device ids and chat:<session>; empty (the "
         "default): a device hears its own, a chat session its own"
     )
+    ai_history_household: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Askers that hear every device's and chat session's history "
+        "(\"what was I asking about yesterday\"), comma-separated device ids and chat:<session>; empty (the "
+        "default): a device hears its own, a chat session its own"
+    )
+
+    @field_validator("ai_history_household", mode="before")
+    @classmethod
+    def _household(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return v
 
     @field_validator("ai_history_household", mode="before")
     @classmethod

@@ -87,16 +87,18 @@ ServerFactory = Callable[..., Awaitable[AIServer]]
 
 
 @pytest.fixture
-async def make_server(settings: AIServerSettings) -> AsyncIterator[ServerFactory]:
-    """Start an in-process server on a free port; fakes fill any backend not given."""
+async def make_server(settings: AIServerSettings, tmp_path_factory: pytest.TempPathFactory
+                      ) -> AsyncIterator[ServerFactory]:
+    """Start an in-process server on a free port; fakes fill any backend not given. Each server has a
+    data folder of its own (AI_MEDIA_DIR), never the user's."""
     started: list[AIServer] = []
 
     async def make(**kw: Any) -> AIServer:
         kw.setdefault("stt", FakeSTT())
         kw.setdefault("llm", FakeLLM())
         kw.setdefault("tts", FakeTTS())
-        over = kw.pop("settings", {})
-        s = settings.model_copy(update=over) if over else settings
+        over = {"ai_media_dir": str(tmp_path_factory.mktemp("media")), **kw.pop("settings", {})}
+        s = settings.model_copy(update=over)
         server = await start_server(s, port=0, host="127.0.0.1", warm=kw.pop("warm", False), **kw)
         started.append(server)
         return server

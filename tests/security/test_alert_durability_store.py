@@ -104,3 +104,17 @@ async def test_a_locked_database_does_not_stop_the_alert(server: AIServer, watch
     assert alert["snapshot_available"] is False and took < 5.0
     assert server.control is not None
     assert server.control.metrics.events["alert_snapshot_slow"] == 1
+
+
+async def test_below_the_free_space_reserve_media_is_refused_and_the_alert_goes_out(
+    server: AIServer, watch: Watch
+) -> None:
+    assert server.control is not None
+    store = server.control.store
+    store.reserve_bytes = store.free_bytes() + 1  # the disk is as full as AI_MEDIA_RESERVE_BYTES allows
+    camera = uid("drive")
+    alert, took = await walk_in(server, camera, watch)
+    assert alert["snapshot_available"] is False and took < 5.0
+    assert server.vision is not None
+    await server.vision.drain()
+    assert [e.outcome for e in store.events.query(device_id=camera)] == ["alerted"]  # the row still fits
