@@ -48,7 +48,6 @@ from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
-from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
 from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
@@ -318,10 +317,6 @@ class ControlPlane:
             await self.presence.announce()
         except BrokerUnavailable as exc:  # the link dropped again at once; the next connect retries
             log.warning("MQTT control plane: could not announce the server: %s", exc)
-        if len(self.alerts.outbox):  # alerts owed from while the broker was away (or before a restart)
-            task = self.alerts.start_replay()
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
         if len(self.alerts.outbox):  # alerts owed from while the broker was away (or before a restart)
             task = self.alerts.start_replay()
             self._tasks.add(task)

@@ -290,18 +290,6 @@ class AIServerSettings(NailaSettings):
         "(\"what was I asking about yesterday\"), comma-separated device ids and chat:<session>; empty (the "
         "default): a device hears its own, a chat session its own"
     )
-    ai_history_household: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Askers that hear every device's and chat session's history "
-        "(\"what was I asking about yesterday\"), comma-separated device ids and chat:<session>; empty (the "
-        "default): a device hears its own, a chat session its own"
-    )
-
-    @field_validator("ai_history_household", mode="before")
-    @classmethod
-    def _household(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        return v
 
     @field_validator("ai_history_household", mode="before")
     @classmethod
