@@ -114,8 +114,8 @@ async def test_an_upload_of_the_bomb_is_answered_oversized_and_the_server_carrie
                           "context": "", "data": b64(data)}
                 await app.publish(f"naila/uploads/{session}/image", json.dumps(upload), qos=1)
             async with asyncio.timeout(10):
-                first = json.loads(bytes((await anext(replies)).payload))  # type: ignore[arg-type]
-                second = json.loads(bytes((await anext(replies)).payload))  # type: ignore[arg-type]
+                first = json.loads(bytes((await anext(replies)).payload))
+                second = json.loads(bytes((await anext(replies)).payload))
         # Refused by the header check, or by Pillow's own (limit_pixels) while reading the header.
         assert first["error"].startswith("refused (oversized)") and "169000000 pixels" in first["error"]
         assert second["error"] is None and "64x48" in second["text"]
