@@ -221,7 +221,7 @@ class DeviceMedia:
         analysis = {**(record.analysis or {}), "transcript": text}
         await asyncio.to_thread(self.store.set_analysis, record.id, analysis)
         self.metrics.event("recording_transcribed")
-        log.info("recording %s transcribed: %r", record.id, text[:200])
+        log.debug("recording %s transcribed: %r", record.id, text[:200])  # what was said: not at INFO (L1)
         released = await asyncio.to_thread(self.store.release_audio, record.id)
         return released or replace(record, analysis=analysis)
 

@@ -212,7 +212,7 @@ class ImageAnalyser:
             ),
             user_context=question[:MAX_TEXT_LEN] or None,
         )
-        log.info("analysed a %dx%d %s from %s: %s (YOLO %.0f ms, OCR %.0f ms)", image.width, image.height,
+        log.debug("analysed a %dx%d %s from %s: %s (YOLO %.0f ms, OCR %.0f ms)", image.width, image.height,
                  image.format, source, context.analysis.description, yolo_ms, ocr_ms)
         return Analysed(context, yolo_ms, ocr_ms)
 

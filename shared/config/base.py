@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import re
+from typing import Any, Final, TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
@@ -34,14 +35,52 @@ def env_name(field: str) -> str:
     return field.upper()
 
 
-def format_validation_error(err: ValidationError) -> str:
+# Fields whose value is a credential even when not declared SecretStr (HUB_DEVICE_TOKENS, DEVICE_HUB_TOKEN...).
+_SECRET_NAME: Final = re.compile(r"(?:^|_)(?:token|tokens|password|passwd|secret|api_key|key)$")
+_REDACTED: Final = "(secret, not shown)"
+
+
+def is_secret_field(cls: type[BaseSettings] | None, name: str) -> bool:
+    """Whether a config error may not show the value of ``name`` (finding L1): a SecretStr, or a
+    credential by its name (a number such as LLM_MAX_TOKENS is not)."""
+    field = None if cls is None else cls.model_fields.get(name)
+    annotation = repr(field.annotation) if field is not None else ""
+    if "SecretStr" in annotation:
+        return True
+    return bool(_SECRET_NAME.search(name)) and not (field is not None and field.annotation in (int, float, bool))
+
+
+def format_validation_error(err: ValidationError, cls: type[BaseSettings] | None = None) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "?"
+        name = loc.split(".")[0]
         value = e.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "(missing)"
-        parts.append(f"{env_name(loc.split('.')[0])}={shown}: {e['msg']}")
+        msg = str(e["msg"])
+        if is_secret_field(cls, name):
+            shown = _REDACTED
+            for secret in _strings(value):  # a validator may quote what it refused
+                msg = msg.replace(secret, "***")
+        else:
+            shown = repr(value) if not isinstance(value, dict) else "(missing)"
+        parts.append(f"{env_name(name)}={shown}: {msg}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def _strings(value: object) -> list[str]:
+    """The text in a refused value (a string, a SecretStr, a dict of tokens...), longest first."""
+    found: list[str] = []
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():  # the keys (device ids) are not secret
+            found += _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found += _strings(v)
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
 
 
 def load(cls: type[S], **overrides: Any) -> S:
@@ -49,6 +88,6 @@ def load(cls: type[S], **overrides: Any) -> S:
     try:
         return cls(**overrides)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err, cls)) from None
     except SettingsError as err:  # a value pydantic-settings could not even parse (e.g. bad JSON)
         raise ConfigError(f"invalid configuration: {err}".replace("\n", " ")) from None

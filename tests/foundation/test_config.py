@@ -50,3 +50,44 @@ def test_bad_value_is_one_line_naming_the_variable(
 def test_readme_config_table_is_generated_from_the_models() -> None:
     readme = (ROOT / "README.md").read_text()
     assert render() in readme, "README config table is stale: run `naila config` and paste it"
+
+
+# -- secrets never echoed in config errors (finding L1) --------------------------------------------
+
+@pytest.mark.parametrize(("var", "value", "secret"), [
+    ("HUB_WEB_TOKEN", "hunter2-short", "hunter2-short"),  # a SecretStr, refused by its validator
+    ("HUB_DEVICE_TOKENS", '{"kitchen": "tiny-token-1"}', "tiny-token-1"),  # a dict of tokens
+    ("HUB_DEVICE_TOKENS", '{"kitchen": "oops-not-json', "oops-not-json"),
+])
+def test_a_bad_secret_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch, var: str, value: str,
+                                               secret: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as err:
+        load(HubSettings)
+    msg = str(err.value)
+    assert var in msg and secret not in msg and "\n" not in msg
+    assert "(secret, not shown)" in msg
+
+
+def test_a_validator_quoting_a_secret_is_masked_and_plain_values_still_show() -> None:
+    from pydantic import SecretStr, field_validator
+
+    from shared.config.base import NailaSettings, is_secret_field
+
+    class Demo(NailaSettings):
+        demo_password: SecretStr = SecretStr("x")
+        demo_api_key: str = ""
+        demo_max_tokens: int = 1
+        demo_port: int = 1
+
+        @field_validator("demo_api_key")
+        @classmethod
+        def _key(cls, v: str) -> str:
+            raise ValueError(f"key {v!r} is not one the server knows")
+
+    with pytest.raises(ConfigError) as err:
+        load(Demo, demo_api_key="sk-live-123456", demo_port="eighty")
+    msg = str(err.value)
+    assert "sk-live-123456" not in msg and "DEMO_API_KEY=(secret, not shown): Value error, key '***'" in msg
+    assert "DEMO_PORT='eighty'" in msg  # not a secret: shown as before
+    assert is_secret_field(Demo, "demo_password") and not is_secret_field(Demo, "demo_max_tokens")
