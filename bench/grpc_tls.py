@@ -68,6 +68,12 @@ class Sink(pb_grpc.NailaAIServicer):
     async def GetStatus(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         return pb.StatusResponse(status="ok")
 
+    async def AnalyzeFrames(
+        self, request_iterator: AsyncIterable[pb.VisionFrame], context: Any
+    ) -> AsyncIterator[pb.VisionResult]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of this benchmark")
+        yield pb.VisionResult()  # unreachable: makes this an async generator like the real one
+
     async def StreamConversation(
         self, request_iterator: AsyncIterable[pb.AudioInput], context: Any
     ) -> AsyncIterator[pb.AudioOutput]:
@@ -208,7 +214,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     def median(mode: str, key: str) -> float:
         vals = sorted(r[key] for r in runs if r["mode"] == mode)
-        return vals[len(vals) // 2]
+        return float(vals[len(vals) // 2])
 
     keys = ("uplink_p50_ms", "uplink_p95_ms", "downlink_p50_ms", "downlink_p95_ms", "hub_cpu_per_stream",
             "ai_cpu_per_stream")

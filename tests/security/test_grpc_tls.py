@@ -92,7 +92,8 @@ def hub_settings(pki: Household, port: int, *, cert: str = "hub-main", ca: str =
 
 async def status(security: ClientSecurity) -> pb.StatusResponse:
     async with security.aio_channel() as ch:
-        return await pb_grpc.NailaAIStub(ch).GetStatus(pb.StatusRequest(), timeout=5)
+        response: pb.StatusResponse = await pb_grpc.NailaAIStub(ch).GetStatus(pb.StatusRequest(), timeout=5)
+        return response
 
 
 async def refused(security: ClientSecurity) -> grpc.StatusCode:
