@@ -84,3 +84,20 @@ async def test_a_failed_background_run_falls_back_to_a_fresh_one() -> None:
     stt.fail = False
     assert await u.transcript() == "hello there"
     assert not u.reused and stt.calls == 2
+
+
+async def test_audio_beyond_the_cap_is_dropped_and_the_kept_part_is_transcribed_once() -> None:
+    """H4: a voice that never pauses (a TV) fills the utterance to ``max_s`` and no further; reaching
+    the cap starts one background run over the kept audio, which END then reuses."""
+    stt = FakeSTT(lambda a: f"{a.size} samples")
+    u = Utterance(stt, speculate_ms=100, max_s=2.0)
+    feed(u, tone(1500))
+    assert u.speculative_runs == 0 and not u.capped
+    feed(u, tone(60_000))  # a minute more, no pause
+    assert u.capped and u.samples == 2 * RATE and u.held_bytes <= 2 * RATE * 2
+    assert u.dropped_samples == RATE * 61_500 // 1000 - 2 * RATE
+    assert u.speculative_runs == 1
+    feed(u, tone(1000))
+    assert u.speculative_runs == 1  # the kept audio cannot change: never transcribed again
+    assert await u.transcript() == f"{2 * RATE} samples"
+    assert u.reused and stt.calls == 1
