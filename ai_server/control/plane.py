@@ -61,7 +61,7 @@ from ai_server.store.home import StoreConfig, open_store
 from ai_server.store.retention import Retention, RetentionMetrics
 from ai_server.store.transcripts import TranscriptSink
 from shared.backoff import Backoff
-from shared.config import AIServerSettings, MediaSettings, MqttSettings
+from shared.config import AIServerSettings, DeviceSettings, MediaSettings, MqttSettings, load
 from shared.contract import pb
 from shared.mqtt import (
     MODEL_FOR_KIND,
@@ -182,7 +182,8 @@ class ControlPlane:
             },
             clock=clock,
         )
-        self.registry = DeviceRegistry(self.metrics)
+        # A device silent for 3 heartbeats is offline, whatever its retained status says (M7).
+        self.registry = DeviceRegistry(self.metrics, stale_after_s=3 * load(DeviceSettings).device_heartbeat_s)
         self.policy = MediaPolicy(media, max_pixels=settings.ai_media_max_pixels)
         limit_pixels(settings.ai_media_max_pixels)  # Pillow's own guard, for every decoder in the process
         self.commands = Commands(

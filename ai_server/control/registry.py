@@ -8,6 +8,11 @@ cleared the device's status: it is forgotten.
 ``last_seen`` is when the AI server last heard the device online, on the server's clock (device
 clocks drift, and a last will's timestamp is the moment it was *registered*, not when the device
 died). A device only ever seen offline keeps the timestamp of that status.
+
+Stale is offline (finding M7): a device says it is online every heartbeat (DEVICE_HEARTBEAT_S).
+One not heard from for ``stale_after_s`` (3 heartbeats) is offline for everyone who asks (GetStatus,
+speaking, commands, source selection), though no will said so: the broker may have restarted and
+lost the will, or replayed an old retained "online". Its next status brings it back.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ai_server.control.metrics import ControlMetrics
 from shared.contract import pb
@@ -54,9 +59,11 @@ def iso_utc(when: datetime) -> str:
 
 
 class DeviceRegistry:
-    def __init__(self, metrics: ControlMetrics, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, metrics: ControlMetrics, *, clock: Callable[[], datetime] = utc_now,
+                 stale_after_s: float = 0.0) -> None:
         self.metrics = metrics
         self._clock = clock
+        self.stale_after = timedelta(seconds=stale_after_s)  # 0: never stale
         self._devices: dict[str, DeviceRecord] = {}
 
     def update(self, status: DeviceStatus) -> DeviceRecord:
@@ -107,10 +114,26 @@ class DeviceRegistry:
             self._refresh_gauge()
 
     def get(self, device_id: str) -> DeviceRecord | None:
-        return self._devices.get(device_id)
+        record = self._devices.get(device_id)
+        return None if record is None else self._fresh(record)
 
     def devices(self) -> list[DeviceRecord]:
-        return [self._devices[k] for k in sorted(self._devices)]
+        return [self._fresh(self._devices[k]) for k in sorted(self._devices)]
+
+    def _fresh(self, record: DeviceRecord) -> DeviceRecord:
+        """``record``, turned offline (once: logged and counted) when it has gone stale."""
+        if not record.online or not self.stale_after:
+            return record
+        now = self._clock()
+        if now - record.last_seen <= self.stale_after:
+            return record
+        stale = replace(record, online=False, changed_at=now)
+        self._devices[record.device_id] = stale
+        self.metrics.event("device_stale")
+        self._refresh_gauge()
+        log.info("device %s is offline: not heard from since %s (%.0f s, over 3 heartbeats)", record.device_id,
+                 iso_utc(record.last_seen), (now - record.last_seen).total_seconds())
+        return stale
 
     def in_room(self, room: str) -> list[DeviceRecord]:
         return [d for d in self.devices() if d.room == room]

@@ -129,3 +129,44 @@ async def test_retained_statuses_are_replayed_at_connect_and_a_cleared_one_is_fo
 
     await watch.client.publish(f"naila/devices/{dev}/status", b"", qos=1, retain=True)  # clears the retained status
     await until(lambda: plane.registry.get(dev) is None)
+
+
+@pytest.mark.unit
+def test_a_device_silent_for_three_heartbeats_is_offline_for_everyone_until_it_speaks_again() -> None:
+    """M7: a broker restart that lost the will, or replayed an old retained "online", leaves no ghost."""
+    from ai_server.control.commands import Commands
+    from ai_server.control.speech import Speaker, SpeakError
+    from ai_server.conversation import Conversations
+    from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
+    from ai_server.pipeline import Pipeline
+
+    now = [datetime(2025, 6, 1, 12, 0, tzinfo=UTC)]
+    metrics = ControlMetrics()
+    reg = DeviceRegistry(metrics, clock=lambda: now[0], stale_after_s=90)  # 3 x DEVICE_HEARTBEAT_S=30
+    spoken = status("kitchen-pi", online=True)
+    reg.update(spoken.model_copy(update={"capabilities": ["audio", "speaker"]}))
+    now[0] += timedelta(seconds=90)
+    assert reg.get("kitchen-pi").online  # type: ignore[union-attr]  # 3 heartbeats: not yet
+    now[0] += timedelta(seconds=1)
+    record = reg.get("kitchen-pi")
+    assert record is not None and not record.online and record.changed_at == now[0]
+    assert [d.online for d in reg.device_infos()] == [False]
+    assert [d.online for d in reg.in_room(record.room or "")] == [False]
+    assert metrics.events["device_stale"] == 1  # counted once, however often it is asked
+    reg.get("kitchen-pi")
+    assert metrics.events["device_stale"] == 1
+    assert metrics.registry.get_sample_value("naila_ai_mqtt_devices_online") == 0
+
+    speaker = Speaker(Pipeline(FakeSTT(), FakeLLM(), FakeTTS(), Conversations("s", 2)), reg, metrics, tuple)
+    with pytest.raises(SpeakError, match="offline"):
+        speaker.targets("kitchen-pi")
+
+    async def publish(_message: object) -> None:
+        raise AssertionError("nothing is sent to a stale device")
+
+    commands = Commands(publish, reg, metrics, default_timeout_s=1.0)
+    with pytest.raises(Exception, match="offline"):
+        asyncio.run(commands.send_command("kitchen-pi", "set_volume", {"level": 10}))
+
+    reg.update(spoken)  # its next heartbeat: back
+    assert reg.get("kitchen-pi").online and metrics.events["device_online"] == 2  # type: ignore[union-attr]
