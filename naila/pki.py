@@ -104,7 +104,8 @@ def issue(
     ca_key = ca.private_key()
     start = not_before or (_now() - dt.timedelta(minutes=5))
     names = list(dict.fromkeys([*dns_names, *([common_name] if server and common_name not in ip_addresses else [])]))
-    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
