@@ -167,7 +167,7 @@ async def _offer() -> tuple[RTCPeerConnection, str]:
 
 
 async def test_browser_device_tokens_open_connect_for_their_own_id_only(make_web_hub: HubMaker) -> None:
-    hub = await make_web_hub()  # HUB_DEVICE_TOKENS empty: Pi devices need no token, browsers always do
+    hub = await make_web_hub()  # HUB_DEVICE_TOKENS empty: Pi devices are refused (default-deny), browsers need theirs
     pcs: list[RTCPeerConnection] = []
 
     async def connect(http: aiohttp.ClientSession, device_id: str, token: str | None) -> int:
@@ -200,9 +200,9 @@ async def test_browser_device_tokens_open_connect_for_their_own_id_only(make_web
             assert await connect(http, device_id, "x" * 43) == 401
             assert await connect(http, "web-someone-else", token) == 401
             assert await connect(http, device_id, token) == 200
-            assert await connect(http, "pi-kitchen", None) == 200, "Pi devices are checked as before"
+            assert await connect(http, "pi-kitchen", None) == 401, "no token table entry: refused (issue 18, H1)"
         assert device_id in hub.sessions
-        assert hub.metrics.unauthorized == 3
+        assert hub.metrics.unauthorized == 4
     finally:
         for pc in pcs:
             await pc.close()
