@@ -350,3 +350,16 @@ def test_remote_candidate_parses_w3c_lines(line: str, expected: tuple[Any, ...])
 def test_remote_candidate_refuses_what_is_not_a_candidate(line: str) -> None:
     with pytest.raises(ValueError, match="not an ICE candidate"):
         remote_candidate(IceCandidate(candidate=line, sdpMid="0", session_id="s"))
+
+
+async def test_a_closed_session_is_forgotten() -> None:
+    """H6: no per-device entry outlives its session (the hub calls session_closed)."""
+    rig = make_rig()
+    await rig.offer("pi-a", "s1")
+    session = rig.hub.sessions["pi-a"]
+    rig.signaling.session_closed("pi-a", FakeSession())  # another session of that id: kept
+    await rig.ice("pi-a", "s1")
+    assert rig.metrics.mqtt_ice["added"] == 1
+    rig.signaling.session_closed("pi-a", session)
+    await rig.ice("pi-a", "s1")
+    assert rig.metrics.mqtt_ice["no_session"] == 1 and not rig.signaling._live
