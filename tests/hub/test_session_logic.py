@@ -105,6 +105,19 @@ async def test_utterance_goes_upstream_with_the_wire_conventions(session) -> Non
     assert host.metrics.vad_onsets == 1 and host.metrics.vad_ends == 1
 
 
+async def test_endless_sound_is_cut_into_utterances_of_at_most_hub_max_utterance_s() -> None:
+    """H4 at the hub: a TV near the mic never pauses; each utterance ends at the cap, counted."""
+    host = FakeHost(settings=load(HubSettings, hub_max_utterance_s=1.0))
+    s = DeviceSession("pi-tv", RTCPeerConnection(), host)  # type: ignore[arg-type]
+    try:
+        feed(s, "1" * 120)  # 2.4 s of speech-like sound, fed frame by frame (the VAD's own clock)
+        one = [pb.START] + [pb.CONTINUE] * 47 + [pb.END]  # 3 onset frames + 47 = 50 frames = 1 s
+        assert events(host) == one + one + [pb.START] + [pb.CONTINUE] * 17
+        assert host.metrics.utterances_capped == 2 and host.metrics.vad_ends == 2
+    finally:
+        await s.close("test")
+
+
 async def test_utterance_cut_by_a_reconnect_is_dropped_until_the_next_start(session) -> None:  # type: ignore[no-untyped-def]
     s, host = session
     feed(s, "111" + "1" * 5)
