@@ -111,7 +111,9 @@ async def test_below_the_free_space_reserve_media_is_refused_and_the_alert_goes_
 ) -> None:
     assert server.control is not None
     store = server.control.store
-    store.reserve_bytes = store.free_bytes() + 1  # the disk is as full as AI_MEDIA_RESERVE_BYTES allows
+    # The disk is as full as AI_MEDIA_RESERVE_BYTES allows (a reserve far above any free space: other
+    # processes on this machine free and fill the disk meanwhile).
+    store.reserve_bytes = store.free_bytes() + 2**50
     camera = uid("drive")
     alert, took = await walk_in(server, camera, watch)
     assert alert["snapshot_available"] is False and took < 5.0

@@ -66,7 +66,7 @@ def store(tmp_path: Path) -> Iterator[MediaStore]:
 def test_a_write_that_would_eat_the_reserve_is_refused_and_metadata_still_fits(store: MediaStore) -> None:
     woken: list[bool] = []
     store.on_over_limit = lambda: woken.append(True)
-    store.reserve_bytes = store.free_bytes() + 1  # the disk is "full": less free than the reserve
+    store.reserve_bytes = store.free_bytes() + 2**50  # the disk is "full": less free than the reserve
     with pytest.raises(StoreFull) as refused:
         _add(store)
     assert refused.value.errno == errno.ENOSPC and isinstance(refused.value, OSError)
