@@ -12,10 +12,12 @@ cookies' nonces until they would have expired, in memory, so a hub restart forge
 * Data endpoints (``/turns``, ``/health?detail=1``, ``/metrics``): the same login, or
   ``Authorization: Bearer <HUB_METRICS_TOKEN>`` for a scraper (:class:`ReadAccess`).
 * Browser devices: a logged-in page asks ``POST /api/device-token`` for a token for its own
-  device id (``web-`` + random). The token is ``HMAC(key, "device:" + id)``, so it opens
-  ``POST /connect`` for that one id only, exactly like a ``HUB_DEVICE_TOKENS`` entry; the
-  page keeps id and token in localStorage. A ``web-`` id can only be used with such a
-  token: a browser device is never unauthenticated, even when ``HUB_DEVICE_TOKENS`` is empty.
+  device id (``web-`` + random). The token is ``<expires>.HMAC(key, "device:" + id + expires)``:
+  it opens ``POST /connect`` for that one id only, like a ``HUB_DEVICE_TOKENS`` entry, until it
+  expires with the login's lifetime (``HUB_WEB_SESSION_HOURS``); then the page, still logged in,
+  asks for a new one. A browser that was logged in once does not keep the microphone's door open
+  for ever. A ``web-`` id can only be used with such a token: a browser device is never
+  unauthenticated, even when ``HUB_DEVICE_TOKENS`` is empty.
 """
 
 from __future__ import annotations
@@ -116,7 +118,22 @@ class WebAuth:
     def device_token(self, device_id: str) -> str:
         if not BROWSER_ID_RE.fullmatch(device_id):
             raise ValueError(f"not a browser device id: {device_id!r}")
-        return _b64(hmac.new(self._device_key, f"device:{device_id}".encode(), hashlib.sha256).digest())
+        expires = int(self._clock() + self.session_s)
+        return f"{expires}.{self._device_mac(device_id, expires)}"
+
+    def check_device_token(self, device_id: str, given: str) -> bool:
+        """True for an unexpired token minted for exactly this browser id. An expired token, one
+        for another id or a forged one are all just False: /connect answers them alike."""
+        expires, _, mac = given.partition(".")
+        if not BROWSER_ID_RE.fullmatch(device_id) or not expires.isdigit() or len(expires) > 12:
+            return False
+        # compare_digest before the expiry test: the time taken says nothing about which failed.
+        same = hmac.compare_digest(mac.encode(), self._device_mac(device_id, int(expires)).encode())
+        return same and int(expires) > self._clock()
+
+    def _device_mac(self, device_id: str, expires: int) -> str:
+        msg = f"device:{device_id}:{expires}".encode()
+        return _b64(hmac.new(self._device_key, msg, hashlib.sha256).digest())
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -150,18 +167,17 @@ class ReadAccess:
 class DeviceTokenTable(dict[str, str]):
     """``HUB_DEVICE_TOKENS`` plus the browser devices' derived tokens, for /connect's check.
 
-    hub.signaling.check_token looks up ``tokens.get(device_id, tokens.get("*"))``: an exact
-    entry wins, then (for ``web-`` ids) the derived token, then the ``*`` entry. So Pi devices
-    are checked exactly as before, and a ``web-`` id is never open without a token.
+    hub.signaling.check_token asks :meth:`verify` first: an exact ``HUB_DEVICE_TOKENS`` entry
+    wins (None: check it as usual), then a ``web-`` id is judged by its derived, expiring token
+    alone, so the ``*`` entry never opens a browser device; every other id falls through to the
+    table (its own entry, then ``*``), exactly as without the web app.
     """
 
     def __init__(self, static: Mapping[str, str], auth: WebAuth) -> None:
         super().__init__(static)
         self._auth = auth
 
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        if key in self:
-            return self[key]
-        if BROWSER_ID_RE.fullmatch(key):
-            return self._auth.device_token(key)
-        return default
+    def verify(self, device_id: str, given: str) -> bool | None:
+        if device_id in self or not BROWSER_ID_RE.fullmatch(device_id):
+            return None
+        return self._auth.check_device_token(device_id, given)

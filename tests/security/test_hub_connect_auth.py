@@ -14,6 +14,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from hub.server import Hub
+from hub.web.auth import WebAuth
 from shared.config import ConfigError, HubSettings, WebRTCSettings, load
 from tests.hub.conftest import connect_device, post_connect
 
@@ -94,6 +95,26 @@ async def test_unknown_wrong_and_revoked_get_the_same_answer(make_hub: Maker) ->
         assert set(hub.sessions) == {"kitchen"} and not hub.sessions["kitchen"].closed
     finally:
         await kitchen.close()
+
+
+async def test_browser_tokens_expire_and_look_like_unknown_ones(make_hub: Maker) -> None:
+    """A browser device's token (minted by the logged-in page) opens /connect for its own id until
+    it expires with the login's lifetime; expired, forged and other-id tokens get the same 401."""
+    web_token = "web-login-token-0123456789"
+    hub = await make_hub(hub_web_token=web_token, hub_web_session_hours=1.0, hub_device_tokens={"*": KITCHEN})
+    fresh = WebAuth(web_token, 3600).device_token("web-phone")
+    dev = await connect_device(hub.url, "web-phone", token=fresh)
+    await dev.close()
+    two_hours_ago = time.time() - 7200
+    expired = WebAuth(web_token, 3600, clock=lambda: two_hours_ago).device_token("web-phone")
+    sdp = await real_offer()
+    answers = [
+        await post_connect(hub.url, {"device_id": "web-phone", "sdp": sdp}, expired),
+        await post_connect(hub.url, {"device_id": "web-other", "sdp": sdp}, fresh),
+        await post_connect(hub.url, {"device_id": "web-phone", "sdp": sdp}, KITCHEN),  # "*" never opens browsers
+        await post_connect(hub.url, {"device_id": "web-phone", "sdp": sdp}, fresh.split(".")[0] + ".x"),
+    ]
+    assert {(status, body["error"]) for status, body in answers} == {(401, "missing, unknown or wrong device token")}
 
 
 async def test_a_wildcard_token_opens_any_id(make_hub: Maker) -> None:

@@ -42,10 +42,20 @@ def test_cookie_round_trip_tamper_and_expiry() -> None:
 
 
 def test_device_tokens_are_per_device_and_per_web_token() -> None:
-    a, b = WebAuth("a" * 20, 60), WebAuth("b" * 20, 60)
-    assert a.device_token("web-1") == a.device_token("web-1") == WebAuth("a" * 20, 60).device_token("web-1")
-    assert a.device_token("web-1") != a.device_token("web-2")
-    assert a.device_token("web-1") != b.device_token("web-1")
+    now = [1000.0]
+    a = WebAuth("a" * 20, 60, clock=lambda: now[0])
+    b = WebAuth("b" * 20, 60, clock=lambda: now[0])
+    token = a.device_token("web-1")
+    assert a.check_device_token("web-1", token)
+    assert WebAuth("a" * 20, 60, clock=lambda: now[0]).check_device_token("web-1", token), "survives a restart"
+    assert not a.check_device_token("web-2", token), "a token opens its own id only"
+    assert not b.check_device_token("web-1", token), "another web token revokes it"
+    assert not a.check_device_token("web-1", token.split(".")[0] + ".forged")
+    later = str(int(token.split(".")[0]) + 3600) + "." + token.split(".")[1]
+    assert not a.check_device_token("web-1", later), "the expiry cannot be moved"
+    now[0] += 61
+    assert not a.check_device_token("web-1", token), "an expired token is refused"
+    assert a.check_device_token("web-1", a.device_token("web-1")), "a fresh one works again"
     with pytest.raises(ValueError):
         a.device_token("pi-kitchen")  # a browser token can never be minted for a Pi device
 
@@ -54,13 +64,14 @@ def test_token_table_keeps_device_tokens_and_adds_browsers() -> None:
     auth = WebAuth("a" * 20, 60)
     table = DeviceTokenTable({"pi-kitchen": "k", "web-pinned": "p"}, auth)
     assert table.get("pi-kitchen") == "k"
-    assert table.get("web-pinned") == "p", "an explicit HUB_DEVICE_TOKENS entry wins"
-    assert table.get("web-x1") == auth.device_token("web-x1")
-    assert table.get("pi-other") is None
-    assert table.get("pi-other", table.get("*")) is None
+    assert table.verify("pi-kitchen", "k") is None, "HUB_DEVICE_TOKENS entries are checked as before"
+    assert table.verify("web-pinned", "p") is None, "an explicit HUB_DEVICE_TOKENS entry wins"
+    assert table.verify("web-x1", auth.device_token("web-x1")) is True
+    assert table.verify("web-x1", "k") is False
+    assert table.verify("pi-other", "k") is None and table.get("pi-other", table.get("*")) is None
     star = DeviceTokenTable({"*": "s"}, auth)
     assert star.get("pi-other", star.get("*")) == "s"
-    assert star.get("web-x1", star.get("*")) == auth.device_token("web-x1"), "the * token does not open browsers"
+    assert star.verify("web-x1", "s") is False, "the * token does not open browsers"
 
 
 def test_image_sniffing_and_file_names() -> None:

@@ -153,7 +153,7 @@ async function connect() {
     });
     const body = await resp.json().catch(() => ({}));
     if (resp.status === 401) {
-      // The hub's web token changed since this browser got its token: ask for a new one.
+      // The token expired (it lives as long as a login) or the hub's web token changed: ask for a new one.
       localStorage.removeItem(KEY_TOKEN);
       throw new Error("device token refused");
     }
