@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -64,7 +65,9 @@ async def make_web_hub(loopback_ice: None) -> AsyncIterator[HubMaker]:
                 "hub_web_token": WEB_TOKEN,
                 "hub_device_tokens": {},
                 "hub_mqtt": broker is not None,
-                "hub_id": f"web-test-{len(hubs)}-{os.getpid()}",
+                # Unique per hub: the hub's MQTT session is persistent, so a reused id would hand this
+                # hub what the broker queued for an earlier test's hub.
+                "hub_id": f"web-test-{len(hubs)}-{os.getpid()}-{secrets.token_hex(3)}",
                 "hub_dead_peer_timeout_s": 3.0,
                 **overrides,
             },
