@@ -78,6 +78,10 @@ class ConversationSession:
         self.limits = limits or StreamLimits()
         self._log_budget = log_budget or LogBudget(log)
         self.devices: dict[str, Device] = {}
+        # When each device's last accepted AudioInput came in on this stream (time.monotonic): the stream
+        # carrying a device's audio is where unprompted speech for it goes (ai_server/control/speech.py).
+        # Its keys are a subset of ``devices``, so it is bounded the same way.
+        self.heard: dict[str, float] = {}
         self._out: asyncio.Queue[_Out | None] = asyncio.Queue()
         self._closed = False
         # Turns no utterance started (start_unprompted_turn): not user turns in the metrics.
@@ -115,6 +119,7 @@ class ConversationSession:
                     f"(AI_MAX_DEVICES_PER_STREAM={self.limits.max_devices_per_stream})"))
                 return
             dev = self.devices[msg.device_id] = Device(msg.device_id)
+        self.heard[msg.device_id] = time.monotonic()
         if dev.refused:
             if msg.event != pb.START:
                 self.pipeline.metrics.count("bad_inputs_ignored")  # the rest of a refused utterance

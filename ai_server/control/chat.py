@@ -12,7 +12,8 @@ ChatReply semantics (documented for clients):
 * ``text`` empty, ``error`` set: no answer (the LLM failed or timed out, or the request was
   refused before it reached the LLM: malformed, rate limited, busy).
 * ``text`` set *and* ``error`` set: the answer, but ``speak_on`` could not be honoured (unknown
-  or offline device, no hub stream...); ``error`` says why. Speech that starts and then fails
+  or offline device, no hub stream, over the announcement budget AI_ANNOUNCE_PER_MIN, which all
+  sessions share); ``error`` says why. Speech that starts and then fails
   (TTS) is only logged and counted (``naila_ai_mqtt_events{event="speech_failed"}``): the
   reply has gone out by then.
 """
@@ -26,7 +27,7 @@ from collections import OrderedDict
 
 from ai_server.aio import closing
 from ai_server.control.metrics import ControlMetrics
-from ai_server.control.speech import Speaker, SpeakError
+from ai_server.control.speech import CHAT_ASKER, Speaker, SpeakError
 from ai_server.control.wire import Publish, send
 from ai_server.pipeline import Pipeline, Seen, one_line
 from ai_server.store.transcripts import chat_asker
@@ -105,7 +106,7 @@ class Chat:
         error = None
         if request.speak_on is not None:
             try:
-                self.speaker.speak(request.speak_on, text)
+                self.speaker.speak(request.speak_on, text, asker=CHAT_ASKER)  # one budget for all sessions
             except SpeakError as exc:
                 self.metrics.event("speech_refused")
                 error = f"not spoken on {request.speak_on}: {exc}"

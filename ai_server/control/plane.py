@@ -51,7 +51,7 @@ from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
 from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
-from ai_server.control.speech import Speaker
+from ai_server.control.speech import AnnounceLimit, Speaker
 from ai_server.control.uploads import Uploads
 from ai_server.media.analysis import limit_pixels
 from ai_server.pipeline import Pipeline, one_line
@@ -200,7 +200,8 @@ class ControlPlane:
             recording_quota_bytes_per_h=settings.ai_recording_quota_bytes_per_h,
             clock=clock,
         )
-        self.speaker = Speaker(pipeline, self.registry, self.metrics, sessions)
+        self.speaker = Speaker(pipeline, self.registry, self.metrics, sessions,
+                               limit=AnnounceLimit(settings.ai_announce_per_min, self.metrics, clock=clock))
         self.chat = Chat(self._publish, pipeline, self.speaker, self.metrics, timeout_s=settings.ai_chat_timeout_s)
         self.uploads = Uploads(self.policy, self.media, self.chat, self.guard, self.metrics)
         # Alerts the broker did not take wait in a file of the data folder (ai_server/control/outbox.py).

@@ -25,6 +25,12 @@ itself: "play it in the kitchen", then "and in the bedroom" replays the answer, 
 it in the kitchen.".
 
 :meth:`RoomRouter.speak_broadcast` speaks :meth:`ControlPlane.broadcast`'s message the same way.
+
+Each request that would make speakers talk is charged to the asking device's announcement budget
+(AI_ANNOUNCE_PER_MIN, :class:`~ai_server.control.speech.AnnounceLimit`; broadcasts to one shared
+key): over it the asker hears "Too many announcements; try again in a minute." and nothing is
+spoken or published. Requests that cannot be carried out (unknown place, nothing to replay, no
+speaker there) cost nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +43,14 @@ from typing import Final
 from ai_server.control.errors import BrokerUnavailable
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.registry import DeviceRecord, DeviceRegistry
-from ai_server.control.speech import SPEAKER_CAPABILITY, Speaker, SpeakError
+from ai_server.control.speech import (
+    PLANE_ASKER,
+    SPEAKER_CAPABILITY,
+    TOO_MANY,
+    Speaker,
+    SpeakError,
+    TooManyAnnouncements,
+)
 from ai_server.conversation import Conversations
 from ai_server.pipeline import Turn, one_line
 from ai_server.routing import Route, RouteKind, Scope, parse_route
@@ -100,6 +113,10 @@ class RoomRouter:
         if not devices:
             self.metrics.event("route_no_speaker")
             return _no_speaker(route)
+        try:
+            self.speaker.admit(asker)
+        except TooManyAnnouncements:
+            return TOO_MANY
         if not self._say(devices, text):
             return f"I can't reach the speakers {_at(route)} right now."
         if route.kind is RouteKind.ANNOUNCE and route.scope is not Scope.DEVICE:
@@ -131,12 +148,18 @@ class RoomRouter:
     def speak_broadcast(self, message: str, room: str | None) -> list[str]:
         """Speak a broadcast on ``room``'s online speaker devices (every one when None); best effort.
 
-        Returns the devices it started on; none (no speaker online there, no hub) is logged and counted.
+        Returns the devices it started on; none (no speaker online there, no hub, over the broadcasts'
+        AI_ANNOUNCE_PER_MIN budget) is logged and counted.
         """
         if room is None:
             devices = [d.device_id for d in self.registry.devices() if _can_speak(d)]
         else:
             devices = [d.device_id for d in self.registry.in_room(room) if _can_speak(d)]
+        try:
+            if devices:
+                self.speaker.admit(PLANE_ASKER)
+        except TooManyAnnouncements:
+            devices = []  # counted as announce_limited, and as unspoken below
         started = self._say(devices, message)
         self.metrics.event("broadcast_spoken" if started else "broadcast_unspoken")
         if not started:

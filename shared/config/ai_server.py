@@ -285,6 +285,11 @@ class AIServerSettings(NailaSettings):
     ai_media_reserve_bytes: Annotated[int, Field(ge=0)] = Field(
         512 * 1024**2, description="Free disk space media writes always leave, bytes (alerts still go out)"
     )
+    ai_announce_per_min: Annotated[float, Field(gt=0, le=600)] = Field(
+        6.0, description="Announcements and replays on other speakers (\"announce ... everywhere\", \"play it in "
+        "the kitchen\", chat speak_on, broadcasts) each device may start per minute, at most 3 at once; all chat "
+        "sessions together share one budget. Beyond it the asker hears a short refusal"
+    )
     ai_history_household: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Askers that hear every device's and chat session's history "
         "(\"what was I asking about yesterday\"), comma-separated device ids and chat:<session>; empty (the "
