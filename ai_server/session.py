@@ -73,12 +73,13 @@ class _Out:
 
 class ConversationSession:
     def __init__(self, pipeline: Pipeline, limits: StreamLimits | None = None,
-                 log_budget: LogBudget | None = None) -> None:
+                 log_budget: LogBudget | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
+        self._clock = clock  # stamps ``heard``
         self.limits = limits or StreamLimits()
         self._log_budget = log_budget or LogBudget(log)
         self.devices: dict[str, Device] = {}
-        # When each device's last accepted AudioInput came in on this stream (time.monotonic): the stream
+        # When each device's last accepted AudioInput came in on this stream (``clock``): the stream
         # carrying a device's audio is where unprompted speech for it goes (ai_server/control/speech.py).
         # Its keys are a subset of ``devices``, so it is bounded the same way.
         self.heard: dict[str, float] = {}
@@ -119,7 +120,7 @@ class ConversationSession:
                     f"(AI_MAX_DEVICES_PER_STREAM={self.limits.max_devices_per_stream})"))
                 return
             dev = self.devices[msg.device_id] = Device(msg.device_id)
-        self.heard[msg.device_id] = time.monotonic()
+        self.heard[msg.device_id] = self._clock()
         if dev.refused:
             if msg.event != pb.START:
                 self.pipeline.metrics.count("bad_inputs_ignored")  # the rest of a refused utterance
