@@ -50,8 +50,9 @@ SPEAKER_CAPABILITY = "speaker"
 RECENT_AUDIO_S: Final = 600.0
 #: Announcements an asker may start at once (then AI_ANNOUNCE_PER_MIN refills them).
 ANNOUNCE_BURST: Final = 3.0
-CHAT_ASKER: Final = "chat"  # every typed chat session together (see the module doc)
-PLANE_ASKER: Final = "broadcast"  # ControlPlane.broadcast
+# The two shared askers: ':' never occurs in a device id, so no device shares their budget.
+CHAT_ASKER: Final = ":chat"  # every typed chat session together (see the module doc)
+PLANE_ASKER: Final = ":broadcast"  # ControlPlane.broadcast
 TOO_MANY: Final = "Too many announcements; try again in a minute."
 
 
