@@ -10,6 +10,10 @@ frame, and a camera that stopped delivering gets no refresh, so the AI server se
 instead of being fed an old picture as if it were current.
 
 :meth:`CameraFeed.build` then scales and JPEG-encodes the chosen frame into a VisionFrame.
+Each is split in two for the hub's vision worker thread (issue 18, M5): the CPU part
+(:meth:`~CameraFeed.look`: reduce + gate; :meth:`~CameraFeed.encode`: scale + JPEG) touches no
+state the event loop reads, and the bookkeeping part (:meth:`~CameraFeed.judge`,
+:meth:`~CameraFeed.pack`: counters, refresh timing, frame ids) runs on the loop.
 Bad input (an empty frame, a pixel format that cannot be converted, a failed encode) is
 counted and logged (rate-limited), never raised. The clock is passed in: no timing of its own.
 """
@@ -24,8 +28,8 @@ from dataclasses import asdict, dataclass
 from av import VideoFrame
 
 from hub.metrics import HubMetrics
-from hub.vision.frames import FrameError, encode_jpeg, to_gray
-from hub.vision.motion import MotionGate
+from hub.vision.frames import FrameError, Jpeg, encode_jpeg, to_gray
+from hub.vision.motion import GateDecision, MotionGate
 from shared.contract import pb
 
 log = logging.getLogger("naila.hub.vision")
@@ -103,18 +107,32 @@ class CameraFeed:
 
     def decide(self, frame: VideoFrame, now: float) -> Send | None:
         """Run the gate on one decoded frame; a :class:`Send` if the AI server should get it."""
+        return self.judge(frame, self.look(frame), now)
+
+    def look(self, frame: VideoFrame) -> GateDecision | FrameError:
+        """The CPU part of :meth:`decide` (reduce + gate), for the vision worker thread.
+
+        Touches only the gate (one frame of a camera at a time is in the worker), never the
+        counters or the refresh timing, which the event loop reads: those are :meth:`judge`'s.
+        """
+        try:
+            gray = to_gray(frame)
+        except FrameError as exc:
+            return exc
+        return self.gate.feed(gray)
+
+    def judge(self, frame: VideoFrame, looked: GateDecision | FrameError, now: float) -> Send | None:
+        """The bookkeeping part of :meth:`decide` (counters, refresh timing), on the event loop."""
         st = self.stats
         st.frames_in += 1
         self._metrics.vision_frames_in += 1
         self._arrivals.append(now)
-        try:
-            gray = to_gray(frame)
-        except FrameError as exc:
+        if isinstance(looked, FrameError):
             st.decode_errors += 1
-            self._bad("decode", st.decode_errors, exc)
+            self._bad("decode", st.decode_errors, looked)
             return None
+        d = looked
         self.source_size = (frame.width, frame.height)
-        d = self.gate.feed(gray)
         self.last_score = d.score
         if d.motion:
             st.motion_frames += 1
@@ -136,11 +154,20 @@ class CameraFeed:
 
     def build(self, frame: VideoFrame, send: Send, wall_ms: int) -> pb.VisionFrame | None:
         """The chosen frame as the AI server gets it: scaled into the frame box, JPEG, numbered."""
+        return self.pack(self.encode(frame), send, wall_ms)
+
+    def encode(self, frame: VideoFrame) -> Jpeg | FrameError:
+        """The CPU part of :meth:`build` (scale + JPEG), for the vision worker thread; touches no state."""
         try:
-            jpeg = encode_jpeg(frame, self.frame_box, self.jpeg_quality)
+            return encode_jpeg(frame, self.frame_box, self.jpeg_quality)
         except FrameError as exc:
+            return exc
+
+    def pack(self, jpeg: Jpeg | FrameError, send: Send, wall_ms: int) -> pb.VisionFrame | None:
+        """The bookkeeping part of :meth:`build`: the VisionFrame, or the encode error counted."""
+        if isinstance(jpeg, FrameError):
             self.stats.encode_errors += 1
-            self._bad("encode", self.stats.encode_errors, exc)
+            self._bad("encode", self.stats.encode_errors, jpeg)
             return None
         return pb.VisionFrame(
             device_id=self.device_id,

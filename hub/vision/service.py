@@ -12,10 +12,20 @@ already ``MAX_TRACK_BACKLOG`` deep (the loop is behind), is dropped before the m
 in ``vision_frames_dropped`` (``too_large``, ``too_fast``, ``backlog``): a camera sending 4K at
 60 fps costs a comparison per frame, not a gate and an encode.
 
-Everything runs on the event loop, inline: per frame the gate costs ~0.1 ms (640x480 reduced to
-160x120 grey + blur + diff) and a forwarded frame ~0.4 ms more (scale to 320x240 + JPEG), both
-measured by bench/vision_gate.py, far below what would be worth a thread hop. Decoding happens
-in aiortc's own decoder thread.
+The gate (a 1280x720 frame reduced to 160x120 grey + blur + diff) and the JPEG encode of a chosen
+frame (scale to 320x240 + JPEG) run in one worker thread per hub (issue 18, M5), not on the event
+loop that also runs VAD and audio for every device. bench/vision_loop_stall.py (four 15 fps 720p
+cameras, motion in every frame): the longest loop callback went from ~2.8 ms to ~0.8 ms (p99 1.7 ms
+to 0.08 ms), the worst lateness of a 1 ms timer from ~10 ms to ~1-4 ms (an idle loop here: ~1-4 ms).
+One thread is enough (the gate costs ~0.2 ms, an encode ~0.4 ms; both release the GIL) and keeps
+a camera's frames in order; each camera has at most one
+frame in it, since ``consume`` awaits a frame's work before reading the next, and the ingress drops
+above stay in front, so a flood never queues work: it backs up aiortc's queue and is dropped as
+``backlog``. Only the CPU parts run there; counters, refresh timing and frame ids stay on the loop
+(hub.vision.camera). Decoding happens in aiortc's own decoder thread.
+
+Frame ids come from one counter for the whole hub: every camera's ids keep increasing, also
+across its reconnects, with no per-device state to prune (issue 18, H6).
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
@@ -41,6 +52,8 @@ from shared.grpc_security import ClientSecurity, hub_client
 from shared.rate_limit import RateLimiter
 
 log = logging.getLogger("naila.hub.vision")
+
+T = TypeVar("T")
 
 MAX_PIXELS = 1280 * 720  # decoded frames above this are dropped before the gate
 MAX_FPS = 15.0  # per camera, on average
@@ -73,8 +86,11 @@ class VisionService:
         self._wall = wall
         self.cameras: dict[str, CameraFeed] = {}
         self._stopping = False
-        # Per-device frame ids survive a camera's reconnect, so the AI server sees them keep increasing.
-        self._frame_ids: dict[str, itertools.count[int]] = {}
+        # One counter for all cameras (see the module doc): ids keep increasing across a camera's
+        # reconnects, and nothing is kept per device id once its camera is gone.
+        self._frame_ids = itertools.count(1)
+        # The gate and the JPEG encode, off the event loop (see the module doc); started on first use.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="naila-vision")
         self._fps = RateLimiter(MAX_FPS, FPS_BURST, clock=clock, max_keys=4096)
         self._log_budget = RateLimiter(1.0 / 30.0, 3, clock=clock)  # ingress drops: a few lines a minute
         self.uplink = VisionUplink(
@@ -102,7 +118,7 @@ class VisionService:
         feed = CameraFeed(
             device_id,
             MotionGate(v.video_motion_threshold, s.hub_vision_min_motion_area, v.video_process_every_n_frames),
-            self._frame_ids.setdefault(device_id, itertools.count(1)),
+            self._frame_ids,
             self.metrics,
             refresh_s=s.hub_vision_refresh_s,
             frame_box=s.vision_frame_size,
@@ -143,11 +159,15 @@ class VisionService:
                         feed.device_id, reason, width, height, MAX_PIXELS, MAX_FPS)
         return False
 
-    def handle(self, feed: CameraFeed, frame: VideoFrame, backlog: int = 0) -> None:
-        """One decoded frame of a camera: gate it and, if chosen, encode and submit it."""
-        if not self.admit(feed, frame.width, frame.height, backlog):
+    async def handle(self, feed: CameraFeed, frame: VideoFrame, backlog: int = 0) -> None:
+        """One decoded frame of a camera: gate it and, if chosen, encode and submit it.
+
+        The admission check runs here, on the loop; the gate and the encode in the worker thread.
+        """
+        if self._stopping or not self.admit(feed, frame.width, frame.height, backlog):
             return
-        send = feed.decide(frame, self._clock())
+        now, wall_ms = self._clock(), int(self._wall() * 1000)  # the frame's arrival
+        send = feed.judge(frame, await self._off_loop(feed.look, frame), now)
         if send is None:
             return
         if not self.uplink.connected:
@@ -155,9 +175,12 @@ class VisionService:
             self.metrics.vision_frames_dropped[DROP_DISCONNECTED] += 1
             feed.dropped()
             return
-        msg = feed.build(frame, send, int(self._wall() * 1000))
+        msg = feed.pack(await self._off_loop(feed.encode, frame), send, wall_ms)
         if msg is not None:
-            self.uplink.submit(msg)
+            self.uplink.submit(msg)  # drops it (counted) if the stream went down meanwhile
+
+    def _off_loop(self, work: Callable[[VideoFrame], T], frame: VideoFrame) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._worker, work, frame)
 
     async def consume(self, device_id: str, track: Any, on_frame: Callable[[], None] | None = None) -> None:
         """Read a camera track until it ends; ``on_frame`` is called per frame (the session's liveness)."""
@@ -168,7 +191,7 @@ class VisionService:
                 frame = await track.recv()
                 if on_frame is not None:
                     on_frame()
-                self.handle(feed, frame, _backlog(track))
+                await self.handle(feed, frame, _backlog(track))
         except MediaStreamError:
             self.close_camera(feed, "ended")
         except asyncio.CancelledError:
@@ -234,6 +257,8 @@ class VisionService:
     async def stop(self) -> None:
         self._stopping = True
         await self.uplink.stop()
+        # A frame in the worker finishes there (a few ms); its camera's consume sees the stop and drops it.
+        self._worker.shutdown(wait=False)
 
 
 def _backlog(track: Any) -> int:

@@ -141,10 +141,10 @@ async def test_with_the_ai_server_away_chosen_frames_are_dropped_and_counted_wit
     try:
         cam = vision.open_camera("cam-x")
         base = scene()
-        vision.handle(cam, video_frame(base))  # first frame: a refresh, but nowhere to send it
+        await vision.handle(cam, video_frame(base))  # first frame: a refresh, but nowhere to send it
         for i in range(9):
             clock.advance(0.1)
-            vision.handle(cam, video_frame(with_square(base, 30 * i, 100)))
+            await vision.handle(cam, video_frame(with_square(base, 30 * i, 100)))
         assert cam.stats.refreshes == 1 and cam.stats.forwarded == 3
         assert cam.stats.dropped == 4 and m.vision_frames_dropped["ai_disconnected"] == 4
         assert m.vision_frames_sent == 0
@@ -195,10 +195,10 @@ async def test_a_failing_pipeline_costs_the_camera_not_the_session(
     track = ScriptedTrack([video_frame(scene())] * 20)
     seen = []
 
-    def boom(self: CameraFeed, frame: VideoFrame, now: float) -> None:
+    def boom(self: CameraFeed, frame: VideoFrame) -> None:
         raise RuntimeError("a bug in the gate")
 
-    monkeypatch.setattr(CameraFeed, "decide", boom)
+    monkeypatch.setattr(CameraFeed, "look", boom)  # runs in the worker thread: the error comes back
     try:
         with caplog.at_level(logging.INFO, "naila.hub.vision"):
             await vision.consume("cam-bug", track, on_frame=lambda: seen.append(1))

@@ -29,11 +29,11 @@ async def test_frames_above_1280x720_never_reach_the_gate() -> None:
         big = VideoFrame(1920, 1080, "yuv420p")
         for _ in range(10):
             clock.advance(0.1)
-            vision.handle(cam, big)
+            await vision.handle(cam, big)
         assert m.vision_frames_dropped["too_large"] == 10 and cam.stats.frames_in == 0
         hd = VideoFrame(1280, 720, "yuv420p")  # exactly the cap: accepted
         clock.advance(0.1)
-        vision.handle(cam, hd)
+        await vision.handle(cam, hd)
         assert cam.stats.frames_in == 1
     finally:
         await vision.stop()
@@ -47,9 +47,9 @@ async def test_a_camera_is_held_to_15_fps_on_average_and_another_camera_is_not_c
         frame = video_frame(scene())
         for i in range(4 * 60):  # 4 s at 60 fps
             clock.advance(1 / 60)
-            vision.handle(fast, frame)
+            await vision.handle(fast, frame)
             if i % 6 == 0:  # 10 fps
-                vision.handle(calm, frame)
+                await vision.handle(calm, frame)
         assert fast.stats.frames_in <= 4 * MAX_FPS + FPS_BURST + 1
         assert m.vision_frames_dropped["too_fast"] == 4 * 60 - fast.stats.frames_in
         assert calm.stats.frames_in == 40  # under the cap: every frame gated
