@@ -6,6 +6,11 @@ then YOLO objects (the vision pipeline's :class:`~ai_server.vision.detector.Dete
 text lines (:mod:`ai_server.media.ocr`) in worker threads, then a description composed from both
 (:func:`ai_server.vision.ask.describe`) and the lighting. The caller says where the image came
 from; the result is ``shared.mqtt.VisualContext`` exactly, with the two model timings beside it.
+
+A detector whose model failed to load is not retried here: the detector remembers the failure with
+a back-off for every caller (:class:`~ai_server.vision.detector.LoadBackoff`, issue 18 M6), and
+the image is still answered, its OCR text included, with a description that starts
+"Vision model unavailable." and ``Analysed.model_error`` saying why.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ai_server.media.describe import VisionDescriber
 from ai_server.media.ocr import TextReader
 from ai_server.store import MediaStore
 from ai_server.vision.ask import describe, lighting
-from ai_server.vision.detector import BGRImage, Box, Detector
+from ai_server.vision.detector import BGRImage, Box, Detector, ModelUnavailable
 from ai_server.vision.view import Detection
 from shared.mqtt import VisualContext
 from shared.mqtt.limits import MAX_LABEL_LEN, MAX_LIST_ITEMS, MAX_TEXT_LEN
@@ -85,6 +90,7 @@ class Analysed:
     context: VisualContext
     yolo_ms: float  # 0 when there is no detector
     ocr_ms: float  # 0 when there is no text reader
+    model_error: str | None = None  # "vision model unavailable: ...": objects were not looked for
 
     def json(self) -> dict[str, object]:
         """The context as stored in a media record's ``analysis`` (``None`` fields left out)."""
@@ -144,6 +150,10 @@ def decode_image(
     return DecodedImage(fmt, int(width), int(height), bgr, width / cols)
 
 
+#: How a description starts when the detector's model is unavailable (the LLM and the stored context see it).
+MODEL_UNAVAILABLE: Final = "Vision model unavailable."
+
+
 class ImageAnalyser:
     """YOLO + OCR + a composed description; either model may be absent (then it is skipped)."""
 
@@ -153,6 +163,7 @@ class ImageAnalyser:
         self.detector = detector
         self.reader = reader
         self.describer = describer  # VISION_DESCRIBE_URL: a vision model's sentence instead of the composed one
+        self.model_unavailable = 0  # images analysed without objects: the detector's model failed to load
 
     async def analyse(
         self,
@@ -191,6 +202,9 @@ class ImageAnalyser:
             asyncio.to_thread(self._detect, image.bgr, detections, image.scale),
             asyncio.to_thread(self._read, image.bgr),
         )
+        model_error = None
+        if isinstance(boxes, ModelUnavailable):
+            model_error, boxes = str(boxes), None
         objects = [
             DetectedObject(label=object_label(b.label), confidence=round(b.confidence, 3),
                            bbox=_rounded(b.xywh))
@@ -198,6 +212,8 @@ class ImageAnalyser:
         ]
         lines = [line[:MAX_TEXT_LEN] for line in text[:MAX_LIST_ITEMS]]
         description = describe(None if boxes is None else [o.label for o in objects], lines)
+        if model_error is not None:
+            description = f"{MODEL_UNAVAILABLE} {description}"
         if self.describer is not None:
             description = await self.describer.describe(image.bgr, description, question) or description
         context = VisualContext(
@@ -214,17 +230,22 @@ class ImageAnalyser:
         )
         log.debug("analysed a %dx%d %s from %s: %s (YOLO %.0f ms, OCR %.0f ms)", image.width, image.height,
                  image.format, source, context.analysis.description, yolo_ms, ocr_ms)
-        return Analysed(context, yolo_ms, ocr_ms)
+        return Analysed(context, yolo_ms, ocr_ms, model_error)
 
     def _detect(
         self, image: BGRImage, known: Sequence[Detection] | None, scale: float = 1.0
-    ) -> tuple[list[Box] | None, float]:
+    ) -> tuple[list[Box] | ModelUnavailable | None, float]:
         if known is not None:
             return [Box(d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3], d.confidence, -1, d.label)
                     for d in known], 0.0
         if self.detector is None:
             return None, 0.0
-        self.detector.load()  # the first image loads the model: not part of its inference time
+        try:
+            self.detector.load()  # the first image loads the model: not part of its inference time
+        except ModelUnavailable as exc:  # failed now or within its back-off: not tried again here
+            self.model_unavailable += 1
+            log.warning("image analysed without objects: %s", exc)
+            return exc, 0.0
         started = time.perf_counter()
         [boxes] = self.detector.detect_batch([image])
         return self._full_size(boxes, scale), (time.perf_counter() - started) * 1000

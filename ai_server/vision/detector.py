@@ -8,6 +8,12 @@ whose frames never come (or the voice tests) never pays for them.
 
 Counters (``calls``, ``images``) are what the tests read to prove that a static scene costs
 no YOLO call.
+
+A failed model load (a truncated checkpoint, a broken CUDA) is remembered here, in the one
+detector every caller shares (the vision pipeline, uploads and on-demand analysis), with a
+back-off (:class:`LoadBackoff`: ``LOAD_RETRY_FIRST_S``, doubling up to ``LOAD_RETRY_MAX_S``): until
+it runs out ``load`` raises :class:`ModelUnavailable` at once instead of another multi-second
+torch load, and ``load_error`` says why for GetStatus (issue 18, M6).
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +39,61 @@ log = logging.getLogger(__name__)
 BGRImage = npt.NDArray[np.uint8]
 
 DeviceName = Literal["cpu", "cuda", "auto"]
+
+#: After a failed model load, callers are answered at once for this long before the next try, doubling, s.
+LOAD_RETRY_FIRST_S: Final = 5.0
+LOAD_RETRY_MAX_S: Final = 300.0
+
+
+class ModelUnavailable(RuntimeError):
+    """The model failed to load: just now (``attempted``) or earlier, and its back-off has not run out."""
+
+    def __init__(self, reason: str, *, attempted: bool, retry_in_s: float) -> None:
+        super().__init__(f"vision model unavailable: {reason} (next try in {retry_in_s:.0f} s)")
+        self.reason = reason
+        self.attempted = attempted
+
+
+class LoadBackoff:
+    """Runs a model load at most once per back-off after a failure (any thread; see the module doc)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        first_s: float = LOAD_RETRY_FIRST_S,
+        max_s: float = LOAD_RETRY_MAX_S,
+    ) -> None:
+        self._clock = clock
+        self._first_s = first_s
+        self._max_s = max_s
+        self._lock = threading.Lock()  # one load at a time: callers that arrive meanwhile wait for its outcome
+        self.error: str | None = None  # why the model is not loaded, while it is not
+        self.failures = 0
+        self._retry_at = 0.0
+        self._retry_s = first_s
+
+    def run(self, load: Callable[[], None]) -> None:
+        """``load()`` unless a failure's back-off is running; raises :class:`ModelUnavailable` on failure."""
+        with self._lock:
+            now = self._clock()
+            if self.error is not None and now < self._retry_at:
+                raise ModelUnavailable(self.error, attempted=False, retry_in_s=self._retry_at - now)
+            try:
+                load()
+            except Exception as exc:
+                first = self.error is None
+                self.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                self.failures += 1
+                self._retry_at = now + self._retry_s
+                log.error("vision: loading the model failed (%s); next try in %.0f s%s", self.error, self._retry_s,
+                          "" if first else " (failed before)")
+                retry_in = self._retry_s
+                self._retry_s = min(2 * self._retry_s, self._max_s)
+                raise ModelUnavailable(self.error, attempted=True, retry_in_s=retry_in) from exc
+            if self.error is not None:
+                log.info("vision: the model loaded after all; vision is back")
+            self.error = None
+            self._retry_s = self._first_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +124,16 @@ class Detector(Protocol):
         """What GetStatus reports as ``vision_model``."""
         ...
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the model is not loaded (a failed load, in its back-off), else None."""
+        ...
+
     def load(self) -> None:
-        """Load the model now (idempotent, thread-safe); ``detect_batch`` does it on first use otherwise."""
+        """Load the model now (idempotent, thread-safe); ``detect_batch`` does it on first use otherwise.
+
+        Raises :class:`ModelUnavailable` when it failed (then or earlier, within the back-off).
+        """
         ...
 
     def detect_batch(self, images: Sequence[BGRImage]) -> list[list[Box]]:
@@ -149,6 +218,7 @@ class YoloDetector:
         confidence: float = 0.25,
         max_detections: int = 100,
         labels: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.weights = Path(weights)
         self.labels = dict(labels or {})  # checkpoint class -> our label (VISION_LABELS)
@@ -162,7 +232,7 @@ class YoloDetector:
         self.device = ""  # resolved on load: "cpu" or "cuda:0"
         self._names: dict[int, str] = {}
         self._model: Any = None
-        self._lock = threading.Lock()
+        self.loading = LoadBackoff(clock)  # every caller of this detector shares its failure and back-off
 
     @property
     def name(self) -> str:
@@ -174,27 +244,35 @@ class YoloDetector:
         """Class names from the checkpoint (empty until loaded)."""
         return dict(self._names)
 
+    @property
+    def load_error(self) -> str | None:
+        return self.loading.error
+
     def load(self) -> None:
-        with self._lock:
-            if self._model is not None:
-                return
-            started = time.perf_counter()
-            torch = ultralytics_module("torch")
-            device = self.requested_device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.device = "cuda:0" if device == "cuda" else "cpu"
-            model = ultralytics_module("ultralytics").YOLO(str(self.weights), task="detect")
-            # One throw-away prediction: fuses layers and allocates buffers, so the first real
-            # frame is not ~25x slower than the rest (measured 1.9 s vs 0.08 s on CPU).
-            model.predict(np.zeros((self.imgsz, self.imgsz, 3), np.uint8), imgsz=self.imgsz, device=self.device,
-                          quantize=self._precision, verbose=False)
-            self._names = {int(k): self.labels.get(str(v), str(v)) for k, v in model.names.items()}
-            self._model = model
-            _undo_pil_patch()  # in case loading imported ultralytics' patches module only now
-            self.load_s = time.perf_counter() - started
-            log.info("vision: loaded %s on %s in %.1f s (classes: %s)", self.weights, self.device, self.load_s,
-                     ", ".join(self._names.values()))
+        if self._model is None:
+            self.loading.run(self._load)
+
+    def _load(self) -> None:
+        # Under the back-off's lock: one load at a time, and callers waiting on it see its outcome.
+        if self._model is not None:
+            return
+        started = time.perf_counter()
+        torch = ultralytics_module("torch")
+        device = self.requested_device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = "cuda:0" if device == "cuda" else "cpu"
+        model = ultralytics_module("ultralytics").YOLO(str(self.weights), task="detect")
+        # One throw-away prediction: fuses layers and allocates buffers, so the first real
+        # frame is not ~25x slower than the rest (measured 1.9 s vs 0.08 s on CPU).
+        model.predict(np.zeros((self.imgsz, self.imgsz, 3), np.uint8), imgsz=self.imgsz, device=self.device,
+                      quantize=self._precision, verbose=False)
+        self._names = {int(k): self.labels.get(str(v), str(v)) for k, v in model.names.items()}
+        self._model = model
+        _undo_pil_patch()  # in case loading imported ultralytics' patches module only now
+        self.load_s = time.perf_counter() - started
+        log.info("vision: loaded %s on %s in %.1f s (classes: %s)", self.weights, self.device, self.load_s,
+                 ", ".join(self._names.values()))
 
     @property
     def _precision(self) -> int:

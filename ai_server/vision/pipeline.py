@@ -25,9 +25,10 @@ sender's capture time more than ``MAX_CLOCK_SKEW_S`` from the server's clock is 
 server's (no backdated or future events). Everything time-based reads the injected ``clock``; tests
 call :meth:`VisionPipeline.tick` after moving it.
 
-The model loads once; a failed load is remembered with a back-off (``LOAD_RETRY_FIRST_S``, doubling
-up to ``LOAD_RETRY_MAX_S``) so frames in between are answered at once instead of retrying a
-multi-second torch load per batch, and :attr:`VisionPipeline.model_error` tells GetStatus (M6).
+The model loads once; a failed load is remembered with a back-off by the detector itself
+(:class:`~ai_server.vision.detector.LoadBackoff`, shared with uploads and on-demand analysis) so
+frames in between are answered at once instead of retrying a multi-second torch load per batch,
+and :attr:`VisionPipeline.model_error` tells GetStatus (M6).
 
 The pipeline implements :class:`~ai_server.vision.view.Views` for the rest of the server.
 """
@@ -38,7 +39,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +55,7 @@ from ai_server.store.home import StoreConfig, open_store
 from ai_server.store.retention import Retention
 from ai_server.vision.alerting import AlertDispatcher, AlertPolicy, AlertSink
 from ai_server.vision.config import VisionConfig
-from ai_server.vision.detector import BGRImage, Box, Detector, ultralytics_module
+from ai_server.vision.detector import BGRImage, Box, Detector, ModelUnavailable, ultralytics_module
 from ai_server.vision.metrics import VisionMetrics
 from ai_server.vision.tracking import CameraTracker, TrackEvent
 from ai_server.vision.view import CameraInfo, CameraView, Detection
@@ -69,14 +69,6 @@ log = logging.getLogger(__name__)
 FORGET_AFTER_OFFLINE: Final = 10
 #: A capture time further than this from the server's clock is replaced by the server's, s.
 MAX_CLOCK_SKEW_S: Final = 5.0
-#: After a failed model load, frames are refused for this long before the next try, doubling, s.
-LOAD_RETRY_FIRST_S: Final = 5.0
-LOAD_RETRY_MAX_S: Final = 300.0
-
-
-class ModelUnavailable(RuntimeError):
-    """The detector's model failed to load and the back-off has not run out yet."""
-
 
 #: The device's (room, zone) as the control plane's registry knows them; (None, None) when unknown.
 Places = Callable[[str], tuple[str | None, str | None]]
@@ -203,11 +195,6 @@ class VisionPipeline:
         # garbage at 15 fps must not bury the log.
         self._log_budget = RateLimiter(1.0 / 30.0, 3, clock=clock)
         self.logs_suppressed = 0
-        # Model load failures (any thread: the background load, the batch worker).
-        self._load_lock = threading.Lock()
-        self.model_error: str | None = None  # why the model is not loaded, while it is not
-        self._load_retry_at = 0.0
-        self._load_retry_s = LOAD_RETRY_FIRST_S
 
     # -- Views ------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -409,7 +396,7 @@ class VisionPipeline:
         except ModelUnavailable as exc:
             self.metrics.event("frames_refused_model_unavailable", len(jobs))
             for job in jobs:
-                self._finish(job, self._result(job.frame, error=f"vision model unavailable: {exc}"))
+                self._finish(job, self._result(job.frame, error=str(exc)))  # "vision model unavailable: ..."
             return
         except Exception as exc:
             self.metrics.event("detector_errors")
@@ -439,27 +426,20 @@ class VisionPipeline:
         if decisions:
             self.dispatcher.submit(decisions)
 
+    @property
+    def model_error(self) -> str | None:
+        """Why the detector's model is not loaded (whoever tried it last), or None."""
+        return self.detector.load_error
+
     def load_model(self) -> None:
-        """Load the detector's model now (any thread; idempotent). A failure is remembered: until its
-        back-off runs out this raises :class:`ModelUnavailable` at once instead of loading again."""
-        with self._load_lock:
-            if self.model_error is not None and self._clock() < self._load_retry_at:
-                raise ModelUnavailable(self.model_error)
-            try:
-                self.detector.load()
-            except Exception as exc:
-                first = self.model_error is None
-                self.model_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-                self._load_retry_at = self._clock() + self._load_retry_s
+        """Load the detector's model now (any thread; idempotent). A failure is remembered by the
+        detector: until its back-off runs out this raises :class:`ModelUnavailable` at once."""
+        try:
+            self.detector.load()
+        except ModelUnavailable as exc:
+            if exc.attempted:
                 self.metrics.event("model_load_failures")
-                log.error("vision: loading the model failed (%s); next try in %.0f s%s", self.model_error,
-                          self._load_retry_s, "" if first else " (failed before)")
-                self._load_retry_s = min(2 * self._load_retry_s, LOAD_RETRY_MAX_S)
-                raise ModelUnavailable(self.model_error) from exc
-            if self.model_error is not None:
-                log.info("vision: the model loaded after all; vision is back")
-            self.model_error = None
-            self._load_retry_s = LOAD_RETRY_FIRST_S
+            raise
 
     def _detect(self, jpegs: Sequence[bytes]) -> tuple[list[BGRImage | None], list[list[Box]], float]:
         """Worker thread: decode every frame, then one detector call for those that decoded."""

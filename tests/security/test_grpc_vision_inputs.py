@@ -113,7 +113,7 @@ def truncated_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_a_model_that_fails_to_load_is_not_retried_per_batch(
     make: Factory, clock: Clock, truncated_pt: Path
 ) -> None:
-    detector = YoloDetector(truncated_pt, device="cpu")
+    detector = YoloDetector(truncated_pt, device="cpu", clock=clock)  # the back-off is the detector's
     vp = make(detector)
     first = await vp.analyse(Frame("cam-1", scene(person(40, 40)), frame_id=1))
     assert first.error.startswith("vision model unavailable:")

@@ -50,6 +50,7 @@ class ShapeDetector:
     """Detects solid white (person) and red (car) rectangles; counts calls like YoloDetector."""
 
     name = "shapes (test)"
+    load_error: str | None = None  # its "model" always loads
 
     def __init__(self) -> None:
         self.calls = 0
