@@ -9,7 +9,7 @@ from that background by at least ``threshold`` grey levels (VIDEO_MOTION_THRESHO
 has motion when the changed fraction is at least ``min_area`` (HUB_VISION_MIN_MOTION_AREA).
 
 Pure: numpy in, a :class:`GateDecision` out; no clock, no I/O, so tests drive it with generated
-frames. Cost on 160x120: ~25 µs per frame (bench/vision_gate.py).
+frames. Cost on 160x120: ~25 µs per frame (bench/vision.py).
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ loop that also runs VAD and audio for every device. bench/vision_loop_stall.py (
 cameras, motion in every frame): the longest loop callback went from ~2.8 ms to ~0.8 ms (p99 1.7 ms
 to 0.08 ms), the worst lateness of a 1 ms timer from ~10 ms to ~1-4 ms (an idle loop here: ~1-4 ms).
 One thread is enough (the gate costs ~0.2 ms, an encode ~0.4 ms; both release the GIL) and keeps
-a camera's frames in order; each camera has at most one
-frame in it, since ``consume`` awaits a frame's work before reading the next, and the ingress drops
-above stay in front, so a flood never queues work: it backs up aiortc's queue and is dropped as
-``backlog``. Only the CPU parts run there; counters, refresh timing and frame ids stay on the loop
-(hub.vision.camera). Decoding happens in aiortc's own decoder thread.
+a camera's frames in order; each camera has at most one frame in it, since ``consume`` awaits a
+frame's work before reading the next, and the ingress drops above stay in front, so a flood never
+queues work: it backs up aiortc's queue and is dropped as ``backlog``. Only the CPU parts run
+there; counters, refresh timing and frame ids stay on the loop (hub.vision.camera). Decoding
+happens in aiortc's own decoder thread.
 
 Frame ids come from one counter for the whole hub: every camera's ids keep increasing, also
 across its reconnects, with no per-device state to prune (issue 18, H6).
