@@ -1,0 +1,104 @@
+"""The assist layer's shared types: who asks, what was recognised, what is answered, and the registry.
+
+A feature module (timers, reminders, Home Assistant, ...) exposes ``install(services)`` that
+registers its handlers and slot lists here; the recognizer (``ai_server.assist.intents``) and
+the LLM tools (``ai_server.llm.tools``) only ever call :meth:`IntentRegistry.handle`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("naila.assist")
+
+
+@dataclass(frozen=True)
+class AssistContext:
+    """Who asks, and when. A voice turn has ``device_id`` (and usually ``room``); a typed chat has
+    ``session_id``. ``now`` is timezone-aware, in the household's zone (``ASSIST_TIMEZONE``)."""
+
+    now: dt.datetime
+    device_id: str | None = None
+    room: str | None = None
+    session_id: str | None = None
+
+    @property
+    def asker(self) -> str:
+        """A stable key for per-asker state: the device id, else ``chat:<session>``."""
+        if self.device_id:
+            return self.device_id
+        return f"chat:{self.session_id or ''}"
+
+
+@dataclass(frozen=True)
+class IntentMatch:
+    """A recognised request: the intent's name (Home Assistant's, e.g. ``HassStartTimer``, or one
+    of ours, e.g. ``NailaRemind``), its slots by name, and the sentence it came from."""
+
+    intent: str
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class AssistReply:
+    """What the assistant says. ``handled=False`` means "not mine after all": fall through to the
+    LLM. ``data`` carries machine-readable results (tool-call answers, tests)."""
+
+    text: str
+    intent: str
+    handled: bool = True
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[IntentMatch, AssistContext], Awaitable[AssistReply]]
+#: A slot list: (spoken name, value, context) rows, e.g. ("kitchen lights", "light.kitchen", {"domain": "light"}).
+SlotRows = list[tuple[str, Any, dict[str, Any]]]
+SlotProvider = Callable[[], SlotRows]
+
+
+class IntentRegistry:
+    """Handlers by intent name, and the providers of dynamic slot lists (areas, entity names)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._slots: dict[str, list[SlotProvider]] = {}
+
+    def register(self, intent: str, handler: Handler) -> None:
+        if intent in self._handlers:
+            raise ValueError(f"intent {intent!r} already has a handler")
+        self._handlers[intent] = handler
+
+    def handles(self, intent: str) -> bool:
+        return intent in self._handlers
+
+    @property
+    def intents(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def add_slot_provider(self, name: str, provider: SlotProvider) -> None:
+        self._slots.setdefault(name, []).append(provider)
+
+    def slot_rows(self) -> dict[str, SlotRows]:
+        """Every dynamic slot list, as its providers give it now (providers must be cheap: cached)."""
+        out: dict[str, SlotRows] = {}
+        for name, providers in self._slots.items():
+            rows: SlotRows = []
+            for provider in providers:
+                try:
+                    rows.extend(provider())
+                except Exception:  # one broken provider must not silence every command
+                    log.exception("slot list %r: provider failed", name)
+            out[name] = rows
+        return out
+
+    async def handle(self, match: IntentMatch, ctx: AssistContext) -> AssistReply | None:
+        """The handler's reply, or None when no handler is registered for the intent."""
+        handler = self._handlers.get(match.intent)
+        if handler is None:
+            return None
+        return await handler(match, ctx)
