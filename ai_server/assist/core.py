@@ -102,3 +102,18 @@ class IntentRegistry:
         if handler is None:
             return None
         return await handler(match, ctx)
+
+
+@dataclass
+class AssistServices:
+    """What a feature's ``install(services)`` gets from the composition root (ai_server/app.py).
+
+    ``now`` is the household's wall clock (timezone-aware, ``ASSIST_TIMEZONE``); tests pass a
+    hand-moved one. ``data_dir`` is the persistent store folder (ai_server.store.home): features
+    that must survive a restart (timers, reminders) keep their state there.
+    """
+
+    registry: IntentRegistry
+    now: Callable[[], dt.datetime]
+    data_dir: str
+    settings: Any = None  # AIServerSettings (Any: tests build services without the whole config)
