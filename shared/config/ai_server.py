@@ -6,7 +6,7 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
@@ -295,6 +295,25 @@ class AIServerSettings(NailaSettings):
         "(\"what was I asking about yesterday\"), comma-separated device ids and chat:<session>; empty (the "
         "default): a device hears its own, a chat session its own"
     )
+    # --- assist (issue 19): Home Assistant device control ------------------------------------
+    ha_url: str = Field(
+        "", description="Home Assistant base URL (e.g. http://homeassistant.local:8123); empty = device control "
+        "is off and the assistant says so"
+    )
+    ha_token: SecretStr | None = Field(
+        None, description="Home Assistant long-lived access token (profile > security); needed with HA_URL"
+    )
+    ha_refresh_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        300.0, description="How often entity and area names are re-read from Home Assistant, s"
+    )
+    ha_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        5.0, description="Longest wait for one Home Assistant request, s"
+    )
+    ha_conversation_fallback: bool = Field(
+        False, description="Hand requests no local intent matched to Home Assistant's conversation agent "
+        "before the LLM"
+    )
+    ha_agent_id: str = Field("", description="Home Assistant conversation agent id; empty = its default agent")
 
     @field_validator("ai_history_household", mode="before")
     @classmethod
