@@ -73,6 +73,14 @@ class IntentRegistry:
             raise ValueError(f"intent {intent!r} already has a handler")
         self._handlers[intent] = handler
 
+    def replace(self, intent: str, handler: Handler) -> Handler | None:
+        """Set the handler for ``intent`` even when one exists (a real feature taking over from a
+        default one, e.g. Home Assistant's device control over "Home Assistant isn't set up");
+        returns the handler it replaced."""
+        previous = self._handlers.get(intent)
+        self._handlers[intent] = handler
+        return previous
+
     def handles(self, intent: str) -> bool:
         return intent in self._handlers
 
