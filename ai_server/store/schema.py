@@ -69,6 +69,30 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE media ADD COLUMN stored INTEGER NOT NULL DEFAULT 1;  -- 0: row kept, file dropped
     CREATE INDEX events_by_media ON events (media_id);
     """,
+    # v4: assist timers and reminders (ai_server.store.timers): they must ring after a restart, so
+    # each keeps its absolute due time; a paused timer keeps what was left instead.
+    """
+    CREATE TABLE timers (
+        id          TEXT PRIMARY KEY,
+        asker       TEXT NOT NULL,     -- the device that set it, or chat:<session>
+        room        TEXT NOT NULL,     -- '' when unknown
+        name        TEXT NOT NULL,     -- '' for an unnamed timer
+        duration_s  REAL NOT NULL,     -- as set, changed by add/remove time
+        due         TEXT,              -- ISO-8601 UTC while running; NULL while paused
+        left_s      REAL,              -- seconds left while paused; NULL while running
+        created     TEXT NOT NULL      -- ISO-8601 UTC
+    );
+    CREATE INDEX timers_by_asker ON timers (asker);
+    CREATE TABLE reminders (
+        id          TEXT PRIMARY KEY,
+        asker       TEXT NOT NULL,
+        room        TEXT NOT NULL,
+        task        TEXT NOT NULL,     -- what to remind of ("take out the trash")
+        due         TEXT NOT NULL,     -- ISO-8601 UTC
+        created     TEXT NOT NULL
+    );
+    CREATE INDEX reminders_by_asker ON reminders (asker, due);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
