@@ -267,7 +267,7 @@ async def start_server(
     if vision is not None:
         from ai_server.media.analysis import ImageAnalyser
         from ai_server.media.ocr import RapidOcr
-        from ai_server.vision.ask import VisualQuestions
+        from ai_server.vision.ask import VisualQuestions, answer_by
 
         # One analyser (the cameras' detector: one model in memory, plus OCR) for every source.
         describer = None
@@ -279,7 +279,8 @@ async def start_server(
         ocr = RapidOcr()
         warmers.append(ocr.load)
         analyser = ImageAnalyser(vision.detector, ocr, describer)
-        questions = VisualQuestions(vision, analyser=analyser)
+        questions = VisualQuestions(vision, analyser=analyser,  # VISION_ANSWER_BY: code or the LLM says the view
+                                    answer_by=answer_by(settings.vision_answer_by, settings.llm_backend))
         pipeline.looker = questions  # "who is at the door?" gets the door camera's view
         if control is not None:
             from ai_server.media.history import HistoryQuestions

@@ -24,6 +24,7 @@ from ai_server.media.analysis import Analysed
 from ai_server.media.sources import MediaSources, SourceFailed
 from ai_server.pipeline import Seen
 from ai_server.places import mentions, place_key
+from ai_server.vision.answer import Sight, answer, brief
 from ai_server.vision.ask import NO_CAMERA, NO_CAMERA_ANSWER, VisualQuestions, context_prompt, visual_strength
 from ai_server.vision.view import CameraInfo
 from shared.mqtt import VisualContext
@@ -178,7 +179,7 @@ class SourceSelection:
             decide(step, f"{camera.device_id}'s stream has no picture yet ({why})")
             return None
         decide(step, f"live frame from {camera.device_id} ({why})")
-        return Selected(step, why, look.prompt, look.context, camera.device_id, decisions)
+        return Selected(step, why, look.prompt, look.context, camera.device_id, decisions, answer=look.answer)
 
     async def _snapshot(self, step: int, device_id: str, why: str, question: str, decide: _Decide,
                         decisions: list[str]) -> Selected | None:
@@ -188,10 +189,14 @@ class SourceSelection:
             decide(step, f"snapshot from {device_id} failed: {exc.reason} ({why})")
             return None
         decide(step, f"snapshot from {device_id} ({why})")
-        name = device_id.replace("_", " ")
-        return Selected(step, why, context_prompt(
-            f"Through the {name} camera (a snapshot just taken): {analysed.context.analysis.description}",
-            analysed.context), analysed.context, device_id, decisions)
+        # Said like a live view (ai_server.vision.answer): a snapshot just taken is "just now", no zones.
+        analysis = analysed.context.analysis
+        labels = None if analysed.model_error is not None else tuple(o.label for o in analysis.objects)
+        known = None if self.questions is None else self.questions.vocabulary()
+        sight = Sight(device_id.replace("_", " "), 0.0, labels, (), tuple(analysis.text_detected), known)
+        by_code = self.questions is not None and self.questions.answer_by == "code"
+        return Selected(step, why, brief(sight), analysed.context, device_id, decisions,
+                        answer=answer(question, sight) if by_code else "")
 
     def _zone_devices(self, device_id: str, own: DeviceRecord | None, room: str,
                       question: str) -> list[DeviceRecord]:

@@ -3,8 +3,10 @@
 ``is_visual_query`` applies the spec's keyword groups; :class:`VisualQuestions` picks the camera
 (a place named in the question, the asker's own camera, the best camera in the asker's room), takes
 its freshest analysed view from :class:`~ai_server.vision.view.Views` and renders the unified
-visual context (``shared.mqtt.VisualContext``) plus one plain sentence for the prompt, saying how
-old the view is, or that no camera can see, so the answer never passes a stale view off as live.
+visual context (``shared.mqtt.VisualContext``). What the view holds is then either said by code
+(``answer_by="code"``: :mod:`ai_server.vision.answer`, no LLM) or given to the LLM as one short line;
+either way it says how old the view is, or that no camera can see, so a stale view is never passed
+off as live.
 """
 
 from __future__ import annotations
@@ -15,19 +17,20 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import cv2
 import numpy as np
 
 from ai_server.pipeline import Seen
 from ai_server.places import mentions, place_key
+from ai_server.vision.answer import Sight, answer, brief, known_labels
 from ai_server.vision.detector import BGRImage
 from ai_server.vision.view import CameraInfo, CameraView, Views
 from shared.mqtt import VisualContext
 
 if TYPE_CHECKING:
-    from ai_server.media.analysis import ImageAnalyser
+    from ai_server.media.analysis import Analysed, ImageAnalyser
 
 log = logging.getLogger(__name__)
 
@@ -148,17 +151,20 @@ def context_prompt(head: str, context: VisualContext) -> str:
     return f"Visual context: {context.model_dump_json(exclude_none=True)}\n{head}"
 
 
-def _age_words(seconds: float) -> str:
-    if seconds < 90:
-        return f"{round(seconds)} seconds"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} minutes"
-    return f"{round(seconds / 3600)} hours"
+AnswerBy = Literal["code", "llm"]
+
+
+def answer_by(setting: str, llm_backend: str) -> AnswerBy:
+    """VISION_ANSWER_BY resolved: ``auto`` is code with the embedded model, the LLM with a real one."""
+    if setting == "auto":
+        return "llm" if llm_backend == "openai" else "code"
+    return "code" if setting == "code" else "llm"
 
 
 @dataclass(frozen=True, slots=True)
 class Look:
-    """What one visual question found: the context (None: no camera) and the prompt text."""
+    """What one visual question found: the context (None: no camera), the prompt text, and with
+    ``answer_by="code"`` the answer itself (said without the LLM)."""
 
     context: VisualContext | None
     camera: CameraInfo | None
@@ -166,6 +172,8 @@ class Look:
     stale: bool
     why: str
     prompt: str
+    answer: str = ""
+    sight: Sight | None = None
 
 
 class VisualQuestions:
@@ -173,7 +181,8 @@ class VisualQuestions:
 
     def __init__(
         self, views: Views, stale_after_s: float = 30.0, analyse_timeout_s: float = 3.0,
-        analyser: ImageAnalyser | None = None,
+        analyser: ImageAnalyser | None = None, answer_by: AnswerBy = "llm",
+        known: frozenset[str] | None = None,
     ) -> None:
         # Imported here: ai_server.media.analysis imports describe/lighting from this module.
         from ai_server.media.analysis import ImageAnalyser
@@ -182,6 +191,8 @@ class VisualQuestions:
         self.views = views
         self.stale_after_s = stale_after_s
         self.analyse_timeout_s = analyse_timeout_s
+        self.answer_by = answer_by
+        self.known = known  # what the detector recognises; None: asked of the analyser's detector
 
     def choose(self, device_id: str, room: str, question: str) -> tuple[CameraInfo | None, str]:
         """The camera to look through, and why (logged: spec §8.10 wants each decision explained)."""
@@ -213,6 +224,8 @@ class VisualQuestions:
             return Seen()
         if found.camera is None:
             return Seen(answer=NO_CAMERA_ANSWER)
+        if found.answer:
+            return Seen(answer=found.answer)
         return Seen(prompt=found.prompt)
 
     async def find(self, device_id: str, room: str, question: str) -> Look | None:
@@ -231,20 +244,31 @@ class VisualQuestions:
     async def look_through(self, camera: CameraInfo, why: str, question: str) -> Look:
         """The camera's freshest frame, analysed (ai_server.media.analysis: the one context builder)."""
         view = await self._analysed(camera.device_id)
+        where = self._name(camera)
         if view is None:
-            return Look(None, camera, 0.0, False, why,
-                        f"The {self._name(camera)} camera has no picture yet: say so plainly.")
+            return Look(None, camera, 0.0, False, why, f"The {where} camera has no picture yet: say so plainly.",
+                        f"The {where} camera has no picture yet." if self.answer_by == "code" else "")
         age = max(0.0, self.views.now() - view.seen_at)
         stale = age > self.stale_after_s or not camera.online
-        context = await self.context(view, question)
-        where = self._name(camera)
-        head = f"Through the {where} camera ({_age_words(age)} ago): {context.analysis.description}"
-        if stale:
-            head += (f" This view is {_age_words(age)} old"
-                     f"{' and the camera is offline' if not camera.online else ''}: "
-                     "say it may be out of date.")
-        prompt = context_prompt(head, context)
-        return Look(context, camera, age, stale, why, prompt)
+        analysed = await self._analyse(view, question)
+        context = analysed.context
+        if view.detections is not None:  # the pipeline's: each object's zone too
+            labels: tuple[str, ...] | None = tuple(d.label for d in view.detections)
+            zones = tuple(d.zone for d in view.detections)
+        else:
+            unanalysed = analysed.model_error is not None or self.analyser.detector is None
+            labels, zones = None if unanalysed else tuple(o.label for o in context.analysis.objects), ()
+        sight = Sight(where, age, labels, zones, tuple(context.analysis.text_detected), self.vocabulary(),
+                      camera.online, stale)
+        said = answer(question, sight) if self.answer_by == "code" else ""
+        return Look(context, camera, age, stale, why, brief(sight), said, sight)
+
+    def vocabulary(self) -> frozenset[str] | None:
+        """The labels the detector recognises (None: unknown): a question about others gets "I can't tell"."""
+        if self.known is not None:
+            return self.known
+        names = getattr(self.analyser.detector, "names", None)  # YoloDetector: its classes, once loaded
+        return known_labels(names.values()) if isinstance(names, dict) else None
 
     async def _analysed(self, device_id: str) -> CameraView | None:
         try:
@@ -264,8 +288,10 @@ class VisualQuestions:
         The pipeline's detections are reused (YOLO does not run twice on one frame); a frame it
         never analysed goes through the analyser's own detector, if it has one.
         """
-        analysed = await self.analyser.analyse(
+        return (await self._analyse(view, question)).context
+
+    async def _analyse(self, view: CameraView, question: str) -> Analysed:
+        return await self.analyser.analyse(
             view.jpeg, source="webrtc_stream", device_id=view.device_id, question=question,
             timestamp=view.wall_time, detections=view.detections,
         )
-        return analysed.context

@@ -314,6 +314,12 @@ class AIServerSettings(NailaSettings):
         "before the LLM"
     )
     ha_agent_id: str = Field("", description="Home Assistant conversation agent id; empty = its default agent")
+    # --- assist (issue 19): visual questions --------------------------------------------------
+    vision_answer_by: Literal["auto", "code", "llm"] = Field(
+        "auto", description="Who answers \"what do you see\": code = a sentence from the detections, zones "
+        "and OCR, no LLM; llm = the LLM, given that view in one short line; auto = code with the embedded "
+        "model (it made up scenes), llm with LLM_BACKEND=openai"
+    )
 
     @field_validator("ai_history_household", mode="before")
     @classmethod
