@@ -128,6 +128,8 @@ class MqttAgent:
             ip=local_ip_towards(self.mqtt.mqtt_host, self.mqtt.mqtt_port),
             volume=fields.get("volume"),
             muted=fields.get("muted"),
+            # The hub runs the wake word for this device; None leaves the mode to the hub's settings.
+            listening_mode=self.device.device_listening_mode or None,
         )
 
     async def publish_status(self, online: bool = True) -> dict[str, Any]:

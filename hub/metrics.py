@@ -50,6 +50,11 @@ class HubMetrics:
         self.tts_dropped: Counter[str] = Counter()  # AudioOutput messages not played, by reason
         self.control_messages: Counter[str] = Counter()  # control-channel messages sent, by type
         self.arbitration: Counter[str] = Counter()  # arbitration decisions for this hub's devices: won / lost
+        # Listening modes (issue 19): wake words (heard / quiet), utterances not sent (by mode) and
+        # control messages from devices that were refused (by reason).
+        self.wake_words: Counter[str] = Counter()
+        self.utterances_ignored: Counter[str] = Counter()
+        self.control_rejected: Counter[str] = Counter()
         self.sessions_opened = 0
         self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)
         self.grpc_connect_failures = 0
@@ -218,6 +223,10 @@ class _CounterCollector(Collector):
             "tts_dropped": ("reason", m.tts_dropped, "AudioOutput messages not played, by reason"),
             "control_messages": ("type", m.control_messages, "Control-channel messages sent to devices, by type"),
             "arbitration": ("outcome", m.arbitration, "Utterances claimed when several devices may hear one person"),
+            "wake_words": ("outcome", m.wake_words, "Wake words heard, and wakes that ended with nobody speaking"),
+            "utterances_ignored": ("mode", m.utterances_ignored,
+                                   "Utterances not sent upstream by the listening mode (no wake word, button up)"),
+            "control_rejected": ("reason", m.control_rejected, "Control messages from devices refused, by reason"),
             "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
             "mqtt_offers_rejected": ("reason", m.mqtt_offers_rejected, "MQTT offers refused, by reason"),
             "mqtt_ice_candidates": ("outcome", m.mqtt_ice, "Trickled ICE candidates from devices, by outcome"),

@@ -26,6 +26,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from hub.ai_link import AiLink
 from hub.arbitration import Arbiter
 from hub.http_guard import HeaderDeadline, HostGuard, server_ssl_context
+from hub.listening import ListeningModes
 from hub.metrics import HubMetrics
 from hub.mqtt_control import HubMqtt
 from hub.mqtt_signaling import MqttSignaling
@@ -123,9 +124,13 @@ class Hub:
         self.mqtt: HubMqtt | None = None
         self.mqtt_signaling: MqttSignaling | None = None
         self.rooms = RoomDirectory()
+        # Listening modes (issue 19): HUB_LISTENING_MODE(S), overridden by what a device reports.
+        self.listening_modes = ListeningModes(settings.hub_listening_mode, dict(settings.hub_listening_modes))
+        self.listening_modes.on_change(self._listening_mode_changed)
         if settings.hub_mqtt:
             self.mqtt = HubMqtt(mqtt or MqttSettings(), settings.hub_id, self.metrics)
             self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.rooms.on_status)
+            self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.listening_modes.on_status)
             self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock)
 
     # ----- lifecycle -----
@@ -286,9 +291,17 @@ class Hub:
                 "room": self.rooms.room_of(s.device_id),
                 "connected_s": round(now - s.created_at, 1),
                 "input_level_dbfs": round(s.input_level_dbfs, 1),
+                "listening_mode": s.listening.mode,
+                "listening_mode_source": self.listening_modes.source_of(s.device_id)[1],
+                "listening": s.listening.phase.value,
             }
             for s in sorted(self.sessions.values(), key=lambda s: s.device_id)
         ]
+
+    def _listening_mode_changed(self, device_id: str, mode: str) -> None:
+        session = self.sessions.get(device_id)
+        if session is not None:
+            session.set_listening_mode(mode)
 
     def vision_details(self) -> dict[str, object]:
         """The vision pipeline for /health?detail=1: its AI stream and every streaming camera."""

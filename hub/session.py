@@ -16,22 +16,33 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from hub.ai_link import AiLink, Outbound
 from hub.arbitration import Arbiter, Claim, ClaimState
+from hub.listening import ALWAYS, WAKE_WORD, GateConfig, ListeningGate, ListeningModes
 from hub.media_in import AudioIngest, tune_jitter_buffer
 from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
 from hub.tts_track import TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
-from hub.vad import END_MAX_LENGTH, VadConfig, VadEvent, VadEventKind, VadStateMachine, VoiceDetector
+from hub.vad import (
+    END_MAX_LENGTH,
+    END_SILENCE,
+    VadConfig,
+    VadEvent,
+    VadEventKind,
+    VadStateMachine,
+    VoiceDetector,
+)
 from hub.vision import VisionService
 from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
 from shared.contract import pb
+from shared.wakeword import WakeWordDetector
 
 log = logging.getLogger("naila.hub.session")
 
@@ -94,6 +105,21 @@ class DeviceSession:
             max_utterance_ms=s.hub_max_utterance_s * 1000,
         )
         self.vad = VadStateMachine(host.make_detector(), config)
+        # Listening modes (hub/listening.py, issue 19): which utterances go upstream. A host without
+        # a mode directory (unit-test hosts) listens always, as the hub did before modes existed.
+        self._modes: ListeningModes | None = getattr(host, "listening_modes", None)
+        frames_per_s = 1000 / FRAME_MS
+        self.listening = ListeningGate(
+            self._modes.mode_of(device_id) if self._modes is not None else ALWAYS,
+            GateConfig(
+                follow_up_frames=round(s.hub_follow_up_s * frames_per_s),
+                armed_frames=round(s.hub_wake_timeout_s * frames_per_s),
+                barge_in_plain_speech=s.hub_barge_in_plain_speech,
+            ),
+        )
+        self._wake: WakeWordDetector | None = None  # made on first use: only wake_word streams pay for it
+        self._awaiting_reply = False  # a woken turn's END went up and its is_final has not come back
+        self.wake_heard_at: float | None = None  # capture time of the last wake word (for /health, the demo)
         self._ingest = AudioIngest(HUB_RATE)
         # Mic level as a meter shows it (instant attack, LEVEL_RELEASE_DB per frame release), for the dashboard.
         self.input_level_dbfs = SILENCE_DBFS
@@ -199,17 +225,104 @@ class DeviceSession:
             self._close_soon("error")
 
     def process_frame(self, frame: Int16Array, captured_at: float) -> None:
-        """Run one 16 kHz 20 ms frame through the VAD and send what it says upstream."""
+        """Run one 16 kHz 20 ms frame through the wake word, the VAD and the listening gate; send what
+        passes upstream."""
+        gate = self.listening
+        index = self.vad.frames_seen  # this frame's index on the VAD's frame clock
+        if gate.wants_wake_word:
+            self._listen_for_wake_word(frame, index, captured_at)
+        if gate.tick(index):
+            self.host.metrics.wake_words["quiet"] += 1
+            log.info("%s: woke but nobody spoke within HUB_WAKE_TIMEOUT_S", self.device_id)
+            self.notify(control_channel.LISTENING, state="idle", mode=gate.mode)
+        if self._awaiting_reply is False and not self.tts.playing:
+            gate.reply_done(index)
         self._times.append(captured_at)
         level = rms_dbfs(frame)  # a few microseconds on 320 samples: cheap enough for every frame
         self.input_level_dbfs = max(level, self.input_level_dbfs - LEVEL_RELEASE_DB)
         self._recent_levels.append((captured_at, level))
         if self._claim is not None:
             self._claim.feed(captured_at, level)
-        for event in self.vad.process(frame, is_playing=self.tts.playing):
-            self._gate(event, captured_at)
+        playing = self.tts.playing
+        for event in self.vad.process(frame, is_playing=playing):
+            if gate.allow(event, playing):
+                self._gate(event, captured_at)
+            elif event.kind is VadEventKind.START:
+                self.host.metrics.utterances_ignored[gate.mode] += 1
         if self._arbiter is not None:
             self._arbiter.poll(captured_at)  # every live stream ticks every 20 ms: decisions are on time
+
+    # ----- listening modes -----
+
+    def _listen_for_wake_word(self, frame: Int16Array, index: int, captured_at: float) -> None:
+        if self._wake is None:
+            self._wake = WakeWordDetector(self.host.settings.hub_wake_word)
+        if not self._wake.process(frame):
+            return
+        wake = self.listening.wake(index, self.tts.playing)
+        if wake is None:
+            return
+        self.wake_heard_at = captured_at
+        self.host.metrics.wake_words["heard"] += 1
+        log.info("%s: wake word %r heard", self.device_id, self._wake.model)
+        # The wake word was spoken into the VAD (its utterance was not sent): forget it and its
+        # pre-roll, so the turn starts with what comes after it.
+        self._end_claim()
+        self.vad.reset()
+        if wake.barge_in:
+            self.host.metrics.interrupts += 1
+            self._send(pb.INTERRUPT, b"", 0, captured_at, None)
+            self._barge_in()
+        self._awaiting_reply = False
+        self.tts.play_earcon()
+        self.notify(control_channel.LISTENING, state="listening", mode=self.listening.mode)
+
+    def set_listening_mode(self, mode: str) -> None:
+        """The device's mode changed (its MQTT status, the page, config)."""
+        if mode == self.listening.mode:
+            return
+        if self.listening.press(False):  # a held push-to-talk turn ends with the mode
+            self._end_utterance_now()
+        self.listening.set_mode(mode)
+        log.info("%s: listening mode %s", self.device_id, mode)
+
+    def _on_control_message(self, message: str | bytes) -> None:
+        data = control_channel.decode(message)
+        if data is None:
+            self.host.metrics.control_rejected["not_json"] += 1
+            return
+        kind = data["type"]
+        if kind == control_channel.LISTENING:
+            mode = data.get("mode")
+            try:
+                if self._modes is None:
+                    raise ValueError("this hub has no listening modes")
+                self._modes.report(self.device_id, str(mode), "page")  # sessions follow via on_change
+            except ValueError as exc:
+                self.host.metrics.control_rejected["bad_mode"] += 1
+                log.warning("%s: control message rejected: %s", self.device_id, exc)
+        elif kind == control_channel.PTT:
+            pressed = data.get("pressed")
+            if not isinstance(pressed, bool):
+                self.host.metrics.control_rejected["bad_ptt"] += 1
+                log.warning("%s: ptt message without a boolean 'pressed'", self.device_id)
+                return
+            self.push_to_talk(pressed)
+        else:
+            self.host.metrics.control_rejected["unknown_type"] += 1
+
+    def push_to_talk(self, pressed: bool) -> None:
+        gate = self.listening
+        if pressed and gate.mode == "push_to_talk" and not gate.pressed and not self.vad.in_utterance:
+            self.vad.reset()  # speech already going when the button went down starts a fresh onset now
+        if gate.press(pressed):
+            self._end_utterance_now()
+
+    def _end_utterance_now(self) -> None:
+        """End the open utterance here (button released): END upstream, the VAD back to silence."""
+        now = self._times[-1] if self._times else self._clock()
+        self._gate(VadEvent(VadEventKind.END, np.zeros(0, dtype=np.int16), self.vad.frames_seen, END_SILENCE), now)
+        self.vad.reset()
 
     # ----- arbitration -----
 
@@ -306,6 +419,7 @@ class DeviceSession:
                         "the mic?)", self.device_id, self.host.settings.hub_max_utterance_s)
         if open_here:
             self._send(pb.END, b"", 0, captured_at, captured_at, on_sent=self._end_sent)
+            self._awaiting_reply = self.listening.mode == WAKE_WORD
         self._utterance_generation = None
 
     def _send(
@@ -356,6 +470,7 @@ class DeviceSession:
             log.info("%s: ignoring data channel %r", self.device_id, channel.label)
             return
         self._control = channel
+        channel.on("message", self._on_control_message)
         log.info("%s: control channel open", self.device_id)
 
     def notify(self, kind: str, **fields: Any) -> bool:
@@ -442,6 +557,7 @@ class DeviceSession:
         self.notify(control_channel.TURN_END, timing=turn.timing, error=turn.error_code, interrupted=turn.interrupted)
         self._turn = None
         self._end_sent_at = None
+        self._awaiting_reply = False  # the follow-up window opens once the reply has played out
 
     def _on_playout(self, received_at: float, latency_s: float) -> None:
         self.host.metrics.downlink_latency.observe(latency_s)
@@ -461,6 +577,7 @@ class DeviceSession:
             self.tts.end_reply()
             self._drop_until_final = False
             self._end_sent_at = None
+            self._awaiting_reply = False
 
     # ----- dead peers and closing -----
 
@@ -500,6 +617,8 @@ class DeviceSession:
             self._send(pb.INTERRUPT, b"", 0, self._clock(), None)
         self.tts.flush()
         self.tts.stop()
+        if self._wake is not None:
+            self._wake.close()
         current = asyncio.current_task()
         tasks = [t for t in (*self._tasks, self._watchdog) if t is not None and t is not current]
         for t in tasks:

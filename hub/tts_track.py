@@ -39,6 +39,18 @@ HOLD_PARTIAL_FRAMES = 2
 MAX_LAG_S = 0.1
 
 PlayoutCallback = Callable[[float, float], None]  # (received_at, latency_s)
+EARCON_S = 0.12  # issue 19: the "I'm listening" tone after the wake word (100-150 ms)
+
+
+def make_earcon(duration_s: float = EARCON_S, level_dbfs: float = -14.0) -> Int16Array:
+    """A rising two-note chime at 48 kHz with 10 ms fades (no clicks), quiet enough not to startle."""
+    n = int(duration_s * OUT_RATE)
+    t = np.arange(n) / OUT_RATE
+    freq = np.where(t < duration_s / 2, 880.0, 1320.0)
+    phase = 2 * np.pi * np.cumsum(freq) / OUT_RATE
+    fade = np.minimum(1.0, np.minimum(t, duration_s - t) / 0.01)
+    amp = 32767 * 10 ** (level_dbfs / 20)
+    return (np.sin(phase) * fade * amp).astype(np.int16)
 
 
 class TtsTrack(MediaStreamTrack):
@@ -73,6 +85,11 @@ class TtsTrack(MediaStreamTrack):
         self._silence = np.zeros(FRAME_SAMPLES * 2, dtype=np.int16).tobytes()
         self.frames_out = 0
         self.audio_frames_out = 0
+        # An earcon is mixed over whatever plays and is not reply audio: it does not make
+        # ``playing`` true (so the user's next words are not taken for a barge-in) and a flush
+        # leaves it alone.
+        self._earcon: Int16Array | None = None
+        self._earcon_pos = 0
 
     # ----- producer side (the gRPC reader) -----
 
@@ -110,6 +127,15 @@ class TtsTrack(MediaStreamTrack):
         self._append(out)
         return True
 
+    def play_earcon(self, tone: Int16Array | None = None) -> None:
+        """Mix a short tone (48 kHz mono) into the next frames, from its start."""
+        self._earcon = make_earcon() if tone is None else tone
+        self._earcon_pos = 0
+
+    @property
+    def earcon_playing(self) -> bool:
+        return self._earcon is not None
+
     def end_reply(self) -> None:
         """The reply is complete (is_final): play out the resampler's tail, then go idle."""
         self._finish_resampler()
@@ -142,6 +168,19 @@ class TtsTrack(MediaStreamTrack):
 
     def next_frame(self) -> Int16Array | None:
         """The next 20 ms of mono 48 kHz audio, or None for silence. Not paced."""
+        out = self._next_reply_frame()
+        tone = self._earcon
+        if tone is None:
+            return out
+        part = tone[self._earcon_pos : self._earcon_pos + FRAME_SAMPLES]
+        self._earcon_pos += FRAME_SAMPLES
+        if self._earcon_pos >= tone.size:
+            self._earcon = None
+        mixed = np.zeros(FRAME_SAMPLES, dtype=np.int32) if out is None else out.astype(np.int32)
+        mixed[: part.size] += part
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+    def _next_reply_frame(self) -> Int16Array | None:
         if self._buffered == 0:
             self._held = 0
             return None

@@ -108,6 +108,9 @@ class Stack:
     # The hub's /connect is default-deny (issue 18, H1): a real token for the devices it starts or
     # the harness connects, as `naila init` would write (HUB_DEVICE_TOKENS "*" unless extra_env names them).
     device_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # HUB_LISTENING_MODE of the hub it starts: test and bench stacks feed plain questions, so they
+    # listen always; the demo passes wake_word (the product default).
+    listening_mode: str = "always"
 
     @property
     def hub_url(self) -> str:
@@ -128,6 +131,7 @@ class Stack:
         env["HUB_METRICS_TOKEN"] = self.read_token
         env["HUB_DEVICE_TOKENS"] = json.dumps({"*": self.device_token})
         env["DEVICE_HUB_TOKEN"] = self.device_token
+        env["HUB_LISTENING_MODE"] = self.listening_mode
         env.update(self.extra_env)
         return env
 

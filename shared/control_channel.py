@@ -15,6 +15,14 @@ a device without one still works, it just stops later on barge-in. Messages are 
 * ``{"type": "reply", "text": ...}`` — a clause of the reply as it starts playing;
 * ``{"type": "turn_end", "timing": {...}, "error": ..., "interrupted": bool}``;
 * ``{"type": "stand_down", "reason": ...}`` — another device heard this utterance better and answers it.
+* ``{"type": "listening", "state": "listening" | "idle", "mode": ...}`` — the wake word was heard and the
+  hub listens for a turn (the device also hears an earcon), or that wake ended with nobody speaking.
+
+The device → hub direction (issue 19: listening modes; a browser page sends these):
+
+* ``{"type": "listening", "mode": "wake_word" | "always" | "push_to_talk"}`` — the device's listening mode;
+* ``{"type": "ptt", "pressed": bool}`` — the push-to-talk button; in push_to_talk mode speech counts
+  only while it is held, and releasing it ends the turn.
 
 Unknown types are ignored by receivers (forward compatible).
 """
@@ -35,6 +43,8 @@ TRANSCRIPT: Final = "transcript"
 REPLY: Final = "reply"
 TURN_END: Final = "turn_end"
 STAND_DOWN: Final = "stand_down"
+LISTENING: Final = "listening"  # both directions (see above)
+PTT: Final = "ptt"  # device -> hub
 
 
 def encode(kind: str, **fields: Any) -> str:

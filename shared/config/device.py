@@ -67,6 +67,12 @@ class DeviceSettings(NailaSettings):
         description="How the WebRTC offer reaches the hub: http (POST DEVICE_HUB_URL/connect) or mqtt "
         "(naila/devices/<id>/signaling/offer, answer on .../signaling/answer; needs DEVICE_MQTT)",
     )
+    # --- assist (issue 19): listening modes
+    device_listening_mode: Literal["", "wake_word", "always", "push_to_talk"] = Field(
+        "",
+        description="What starts a turn on this device (wake_word, always, push_to_talk), reported in its MQTT "
+        "status; the hub runs the wake word. Empty = the hub's HUB_LISTENING_MODE(S) decide (wake_word by default)",
+    )
 
     @field_validator("device_aec_rate")
     @classmethod

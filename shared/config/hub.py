@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -163,6 +163,41 @@ class HubSettings(NailaSettings):
     hub_ai_insecure: bool = Field(
         False, description="Allow plaintext gRPC to a non-loopback HUB_AI_SERVER (audio crosses the LAN in clear)"
     )
+    # --- assist (issue 19): listening modes and the wake word
+    hub_listening_mode: Literal["wake_word", "always", "push_to_talk"] = Field(
+        "wake_word",
+        description="What starts a turn: wake_word (the wake word, then a follow-up window), always (any speech), "
+        "push_to_talk (speech while the page's button is held)",
+    )
+    hub_listening_modes: Annotated[dict[str, Literal["wake_word", "always", "push_to_talk"]], NoDecode] = Field(
+        default_factory=dict,
+        description='Per-device listening modes as JSON {"device_id": "mode"}; a mode the device reports (MQTT '
+        "status listening_mode, the browser page) overrides it",
+    )
+    hub_wake_word: Literal["okay_nabu", "hey_jarvis", "hey_mycroft", "alexa"] = Field(
+        "okay_nabu", description="Wake word model (pymicro-wakeword's built-in ones)"
+    )
+    hub_follow_up_s: Annotated[float, Field(ge=0, le=120)] = Field(
+        8.0, description="After a reply finishes, speech within this many seconds needs no wake word"
+    )
+    hub_wake_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        4.0, description="After the wake word, a turn that has not started within this many seconds ends quietly"
+    )
+    hub_barge_in_plain_speech: bool = Field(
+        False, description="In wake_word mode, let plain speech (not only the wake word) interrupt a playing reply"
+    )
+
+    @field_validator("hub_listening_modes", mode="before")
+    @classmethod
+    def _listening_modes(cls, v: object) -> object:
+        if isinstance(v, str):
+            if not v.strip():
+                return {}
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'must be JSON like {{"device_id": "push_to_talk"}} ({exc.msg})') from None
+        return v
 
     @field_validator("hub_public_hosts", mode="before")
     @classmethod

@@ -93,6 +93,8 @@ class DeviceStatus(NailaMessage):
     ip: IpAddress | None = None
     volume: Annotated[int, Field(ge=0, le=100)] | None = None
     muted: bool | None = None
+    # issue 19: what starts a turn on this device (DEVICE_LISTENING_MODE); the hub applies it.
+    listening_mode: Literal["wake_word", "always", "push_to_talk"] | None = None
 
 
 class SignalingDescription(NailaMessage):

@@ -275,6 +275,8 @@ async def make_hub(fake_ai: FakeAI, loopback_ice: None) -> AsyncIterator[HubFact
                 # These tests are about media, not auth: an explicitly open hub (tests/security covers auth).
                 "hub_allow_unauthenticated": True,
                 "hub_metrics_token": METRICS_TOKEN,
+                # These tests speak plain questions: no wake word (tests/hub/test_listening*.py cover modes).
+                "hub_listening_mode": "always",
                 **overrides,
             },
         )

@@ -69,6 +69,7 @@ async def mqtt_hub(fake_ai: FakeAI, loopback_ice: None, broker_settings: MqttSet
                 "hub_allow_unauthenticated": True,  # explicitly open: these tests are about the MQTT path
                 "hub_id": uid("test"),
                 "hub_metrics_token": METRICS_TOKEN,
+                "hub_listening_mode": "always",  # plain questions, no wake word
                 **overrides,
             },
         )

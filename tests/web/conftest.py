@@ -69,6 +69,7 @@ async def make_web_hub(loopback_ice: None) -> AsyncIterator[HubMaker]:
                 # hub what the broker queued for an earlier test's hub.
                 "hub_id": f"web-test-{len(hubs)}-{os.getpid()}-{secrets.token_hex(3)}",
                 "hub_dead_peer_timeout_s": 3.0,
+                "hub_listening_mode": "always",  # plain questions, no wake word (issue 19 modes tested apart)
                 **overrides,
             },
         )
