@@ -150,6 +150,19 @@ class Speaker:
         log.info("speaking %d characters on %s", len(text), ", ".join(d for d, _ in streams))
         return started
 
+    def play(self, name: str, body: Callable[[Turn], Awaitable[None]]) -> list[Spoken]:
+        """Start ``body`` (e.g. :func:`sound_body`: an alarm) as an unprompted turn on the device (or
+        room) ``name``; uncharged (the caller decides what a budget is). Raises :class:`SpeakError`."""
+        streams = [(d, self._stream_for(d)) for d in self.targets(name)]
+        try:
+            started = [Spoken(d, stream.start_unprompted_turn(d, body)) for d, stream in streams]
+        except RuntimeError as exc:  # the stream is closing
+            raise SpeakError(str(exc)) from None
+        for spoken in started:
+            spoken.task.add_done_callback(self._finished)
+        self.metrics.event("sound_started")
+        return started
+
     def _stream_for(self, device_id: str) -> ConversationSession:
         """The stream to speak for ``device_id`` on (see the module doc); raises :class:`SpeakError`."""
         sessions = list(self._sessions())
@@ -197,3 +210,46 @@ class Speaker:
         elif (exc := task.exception()) is not None:
             self.metrics.event("speech_failed")
             log.warning("speech task failed: %s", one_line(exc))
+
+
+def sound_body(
+    pipeline: Pipeline, pcm: bytes, rate: int, text: str, hold: Callable[[float], Awaitable[None]],
+) -> Callable[[Turn], Awaitable[None]]:
+    """An unprompted turn that plays ``pcm`` (16-bit mono at ``rate``), then speaks ``text``, then
+    stays open for as long as the device needs to play it all (``hold(seconds)``, on the caller's
+    clock) before its is_final: audio is queued faster than real time, and a turn still open is
+    what a barge-in (INTERRUPT) cancels, so the caller sees the cancellation (a ringing timer stops)."""
+
+    async def body(turn: Turn) -> None:
+        step = max(2, rate * pipeline.chunk_ms // 1000 * 2)
+        for start in range(0, len(pcm), step):
+            turn.send(turn.output(audio_pcm=pcm[start : start + step], sample_rate=rate))
+        played = len(pcm) / 2 / rate
+        code: pb.ErrorCode.ValueType = pb.NONE
+        message = ""
+        if text:
+            samples, played_at = [0], [rate]  # counted as the clauses are queued: TTS picks its rate
+            sink = turn.sink
+
+            def counting(t: Turn, msg: pb.AudioOutput) -> None:
+                if msg.audio_pcm and msg.sample_rate:
+                    samples[0] += len(msg.audio_pcm) // 2
+                    played_at[0] = msg.sample_rate
+                if sink is not None:
+                    sink(t, msg)
+
+            turn.sink = counting
+            try:
+                await pipeline.speak_clause(turn, text)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the sound went out; the words are in reply_text
+                code, message = pb.TTS_FAILED, one_line(exc)
+                log.warning("speaking on %s failed: %s", turn.device_id, message)
+            finally:
+                turn.sink = sink
+            played += samples[0] / played_at[0]
+        await hold(played)
+        turn.send(turn.output(is_final=True, reply_text=text, error_code=code, error_message=message))
+
+    return body
