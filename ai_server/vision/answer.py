@@ -240,7 +240,7 @@ def brief(sight: Sight) -> str:
     if sight.specialised():
         line += f" Its detector only recognises {sight.vocabulary()}."
     if sight.stale:
-        line += " The view may be out of date: say so."
+        line += f" The view may be out of date{' (the camera is offline)' if not sight.online else ''}: say so."
     return line + " Answer from this view only, in one or two sentences."
 
 
