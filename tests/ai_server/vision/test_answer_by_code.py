@@ -45,7 +45,8 @@ def test_what_do_you_see_lists_counts_text_and_what_the_detector_knows() -> None
     narrow = Sight("demo device", 1.0, ("person",) * 4, known=PEOPLE_ONLY)
     assert answer("what do you see", narrow) == (
         "The demo device camera sees 4 people, just now; its detector only recognises people and fallen people.")
-    assert answer("what can you see", Sight("hall", 0.0, ())) == "The hall camera sees nothing I can recognise, just now."
+    assert answer("what can you see", Sight("hall", 0.0, ())) == (
+        "The hall camera sees nothing I can recognise, just now.")
 
 
 @pytest.mark.parametrize(("question", "said"), [
@@ -81,7 +82,8 @@ def test_old_offline_and_unanalysed_views_are_said_as_such() -> None:
         "I have a picture from the yard camera from just now, but it could not be analysed.")
     assert answer("what does the sign say", Sight("gate", 0.0, (), text=("NO PARKING", "EXIT"))) == (
         'The gate camera shows text reading "NO PARKING" and "EXIT", just now.')
-    assert answer("read the text", Sight("gate", 0.0, ())) == "I can't read any text in the gate camera's view from just now."
+    assert answer("read the text", Sight("gate", 0.0, ())) == (
+        "I can't read any text in the gate camera's view from just now.")
 
 
 def test_the_line_for_a_real_model_is_short_and_has_the_counts() -> None:
