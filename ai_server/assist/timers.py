@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -116,6 +116,8 @@ class Timers:
         self.metrics = metrics
         self.timers: dict[str, Timer] = {}
         self.missed: dict[str, list[str]] = {}  # asker -> what to tell it ("Your pasta timer ended at 14:05 ...")
+        # "remind me to call mum in 20 minutes" reads as a timer with a command: reminders take it.
+        self.delayed_command: Callable[[str, float, AssistContext, str], AssistReply | None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -224,13 +226,15 @@ class Timers:
     # ---- handlers ----------------------------------------------------------------------------
 
     async def start(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
-        if match.slots.get("conversation_command"):
-            return AssistReply("I can't run a command on a timer yet.", match.intent)
         try:
             seconds = duration_of(match.slots)
         except ValueError as exc:
             self._count("timers_refused")
             return AssistReply(f"Sorry, I couldn't understand that duration ({exc}).", match.intent)
+        command = str(match.slots.get("conversation_command") or "")
+        if command:
+            done = self.delayed_command(command, seconds, ctx, match.intent) if self.delayed_command else None
+            return done or AssistReply("I can't run a command on a timer yet.", match.intent)
         if seconds <= 0:
             return AssistReply("How long should the timer be?", match.intent)
         if seconds > MAX_TIMER_S:
@@ -253,6 +257,10 @@ class Timers:
                            data={"timer_id": timer.id, "seconds": seconds, "name": name})
 
     async def cancel(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
+        if not self._mine(ctx, match.slots):  # "stop the timer" while it rings: it is done, so silence it
+            stopped = self.ringer.stop(device=ctx.device_id, room=ctx.room)
+            if stopped:
+                return AssistReply("Stopped.", match.intent, data={"stopped": [r.key for r in stopped]})
         found = self._one(ctx, match)
         if isinstance(found, AssistReply):
             return found
@@ -265,9 +273,9 @@ class Timers:
         for timer in found:
             self._forget(timer)
         self._count("timers_cancelled")
-        self.ringer.stop(device=ctx.device_id, room=None)
+        stopped = self.ringer.stop(device=ctx.device_id, room=ctx.room)
         if not found:
-            return AssistReply("There are no timers to cancel.", match.intent)
+            return AssistReply("Stopped." if stopped else "There are no timers to cancel.", match.intent)
         n = len(found)
         return AssistReply("Timer cancelled." if n == 1 else f"All {n} timers cancelled.", match.intent)
 
