@@ -1,0 +1,257 @@
+"""The household actions as OpenAI tools, built from the intent registry.
+
+One tool per action family (timers, clock, reminders, devices, cameras, history): its JSON
+schema has an ``action`` enum (only the actions whose intent has a handler now) and the
+family's slots. A tool call becomes ``IntentMatch(intent, slots)`` -> ``registry.handle`` and
+the reply's text is the tool result the model reads back. The same handlers answer the intent
+fast path, so a command does the same thing whether hassil or the model recognised it.
+
+Small local models do not always return ``tool_calls``: Qwen through llama-cpp-python's
+template writes the call as JSON in the content (``{"name": ..., "arguments": ...}``, sometimes
+code-fenced or inside ``<tool_call>`` tags). :func:`content_tool_calls` reads those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ai_server.assist.core import AssistContext, IntentMatch, IntentRegistry
+
+log = logging.getLogger(__name__)
+
+_INT = {"type": "integer", "minimum": 0}
+
+
+@dataclass(frozen=True)
+class ToolFamily:
+    """One tool: ``actions`` maps the ``action`` enum's values to intent names."""
+
+    name: str
+    description: str
+    actions: Mapping[str, str]
+    slots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+# Slot names are the intents' own (Home Assistant's: hours/minutes/seconds/name/area/...), so a
+# handler reads a tool call exactly like a hassil match. Order matters for small models: they
+# fill properties in schema order, and with "hours" first Qwen 0.5B set a 5-minute timer to
+# 5 hours; minutes first got it right.
+FAMILIES: tuple[ToolFamily, ...] = (
+    ToolFamily(
+        "timer",
+        "Start, cancel, check, pause, resume or change a countdown timer.",
+        {
+            "start": "HassStartTimer", "cancel": "HassCancelTimer", "cancel_all": "HassCancelAllTimers",
+            "status": "HassTimerStatus", "pause": "HassPauseTimer", "resume": "HassUnpauseTimer",
+            "add_time": "HassIncreaseTimer", "remove_time": "HassDecreaseTimer",
+        },
+        {"minutes": _INT, "seconds": _INT, "hours": _INT,
+         "name": {"type": "string", "description": "the timer's name, only if the user gave one"}},
+    ),
+    ToolFamily(
+        "clock",
+        "The current time or date, here or in another city.",
+        {"time": "HassGetCurrentTime", "date": "HassGetCurrentDate"},
+        {"place": {"type": "string", "description": "a city, only if the user named one"}},
+    ),
+    ToolFamily(
+        "reminder",
+        "Remember to remind the user of something at a time; list or cancel reminders.",
+        {"add": "NailaRemind", "list": "NailaListReminders", "cancel": "NailaCancelReminder"},
+        {"task": {"type": "string", "description": "what to remind of"},
+         "when": {"type": "string", "description": "when, in the user's words, e.g. tomorrow at 9"}},
+    ),
+    ToolFamily(
+        "device",
+        "Turn home devices (lights, switches, fans, covers) on or off, set a light, or read a device's state.",
+        {"turn_on": "HassTurnOn", "turn_off": "HassTurnOff", "set_light": "HassLightSet", "state": "HassGetState"},
+        {"name": {"type": "string", "description": "the device's name"},
+         "area": {"type": "string", "description": "the room"},
+         "brightness": {"type": "integer", "minimum": 0, "maximum": 100},
+         "color": {"type": "string"}},
+    ),
+    ToolFamily(
+        "camera",
+        "Look at what a camera sees now.",
+        {"look": "NailaLookCamera"},
+        {"camera": {"type": "string", "description": "the camera's name or room"}},
+    ),
+    ToolFamily(
+        "history",
+        "What happened earlier: past conversations, camera events.",
+        {"recall": "NailaHistory"},
+        {"query": {"type": "string", "description": "what to look up, e.g. who came to the door yesterday"}},
+    ),
+)
+
+#: The context of the turn a tool call belongs to: set by whoever starts the LLM for a voice turn
+#: or a chat (a ContextVar, so it follows the asyncio task into the LLM backend's tool loop).
+ASSIST_CONTEXT: contextvars.ContextVar[AssistContext | None] = contextvars.ContextVar(
+    "naila_assist_context", default=None
+)
+
+
+@contextlib.contextmanager
+def assist_context(ctx: AssistContext) -> Iterator[None]:
+    """Tool calls made inside this block act for ``ctx`` (the asker's device, room, clock)."""
+    token = ASSIST_CONTEXT.set(ctx)
+    try:
+        yield
+    finally:
+        ASSIST_CONTEXT.reset(token)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: Mapping[str, Any]
+    id: str = ""
+
+
+class ToolBox:
+    """The registry's actions as tools, and the runner of the model's calls."""
+
+    def __init__(self, registry: IntentRegistry, now: Callable[[], dt.datetime],
+                 families: tuple[ToolFamily, ...] = FAMILIES) -> None:
+        self.registry = registry
+        self.now = now
+        self.families = families
+        self.counts: Counter[str] = Counter()  # tool_calls, tool_errors, ... (for metrics and tests)
+
+    def _offered(self) -> Iterator[tuple[ToolFamily, list[str]]]:
+        for family in self.families:
+            actions = [a for a, intent in family.actions.items() if self.registry.handles(intent)]
+            if actions:
+                yield family, actions
+
+    def specs(self) -> list[dict[str, Any]]:
+        """OpenAI ``tools=``: the families with at least one registered intent (computed per
+        request: features register at start-up, and Home Assistant may be off)."""
+        out: list[dict[str, Any]] = []
+        for family, actions in self._offered():
+            props: dict[str, Any] = {"action": {"type": "string", "enum": actions}}
+            props.update({k: dict(v) for k, v in family.slots.items()})
+            out.append({"type": "function", "function": {
+                "name": family.name, "description": family.description,
+                "parameters": {"type": "object", "properties": props, "required": ["action"]},
+            }})
+        return out
+
+    def names(self) -> set[str]:
+        return {family.name for family, _ in self._offered()}
+
+    async def run(self, call: ToolCall, text: str = "") -> str:
+        """The tool result for the model: the handler's reply text, or a one-line error that the
+        model can say (never raises: one bad call must not end the turn)."""
+        self.counts["tool_calls"] += 1
+        try:
+            match = self._match(call, text)
+        except ValueError as exc:
+            self.counts["tool_errors"] += 1
+            log.warning("tool call %s(%s) refused: %s", call.name, dict(call.arguments), exc)
+            return f"Error: {exc}"
+        ctx = ASSIST_CONTEXT.get() or AssistContext(now=self.now())
+        try:
+            reply = await self.registry.handle(match, ctx)
+        except Exception as exc:
+            self.counts["tool_errors"] += 1
+            log.exception("tool call %s: handler %s failed", call.name, match.intent)
+            return f"Error: {match.intent} failed ({type(exc).__name__})."
+        if reply is None or not reply.handled:
+            self.counts["tool_unhandled"] += 1
+            return "Error: that action is not available."
+        return reply.text
+
+    def _match(self, call: ToolCall, text: str) -> IntentMatch:
+        family = next((f for f, _ in self._offered() if f.name == call.name), None)
+        if family is None:
+            raise ValueError(f"unknown tool {call.name!r}")
+        args = dict(call.arguments)
+        action = args.pop("action", None)
+        if action is None and len(family.actions) == 1:
+            action = next(iter(family.actions))
+        intent = family.actions.get(str(action))
+        if intent is None or not self.registry.handles(intent):
+            raise ValueError(f"tool {call.name!r} has no action {action!r}")
+        return IntentMatch(intent, _clean_slots(family, args), text)
+
+
+def _clean_slots(family: ToolFamily, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the family's slots; numbers given as strings become ints; empty values and zero
+    durations (small models fill every property: "hours": 0) are dropped as not said."""
+    slots: dict[str, Any] = {}
+    for key, value in args.items():
+        schema = family.slots.get(key)
+        if schema is None or value is None or value == "":
+            continue
+        if schema.get("type") == "integer":
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key} must be a whole number, not {value!r}") from None
+            if value == 0 and key in ("hours", "minutes", "seconds"):
+                continue
+        slots[key] = value
+    return slots
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def content_tool_calls(content: str, names: set[str]) -> list[ToolCall]:
+    """Tool calls a model wrote as text instead of ``tool_calls``: ``{"name", "arguments"}``
+    objects (a list of them, ``<tool_call>`` tags, a code fence, ``parameters`` for
+    ``arguments``). Only calls of known tools count; anything else is [] (a plain answer)."""
+    text = content.strip()
+    bodies = _TAGGED.findall(text) or [_FENCE.sub("", text)]
+    calls: list[ToolCall] = []
+    for body in bodies:
+        try:
+            parsed = json.loads(body)
+        except json.JSONDecodeError:
+            return []
+        for item in parsed if isinstance(parsed, list) else [parsed]:
+            call = _as_call(item, names)
+            if call is None:
+                return []
+            calls.append(call)
+    return calls
+
+
+def _as_call(item: object, names: set[str]) -> ToolCall | None:
+    if not isinstance(item, dict):
+        return None
+    body: dict[str, Any] = item
+    if isinstance(body.get("function"), dict):  # the OpenAI shape, written out
+        body = body["function"]
+    name = body.get("name")
+    args = body.get("arguments", body.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args or "{}")
+        except json.JSONDecodeError:
+            return None
+    if name not in names or not isinstance(args, dict):
+        return None
+    return ToolCall(str(name), args)
+
+
+def parse_arguments(raw: str | None) -> Mapping[str, Any]:
+    """``tool_calls[].function.arguments`` (a JSON string) as a dict; a clear error otherwise."""
+    try:
+        args = json.loads(raw or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"arguments are not JSON ({exc.msg})") from None
+    if not isinstance(args, dict):
+        raise ValueError("arguments must be a JSON object")
+    return args
