@@ -254,6 +254,11 @@ class DeviceSession:
 
     # ----- listening modes -----
 
+    @property
+    def listening_mode(self) -> str:
+        """The effective listening mode (the dashboard and /health show it)."""
+        return self.listening.mode
+
     def _listen_for_wake_word(self, frame: Int16Array, index: int, captured_at: float) -> None:
         if self._wake is None:
             self._wake = WakeWordDetector(self.host.settings.hub_wake_word)

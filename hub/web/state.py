@@ -79,6 +79,7 @@ class DeviceView:
     firmware_version: str | None = None
     capabilities: list[str] = field(default_factory=list)
     last_seen: str | None = None
+    listening_mode: str | None = None  # issue 19: the live session's mode, else the one its status reports
 
     @property
     def online(self) -> bool:
@@ -96,6 +97,7 @@ class DeviceView:
             "firmware_version": self.firmware_version,
             "capabilities": list(self.capabilities),
             "last_seen": self.last_seen,
+            "listening_mode": self.listening_mode,
         }
 
 
@@ -275,6 +277,8 @@ class DashboardState:
         view.zone = status.zone or view.zone
         view.firmware_version = status.firmware_version
         view.capabilities = list(status.capabilities)
+        if status.listening_mode and not view.connected:
+            view.listening_mode = status.listening_mode
         # An offline status (often the broker publishing the device's will) says when it was
         # registered, not when the device was last heard: keep what we knew.
         if status.online or view.last_seen is None:
@@ -339,6 +343,12 @@ class DashboardState:
                 view = self.devices[device_id] = DeviceView(device_id, room=self.browser_rooms.get(device_id))
             if not view.connected:
                 view.connected = True
+                changed = True
+            # The effective mode (config, status or the page may change it): dashboard-only sessions
+            # in tests have no gate, hence getattr.
+            mode = getattr(self.sessions[device_id], "listening_mode", None)
+            if mode != view.listening_mode and mode is not None:
+                view.listening_mode = mode
                 changed = True
             view.last_seen = now
         for device_id, view in self.devices.items():

@@ -40,6 +40,7 @@ function renderDevices() {
       { "data-device": d.device_id, "data-online": String(d.online) },
       h("td", {}, h("span", { class: "id" }, d.device_id), d.kind === "browser" ? h("span", { class: "tag" }, "browser") : null),
       h("td", { class: "room" }, d.room || "–"),
+      h("td", { class: "listening-mode", "data-mode": d.listening_mode || "" }, (d.listening_mode || "–").replace(/_/g, " ")),
       h("td", {}, h("span", { class: `badge ${d.online ? "on" : "off"}`, "data-status": status }, status), via ? ` ${via}` : ""),
       h("td", { class: "last-seen", "data-iso": d.last_seen || "", title: d.last_seen || "" }, ago(d.last_seen)),
       h(

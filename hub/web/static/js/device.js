@@ -31,11 +31,17 @@ const ui = {
   spkLevel: $("spk-level"),
   turns: $("turns"),
   audio: $("remote-audio"),
-  modes: [$("mode-ptt"), $("mode-handsfree")],
+  modes: [$("mode-ptt"), $("mode-wakeword"), $("mode-handsfree")],
+  listening: $("listening"),
 };
+// The page's modes and the hub's listening modes (issue 19): the hub decides which speech is a
+// turn; the page tells it the mode and the push-to-talk button over the control channel.
+const HUB_MODE = { ptt: "push_to_talk", wakeword: "wake_word", handsfree: "always" };
+const PAGE_MODES = Object.keys(HUB_MODE);
 
 const st = {
-  mode: localStorage.getItem(KEY_MODE) === "handsfree" ? "handsfree" : "ptt",
+  mode: PAGE_MODES.includes(localStorage.getItem(KEY_MODE)) ? localStorage.getItem(KEY_MODE) : "ptt",
+  control: null, // the open control channel, for the mode and the button
   mic: null, // MediaStream from getUserMedia
   pc: null,
   generation: 0, // bumped on every connect attempt: callbacks of an older peer are ignored
@@ -141,6 +147,12 @@ async function connect() {
     st.pc = pc;
     const channel = pc.createDataChannel(CONTROL_LABEL, { ordered: true });
     channel.onmessage = (ev) => onControl(ev.data);
+    channel.onopen = () => {
+      if (gen !== st.generation) return;
+      st.control = channel;
+      sendControl({ type: "listening", mode: HUB_MODE[st.mode] });
+      if (st.mode === "ptt") sendControl({ type: "ptt", pressed: st.pttDown });
+    };
     for (const track of st.mic.getAudioTracks()) pc.addTrack(track, st.mic);
     pc.ontrack = (ev) => attachRemote(ev.streams[0] || new MediaStream([ev.track]));
     pc.onconnectionstatechange = () => onPeerState(pc, gen);
@@ -196,12 +208,23 @@ function attachRemote(stream) {
   }
 }
 
+function sendControl(msg) {
+  const ch = st.control;
+  if (ch && ch.readyState === "open") ch.send(JSON.stringify(msg));
+}
+
+function showListening(on) {
+  // The hub heard the wake word (it also plays an earcon) and listens for the question.
+  ui.listening.hidden = !on;
+}
+
 function applyMicGate() {
-  const on = st.mode === "handsfree" ? st.handsFreeOn : st.pttDown;
+  const on = st.mode === "ptt" ? st.pttDown : st.handsFreeOn;
   for (const t of st.mic?.getAudioTracks() || []) t.enabled = on;
   ui.talk.classList.toggle("active", on);
   ui.talk.setAttribute("aria-pressed", on ? "true" : "false");
   if (st.mode === "ptt") ui.talk.textContent = on ? "Listening… release to send" : "Hold to talk";
+  else if (st.mode === "wakeword") ui.talk.textContent = on ? "Say “Okay Nabu” (tap to mute)" : "Muted (tap to listen)";
   else ui.talk.textContent = on ? "Listening (tap to mute)" : "Muted (tap to listen)";
 }
 
@@ -293,7 +316,12 @@ function onControl(raw) {
     return;
   }
   if (!msg || typeof msg.type !== "string") return;
+  if (msg.type === "listening") {
+    showListening(msg.state === "listening");
+    return;
+  }
   if (msg.type === "transcript") {
+    showListening(false);
     const card = newCard(String(msg.text || ""));
     st.current = card;
     card.dataset.reply = "";
@@ -348,17 +376,19 @@ function setupControls() {
       st.mode = radio.value;
       localStorage.setItem(KEY_MODE, st.mode);
       st.pttDown = false;
+      sendControl({ type: "listening", mode: HUB_MODE[st.mode] });
       applyMicGate();
     });
   }
   ui.start.addEventListener("click", start);
   const press = (down) => {
-    if (st.mode !== "ptt") return;
+    if (st.mode !== "ptt" || st.pttDown === down) return;
     st.pttDown = down;
+    sendControl({ type: "ptt", pressed: down }); // the hub ends the turn on release
     applyMicGate();
   };
   ui.talk.addEventListener("pointerdown", (ev) => {
-    if (st.mode === "handsfree") {
+    if (st.mode !== "ptt") {
       st.handsFreeOn = !st.handsFreeOn;
       applyMicGate();
       return;
