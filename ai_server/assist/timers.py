@@ -220,8 +220,8 @@ class Timers:
         if not found:
             name = _clean_name(match.slots.get("name"))
             return AssistReply(f"There is no {name} timer." if name else "There is no timer running.", match.intent)
-        labels = " and ".join(t.label for t in found[:4])
-        return AssistReply(f"Which one? You have a {labels}.", match.intent)
+        labels = " and ".join(f"a {t.label}" for t in found[:4])
+        return AssistReply(f"Which one? You have {labels}.", match.intent)
 
     # ---- handlers ----------------------------------------------------------------------------
 
