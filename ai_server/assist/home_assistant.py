@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch
 from ai_server.assist.ha_catalog import Catalog, Entity, HomeCatalog
 from ai_server.assist.ha_client import HAError, HomeAssistantClient
@@ -279,7 +281,7 @@ class HomeAssistant:
             return (chosen, {}) if chosen else None
 
         done, unavailable = await self._call(targets, service)
-        verbs = {_ON_OFF[e.domain][1 if on else 3] for e in targets.entities}
+        verbs = {_ON_OFF[e.domain][1] if on else _ON_OFF[e.domain][3] for e in targets.entities}
         verb = verbs.pop() if len(verbs) == 1 else ("Turned on" if on else "Turned off")
         return self._done(verb, targets, done, unavailable)
 
@@ -447,7 +449,7 @@ def install(services: AssistServices, *, count: Callable[[str], None] | None = N
     settings = services.settings
     url = str(getattr(settings, "ha_url", "") or "")
     token_setting = getattr(settings, "ha_token", None)
-    token = token_setting.get_secret_value() if hasattr(token_setting, "get_secret_value") else token_setting
+    token = token_setting.get_secret_value() if isinstance(token_setting, SecretStr) else str(token_setting or "")
     if not url or not token:
         if url or token:
             log.warning("Home Assistant: HA_URL and HA_TOKEN are both needed; device control is off")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from hassil import Intents, recognize_best
-from hassil.intents import TextSlotList
+from hassil.intents import SlotList, TextSlotList
 from home_assistant_intents import get_intents
 
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch, IntentRegistry
@@ -24,7 +24,7 @@ from tests.ai_server.assist.ha_server import TOKEN, FakeHomeAssistant, household
 
 pytestmark = pytest.mark.integration
 
-INTENTS = Intents.from_dict(get_intents("en"))
+INTENTS = Intents.from_dict(get_intents("en") or {})
 
 
 class Clock:
@@ -48,7 +48,8 @@ class Home:
 
     def match(self, text: str, room: str | None = None) -> IntentMatch | None:
         """The sentence through hassil with the registry's slot lists (as the recognizer does)."""
-        lists = {name: TextSlotList.from_tuples(rows) for name, rows in self.registry.slot_rows().items()}
+        lists: dict[str, SlotList] = {name: TextSlotList.from_tuples(rows)
+                                      for name, rows in self.registry.slot_rows().items()}
         lists.setdefault("floor", TextSlotList.from_tuples([]))
         result = recognize_best(text, INTENTS, slot_lists=lists, language="en", best_slot_name="name",
                                 intent_context={"area": room} if room else None)
@@ -123,8 +124,8 @@ async def test_the_devices_room_is_the_area_when_the_request_names_none(home: Ho
     assert [c[2]["entity_id"] for c in home.fake.calls] == [["light.living_room_lamp"]]
     # The same command from a device with no room cannot guess one.
     match = IntentMatch("HassTurnOff", {"domain": "light"}, "turn off the lights")
-    reply = await home.registry.handle(match, AssistContext(home.clock(), device_id="browser-1"))
-    assert reply is not None and reply.text.startswith("Which room do you mean?")
+    asked = await home.registry.handle(match, AssistContext(home.clock(), device_id="browser-1"))
+    assert asked is not None and asked.text.startswith("Which room do you mean?")
     assert len(home.fake.calls) == 1
 
 
