@@ -89,6 +89,7 @@ def _words(text: str) -> set[str]:
 
 def say_when(due: dt.datetime, now: dt.datetime) -> str:
     """"at 8:00 tomorrow", "at 14:20", "on Friday 13 March at 9:00"."""
+    due = due.astimezone(now.tzinfo)  # stored ones come back in UTC
     clock = f"{due:%H:%M}".lstrip("0") if due.hour else f"{due:%H:%M}"
     days = (due.date() - now.date()).days
     if days == 0:
