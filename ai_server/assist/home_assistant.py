@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch
-from ai_server.assist.ha_catalog import Catalog, Entity, HomeCatalog
+from ai_server.assist.ha_catalog import Catalog, Entity, HomeCatalog, spoken_key
 from ai_server.assist.ha_client import HAError, HomeAssistantClient
 
 log = logging.getLogger("naila.assist.ha")
@@ -51,6 +51,14 @@ _PLURAL = {
     "lock": "locks", "climate": "thermostats", "media_player": "media players", "scene": "scenes",
     "script": "scripts", "sensor": "sensors", "binary_sensor": "sensors", "vacuum": "vacuums",
     "input_boolean": "switches", "button": "buttons", "humidifier": "humidifiers",
+}
+# Words for a kind of device in a free-text name.
+_DOMAIN_WORDS = {
+    "light": "light", "lights": "light", "lamp": "light", "lamps": "light", "switch": "switch",
+    "switches": "switch", "fan": "fan", "fans": "fan", "blind": "cover", "blinds": "cover", "cover": "cover",
+    "covers": "cover", "curtains": "cover", "shades": "cover", "shutters": "cover", "tv": "media_player",
+    "television": "media_player", "speaker": "media_player", "thermostat": "climate", "heating": "climate",
+    "lock": "lock", "locks": "lock",
 }
 # What "turn on the kitchen" means when the sentence names no domain.
 _AREA_DEFAULT = ("light", "switch", "fan")
@@ -101,6 +109,23 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _guess(cat: Catalog, text: str) -> tuple[str | None, str | None] | None:
+    """(area id, domain) named in a free-text device name ("kitchen lights"), or None."""
+    key = f" {spoken_key(text)} "
+    area_id = None
+    for aid, area_name in sorted(cat.areas.items(), key=lambda a: -len(a[1])):
+        for spoken in (spoken_key(area_name), spoken_key(aid)):
+            if f" {spoken} " in key:
+                area_id, key = aid, key.replace(f" {spoken} ", " ", 1)
+                break
+        if area_id is not None:
+            break
+    domain = next((_DOMAIN_WORDS[w] for w in key.split() if w in _DOMAIN_WORDS), None)
+    if area_id is None and domain is None:
+        return None
+    return area_id, domain
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
@@ -204,17 +229,27 @@ class HomeAssistant:
         the domain(s) the sentence gives, else those the intent acts on."""
         cat = self._now_catalog
         name, name_text = _slot(match, "name")
+        area, area_text = _slot(match, "area")
+        said_domains = _domains(_slot(match, "domain")[0])
         if name is not None:
             entity = cat.entities.get(str(name)) or cat.entity(name_text) or cat.entity(str(name))
-            if entity is None:
+            if entity is not None:
+                if entity.domain not in domains:
+                    raise Unresolved(f"The {entity.name} can't do that.")
+                return Targets([entity])
+            # Not a device's name: "kitchen lights" (an LLM tool call, a free-text name) is an area
+            # and a kind of device.
+            guess = _guess(cat, name_text)
+            if guess is None:
                 raise Unresolved(f"I don't know a device called {name_text} in Home Assistant.")
-            if entity.domain not in domains:
-                raise Unresolved(f"The {entity.name} can't do that.")
-            return Targets([entity])
-        wanted = _domains(_slot(match, "domain")[0]) or list(area_default or domains)
+            guessed_area, guessed_domain = guess
+            if guessed_area is not None:
+                area, area_text = guessed_area, cat.areas[guessed_area]
+            if guessed_domain is not None:
+                said_domains = [guessed_domain]
+        wanted = said_domains or list(area_default or domains)
         wanted = [d for d in wanted if d in domains] or list(domains)
         device_class, _ = _slot(match, "device_class")
-        area, area_text = _slot(match, "area")
         if area is None and ctx.room:
             area, area_text = ctx.room, ctx.room.replace("_", " ")
         if area is None:

@@ -116,6 +116,17 @@ async def test_turn_on_the_kitchen_lights_changes_them_in_home_assistant(home: H
     assert home.counts["ha_command"] == 2
 
 
+async def test_a_free_text_name_from_a_tool_call_is_an_area_and_a_kind_of_device(home: Home) -> None:
+    ctx = AssistContext(home.clock(), device_id="pi-1", room="living_room")
+    reply = await home.registry.handle(IntentMatch("HassTurnOn", {"name": "Kitchen lights"}), ctx)
+    assert reply is not None and reply.text == "Turned on 2 lights in the Kitchen."
+    reply = await home.registry.handle(IntentMatch("HassTurnOff", {"name": "lamp"}), ctx)  # the asker's room
+    assert reply is not None and reply.text == "Turned off the Living Room Lamp."
+    reply = await home.registry.handle(IntentMatch("HassTurnOn", {"name": "Kitchen Counter"}), ctx)
+    assert reply is not None and reply.text == "Turned on the Kitchen Counter."  # a name still wins
+    assert home.fake.state("light.living_room_lamp") == "off"
+
+
 async def test_the_devices_room_is_the_area_when_the_request_names_none(home: Home) -> None:
     reply = await home.say("turn off the lights", room="living_room")
     assert reply.text == "Turned off the Living Room Lamp."
