@@ -75,7 +75,8 @@ def build_llm(s: AIServerSettings) -> LLMBackend:
     from ai_server.llm.embedded import EmbeddedLLM
 
     return EmbeddedLLM(s.llm_model_path, n_ctx=s.llm_context, threads=s.llm_threads,
-                       max_tokens=s.llm_max_tokens, temperature=s.llm_temperature)
+                       max_tokens=s.llm_max_tokens, temperature=s.llm_temperature,
+                       embedded_model=s.llm_embedded_model, model_cache=s.llm_model_cache)
 
 
 def server_options(s: AIServerSettings) -> list[tuple[str, int]]:

