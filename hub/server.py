@@ -294,6 +294,8 @@ class Hub:
                 "listening_mode": s.listening.mode,
                 "listening_mode_source": self.listening_modes.source_of(s.device_id)[1],
                 "listening": s.listening.phase.value,
+                "wake_words_heard": s.listening.wakes,
+                "wake_word_heard_s_ago": None if s.wake_heard_at is None else round(now - s.wake_heard_at, 2),
             }
             for s in sorted(self.sessions.values(), key=lambda s: s.device_id)
         ]

@@ -1,7 +1,7 @@
 """``naila demo``: the whole product on one machine, on embedded defaults.
 
 Starts mosquitto (or uses ``--mqtt host:port``), the AI server with the shipped models, the
-hub, and a device agent whose microphone is a WAV of a spoken question (espeak-ng), whose
+hub, and a device agent whose microphone is a WAV of "Okay Nabu." and a spoken question (piper), whose
 speaker is recorded to a WAV and whose camera films a still photo (ultralytics' bus.jpg, when the
 vision extra is installed): ``--question "What do you see?"`` is answered from that camera.
 Prints the transcript, the reply, the per-stage latency of the turn and the recorded reply's
@@ -34,18 +34,38 @@ def _demo_photo() -> Path | None:
 
 DEFAULT_QUESTION = "How many legs does a spider have?"
 LEAD_SILENCE_S = 2.0  # the agent connects to the hub while this plays
+WAKE_WORD = "okay_nabu"  # the hub's HUB_WAKE_WORD default
+WAKE_PAUSE_S = 0.5
 
 
 def _make_question_wav(text: str, path: Path) -> float:
+    """"Okay Nabu." then the question, in the shipped piper voice (espeak-ng's wake word does not
+    fire the detector; see the dependency notes)."""
     import numpy as np
 
-    from shared.audio import espeak, write_wav
+    from shared.audio import write_wav
+    from shared.wakeword import piper_speech
 
-    speech = espeak(text, rate=48_000)
+    speech = np.concatenate([piper_speech("Okay Nabu.", 48_000), np.zeros(int(WAKE_PAUSE_S * 48_000), np.int16),
+                             piper_speech(text, 48_000)])
     lead = np.zeros(int(LEAD_SILENCE_S * 48_000), dtype=np.int16)
     tail = np.zeros(int(1.0 * 48_000), dtype=np.int16)
     write_wav(path, np.concatenate([lead, speech, tail]), 48_000)
     return speech.size / 48_000
+
+
+def _wake_heard(hub_url: str, device_id: str) -> float | None:
+    """Seconds ago the hub heard the device's wake word (its /health?detail=1), or None."""
+    from naila.stack import hub_read
+
+    try:
+        detail = json.loads(hub_read(hub_url, "/health?detail=1", timeout=2))
+    except (OSError, ValueError):
+        return None
+    for d in detail.get("devices", []):
+        if d.get("device_id") == device_id and d.get("wake_word_heard_s_ago") is not None:
+            return float(d["wake_word_heard_s_ago"])
+    return None
 
 
 def _print_turn(turn: dict[str, object], wav: Path) -> None:
@@ -78,7 +98,8 @@ def _speaker_has_speech(wav: Path) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="naila demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--question", default=DEFAULT_QUESTION, help="what the device asks (spoken by espeak-ng)")
+    parser.add_argument("--question", default=DEFAULT_QUESTION,
+                        help="what the device asks after 'Okay Nabu' (spoken by the shipped piper voice)")
     parser.add_argument("--mqtt", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
     parser.add_argument("--out", type=Path, help="folder for the WAVs and logs (default: a temp folder)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
@@ -89,7 +110,8 @@ def main(argv: list[str]) -> int:
 
     workdir = ns.out or new_workdir("naila-demo-")
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(workdir=workdir, progress=lambda m: print(m, flush=True))
+    # The product default: nothing is a turn until the wake word.
+    stack = Stack(workdir=workdir, progress=lambda m: print(m, flush=True), listening_mode="wake_word")
 
     def _sigterm(signum: int, frame: types.FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -114,8 +136,8 @@ def main(argv: list[str]) -> int:
         print(f"[demo] web app: {stack.hub_url}/ (talk) and {stack.hub_url}/dashboard; log in with {web_token}",
               flush=True)
         speech_s = _make_question_wav(ns.question, question_wav)
-        print(f"[demo] starting device agent 'demo-device' (microphone plays {speech_s:.1f}s: {ns.question!r})",
-              flush=True)
+        print(f"[demo] starting device agent 'demo-device' (microphone plays {speech_s:.1f}s: "
+              f"'Okay Nabu.' then {ns.question!r}, piper voice)", flush=True)
         stack.extra_env.update(
             DEVICE_ID="demo-device",
             DEVICE_ROOM="demo",
@@ -131,7 +153,15 @@ def main(argv: list[str]) -> int:
         device = stack._spawn("device", [sys.executable, "-m", "naila", "device"])
         t0 = time.monotonic()
 
+        wake_said: list[float] = []
+
         def answered() -> bool:
+            if not wake_said:
+                ago = _wake_heard(stack.hub_url, "demo-device")
+                if ago is not None:
+                    wake_said.append(time.monotonic() - ago)
+                    print(f"[demo] wake word {WAKE_WORD!r} heard at {wake_said[0] - t0:.2f}s after the device "
+                          "started; the hub listens for the question (earcon played)", flush=True)
             return any(t.get("device_id") == "demo-device" for t in stack.turns())
 
         wait_until(answered, ns.timeout, "the assistant's answer", device.proc)

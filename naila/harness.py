@@ -37,13 +37,26 @@ class SimDevice:
     def device_id(self) -> str:
         return self.agent.settings.device_id
 
-    def say(self, text: str, *, gain_db: float = 0.0, delay_s: float = 0.0) -> tuple[float, float]:
-        """Queue espeak speech into the mic; returns when its voice starts and ends, on time.monotonic.
+    def say(self, text: str, *, gain_db: float = 0.0, delay_s: float = 0.0, voice: str = "espeak",
+            wake_word: bool = False) -> tuple[float, float]:
+        """Queue espeak (or ``voice="piper"``) speech into the mic; returns when its voice starts and
+        ends, on time.monotonic.
 
         ``gain_db`` and ``delay_s`` place the talker farther away (another room's device hearing
-        the same person: quieter and later).
+        the same person: quieter and later). ``wake_word``: "Okay Nabu." in the piper voice (which
+        fires the detector; espeak's does not) and half a second before the text.
         """
-        speech = espeak(text, rate=self.backend.rate)
+        if voice == "piper":
+            from shared.wakeword import piper_speech
+
+            speech = piper_speech(text, self.backend.rate)
+        else:
+            speech = espeak(text, rate=self.backend.rate)
+        if wake_word:
+            from shared.wakeword import piper_speech
+
+            pause = np.zeros(self.backend.rate // 2, dtype=np.int16)
+            speech = np.concatenate([piper_speech("Okay Nabu.", self.backend.rate), pause, speech])
         if gain_db:
             speech = np.clip(speech * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
         if delay_s > 0:
