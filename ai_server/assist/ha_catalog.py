@@ -143,6 +143,7 @@ class HomeCatalog:
         self.client = client
         self.current = Catalog()
         self.refreshed_at: dt.datetime | None = None  # the last good refresh
+        self.last_error: HAError | None = None  # why the last refresh failed
         self._now = now
         self._refresh_s = refresh_s
         self._count = count
@@ -156,6 +157,7 @@ class HomeCatalog:
             states = await self.client.states()
             areas, where = parse_areas(await self.client.render(AREAS_TEMPLATE))
         except (HAError, ValueError) as exc:
+            self.last_error = exc if isinstance(exc, HAError) else HAError(f"areas template: {exc}")
             self._next_try = started + dt.timedelta(seconds=min(self._refresh_s, RETRY_AFTER_FAILURE_S))
             self._count("ha_refresh_failed")
             log.warning("Home Assistant: names not refreshed, keeping the last %d entities and %d areas: %s",

@@ -205,6 +205,9 @@ class HomeAssistant:
     ) -> Callable[[IntentMatch, AssistContext], Awaitable[AssistReply]]:
         async def handle(match: IntentMatch, ctx: AssistContext) -> AssistReply:
             try:
+                if self.catalog.refreshed_at is None and not await self.catalog.refresh():
+                    # Never read Home Assistant's names: say why, not "I don't know that device".
+                    raise self.catalog.last_error or HAError("no names from Home Assistant yet")
                 text = await fn(match, ctx)
             except Unresolved as exc:
                 self._count("ha_unresolved")

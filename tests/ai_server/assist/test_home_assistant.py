@@ -285,7 +285,8 @@ async def test_unreachable_from_the_start(tmp_path: Path) -> None:
     assert home.registry.slot_rows() == {"name": [], "area": []}
     reply = await home.registry.handle(IntentMatch("HassTurnOn", {"name": "light.kitchen_ceiling"}),
                                        AssistContext(home.clock()))
-    assert reply is not None and reply.text == "I don't know a device called light.kitchen_ceiling in Home Assistant."
+    assert reply is not None and reply.text == "I can't reach Home Assistant right now, so nothing was changed."
+    assert home.counts["ha_unreachable"] == 1 and home.counts["ha_refresh_failed"] >= 2  # + install's own
     await home.ha.close()
 
 
