@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ai_server.aio import closing
+from ai_server.assist import alarms
+from ai_server.assist.core import AssistServices, IntentRegistry
 from ai_server.control import ControlPlane
 from ai_server.conversation import Conversations
 from ai_server.errors import StartupError
@@ -79,6 +81,20 @@ def build_llm(s: AIServerSettings) -> LLMBackend:
                        embedded_model=s.llm_embedded_model, model_cache=s.llm_model_cache)
 
 
+def _household_clock(s: AIServerSettings) -> Callable[[], datetime]:
+    """The household's wall clock: ASSIST_TIMEZONE, else the machine's zone."""
+    zone_name = getattr(s, "assist_timezone", "")
+    if zone_name:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise StartupError(f"ASSIST_TIMEZONE={zone_name!r} is not a known IANA time zone") from exc
+        return lambda: datetime.now(zone)
+    return lambda: datetime.now().astimezone()
+
+
 def server_options(s: AIServerSettings) -> list[tuple[str, int]]:
     """gRPC server options: explicit message size limits (grpc's default receive limit is 4 MiB and
     the send limit is unbounded) so a message's size is a setting, not an accident."""
@@ -106,6 +122,7 @@ class AIServer:
     control: ControlPlane | None = None
     vision: VisionPipeline | None = None  # implements ai_server.vision.view.Views
     _owned: list[Any] = field(default_factory=list)
+    assist: AssistServices | None = None  # its registry holds every household command's handler
 
     @property
     def address(self) -> str:
@@ -307,6 +324,21 @@ async def start_server(
         pipeline.looker = HistoryFirst(HistoryQuestions(control.store.events, None, lambda: datetime.now().astimezone(),
                                                         transcripts=control.store.transcripts,
                                                         household=settings.ai_history_household), None)
+    # assist features: install(services) here
+    assist = AssistServices(IntentRegistry(), _household_clock(settings), str(store_root(settings.ai_media_dir)),
+                            settings)
+    try:
+        owned.append(alarms.install(assist, pipeline=pipeline, sessions=lambda: list(service.sessions),
+                                    speaker=control.speaker if control is not None else None))
+    except (OSError, RuntimeError, sqlite3.Error) as exc:
+        if control is not None:
+            await control.stop()  # not started yet: only frees its media store
+        raise StartupError(f"cannot open the timer store in {assist.data_dir} (AI_MEDIA_DIR): {exc}") from exc
+    from ai_server.assist import home_assistant
+
+    home = home_assistant.install(assist, count=pipeline.metrics.count)  # HA_URL + HA_TOKEN: device control
+    if home is not None:
+        owned.append(home)
     host = settings.ai_server_host if host is None else host
     port = settings.ai_server_port if port is None else port
     try:
@@ -358,7 +390,7 @@ async def start_server(
     if vision is not None:
         log.info("vision: %s, the model loads %s", vision.detector.name,
                  "in the background" if warm else "with the first frame")
-    return AIServer(server, int(bound), pipeline, service, bound_metrics, control, vision, owned)
+    return AIServer(server, int(bound), pipeline, service, bound_metrics, control, vision, owned, assist)
 
 
 @dataclass

