@@ -79,11 +79,11 @@ def people_said(text: str) -> int | None:
 
 def right(text: str, want: dict[str, Any]) -> bool:
     if "person" in want:
-        return people_said(text) == want["person"]
+        return people_said(text) == int(want["person"])
     if "yes" in want:
         return text.startswith("Yes")
     if "cannot_tell" in want:
-        return text.startswith("I can't tell") and want["cannot_tell"] in text
+        return text.startswith("I can't tell") and str(want["cannot_tell"]) in text
     return "no camera" in text
 
 
@@ -152,7 +152,7 @@ def summarise(rows: list[dict[str, Any]], detector: YoloDetector) -> dict[str, A
             "end_of_speech_to_first_audio_ms_p50_estimate": None if stt_ms is None
             else round(stt_ms + statistics.median(audio), 1),
         }
-    answers = {}
+    answers: dict[str, tuple[str, bool, dict[str, Any]]] = {}
     for r in rows:
         answers.setdefault(f"{r['question']} ({r['camera'] or 'no camera'})", (r["answer"], r["right"], r["want"]))
     return {
