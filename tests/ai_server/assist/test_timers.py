@@ -239,3 +239,18 @@ async def test_the_store_file_holds_absolute_due_times(tmp_path: Path) -> None:
         assert [(r.name, r.due) for r in rows] == [("tea", T0 + dt.timedelta(minutes=4))]
     finally:
         rig.close()
+
+
+def test_the_chime_is_two_clear_tones() -> None:
+    import numpy as np
+
+    from ai_server.assist.sounds import CHIME_TONES_HZ, chime, seconds
+
+    rate = 22050
+    pcm = np.frombuffer(chime(rate), dtype="<i2").astype(float)
+    assert 1.0 < seconds(chime(rate), rate) < 2.0
+    spectrum = np.abs(np.fft.rfft(pcm))
+    freqs = np.fft.rfftfreq(pcm.size, 1 / rate)
+    top = {round(float(f), -1) for f in freqs[np.argsort(spectrum)[-40:]]}
+    assert all(any(abs(t - f) < 15 for t in top) for f in CHIME_TONES_HZ)
+    assert np.abs(pcm).max() < 32767 * 0.6  # no clipping, not a fire alarm
