@@ -15,7 +15,7 @@ consecutive windows, so this class reports one detection per utterance of the wa
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def piper_speech(text: str, rate: int = WAKE_RATE, *, length_scale: float = 1.0)
 
     from shared.audio import resample
 
-    voice = _voices.get(str(model_path()))
+    voice: Any = _voices.get(str(model_path()))
     if voice is None:
         voice = _voices[str(model_path())] = PiperVoice.load(str(model_path()), config_path=str(config_path()))
     chunks = [np.asarray(c.audio_int16_array, dtype=np.int16)
