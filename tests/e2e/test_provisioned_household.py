@@ -117,7 +117,9 @@ def spawn(workdir: Path, name: str, argv: list[str], env_file: Path, **overrides
 
 def start_hub(h: Household, workdir: Path) -> None:
     hub_env = h.env("hub/hub.env")
-    part = spawn(workdir, "hub", [sys.executable, "-m", "naila", "hub"], h.out / "hub/hub.env", HUB_HOST="127.0.0.1")
+    # The device asks a plain question (no wake word): this test is about provisioning, not listening modes.
+    part = spawn(workdir, "hub", [sys.executable, "-m", "naila", "hub"], h.out / "hub/hub.env", HUB_HOST="127.0.0.1",
+                 HUB_LISTENING_MODE="always")
     h.parts["hub"] = part
     token = hub_env["HUB_METRICS_TOKEN"]
 
