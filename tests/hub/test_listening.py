@@ -246,3 +246,20 @@ async def test_woken_but_silent_ends_quietly_and_follow_up_needs_no_wake_word(wo
     assert s.listening.phase is Phase.FOLLOW_UP
     feed(s, np.concatenate([piper_speech("And of Italy?"), silence(1.0)]), t)
     assert [o.msg.event for o in host.link.sent].count(pb.END) == 2
+
+
+async def test_barge_in_while_a_reply_plays_takes_the_wake_word_not_plain_speech(woken) -> None:  # type: ignore[no-untyped-def]
+    s, host = woken
+    t = feed(s, np.concatenate([silence(0.5), piper_speech("Okay Nabu."), silence(0.4),
+                                piper_speech("Tell me a story."), silence(1.0)]))
+    assert [o.msg.event for o in host.link.sent].count(pb.END) == 1
+    reply = (np.sin(np.arange(22050 * 20) * 0.05) * 8000).astype(np.int16).tobytes()  # 20 s of "reply"
+    s.on_ai_output(pb.AudioOutput(device_id="pi-1", conversation_id=s.conversation_id, final_stt="tell me a story",
+                                  audio_pcm=reply, sample_rate=22050))
+    assert s.tts.playing
+    t = feed(s, np.concatenate([piper_speech("No wait, stop that."), silence(0.6)]), t)
+    assert pb.INTERRUPT not in [o.msg.event for o in host.link.sent], "plain speech barged in"
+    assert s.tts.playing
+    feed(s, np.concatenate([piper_speech("Okay Nabu."), silence(0.3)]), t)
+    assert [o.msg.event for o in host.link.sent].count(pb.INTERRUPT) == 1
+    assert not s.tts.playing and s.listening.phase is Phase.ARMED and s.tts.earcon_playing
