@@ -24,13 +24,14 @@ from typing import Any
 
 from ai_server.errors import LLMError
 from ai_server.llm import Message
-from ai_server.llm.tools import ToolBox, ToolCall, content_tool_calls, parse_arguments
+from ai_server.llm.tools import ToolBox, ToolCall, content_says, content_tool_calls, parse_arguments
 
 log = logging.getLogger(__name__)
 
-#: Model requests per turn at most when it keeps calling tools; the last one goes without tools,
-#: so the turn always ends in a spoken sentence.
-MAX_TOOL_ROUNDS = 3
+#: Model requests per turn: one that may call tools, then one without tools that answers, so
+#: the turn always ends in a sentence. Offered tools again, Qwen 0.5B went on calling unrelated
+#: ones after the time was told (a voice command is one step; chaining is not worth a loop here).
+MAX_TOOL_ROUNDS = 2
 _SUSPECT = ("{", "[", "```", "<tool")  # how a tool call written as content starts
 
 
@@ -84,19 +85,19 @@ class OpenAICompatLLM:
             turn = _Round()
             async for piece in self._round(convo, None if last else specs, turn):
                 yield piece
-            calls = self._calls(turn)
-            if not calls:
-                if turn.held:  # it only looked like JSON: it was the answer after all
-                    yield turn.content
-                elif not turn.content.strip() and results:
-                    yield " ".join(results)  # the model said nothing after the tools: say their results
+            calls = [] if last else self._calls(turn)
+            fresh = [c for c in calls if _key(c) not in done]  # a repeated call is not run again
+            if not fresh:
+                # The answer. Held content is said only as far as it is not JSON; a model that said
+                # nothing after its tools, or only repeated a call, has its tools' results said.
+                if turn.held or not turn.content.strip():
+                    says = content_says(turn.content) if turn.held else None
+                    if not says and results:
+                        says = " ".join(results)
+                    if says:
+                        yield says
                 return
-            fresh = [c for c in calls if _key(c) not in done]
-            if not fresh:  # the same call again: the model is looping; let it answer without tools
-                convo.append({"role": "system", "content": "Answer the user now, in one short sentence."})
-                specs = []
-                continue
-            convo.append({"role": "assistant", "content": None, "tool_calls": [
+            convo.append({"role": "assistant", "content": "", "tool_calls": [  # "" not None: some servers refuse null
                 {"id": c.id, "type": "function",
                  "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in fresh]})
             for call in fresh:

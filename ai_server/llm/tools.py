@@ -208,24 +208,64 @@ _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
+_SAYS = ("response", "answer", "message", "reply", "content", "text")
+
+
+def _json_values(text: str) -> list[object] | None:
+    """Every JSON value in ``text``, back to back (models write several objects in a row), or None
+    when anything else is in between."""
+    decoder = json.JSONDecoder()
+    values: list[object] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        values.append(value)
+    return values
+
+
+def _bodies(content: str) -> list[str]:
+    text = content.strip()
+    return _TAGGED.findall(text) or [_FENCE.sub("", text)]
+
+
 def content_tool_calls(content: str, names: set[str]) -> list[ToolCall]:
     """Tool calls a model wrote as text instead of ``tool_calls``: ``{"name", "arguments"}``
-    objects (a list of them, ``<tool_call>`` tags, a code fence, ``parameters`` for
-    ``arguments``). Only calls of known tools count; anything else is [] (a plain answer)."""
-    text = content.strip()
-    bodies = _TAGGED.findall(text) or [_FENCE.sub("", text)]
+    objects (one or several, a list, ``<tool_call>`` tags, a code fence, ``parameters`` for
+    ``arguments``). Only calls of known tools count; other JSON values are skipped."""
     calls: list[ToolCall] = []
-    for body in bodies:
-        try:
-            parsed = json.loads(body)
-        except json.JSONDecodeError:
-            return []
-        for item in parsed if isinstance(parsed, list) else [parsed]:
-            call = _as_call(item, names)
-            if call is None:
-                return []
-            calls.append(call)
+    for body in _bodies(content):
+        for value in _json_values(body) or []:
+            for item in value if isinstance(value, list) else [value]:
+                call = _as_call(item, names)
+                if call is not None:
+                    calls.append(call)
     return calls
+
+
+def content_says(content: str) -> str | None:
+    """What to say of a held reply that is not (only) a tool call: the text of its
+    ``{"response": ...}``-like fields when it is JSON, the content itself when it is not JSON,
+    None when it is JSON with nothing to say (never read JSON aloud)."""
+    said: list[str] = []
+    json_seen = False
+    for body in _bodies(content):
+        values = _json_values(body)
+        if values is None:
+            said.append(body)
+            continue
+        json_seen = True
+        for value in values:
+            if isinstance(value, dict):
+                said.extend(v for k, v in value.items() if k in _SAYS and isinstance(v, str) and v.strip())
+    if not said:
+        return None if json_seen else content.strip() or None
+    return " ".join(x.strip() for x in said)
 
 
 def _as_call(item: object, names: set[str]) -> ToolCall | None:
