@@ -1,0 +1,122 @@
+"""The embedded models side by side: answer accuracy on spoken-style questions, warm first token
+and decode speed on this CPU (2 threads). Chooses nothing by itself; ai_server.llm.models's
+DEFAULT_MODEL cites these numbers.
+
+    .venv/bin/python bench/llm_models.py [--models smollm2-135m,qwen2.5-0.5b] [--threads 2]
+
+Every installed catalogue model runs (a missing extra is reported and skipped). Writes
+bench/results/llm_models.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ai_server.errors import StartupError
+from ai_server.llm.models import CATALOGUE, model_path
+from shared.config.ai_server import DEFAULT_SYSTEM_PROMPT
+
+# (question as it would be transcribed, regex an acceptable answer contains)
+QUESTIONS: list[tuple[str, str]] = [
+    ("what is the capital of france", r"paris"),
+    ("who wrote romeo and juliet", r"shakespeare"),
+    ("how many legs does a spider have", r"\b(8|eight)\b"),
+    ("what color is the sky on a clear day", r"blue"),
+    ("what is the largest planet in our solar system", r"jupiter"),
+    ("how many days are there in a week", r"\b(7|seven)\b"),
+    ("what do bees make", r"honey"),
+    ("what is the boiling point of water in celsius", r"\b100\b|hundred"),
+    ("who painted the mona lisa", r"leonardo|da vinci"),
+    ("what is the opposite of hot", r"cold"),
+    ("what language do people speak in spain", r"spanish"),
+    ("how many continents are there", r"\b(7|seven)\b"),
+    ("what is the freezing point of water in celsius", r"\b0\b|zero"),
+    ("what gas do plants take in from the air", r"carbon dioxide|co2"),
+    ("what is the capital of japan", r"tokyo"),
+    ("which animal is known as the king of the jungle", r"lion"),
+    ("how many hours are in a day", r"\b(24|twenty[- ]four)\b"),
+    ("what is the chemical symbol for gold", r"\bau\b"),
+    ("who was the first person to walk on the moon", r"armstrong"),
+    ("what is the tallest mountain in the world", r"everest"),
+    ("what is the main ingredient of guacamole", r"avocado"),
+    ("how many strings does a standard guitar have", r"\b(6|six)\b"),
+]
+
+
+def run_model(key: str, threads: int, max_tokens: int) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    path = model_path(key)
+    t0 = time.perf_counter()
+    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+    load_s = time.perf_counter() - t0
+    system = {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+    # Warm: weights paged in, the system prompt in the KV cache (as the server's prefill does).
+    llm.create_chat_completion(messages=[system, {"role": "user", "content": "Hi"}], max_tokens=1, temperature=0)
+    rows = []
+    for question, expected in QUESTIONS:
+        start = time.perf_counter()
+        first = None
+        pieces: list[str] = []
+        tokens = 0
+        for chunk in llm.create_chat_completion(
+            messages=[system, {"role": "user", "content": question}], stream=True,
+            max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15,
+        ):
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                tokens += 1
+                first = first or time.perf_counter()
+                pieces.append(piece)
+        end = time.perf_counter()
+        answer = "".join(pieces).strip()
+        rows.append({
+            "question": question, "answer": answer, "ok": bool(re.search(expected, answer, re.IGNORECASE)),
+            "ttft_ms": round(((first or end) - start) * 1000, 1),
+            "decode_tok_s": round((tokens - 1) / (end - first), 1) if first and tokens > 1 and end > first else None,
+        })
+    llm.close()
+    decode = [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
+    return {
+        "model": key, "file": path.name, "load_s": round(load_s, 2),
+        "correct": sum(r["ok"] for r in rows), "questions": len(rows),
+        "ttft_ms_p50": round(statistics.median(r["ttft_ms"] for r in rows), 1),
+        "ttft_ms_max": max(r["ttft_ms"] for r in rows),
+        "decode_tok_s_p50": round(statistics.median(decode), 1) if decode else None,
+        "answers": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(CATALOGUE))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "llm_models.json"))
+    args = ap.parse_args()
+    results, skipped = [], {}
+    for key in args.models.split(","):
+        try:
+            results.append(run_model(key, args.threads, args.max_tokens))
+        except StartupError as exc:
+            skipped[key] = str(exc)
+            print(f"skipped {key}: {exc}", file=sys.stderr)
+    out = {"threads": args.threads, "max_tokens": args.max_tokens, "results": results, "skipped": skipped}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"{'model':<14} {'correct':>8} {'TTFT p50 ms':>12} {'TTFT max ms':>12} {'decode tok/s':>13} {'load s':>7}")
+    for r in results:
+        print(f"{r['model']:<14} {r['correct']:>4}/{r['questions']:<3} {r['ttft_ms_p50']:>12} {r['ttft_ms_max']:>12} "
+              f"{r['decode_tok_s_p50']!s:>13} {r['load_s']:>7}")
+
+
+if __name__ == "__main__":
+    main()
