@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ai_server.aio import closing
-from ai_server.assist import alarms
+from ai_server.assist import alarms, maths, time_date
 from ai_server.assist.core import AssistServices, IntentRegistry
-from ai_server.control import ControlPlane
+from ai_server.assist.intents import Recognizer
+from ai_server.assist.router import AssistRouter, install_defaults
+from ai_server.control import ControlPlane, room_router
 from ai_server.conversation import Conversations
 from ai_server.errors import StartupError
 from ai_server.llm import LLMBackend
@@ -93,6 +95,25 @@ def _household_clock(s: AIServerSettings) -> Callable[[], datetime]:
             raise StartupError(f"ASSIST_TIMEZONE={zone_name!r} is not a known IANA time zone") from exc
         return lambda: datetime.now(zone)
     return lambda: datetime.now().astimezone()
+
+
+def _install_assist_base(services: AssistServices, control: ControlPlane | None) -> Recognizer | None:
+    """Our own intents (time, date, maths, spoken routing, the device-control defaults) and the warmed
+    recognizer, or None when ASSIST_ENABLED=false. Runs in a thread: compiling the templates, the first
+    recognition (~120 ms) and pint's unit registry (~0.3 s) are paid at start, not by the first command."""
+    settings = services.settings
+    if not getattr(settings, "assist_enabled", True):
+        log.info("assist: off (ASSIST_ENABLED=false): every turn goes to the LLM")
+        return None
+    time_date.install(services)
+    maths.install(services)
+    install_defaults(services.registry)
+    if control is not None:
+        room_router.install(services, control.rooms)
+    recognizer = Recognizer(str(getattr(settings, "assist_language", "en") or "en"))
+    recognizer.warm()
+    maths.units()
+    return recognizer
 
 
 def server_options(s: AIServerSettings) -> list[tuple[str, int]]:
@@ -324,9 +345,12 @@ async def start_server(
         pipeline.looker = HistoryFirst(HistoryQuestions(control.store.events, None, lambda: datetime.now().astimezone(),
                                                         transcripts=control.store.transcripts,
                                                         household=settings.ai_history_household), None)
-    # assist features: install(services) here
+    # One intent registry for every household command (ai_server/assist): time, date, maths, spoken
+    # routing and "Home Assistant isn't set up" first, so that the features below may replace them.
     assist = AssistServices(IntentRegistry(), _household_clock(settings), str(store_root(settings.ai_media_dir)),
                             settings)
+    recognizer = await asyncio.to_thread(_install_assist_base, assist, control)
+    # assist features: install(services) here
     try:
         owned.append(alarms.install(assist, pipeline=pipeline, sessions=lambda: list(service.sessions),
                                     speaker=control.speaker if control is not None else None))
@@ -339,6 +363,11 @@ async def start_server(
     home = home_assistant.install(assist, count=pipeline.metrics.count)  # HA_URL + HA_TOKEN: device control
     if home is not None:
         owned.append(home)
+    if recognizer is not None:  # ASSIST_ENABLED: the intent fast path before the LLM, voice and chat
+        router = AssistRouter(assist.registry, recognizer, pipeline.metrics, assist.now)
+        pipeline.router = router  # also carries "play it in the kitchen" and announcements (NailaReplay, ...)
+        if control is not None:
+            control.chat.assist = router.answer
     host = settings.ai_server_host if host is None else host
     port = settings.ai_server_port if port is None else port
     try:

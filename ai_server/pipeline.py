@@ -122,10 +122,11 @@ class Router(Protocol):
     ``route`` only *parses* the turn's transcript: None means the LLM answers. Otherwise it returns
     the action, which the pipeline runs once the turn is committed (a preemptive turn may still be
     thrown away, and must not have played anything anywhere) and whose result is the sentence spoken
-    to the asker as the reply. Set as ``Pipeline.router`` by ai_server/control (room_router.py).
+    to the asker as the reply, or None when the request turns out not to be one after all (the
+    LLM answers). Set as ``Pipeline.router`` by ai_server/app.py (ai_server/assist/router.py).
     """
 
-    def route(self, turn: Turn) -> Callable[[], Awaitable[str]] | None: ...
+    def route(self, turn: Turn) -> Callable[[], Awaitable[str | None]] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +310,7 @@ class Pipeline:
             self.metrics.count("visual_questions")
         return seen
 
-    def _routed(self, turn: Turn) -> Callable[[], Awaitable[str]] | None:
+    def _routed(self, turn: Turn) -> Callable[[], Awaitable[str | None]] | None:
         if self.router is None:
             return None
         try:
@@ -319,12 +320,15 @@ class Pipeline:
             return None
 
     async def _carry_out(
-        self, turn: Turn, action: Callable[[], Awaitable[str]], counter: str = "routed_turns"
+        self, turn: Turn, action: Callable[[], Awaitable[str | None]], counter: str = "routed_turns"
     ) -> tuple[Code, str, list[str]]:
         """A routing request: act, then speak the confirmation as the reply (the LLM is not asked)."""
         await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
         self.conversations.follow(turn.device_id)  # the reply to replay may be the one given in another room
-        text = (await action()).strip()
+        said = await action()
+        if said is None:  # declined once run (an intent handler's handled=False): the LLM answers
+            return await self._reply(turn)
+        text = said.strip()
         self.metrics.count(counter)
         turn.raw_reply = text
         turn.mark("first_sentence")

@@ -1,7 +1,7 @@
 """The intent recognizer: hassil over home-assistant-intents' sentences merged with ours.
 
 Home Assistant's own English templates (``home_assistant_intents.get_intents``) give timers, time,
-date, device control and broadcasts; ``sentences/<language>.yaml`` adds NAILA's intents (the time
+date, device control and broadcasts; the YAML files in ``sentences/`` add NAILA's intents (the time
 in a city, conversions, arithmetic, replays, "tell everyone ..."). The merged templates compile
 once per language (:func:`compiled`); the dynamic slot lists (areas, entity names, cities, units)
 come from the :class:`~ai_server.assist.core.IntentRegistry` and are rebuilt only when their rows
@@ -64,9 +64,11 @@ def compiled(language: str = "en") -> Intents:
     data = get_intents(language)
     if data is None:
         raise ValueError(f"home-assistant-intents has no sentences for language {language!r} (ASSIST_LANGUAGE)")
-    ours = SENTENCES_DIR / f"{language}.yaml"
-    if ours.exists():
-        merge_dict(data, yaml.safe_load(ours.read_text(encoding="utf-8")))
+    # Every feature's file in sentences/ (en.yaml, timers.yaml, reminders.yaml, ...) whose language matches.
+    for path in sorted(SENTENCES_DIR.glob("*.yaml")):
+        ours = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(ours, dict) and ours.get("language", language) == language:
+            merge_dict(data, ours)
     return Intents.from_dict(data)
 
 

@@ -24,8 +24,11 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from ai_server.aio import closing
+from ai_server.assist.core import AssistContext, AssistReply
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.speech import CHAT_ASKER, Speaker, SpeakError
 from ai_server.control.wire import Publish, send
@@ -73,6 +76,9 @@ class Chat:
         # not queue behind a burst of typed questions.
         self._llm_slot = asyncio.Semaphore(1)
         self._threads: OrderedDict[str, None] = OrderedDict()  # history keys, least recently used first
+        # The intent fast path (ai_server.assist.router.AssistRouter.answer), set by the composition root:
+        # "what time is it in Tokyo" typed is answered by code as it is spoken.
+        self.assist: Callable[[str, AssistContext], Awaitable[AssistReply | None]] | None = None
 
     async def publish_reply(self, reply: ChatReply) -> None:
         await send(self._publish, outbound(topics.chat_reply(reply.session_id), reply))
@@ -89,7 +95,8 @@ class Chat:
             elif registry.in_room(request.speak_on):
                 room = request.speak_on
         try:
-            seen = await self._look(request, room)
+            command = await self._command(request, room)
+            seen = Seen(answer=command.text) if command is not None else await self._look(request, room)
             if seen.answer:  # a fact from the store, or "no camera shows it": said as it is
                 text = seen.answer
                 self.pipeline.conversations.record(self._thread(request.session_id, conversation_id), request.text,
@@ -153,6 +160,20 @@ class Chat:
         conversations.record(key, question if not attachment else f"{question} [attached: {attachment}]", answer,
                              room=room)
         return answer
+
+    async def _command(self, request: ChatRequest, room: str) -> AssistReply | None:
+        """A household command's answer by code, or None (the LLM and the cameras answer). The asker is the
+        session; a request failing here is the LLM's to answer, as when nothing matched."""
+        if self.assist is None:
+            return None
+        now = datetime.now().astimezone()
+        try:
+            return await self.assist(request.text, AssistContext(now=now, room=room or None,
+                                                                 session_id=request.session_id))
+        except Exception as exc:
+            self.metrics.event("chat_intent_failed")
+            log.warning("chat %s: intent fast path failed: %s", request.session_id, one_line(exc))
+            return None
 
     async def _look(self, request: ChatRequest, room: str) -> Seen:
         """A typed question goes through the same source selection as a spoken one (spec §8.10):

@@ -288,8 +288,9 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Retained offline status (clean goodbye), disconnect, stop tasks, close an owned store."""
+        self.rooms.active = False  # a stopped plane routes nothing: "play it in the kitchen" goes to the LLM
         if self.pipeline.router is self.rooms:
-            self.pipeline.router = None  # a stopped plane routes nothing: "play it in the kitchen" goes to the LLM
+            self.pipeline.router = None
         await self.link.stop(goodbye=self.presence.status(online=False))
         tasks = [*self._tasks, *self._refusals]
         for task in tasks:

@@ -37,13 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch, SlotRows
 from ai_server.control.errors import BrokerUnavailable
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.registry import DeviceRecord, DeviceRegistry
 from ai_server.control.speech import (
+    CHAT_ASKER,
     PLANE_ASKER,
     SPEAKER_CAPABILITY,
     TOO_MANY,
@@ -78,6 +81,7 @@ class RoomRouter:
         self.conversations = conversations
         self.metrics = metrics
         self._publish_broadcast = publish_broadcast
+        self.active = True  # False once the control plane stops: routing requests then go to the LLM
 
     # -- the pipeline's router -----------------------------------------------------------------
     def route(self, turn: Turn) -> Callable[[], Awaitable[str]] | None:
@@ -144,6 +148,15 @@ class RoomRouter:
                 return exchange.assistant.strip()
         return ""
 
+    def area_rows(self) -> SlotRows:
+        """Every room the registry knows, as spoken ("living_room" -> "living room"), for the templates."""
+        rows: SlotRows = []
+        for room in sorted({d.room for d in self.registry.devices() if d.room}):
+            spoken = " ".join(re.split(r"[\s_.\-]+", room.strip(" _.-").lower()))
+            if spoken:
+                rows.append((spoken, room, {}))
+        return rows
+
     # -- ControlPlane.broadcast ------------------------------------------------------------------
     def speak_broadcast(self, message: str, room: str | None) -> list[str]:
         """Speak a broadcast on ``room``'s online speaker devices (every one when None); best effort.
@@ -188,6 +201,31 @@ class RoomRouter:
         except (BrokerUnavailable, MessageError, TimeoutError) as exc:
             self.metrics.event("route_broadcast_lost")
             log.warning("announcement spoken but not published: %s", one_line(exc))
+
+
+# -- the assist layer ------------------------------------------------------------------------------
+
+# The intents whose sentences (home-assistant-intents' HassBroadcast, our sentences/en.yaml) are routing
+# requests. The templates decide *that* a sentence asks for one; parse_route then resolves the place and
+# cuts the words to say out of the transcript (its case and punctuation kept), and refuses what is not
+# one after all ("say that in French": the LLM answers).
+ROUTE_INTENTS: Final = ("HassBroadcast", "NailaAnnounce", "NailaReplay")
+
+
+def install(services: AssistServices, rooms: RoomRouter) -> None:
+    """Register the routing intents' handler and the registry's rooms as the ``area`` slot list."""
+
+    async def carry_out(match: IntentMatch, ctx: AssistContext) -> AssistReply:
+        route = rooms.parse(match.text) if rooms.active else None
+        if route is None:
+            return AssistReply("", match.intent, handled=False)
+        said = await rooms.carry_out(ctx.device_id or CHAT_ASKER, route)
+        return AssistReply(said, match.intent, data={"kind": route.kind.value, "scope": route.scope.value,
+                                                     "target": route.target})
+
+    for intent in ROUTE_INTENTS:
+        services.registry.register(intent, carry_out)
+    services.registry.add_slot_provider("area", rooms.area_rows)
 
 
 def _can_speak(device: DeviceRecord) -> bool:
