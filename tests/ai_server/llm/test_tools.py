@@ -185,7 +185,7 @@ def test_split_model_is_joined_once_and_checked(tmp_path: Path, monkeypatch: pyt
     mtime = path.stat().st_mtime_ns
     assert models.model_path("fake", tmp_path / "cache").stat().st_mtime_ns == mtime  # not joined again
     path.write_bytes(b"abcdeX")  # corrupted on disk: the stamp no longer matches, the hash is checked
-    with pytest.raises(StartupError, match="has sha256 .* expected"):
+    with pytest.raises(StartupError, match=r"has sha256 .* expected"):
         models.model_path("fake", tmp_path / "cache")
 
 
