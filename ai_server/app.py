@@ -363,6 +363,12 @@ async def start_server(
     home = home_assistant.install(assist, count=pipeline.metrics.count)  # HA_URL + HA_TOKEN: device control
     if home is not None:
         owned.append(home)
+    from ai_server.llm.openai_compat import OpenAICompatLLM
+
+    if settings.llm_tools and isinstance(pipeline.llm, OpenAICompatLLM):  # the same actions as LLM tools
+        from ai_server.llm.tools import ToolBox
+
+        pipeline.llm.tools = ToolBox(assist.registry, assist.now)
     if recognizer is not None:  # ASSIST_ENABLED: the intent fast path before the LLM, voice and chat
         router = AssistRouter(assist.registry, recognizer, pipeline.metrics, assist.now)
         pipeline.router = router  # also carries "play it in the kitchen" and announcements (NailaReplay, ...)

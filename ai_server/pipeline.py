@@ -17,15 +17,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 
 from ai_server.aio import closing
+from ai_server.assist.core import AssistContext
 from ai_server.clauses import ClauseSplitter
 from ai_server.conversation import Conversations
 from ai_server.errors import LLMError, StageError, STTError, TTSError
 from ai_server.llm import LLMBackend, Message
+from ai_server.llm.tools import ASSIST_CONTEXT
 from ai_server.metrics import Metrics
 from ai_server.stt import STTBackend
 from ai_server.tts import TTSBackend
@@ -249,6 +252,10 @@ class Pipeline:
         llm_error: list[BaseException] = []
 
         async def produce() -> None:
+            # LLM tool calls act for this device (a timer rings where it was asked for); the var
+            # is set inside this task only.
+            ASSIST_CONTEXT.set(AssistContext(now=datetime.now().astimezone(), device_id=turn.device_id,
+                                             room=turn.room or None))
             splitter = ClauseSplitter()
             try:
                 async with closing(self.llm.stream(messages)) as pieces:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -159,7 +160,9 @@ class ToolBox:
             self.counts["tool_errors"] += 1
             log.warning("tool call %s(%s) refused: %s", call.name, dict(call.arguments), exc)
             return f"Error: {exc}"
-        ctx = ASSIST_CONTEXT.get() or AssistContext(now=self.now())
+        # The asker from the turn; the time from the household clock, at the moment of the call.
+        asker = ASSIST_CONTEXT.get()
+        ctx = dataclasses.replace(asker, now=self.now()) if asker is not None else AssistContext(now=self.now())
         try:
             reply = await self.registry.handle(match, ctx)
         except Exception as exc:
