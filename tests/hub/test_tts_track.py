@@ -126,3 +126,20 @@ async def test_stopped_track_raises() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+def test_the_earcon_is_mixed_in_without_counting_as_a_reply() -> None:
+    """Issue 19: the wake word's earcon (100-150 ms) plays over silence or a reply; it is not reply
+    audio, so the user's next words are not taken for a barge-in and a flush leaves it alone."""
+    from hub.tts_track import EARCON_S, FRAME_SAMPLES, TtsTrack, make_earcon
+
+    track = TtsTrack()
+    track.play_earcon()
+    assert not track.playing and track.earcon_playing
+    assert track.flush() == 0 and track.earcon_playing
+    frames = []
+    while track.earcon_playing:
+        frames.append(track.next_frame())
+    assert all(f is not None for f in frames)
+    assert len(frames) == -(-make_earcon().size // FRAME_SAMPLES) and 0.1 <= EARCON_S <= 0.15
+    assert track.next_frame() is None  # back to silence
