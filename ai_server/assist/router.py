@@ -109,6 +109,10 @@ NO_HOME_ASSISTANT = "I can't control devices: Home Assistant isn't set up."
 
 
 async def no_home_assistant(match: IntentMatch, ctx: AssistContext) -> AssistReply:
+    if match.slots.get("domain") == "person":
+        # Home Assistant's "who is {zone}" takes any words as the zone: "who is the president of the
+        # united states" is a question for the LLM, "who is in the living room" one for the cameras.
+        return AssistReply("", match.intent, handled=False)
     return AssistReply(NO_HOME_ASSISTANT, match.intent, data={"home_assistant": False})
 
 
