@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # pyyaml (hassil depends on it) ships no stubs
 from hassil import Intents, TextSlotList, recognize_best
 from hassil.intents import SlotList
 from hassil.util import merge_dict

@@ -71,7 +71,8 @@ COMMANDS: list[tuple[str, str, dict[str, Any]]] = [
     ("how many feet in a mile", "NailaConvert", {"to_unit": "foot", "amount": "a", "from_unit": "mile"}),
     ("convert 100 fahrenheit to celsius", "NailaConvert", {"amount": "100", "from_unit": "degF", "to_unit": "degC"}),
     ("what is 5 kilometers in miles", "NailaConvert", {"amount": "5", "from_unit": "kilometer", "to_unit": "mile"}),
-    ("how many grams are there in two pounds", "NailaConvert", {"to_unit": "gram", "amount": "two", "from_unit": "pound"}),
+    ("how many grams are there in two pounds", "NailaConvert",
+     {"to_unit": "gram", "amount": "two", "from_unit": "pound"}),
     # arithmetic
     ("what is 17 times 23", "NailaCalculate", {"a": "17", "operator": "*", "b": "23"}),
     ("what's 12 plus 30", "NailaCalculate", {"a": "12", "operator": "+", "b": "30"}),
