@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ai_server.assist.core import AssistContext, IntentMatch, IntentRegistry
+from ai_server.assist.time_date import places
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,30 @@ class ToolBox:
         intent = family.actions.get(str(action))
         if intent is None or not self.registry.handles(intent):
             raise ValueError(f"tool {call.name!r} has no action {action!r}")
-        return IntentMatch(intent, _clean_slots(family, args), text)
+        return _adapt(IntentMatch(intent, _clean_slots(family, args), text))
+
+
+def _adapt(match: IntentMatch) -> IntentMatch:
+    """Tool slots in the words a model fills best, turned into the slots the handlers read (the
+    ones their hassil sentences give): a place -> NailaTimeIn's IANA zone, task + when -> the
+    reminder sentence."""
+    slots = dict(match.slots)
+    if match.intent in ("HassGetCurrentTime", "HassGetCurrentDate") and slots.get("place"):
+        place = str(slots.pop("place")).strip().lower()
+        zone = places().get(place)
+        if zone is None:
+            raise ValueError(f"no time zone known for {place!r}")
+        if match.intent == "HassGetCurrentTime":
+            return IntentMatch("NailaTimeIn", {"city": zone}, match.text)
+    if match.intent == "NailaRemind":
+        task, when = str(slots.pop("task", "")).strip(), str(slots.pop("when", "")).strip()
+        if not task:
+            raise ValueError("a reminder needs a task")
+        slots["reminder"] = f"to {task.removeprefix('to ')} {when}".strip()
+    elif match.intent == "NailaCancelReminder":
+        slots["reminder_name"] = str(slots.pop("task", "")).strip()
+        slots.pop("when", None)
+    return IntentMatch(match.intent, slots, match.text)
 
 
 def _clean_slots(family: ToolFamily, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,32 @@ async def test_a_call_becomes_an_intent_match_and_bad_calls_a_one_line_error() -
     assert box.counts == {"tool_calls": 5, "tool_errors": 4}
 
 
+async def test_tool_slots_become_the_slots_the_handlers_read() -> None:
+    """A model fills "place" and "task"/"when"; the handlers read hassil's "city" (an IANA zone)
+    and "reminder" (the rest of the sentence): one adapter keeps both paths on one handler."""
+    seen: list[IntentMatch] = []
+    reg = IntentRegistry()
+
+    async def record(match: IntentMatch, ctx: AssistContext) -> AssistReply:
+        seen.append(match)
+        return AssistReply("ok", match.intent)
+
+    for intent in ("HassGetCurrentTime", "NailaTimeIn", "NailaRemind", "NailaCancelReminder"):
+        reg.register(intent, record)
+    box = ToolBox(reg, lambda: NOW)
+    assert await box.run(ToolCall("clock", {"action": "time", "place": "Tokyo"})) == "ok"
+    assert await box.run(ToolCall("clock", {"action": "time"})) == "ok"
+    assert (await box.run(ToolCall("clock", {"action": "time", "place": "Atlantis"}))).startswith("Error: no time zone")
+    await box.run(ToolCall("reminder", {"action": "add", "task": "take out the trash", "when": "tomorrow at 8 am"}))
+    await box.run(ToolCall("reminder", {"action": "cancel", "task": "trash"}))
+    assert [(m.intent, dict(m.slots)) for m in seen] == [
+        ("NailaTimeIn", {"city": "Asia/Tokyo"}),
+        ("HassGetCurrentTime", {}),
+        ("NailaRemind", {"reminder": "to take out the trash tomorrow at 8 am"}),
+        ("NailaCancelReminder", {"reminder_name": "trash"}),
+    ]
+
+
 @pytest.mark.parametrize("content", [
     '{"name": "timer", "arguments": {"action": "start", "minutes": 5}}',
     '```json\n{"name": "timer", "arguments": {"action": "start", "minutes": 5}}\n```',
