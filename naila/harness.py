@@ -38,13 +38,14 @@ class SimDevice:
         return self.agent.settings.device_id
 
     def say(self, text: str, *, gain_db: float = 0.0, delay_s: float = 0.0, voice: str = "espeak",
-            wake_word: bool = False) -> tuple[float, float]:
+            wake_word: bool = False, wake_pause_s: float = 0.5) -> tuple[float, float]:
         """Queue espeak (or ``voice="piper"``) speech into the mic; returns when its voice starts and
         ends, on time.monotonic.
 
         ``gain_db`` and ``delay_s`` place the talker farther away (another room's device hearing
         the same person: quieter and later). ``wake_word``: "Okay Nabu." in the piper voice (which
-        fires the detector; espeak's does not) and half a second before the text.
+        fires the detector; espeak's does not) and ``wake_pause_s`` of quiet before the text (a person
+        waits for the earcon).
         """
         if voice == "piper":
             from shared.wakeword import piper_speech
@@ -55,7 +56,7 @@ class SimDevice:
         if wake_word:
             from shared.wakeword import piper_speech
 
-            pause = np.zeros(self.backend.rate // 2, dtype=np.int16)
+            pause = np.zeros(round(wake_pause_s * self.backend.rate), dtype=np.int16)
             speech = np.concatenate([piper_speech("Okay Nabu.", self.backend.rate), pause, speech])
         if gain_db:
             speech = np.clip(speech * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
@@ -163,6 +164,31 @@ def voiced_span(x: Int16Array, rate: int, threshold_dbfs: float = SPEECH_DBFS) -
     if voiced.size == 0:
         return 0.0, x.size / rate
     return float(voiced[0]) * 0.02, float(voiced[-1] + 1) * 0.02
+
+
+def chime_starts(x: Int16Array, rate: int, window_s: float = 0.8, hop_s: float = 0.1) -> list[float]:
+    """Seconds into ``x`` where the alarm chime (ai_server/assist/sounds.py) starts playing.
+
+    A window holds the chime when each of its two tones carries a clear share of the window's
+    energy: speech spreads its energy over many harmonics and never puts ~10% into both narrow
+    bands. Consecutive hits are one chime; the first window that holds it is reported, so a start
+    is up to half a window early."""
+    from ai_server.assist.sounds import CHIME_TONES_HZ
+
+    n, hop = int(window_s * rate), int(hop_s * rate)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    bands = [(freqs > f - 25) & (freqs < f + 25) for f in CHIME_TONES_HZ]
+    starts: list[float] = []
+    last_hit = -1
+    for i in range(0, max(0, x.size - n + 1), hop):
+        power = np.abs(np.fft.rfft(x[i:i + n].astype(np.float64))) ** 2
+        total = float(power.sum())
+        hit = total > 0 and all(float(power[b].sum()) / total > 0.08 for b in bands)
+        if hit and last_hit != i - hop:
+            starts.append(i / rate)
+        if hit:
+            last_hit = i
+    return starts
 
 
 _WORD = re.compile(r"[a-z0-9']+")

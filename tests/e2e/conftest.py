@@ -14,6 +14,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     s = Stack(workdir=new_workdir("naila-e2e-"), progress=lambda m: None)
     # Plain questions unless a module is about listening modes (STACK_LISTENING_MODE = "wake_word").
     s.listening_mode = getattr(request.module, "STACK_LISTENING_MODE", "always")
+    s.extra_env.update(getattr(request.module, "STACK_ENV", {}))  # a module's own settings (e.g. ring length)
     # Vision only where a module tests it (STACK_VISION = True): loading YOLO in the background
     # takes the 2 cores for seconds, and the voice tests' echo and barge-in timing is what they test.
     if not getattr(request.module, "STACK_VISION", False):
