@@ -114,13 +114,14 @@ async def latency(address: str, rounds: int) -> list[dict[str, Any]]:
                     final = reply.final
                     assert final is not None
                     t = final.timing
-                    rec = {"request": text, "voice": voice, "round": r, "kind": "llm" if text == LLM_QUESTION else
-                           "command", "transcript": reply.transcript, "reply": final.reply_text,
+                    first = reply.first_audio_ms()
+                    kind = "llm" if text == LLM_QUESTION else "command"
+                    rec: dict[str, Any] = {"request": text, "voice": voice, "round": r, "kind": kind,
+                           "transcript": reply.transcript, "reply": final.reply_text,
                            "error_code": int(final.error_code), "by_code": t.llm_first_token_ms == 0,
-                           "client_first_audio_ms": reply.first_audio_ms(), "server_stt_ms": t.stt_ms,
+                           "client_first_audio_ms": first, "server_stt_ms": t.stt_ms,
                            "server_first_audio_sent_ms": t.first_frame_sent_ms}
                     records.append(rec)
-                    first = rec["client_first_audio_ms"]
                     print(f"  {voice:6} {text!r:36} first audio {first if first is None else round(first):>5} ms "
                           f"by_code={rec['by_code']!s:5} heard={reply.transcript!r} said={final.reply_text!r}",
                           flush=True)
