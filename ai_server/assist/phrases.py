@@ -165,7 +165,5 @@ QUESTIONS: list[str] = [
 # Commands of the table the fast path misses today (they reach the LLM); the test expects them to
 # fail until recognised, and bench/assist.py counts them as wrong.
 NOT_YET_RECOGNISED: frozenset[str] = frozenset({
-    "how much time is left",  # home-assistant-intents wants "on the timer"
-    "what day is it",
     "turn off the lights",  # no area in the sentence and none from the asker here
 })

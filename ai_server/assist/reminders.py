@@ -196,6 +196,11 @@ class Reminders:
     async def remind(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
         words = str(match.slots.get("reminder") or "")
         parsed = split_reminder(words, ctx.now)
+        if parsed is None and not re.match(r"\s*(to|about|that|in|at|on|tomorrow)\b", words):
+            # "remind me what we talked about", "remind me who wrote hamlet": a question, not a
+            # reminder without a time; the LLM (or the history) answers it.
+            self._count("reminders_declined")
+            return AssistReply("", match.intent, handled=False)
         if parsed is None:
             self._count("reminders_unparsed")
             log.info("reminder not understood: no time found in %d characters", len(words))

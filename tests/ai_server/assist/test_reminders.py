@@ -78,6 +78,14 @@ async def test_unclear_or_past_times_get_a_clear_answer(rig: Rig) -> None:
     assert rig.reminders.reminders == {}
 
 
+async def test_a_question_that_starts_with_remind_me_goes_to_the_llm(rig: Rig) -> None:
+    """"remind me what we talked about" is a question, not a reminder without a time."""
+    for words in ("what we talked about", "who wrote hamlet"):
+        reply = await rig.say("NailaRemind", reminder=words)
+        assert reply.handled is False, words
+    assert rig.reminders.reminders == {}
+
+
 async def test_reminders_survive_a_restart(tmp_path: Path) -> None:
     first = Rig(tmp_path)
     await first.say("NailaRemind", reminder="to take out the trash tomorrow at 8 am")
