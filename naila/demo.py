@@ -32,26 +32,39 @@ def _demo_photo() -> Path | None:
     photo = Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
     return photo if photo.is_file() else None
 
-DEFAULT_QUESTION = "How many legs does a spider have?"
+DEFAULT_QUESTION = "What is the capital of France?"  # Whisper tiny hears piper's reading of it right
+TIMER_COMMAND = "Set a timer for five seconds."  # answered by the intent fast path, no LLM
+TIMER_S = 5.0
+RING_MAX_S = 15.0  # the demo's ASSIST_RING_MAX_S: "stop" ends the ring, this bounds it if it is missed
 LEAD_SILENCE_S = 2.0  # the agent connects to the hub while this plays
 WAKE_WORD = "okay_nabu"  # the hub's HUB_WAKE_WORD default
-WAKE_PAUSE_S = 0.5
+WAKE_PAUSE_S = 2.0  # a person waits for the earcon; a shorter pause loses the command's first word
 
 
 def _make_question_wav(text: str, path: Path) -> float:
-    """"Okay Nabu." then the question, in the shipped piper voice (espeak-ng's wake word does not
-    fire the detector; see the dependency notes)."""
+    """What the device's microphone plays, in the shipped piper voice (espeak-ng's wake word does not
+    fire the detector; see the dependency notes): "Okay Nabu. Set a timer for five seconds.", quiet
+    while it is confirmed and rings, "Okay Nabu. Stop." while it rings, then "Okay Nabu." and the
+    question. Returns the seconds it plays."""
     import numpy as np
 
     from shared.audio import write_wav
     from shared.wakeword import piper_speech
 
-    speech = np.concatenate([piper_speech("Okay Nabu.", 48_000), np.zeros(int(WAKE_PAUSE_S * 48_000), np.int16),
-                             piper_speech(text, 48_000)])
-    lead = np.zeros(int(LEAD_SILENCE_S * 48_000), dtype=np.int16)
-    tail = np.zeros(int(1.0 * 48_000), dtype=np.int16)
-    write_wav(path, np.concatenate([lead, speech, tail]), 48_000)
-    return speech.size / 48_000
+    rate = 48_000
+
+    def quiet(s: float) -> np.ndarray[tuple[int], np.dtype[np.int16]]:
+        return np.zeros(int(s * rate), dtype=np.int16)
+
+    def woken(words: str) -> np.ndarray[tuple[int], np.dtype[np.int16]]:
+        return np.concatenate([piper_speech("Okay Nabu.", rate), quiet(WAKE_PAUSE_S), piper_speech(words, rate)])
+
+    # The ring starts TIMER_S after the command is understood (about a second after it ends):
+    # "stop" comes a few seconds into it, the question once it is quiet again.
+    audio = np.concatenate([quiet(LEAD_SILENCE_S), woken(TIMER_COMMAND), quiet(TIMER_S + 4.0), woken("Stop."),
+                            quiet(4.0), woken(text), quiet(1.0)])
+    write_wav(path, audio, rate)
+    return audio.size / rate
 
 
 def _wake_heard(hub_url: str, device_id: str) -> float | None:
@@ -82,6 +95,30 @@ def _print_turn(turn: dict[str, object], wav: Path) -> None:
         if key in timing:
             print(f"    {key:<22} {timing[key]:>6}")
     print(f"  reply audio: {wav}")
+
+
+def _question_turn(turns: list[dict[str, object]], question: str) -> dict[str, object] | None:
+    """The device's turn whose transcript has most of the question's words (the timer and "stop"
+    turns come first)."""
+    from naila.harness import words
+
+    want = set(words(question))
+    for t in turns:
+        heard = set(words(str(t.get("transcript", ""))))
+        if t.get("device_id") == "demo-device" and len(want & heard) * 2 >= len(want):
+            return t
+    return None
+
+
+def _chimes(wav: Path) -> list[float]:
+    """Seconds into the speaker recording where the alarm chime starts."""
+    from naila.harness import chime_starts
+    from shared.audio import read_wav
+
+    if not wav.exists():
+        return []
+    data, rate = read_wav(wav)
+    return chime_starts(data, rate)
 
 
 def _speaker_has_speech(wav: Path) -> float:
@@ -125,6 +162,7 @@ def main(argv: list[str]) -> int:
             host, _, port = ns.mqtt.rpartition(":")
             external = (host or "127.0.0.1", int(port))
         stack.start_mosquitto(external)
+        stack.extra_env["ASSIST_RING_MAX_S"] = str(RING_MAX_S)
         stack.start_ai_server()
         # The web app needs a login token; the demo makes a fresh one and prints it.
         web_token = os.environ.get("HUB_WEB_TOKEN") or secrets.token_urlsafe(18)
@@ -136,8 +174,9 @@ def main(argv: list[str]) -> int:
         print(f"[demo] web app: {stack.hub_url}/ (talk) and {stack.hub_url}/dashboard; log in with {web_token}",
               flush=True)
         speech_s = _make_question_wav(ns.question, question_wav)
-        print(f"[demo] starting device agent 'demo-device' (microphone plays {speech_s:.1f}s: "
-              f"'Okay Nabu.' then {ns.question!r}, piper voice)", flush=True)
+        print(f"[demo] starting device agent 'demo-device' (microphone plays {speech_s:.1f}s, piper voice: "
+              f"'Okay Nabu.' {TIMER_COMMAND!r}, then 'Okay Nabu. Stop.' while it rings, then 'Okay Nabu.' "
+              f"{ns.question!r})", flush=True)
         stack.extra_env.update(
             DEVICE_ID="demo-device",
             DEVICE_ROOM="demo",
@@ -162,10 +201,15 @@ def main(argv: list[str]) -> int:
                     wake_said.append(time.monotonic() - ago)
                     print(f"[demo] wake word {WAKE_WORD!r} heard at {wake_said[0] - t0:.2f}s after the device "
                           "started; the hub listens for the question (earcon played)", flush=True)
-            return any(t.get("device_id") == "demo-device" for t in stack.turns())
+            return _question_turn(stack.turns(), ns.question) is not None
 
-        wait_until(answered, ns.timeout, "the assistant's answer", device.proc)
-        turn = [t for t in stack.turns() if t.get("device_id") == "demo-device"][-1]
+        wait_until(answered, ns.timeout + speech_s, "the assistant's answer", device.proc)
+        turns = [t for t in stack.turns() if t.get("device_id") == "demo-device"]
+        turn = _question_turn(turns, ns.question) or turns[-1]
+        for t in turns:
+            if t is not turn:
+                print(f"[demo] turn: you said {t.get('transcript', '')!r}; NAILA said {t.get('reply_text', '')!r} "
+                      f"(total {dict(t.get('timing') or {}).get('total_ms', '?')} ms)", flush=True)  # type: ignore[call-overload]
         # Let the reply finish playing out at the device (real-time paced), then stop it
         # so it closes the speaker WAV.
         reply_text = str(turn.get("reply_text", ""))
@@ -173,10 +217,16 @@ def main(argv: list[str]) -> int:
         device.stop()
         stack.parts.pop("device", None)
         heard = _speaker_has_speech(reply_wav)
+        rang = _chimes(reply_wav)
+        if rang:
+            print(f"[demo] the timer rang on the device: alarm chime at {', '.join(f'{r:.1f}s' for r in rang)} "
+                  "in its speaker recording (880 + 1318.5 Hz, found by FFT)", flush=True)
+        else:
+            print("[demo] the timer's chime was not found in the device's speaker recording", flush=True)
         print(f"[demo] turn finished {time.monotonic() - t0:.1f}s after the device started; "
               f"{heard:.1f}s of reply audio reached the device's speaker")
         _print_turn(turn, reply_wav)
-        if not turn.get("transcript") or heard < 0.3:
+        if not turn.get("transcript") or heard < 0.3 or not rang:
             print("[demo] FAILED: no transcript or no reply audio at the device", file=sys.stderr)
             for pname in ("ai-server", "hub"):
                 if pname in stack.parts:
