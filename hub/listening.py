@@ -61,6 +61,14 @@ class Wake:
     tell the page, and, when a reply is playing, barge in."""
 
     barge_in: bool
+    # The wake word opened an utterance that was already going upstream (plain speech in the
+    # follow-up window, "Okay Nabu, stop"): the session drops that utterance (INTERRUPT) and the
+    # turn starts again after the wake word, so the wake word never reaches STT.
+    restart: bool = False
+
+
+#: A wake word this soon after an open utterance's START restarts it; later it is part of a sentence.
+RESTART_FRAMES: Final = 100  # 2 s of 20 ms frames
 
 
 class ListeningGate:
@@ -70,6 +78,7 @@ class ListeningGate:
         self.phase = Phase.IDLE
         self._deadline = 0  # frame index ending ARMED / REPLY / FOLLOW_UP
         self._open = False  # the current VAD utterance's START was passed
+        self._started = 0  # frame index of that START
         self.pressed = False
         self.wakes = 0
         self.quiet_wakes = 0  # woke, nobody spoke
@@ -77,7 +86,8 @@ class ListeningGate:
     @property
     def wants_wake_word(self) -> bool:
         """Whether the session should run the detector on this frame's audio (wake_word mode only)."""
-        return self.mode == WAKE_WORD and not (self.phase is Phase.TURN and self._open)
+        # Also during a turn's first seconds: a wake word there restarts the turn (see Wake.restart).
+        return self.mode == WAKE_WORD
 
     def set_mode(self, mode: str) -> None:
         """Switch modes (config, MQTT status or the page); an utterance in flight keeps its decision."""
@@ -90,12 +100,16 @@ class ListeningGate:
 
     def wake(self, frame: int, playing: bool) -> Wake | None:
         """The detector fired at ``frame``. None when it does not apply (another mode, mid-turn)."""
-        if self.mode != WAKE_WORD or self._open:
+        if self.mode != WAKE_WORD:
             return None
+        restart = self._open
+        if restart and frame - self._started > RESTART_FRAMES:
+            return None  # deep inside a sentence: someone said the name, not a new request
+        self._open = False
         self.wakes += 1
         self.phase = Phase.ARMED
         self._deadline = frame + self.config.armed_frames
-        return Wake(barge_in=playing)
+        return Wake(barge_in=playing, restart=restart)
 
     def press(self, pressed: bool) -> bool:
         """The push-to-talk button changed. True when the session must end the open utterance now."""
@@ -130,6 +144,7 @@ class ListeningGate:
             ok = self._may_start(playing)
             if kind is VadEventKind.START:
                 self._open = ok
+                self._started = event.frame_index
                 if ok and self.mode == WAKE_WORD:
                     self.phase = Phase.TURN
             return ok

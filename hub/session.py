@@ -278,6 +278,10 @@ class DeviceSession:
             self.host.metrics.interrupts += 1
             self._send(pb.INTERRUPT, b"", 0, captured_at, None)
             self._barge_in()
+        elif wake.restart:
+            # The open utterance began with the wake word: the AI server drops it (INTERRUPT
+            # discards an open utterance) and the turn starts again with what follows.
+            self._send(pb.INTERRUPT, b"", 0, captured_at, None)
         self._awaiting_reply = False
         self.tts.play_earcon()
         self.notify(control_channel.LISTENING, state="listening", mode=self.listening.mode)

@@ -38,7 +38,7 @@ class SimDevice:
         return self.agent.settings.device_id
 
     def say(self, text: str, *, gain_db: float = 0.0, delay_s: float = 0.0, voice: str = "espeak",
-            wake_word: bool = False, wake_pause_s: float = 0.5) -> tuple[float, float]:
+            wake_word: bool = False, wake_pause_s: float = 1.5) -> tuple[float, float]:
         """Queue espeak (or ``voice="piper"``) speech into the mic; returns when its voice starts and
         ends, on time.monotonic.
 

@@ -57,9 +57,26 @@ def test_wake_word_mode_passes_only_the_utterance_after_the_wake_word() -> None:
     assert not g.allow(ev(VadEventKind.END), playing=False)
     assert g.wake(100, playing=False) is not None and g.phase is Phase.ARMED
     assert g.allow(ev(VadEventKind.START, 110), playing=False) and g.phase is Phase.TURN
-    assert not g.wants_wake_word  # mid-turn the detector rests
+    assert g.wants_wake_word  # mid-turn too: a wake word in a turn's first seconds restarts it
     assert g.allow(ev(VadEventKind.CONTINUE), playing=False)
     assert g.allow(ev(VadEventKind.END, 200), playing=False) and g.phase is Phase.REPLY
+
+
+def test_a_wake_word_at_the_start_of_an_open_utterance_restarts_it() -> None:
+    """Plain speech in the follow-up window that begins with the wake word ("Okay Nabu, stop"): the
+    open utterance is dropped and the turn starts again after the wake word; deep inside a
+    sentence the name is just a word."""
+    g = ListeningGate(WAKE_WORD, GateConfig(follow_up_frames=400, armed_frames=200))
+    g.wake(0, playing=False)
+    g.allow(ev(VadEventKind.START, 5), playing=False)
+    g.allow(ev(VadEventKind.END, 100), playing=False)
+    g.reply_done(150)
+    assert g.allow(ev(VadEventKind.START, 200), playing=False)  # follow-up: no wake word needed
+    wake = g.wake(240, playing=False)
+    assert wake is not None and wake.restart and g.phase is Phase.ARMED
+    assert not g.allow(ev(VadEventKind.CONTINUE), playing=False), "the dropped utterance sends nothing more"
+    assert g.allow(ev(VadEventKind.START, 250), playing=False) and g.phase is Phase.TURN
+    assert g.wake(250 + 101, playing=False) is None, "a wake word 2 s into a sentence does not restart it"
 
 
 def test_follow_up_window_on_the_frame_clock() -> None:
