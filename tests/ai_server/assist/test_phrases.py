@@ -109,3 +109,15 @@ def test_recognition_costs_about_two_ms_per_sentence(household: tuple[Recognizer
 )
 def test_transcripts_are_normalised_before_recognition(said: str, normal: str) -> None:
     assert normalize(said) == normal
+
+
+def test_a_bare_stop_is_ours_even_with_a_room() -> None:
+    """With a device's room as context, hassil alone reads "stop" as Home Assistant's "pause the
+    media here"; our own command (stop a ringing timer) wins for the same words."""
+    from ai_server.assist.intents import Recognizer
+
+    r = Recognizer()
+    stop = r.recognize("Stop.", {}, room="kitchen")
+    assert stop is not None and stop.intent == "NailaStop"
+    lights = r.recognize("turn on the lights", {}, room="kitchen")
+    assert lights is not None and lights.intent == "HassTurnOn" and lights.slots["area"] == "kitchen"
