@@ -66,25 +66,26 @@ async def test_a_turn_is_transcript_then_audio_then_final_with_timing(make_serve
 
 
 async def test_history_is_carried_to_the_next_turn(make_server: Any) -> None:
-    llm = FakeLLM("It is noon.")
-    server = await make_server(stt=FakeSTT("what time is it"), llm=llm)
+    llm = FakeLLM("Sunlight scatters.")
+    server = await make_server(stt=FakeSTT("why is the sky blue"), llm=llm)
     async with StreamClient(server.address) as client:
         await one_turn(client)
         await one_turn(client)
     roles = [(m["role"], m["content"]) for m in llm.requests[1]]
-    assert roles[1:] == [("user", "what time is it"), ("assistant", "It is noon."), ("user", "what time is it")]
+    question = "why is the sky blue"
+    assert roles[1:] == [("user", question), ("assistant", "Sunlight scatters."), ("user", question)]
 
 
 async def test_the_llm_prefills_the_prompt_prefix_when_the_user_starts_speaking(make_server: Any) -> None:
-    llm = FakeLLM("It is noon.")
-    server = await make_server(stt=FakeSTT("what time is it"), llm=llm)
+    llm = FakeLLM("Sunlight scatters.")
+    server = await make_server(stt=FakeSTT("why is the sky blue"), llm=llm)
     async with StreamClient(server.address) as client:
         await one_turn(client)
         await client.speak("kitchen", voice(), end=False)
         await asyncio.sleep(0.1)
     assert len(llm.prefills) == 2
-    assert llm.prefills[1][1:] == [{"role": "user", "content": "what time is it"},
-                                   {"role": "assistant", "content": "It is noon."},
+    assert llm.prefills[1][1:] == [{"role": "user", "content": "why is the sky blue"},
+                                   {"role": "assistant", "content": "Sunlight scatters."},
                                    {"role": "user", "content": ""}]
 
 
