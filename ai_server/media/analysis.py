@@ -154,6 +154,12 @@ def decode_image(
 MODEL_UNAVAILABLE: Final = "Vision model unavailable."
 
 
+def _drop_late_read(task: asyncio.Future[tuple[list[str], float]]) -> None:
+    """A read that missed its budget: its text is no longer wanted; a failure is only logged."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a late OCR read failed: %s", task.exception())
+
+
 class ImageAnalyser:
     """YOLO + OCR + a composed description; either model may be absent (then it is skipped)."""
 
@@ -164,6 +170,7 @@ class ImageAnalyser:
         self.reader = reader
         self.describer = describer  # VISION_DESCRIBE_URL: a vision model's sentence instead of the composed one
         self.model_unavailable = 0  # images analysed without objects: the detector's model failed to load
+        self.text_late = 0  # spoken questions answered without OCR: it missed their text_budget_s
 
     async def analyse(
         self,
@@ -176,11 +183,13 @@ class ImageAnalyser:
         question: str = "",
         timestamp: datetime | None = None,
         detections: Sequence[Detection] | None = None,
+        text_budget_s: float | None = None,
     ) -> Analysed:
         """Decode (off the loop) and analyse; raises :class:`BadImage` for bytes that are not a whole image."""
         image = await asyncio.to_thread(decode_image, data, declared_format)
         return await self.analyse_decoded(image, source=source, device_id=device_id, session_id=session_id,
-                                          question=question, timestamp=timestamp, detections=detections)
+                                          question=question, timestamp=timestamp, detections=detections,
+                                          text_budget_s=text_budget_s)
 
     async def analyse_decoded(
         self,
@@ -194,14 +203,27 @@ class ImageAnalyser:
         detections: Sequence[Detection] | None = None,
         media_type: Literal["image", "video"] = "image",
         media_format: str | None = None,
+        text_budget_s: float | None = None,
     ) -> Analysed:
         """``detections``: a live frame the vision pipeline already ran YOLO on is not detected twice.
-        ``media_type``/``media_format``: a frame taken from a clip is described as that clip (mp4, webm)."""
+        ``media_type``/``media_format``: a frame taken from a clip is described as that clip (mp4, webm).
+        ``text_budget_s``: a spoken question waits at most this long (from the start) for OCR, then is
+        answered from the objects alone; the read finishes in its thread and is dropped."""
         # Both models block for ~0.3 s on CPU: in worker threads, side by side, the loop keeps serving.
-        (boxes, yolo_ms), (text, ocr_ms) = await asyncio.gather(
-            asyncio.to_thread(self._detect, image.bgr, detections, image.scale),
-            asyncio.to_thread(self._read, image.bgr),
-        )
+        started = time.perf_counter()
+        reading = asyncio.ensure_future(asyncio.to_thread(self._read, image.bgr))
+        boxes, yolo_ms = await asyncio.to_thread(self._detect, image.bgr, detections, image.scale)
+        if text_budget_s is None:
+            text, ocr_ms = await reading
+        else:
+            left = max(0.0, text_budget_s - (time.perf_counter() - started))
+            done, _ = await asyncio.wait({reading}, timeout=left)
+            if done:
+                text, ocr_ms = reading.result()
+            else:
+                self.text_late += 1
+                reading.add_done_callback(_drop_late_read)
+                text, ocr_ms = [], 0.0
         model_error = None
         if isinstance(boxes, ModelUnavailable):
             model_error, boxes = str(boxes), None

@@ -42,6 +42,8 @@ _DIRECT: Final = re.compile(
     r"photo|photos|image|images|watch|watching)\b"
 )
 _ANALYSIS: Final = re.compile(r"\b(read|ocr|text|recogni[sz]e|identify)\b")
+#: How long a spoken question about a live view waits for OCR before it is answered from the objects.
+TEXT_BUDGET_S: Final = 0.6
 _DESCRIPTIVE: Final = re.compile(
     r"\b(describe|what's|what is|what are|how many|is there|are there|who is|who's|who are|"
     r"anyone|anybody|someone|somebody)\b"
@@ -303,9 +305,12 @@ class VisualQuestions:
             from ai_server.media.analysis import ImageAnalyser
 
             analyser = ImageAnalyser(self.analyser.detector, None)
+        # A spoken "what do you see" waits at most TEXT_BUDGET_S for OCR (the first audio goal is
+        # 1.5 s after the end of speech); a question about text waits for the read.
+        budget = None if _ANALYSIS.search(question.lower()) else TEXT_BUDGET_S
         analysed = await analyser.analyse(
             view.jpeg, source="webrtc_stream", device_id=view.device_id, question=question,
-            timestamp=view.wall_time, detections=view.detections,
+            timestamp=view.wall_time, detections=view.detections, text_budget_s=budget,
         )
         self._last[view.device_id] = (view.seen_at, read, analysed)
         return analysed

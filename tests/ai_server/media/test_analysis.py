@@ -109,3 +109,28 @@ async def test_the_context_is_saved_into_the_stored_item(ocr: RapidOcr, tmp_path
             await save_analysis(store, "no-such-id", found)
     finally:
         store.close()
+
+
+class SlowReader:
+    """A text reader that takes ``seconds`` (a real blocking read in its worker thread)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def read(self, image: object) -> list[str]:
+        import threading
+
+        threading.Event().wait(self.seconds)
+        return ["OPEN 24 HOURS"]
+
+
+async def test_a_spoken_question_does_not_wait_past_its_text_budget() -> None:
+    """A live-view question waits at most text_budget_s for OCR and is answered from the objects;
+    without a budget (uploads, 'read the sign') the text is waited for."""
+    analyser = ImageAnalyser(None, SlowReader(1.0))
+    started = time.perf_counter()
+    quick = await analyser.analyse(text_png(), source="webrtc_stream", device_id="cam", text_budget_s=0.2)
+    assert time.perf_counter() - started < 0.8
+    assert quick.context.analysis.text_detected == [] and analyser.text_late == 1
+    patient = await analyser.analyse(text_png(), source="webrtc_stream", device_id="cam")
+    assert patient.context.analysis.text_detected == ["OPEN 24 HOURS"]
