@@ -25,6 +25,7 @@ from device_agent.audio_io import AudioBackend, make_backend
 from device_agent.audio_pipeline import AudioPipeline, PipelineStats
 from device_agent.camera import Camera, Snapshot, make_camera
 from device_agent.mqtt_agent import MqttAgent
+from device_agent.ptt_button import PttButton, make_ptt_button
 from device_agent.webrtc_client import HubClient
 from shared.config import AudioSettings, DeviceSettings, MqttSettings, VideoSettings, WebRTCSettings, load
 
@@ -84,6 +85,15 @@ class DeviceAgent:
         self.hub = HubClient(
             settings, self.webrtc_settings, self.pipeline, self.camera, clock=clock, rng=rng, signaling=signaling
         )
+        # DEVICE_PTT_GPIO: a push-to-talk button (gpiozero is imported only then); raises ValueError.
+        self.ptt: PttButton | None = make_ptt_button(
+            settings.device_ptt_gpio,
+            self.hub.set_ptt,
+            active_low=settings.device_ptt_active_low,
+            debounce_ms=settings.device_ptt_debounce_ms,
+        )
+        if self.ptt is not None:
+            self.hub.ptt_pressed = self.ptt.pressed
         self._started = False
 
     @property
@@ -123,6 +133,8 @@ class DeviceAgent:
         log.info("device %s stopping", self.settings.device_id)
         if self.mqtt is not None:
             await self.mqtt.stop()
+        if self.ptt is not None:
+            self.ptt.close()
         await self.hub.stop()
         await self.backend.stop()
         if self.camera is not None:

@@ -180,6 +180,10 @@ class HubClient:
         self._flushed_at: float | None = None
         self.flushes = 0
         self.flushed_frames = 0
+        # Device -> hub control (issue 19): the push-to-talk button's state, None = no button.
+        # Never queued: a press while the channel is closed is sent as the current state when it opens.
+        self.ptt_pressed: bool | None = None
+        self._control: Any = None
 
     # -- public ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,6 +279,8 @@ class HubClient:
                 pc.addTransceiver(self.camera.track(), direction="sendonly")
             control = pc.createDataChannel(control_channel.LABEL)
             control.on("message", self._on_control)
+            control.on("open", lambda: self._on_control_open(control))
+            self._control = control
 
             @pc.on("track")
             def on_track(track: MediaStreamTrack) -> None:
@@ -303,6 +309,7 @@ class HubClient:
             await self._close_pc(pc)
             self.pipeline.playback.clear()
             self.pc = None
+            self._control = None
 
     async def _close_pc(self, pc: RTCPeerConnection, within_s: float = 5.0) -> None:
         """Close a peer connection without letting a stuck aiortc teardown block the redial."""
@@ -393,6 +400,32 @@ class HubClient:
                     resampler = StreamResampler(rate, self.pipeline.rate)
                 samples = resampler.process(samples)
             self.pipeline.playback.push(samples)
+
+    def set_ptt(self, pressed: bool) -> None:
+        """The push-to-talk button went down or up: tell the hub now if the channel is open."""
+        self.ptt_pressed = pressed
+        self._send_control(control_channel.PTT, pressed=pressed)
+
+    def _on_control_open(self, channel: Any) -> None:
+        """Tell the hub this device's listening mode and, with a button, whether it is held now."""
+        if channel is not self._control:
+            return
+        mode = self.device.device_listening_mode
+        if mode:
+            self._send_control(control_channel.LISTENING, mode=mode)
+        if self.ptt_pressed is not None:
+            self._send_control(control_channel.PTT, pressed=self.ptt_pressed)
+
+    def _send_control(self, kind: str, **fields: Any) -> bool:
+        channel = self._control
+        if channel is None or channel.readyState != "open":
+            return False
+        try:
+            channel.send(control_channel.encode(kind, **fields))
+        except Exception as exc:  # a closing channel: the next session sends the state again
+            log.debug("control message %s not sent: %s", kind, exc)
+            return False
+        return True
 
     def _on_control(self, message: str | bytes) -> None:
         """Hub → device control (shared.control_channel); only ``flush`` changes what we do."""

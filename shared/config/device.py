@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.config.base import NailaSettings
 
@@ -73,6 +73,30 @@ class DeviceSettings(NailaSettings):
         description="What starts a turn on this device (wake_word, always, push_to_talk), reported in its MQTT "
         "status; the hub runs the wake word. Empty = the hub's HUB_LISTENING_MODE(S) decide (wake_word by default)",
     )
+    # --- assist (issue 19): push-to-talk GPIO button
+    device_ptt_gpio: Annotated[int, Field(ge=0, le=27)] | None = Field(
+        None,
+        description="BCM GPIO pin of a push-to-talk button (the device agent's gpio extra: gpiozero); "
+        "empty = no button. Setting it makes DEVICE_LISTENING_MODE push_to_talk unless that says otherwise",
+    )
+    device_ptt_active_low: bool = Field(
+        True, description="The button pulls the pin to ground when pressed (internal pull-up); false = to 3.3 V"
+    )
+    device_ptt_debounce_ms: Annotated[int, Field(ge=0, le=500)] = Field(
+        20, description="A button state counts once it has held this long, ms (contact bounce)"
+    )
+
+    @field_validator("device_ptt_gpio", mode="before")
+    @classmethod
+    def _ptt_gpio_empty(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v  # DEVICE_PTT_GPIO= means no button
+
+    @model_validator(mode="after")
+    def _ptt_implies_push_to_talk(self) -> DeviceSettings:
+        # A device with a button is held to talk, unless DEVICE_LISTENING_MODE chose another mode.
+        if self.device_ptt_gpio is not None and not self.device_listening_mode:
+            self.device_listening_mode = "push_to_talk"
+        return self
 
     @field_validator("device_aec_rate")
     @classmethod
