@@ -89,6 +89,7 @@ class Ring:
     task: asyncio.Task[None] | None = None
     cycles: int = 0
     why: str = ""  # how it ended: stopped | barge-in | max | unreachable
+    ended_at: float = 0.0  # on the ringer's clock (epoch seconds)
 
 
 class Ringer:
@@ -133,6 +134,14 @@ class Ringer:
             self._end(r, "stopped")
         return hit
 
+    def silenced_lately(self, *, device: str | None, room: str | None, within_s: float = 15.0) -> bool:
+        """A ring here was cut by a barge-in moments ago: "Okay Nabu" already silenced it, and the
+        "stop" that follows is answered as done, not "nothing is ringing"."""
+        now = self.clock.now().timestamp()
+        return any(r.why == "barge-in" and now - r.ended_at <= within_s
+                   and ((device and r.device == device) or (room and r.room and r.room == room))
+                   for r in self.ended)
+
     def cancel(self, key: str) -> None:
         ring = self.rings.get(key)
         if ring is not None:
@@ -142,6 +151,7 @@ class Ringer:
         if self.rings.get(ring.key) is ring:
             del self.rings[ring.key]
             ring.why = why
+            ring.ended_at = self.clock.now().timestamp()
             ring.stopped.set()
             self.ended = [*self.ended[-15:], ring]
             self._count(f"rings_{why.replace('-', '_')}")

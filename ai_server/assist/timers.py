@@ -358,6 +358,8 @@ class Timers:
     async def stop(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
         stopped = self.ringer.stop(device=ctx.device_id, room=ctx.room)
         if not stopped:
+            if self.ringer.silenced_lately(device=ctx.device_id, room=ctx.room):
+                return AssistReply("Stopped.", match.intent)
             return AssistReply("Nothing is ringing.", match.intent)
         return AssistReply("Stopped.", match.intent, data={"stopped": [r.key for r in stopped]})
 

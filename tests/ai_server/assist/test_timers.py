@@ -143,9 +143,13 @@ async def test_a_barge_in_on_the_device_ends_the_ringing(rig: Rig) -> None:
     await rig.clock.advance(3.5)
     assert len(rig.player.played) == 1
     rig.player.tasks[-1].cancel()  # what the hub's INTERRUPT does to the ring's turn
+    await rig.clock.advance(2)
+    # "Okay Nabu" barged in and silenced it; the "stop" that follows is answered as done.
+    assert (await rig.say("NailaStop")).text == "Stopped."
     await rig.clock.advance(20)
     assert len(rig.player.played) == 1
     assert rig.timers.ringer.ended[-1].why == "barge-in"
+    assert (await rig.say("NailaStop")).text == "Nothing is ringing."
 
 
 async def test_pause_resume_add_and_remove_time(rig: Rig) -> None:
