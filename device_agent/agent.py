@@ -127,14 +127,15 @@ class DeviceAgent:
 
     async def stop(self) -> None:
         """Stop everything (idempotent): MQTT says goodbye first, then the stream and the sound card."""
+        if self.ptt is not None:  # built with the agent, so released even if it never started
+            self.ptt.close()
+            self.ptt = None
         if not self._started:
             return
         self._started = False
         log.info("device %s stopping", self.settings.device_id)
         if self.mqtt is not None:
             await self.mqtt.stop()
-        if self.ptt is not None:
-            self.ptt.close()
         await self.hub.stop()
         await self.backend.stop()
         if self.camera is not None:

@@ -63,7 +63,7 @@ class FakeTimers:
 
 
 async def test_bounces_settle_to_one_press_and_one_release(mock_pins: MockFactory) -> None:
-    timers, seen = FakeTimers(), []
+    timers, seen = FakeTimers(), list[bool]()
     button = PttButton(PIN, seen.append, debounce_s=0.02, call_later=timers)
     pin = mock_pins.pin(PIN)
     try:
@@ -87,7 +87,7 @@ async def test_bounces_settle_to_one_press_and_one_release(mock_pins: MockFactor
 
 
 async def test_active_high_button(mock_pins: MockFactory) -> None:
-    timers, seen = FakeTimers(), []
+    timers, seen = FakeTimers(), list[bool]()
     button = PttButton(PIN, seen.append, active_low=False, call_later=timers)
     try:
         mock_pins.pin(PIN).drive_high()
@@ -160,6 +160,6 @@ async def test_the_button_talks_to_a_real_hub(
         pin.drive_high()
         await until(lambda: pb.END in fake_ai.events("pi-ptt"), 5, "END on release")
         assert len(fake_ai.utterances("pi-ptt")) == 1
-        assert agent.ptt.presses == 2
+        assert agent.ptt is not None and agent.ptt.presses == 2
     finally:
         await agent.stop()
