@@ -76,7 +76,7 @@ class DeviceSettings(NailaSettings):
     # --- assist (issue 19): push-to-talk GPIO button
     device_ptt_gpio: Annotated[int, Field(ge=0, le=27)] | None = Field(
         None,
-        description="BCM GPIO pin of a push-to-talk button (the device agent's gpio extra: gpiozero); "
+        description="BCM GPIO pin of a push-to-talk button, read with gpiozero; "
         "empty = no button. Setting it makes DEVICE_LISTENING_MODE push_to_talk unless that says otherwise",
     )
     device_ptt_active_low: bool = Field(
