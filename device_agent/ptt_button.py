@@ -106,7 +106,7 @@ def make_ptt_button(
         return PttButton(pin, on_change, active_low=active_low, debounce_s=debounce_ms / 1000)
     except ImportError as exc:
         raise ValueError(
-            f"DEVICE_PTT_GPIO={pin}: gpiozero is not installed (pip install 'naila[gpio]'): {exc}"
+            f"DEVICE_PTT_GPIO={pin}: gpiozero is not installed (pip install 'naila[device]'): {exc}"
         ) from None
     except Exception as exc:  # gpiozero's BadPinFactory, GPIOPinInUse, ... all one line
         raise ValueError(f"DEVICE_PTT_GPIO={pin}: cannot open the button pin ({type(exc).__name__}: {exc})") from None
