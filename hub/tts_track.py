@@ -43,10 +43,12 @@ EARCON_S = 0.12  # issue 19: the "I'm listening" tone after the wake word (100-1
 
 
 def make_earcon(duration_s: float = EARCON_S, level_dbfs: float = -14.0) -> Int16Array:
-    """A rising two-note chime at 48 kHz with 10 ms fades (no clicks), quiet enough not to startle."""
+    """A rising two-note chime at 48 kHz with 10 ms fades (no clicks), quiet enough not to startle.
+    Its notes (C5, G5) are not the timer alarm's (880 / 1318.5 Hz, ai_server/assist/sounds.py), so
+    a person and a frequency check tell "I'm listening" from "your timer is done"."""
     n = int(duration_s * OUT_RATE)
     t = np.arange(n) / OUT_RATE
-    freq = np.where(t < duration_s / 2, 880.0, 1320.0)
+    freq = np.where(t < duration_s / 2, 523.25, 783.99)
     phase = 2 * np.pi * np.cumsum(freq) / OUT_RATE
     fade = np.minimum(1.0, np.minimum(t, duration_s - t) / 0.01)
     amp = 32767 * 10 ** (level_dbfs / 20)

@@ -32,7 +32,8 @@ def _demo_photo() -> Path | None:
     photo = Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
     return photo if photo.is_file() else None
 
-DEFAULT_QUESTION = "What is the capital of France?"  # Whisper tiny hears piper's reading of it right
+# Whisper tiny hears piper say this one right ("the capital of France" came out as "friends").
+DEFAULT_QUESTION = "What is the largest planet in our solar system?"
 TIMER_COMMAND = "Set a timer for five seconds."  # answered by the intent fast path, no LLM
 TIMER_S = 5.0
 RING_MAX_S = 15.0  # the demo's ASSIST_RING_MAX_S: "stop" ends the ring, this bounds it if it is missed
