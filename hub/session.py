@@ -139,6 +139,7 @@ class DeviceSession:
         self._utterance_generation: int | None = None
         # Downlink turn bookkeeping.
         self._end_sent_at: float | None = None
+        self._end_token: object | None = None  # which END the link's "written" callback is about
         self._turn: TurnRecord | None = None  # turn whose is_final has not arrived
         self._turn_first_audio = False
         self._awaiting_playout: tuple[TurnRecord, float] | None = None  # (turn, its END time)
@@ -427,7 +428,12 @@ class DeviceSession:
             log.warning("%s: utterance ended at HUB_MAX_UTTERANCE_S=%gs without a pause (continuous sound near "
                         "the mic?)", self.device_id, self.host.settings.hub_max_utterance_s)
         if open_here:
-            self._send(pb.END, b"", 0, captured_at, captured_at, on_sent=self._end_sent)
+            # Provisional: the link's write time replaces it. The reply is read on another thread
+            # and can reach this loop before the link's "written" callback does.
+            token = self._end_token = object()
+            self._end_sent_at = self._clock()
+            self._send(pb.END, b"", 0, captured_at, captured_at,
+                       on_sent=lambda at: self._end_sent(at, token))
             self._awaiting_reply = self.listening.mode == WAKE_WORD
         self._utterance_generation = None
 
@@ -457,8 +463,10 @@ class DeviceSession:
             Outbound(msg, frames=frames, captured_at=captured_at if frames else None, on_sent=on_sent)
         )
 
-    def _end_sent(self, at: float) -> None:
-        self._end_sent_at = at
+    def _end_sent(self, at: float, token: object) -> None:
+        # Only for the END it belongs to, and only while its turn is still waiting for a reply.
+        if token is self._end_token and self._end_sent_at is not None:
+            self._end_sent_at = at
 
     def _barge_in(self) -> None:
         """Silence the device now; drop the rest of the interrupted reply if it is still coming."""
