@@ -184,12 +184,13 @@ class ImageAnalyser:
         timestamp: datetime | None = None,
         detections: Sequence[Detection] | None = None,
         text_budget_s: float | None = None,
+        objects_only: bool = False,
     ) -> Analysed:
         """Decode (off the loop) and analyse; raises :class:`BadImage` for bytes that are not a whole image."""
         image = await asyncio.to_thread(decode_image, data, declared_format)
         return await self.analyse_decoded(image, source=source, device_id=device_id, session_id=session_id,
                                           question=question, timestamp=timestamp, detections=detections,
-                                          text_budget_s=text_budget_s)
+                                          text_budget_s=text_budget_s, objects_only=objects_only)
 
     async def analyse_decoded(
         self,
@@ -204,18 +205,22 @@ class ImageAnalyser:
         media_type: Literal["image", "video"] = "image",
         media_format: str | None = None,
         text_budget_s: float | None = None,
+        objects_only: bool = False,
     ) -> Analysed:
         """``detections``: a live frame the vision pipeline already ran YOLO on is not detected twice.
         ``media_type``/``media_format``: a frame taken from a clip is described as that clip (mp4, webm).
         ``text_budget_s``: a spoken question waits at most this long (from the start) for OCR, then is
-        answered from the objects alone; the read finishes in its thread and is dropped."""
+        answered from the objects alone; the read finishes in its thread and is dropped.
+        ``objects_only``: no OCR and no model description (a count or yes/no question answered by code)."""
         # Both models block for ~0.3 s on CPU: in worker threads, side by side, the loop keeps serving.
         started = time.perf_counter()
-        reading = asyncio.ensure_future(asyncio.to_thread(self._read, image.bgr))
+        reading = None if objects_only else asyncio.ensure_future(asyncio.to_thread(self._read, image.bgr))
         boxes, yolo_ms = await asyncio.to_thread(self._detect, image.bgr, detections, image.scale)
-        if text_budget_s is None:
+        text: list[str] = []
+        ocr_ms = 0.0
+        if reading is not None and text_budget_s is None:
             text, ocr_ms = await reading
-        else:
+        elif reading is not None and text_budget_s is not None:
             left = max(0.0, text_budget_s - (time.perf_counter() - started))
             done, _ = await asyncio.wait({reading}, timeout=left)
             if done:
@@ -223,7 +228,6 @@ class ImageAnalyser:
             else:
                 self.text_late += 1
                 reading.add_done_callback(_drop_late_read)
-                text, ocr_ms = [], 0.0
         model_error = None
         if isinstance(boxes, ModelUnavailable):
             model_error, boxes = str(boxes), None
@@ -236,7 +240,7 @@ class ImageAnalyser:
         description = describe(None if boxes is None else [o.label for o in objects], lines)
         if model_error is not None:
             description = f"{MODEL_UNAVAILABLE} {description}"
-        if self.describer is not None:
+        if self.describer is not None and not objects_only:
             description = await self.describer.describe(image.bgr, description, question) or description
         context = VisualContext(
             source=VisualSource(type=source, device_id=device_id, session_id=session_id),

@@ -300,17 +300,12 @@ class VisualQuestions:
         last = self._last.get(view.device_id)
         if last is not None and last[0] == view.seen_at and (last[1] or not read) and view.detections is not None:
             return last[2]
-        analyser = self.analyser
-        if not read:
-            from ai_server.media.analysis import ImageAnalyser
-
-            analyser = ImageAnalyser(self.analyser.detector, None)
         # A spoken "what do you see" waits at most TEXT_BUDGET_S for OCR (the first audio goal is
         # 1.5 s after the end of speech); a question about text waits for the read.
         budget = None if _ANALYSIS.search(question.lower()) else TEXT_BUDGET_S
-        analysed = await analyser.analyse(
+        analysed = await self.analyser.analyse(
             view.jpeg, source="webrtc_stream", device_id=view.device_id, question=question,
-            timestamp=view.wall_time, detections=view.detections, text_budget_s=budget,
+            timestamp=view.wall_time, detections=view.detections, text_budget_s=budget, objects_only=not read,
         )
         self._last[view.device_id] = (view.seen_at, read, analysed)
         return analysed
