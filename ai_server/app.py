@@ -44,13 +44,14 @@ from ai_server.control import ControlPlane, room_router
 from ai_server.conversation import Conversations
 from ai_server.errors import StartupError
 from ai_server.llm import LLMBackend
+from ai_server.llm.engines import build_llm
 from ai_server.metrics import Metrics
 from ai_server.pipeline import Pipeline
 from ai_server.service import NailaAIService
 from ai_server.store.home import StoreConfig, store_root
 from ai_server.stream_input import StreamLimits
-from ai_server.stt import STTBackend, WhisperSTT
-from ai_server.tts import EspeakTTS, TTSBackend, build_tts
+from ai_server.stt import STTBackend, build_stt
+from ai_server.tts import TTS_ENGINES, EspeakTTS, TTSBackend
 from shared.config import AIServerSettings, ConfigError, MediaSettings, MqttSettings, load
 from shared.contract import pb_grpc
 from shared.grpc_security import InsecureTransport, ai_server_credentials
@@ -60,27 +61,6 @@ if TYPE_CHECKING:
     from ai_server.vision.pipeline import VisionPipeline
 
 log = logging.getLogger("ai_server")
-
-
-def build_stt(s: AIServerSettings) -> STTBackend:
-    return WhisperSTT(
-        s.stt_model, device=s.stt_device, compute_type=s.stt_compute_type, beam_size=s.stt_beam_size,
-        language=s.stt_language, cpu_threads=s.stt_cpu_threads, workers=s.stt_workers,
-        window_s=s.stt_window_s, max_audio_s=s.ai_max_utterance_s,
-    )
-
-
-def build_llm(s: AIServerSettings) -> LLMBackend:
-    if s.llm_backend == "openai":
-        from ai_server.llm.openai_compat import OpenAICompatLLM
-
-        return OpenAICompatLLM(s.llm_base_url, s.llm_model, api_key=s.llm_api_key, max_tokens=s.llm_max_tokens,
-                               temperature=s.llm_temperature, timeout_s=s.llm_timeout_s)
-    from ai_server.llm.embedded import EmbeddedLLM
-
-    return EmbeddedLLM(s.llm_model_path, n_ctx=s.llm_context, threads=s.llm_threads,
-                       max_tokens=s.llm_max_tokens, temperature=s.llm_temperature,
-                       embedded_model=s.llm_embedded_model, model_cache=s.llm_model_cache)
 
 
 def _household_clock(s: AIServerSettings) -> Callable[[], datetime]:
@@ -177,22 +157,14 @@ def build_vision(
     a StartupError; a missing torch/ultralytics or shipped checkpoint only turns vision off."""
     if not settings.vision_enabled:
         return None, "vision not enabled: VISION_ENABLED=false"
-    from ai_server.vision.detector import YoloDetector, missing_dependency, resolve_weights
+    from ai_server.vision.detector import DETECTORS, DetectorUnavailable
 
     if detector is None:
-        missing = missing_dependency()
-        if missing is not None:
-            log.warning("vision is off: %s (install the vision extra: scripts/setup.sh)", missing)
-            return None, f"vision unavailable: {missing}"
         try:
-            weights = resolve_weights(settings.vision_model)
-        except FileNotFoundError as exc:
-            if settings.vision_model:
-                raise StartupError(str(exc)) from None
-            log.warning("vision is off: %s", exc)
+            detector = DETECTORS.build(settings.vision_detector, settings)
+        except DetectorUnavailable as exc:
+            log.warning("vision is off: %s%s", exc, f" ({exc.hint})" if exc.hint else "")
             return None, f"vision unavailable: {exc}"
-        detector = YoloDetector(weights, device=settings.vision_device, imgsz=settings.vision_imgsz,
-                                confidence=settings.vision_confidence, labels=settings.vision_labels)
     from ai_server.vision.config import VisionConfig
     from ai_server.vision.metrics import VisionMetrics
     from ai_server.vision.pipeline import VisionPipeline
@@ -264,8 +236,7 @@ async def start_server(
         llm = await asyncio.to_thread(build_llm, settings)
         owned.append(llm)
     if tts is None:
-        tts = await asyncio.to_thread(build_tts, settings.tts_backend, settings.tts_voice_path,
-                                      settings.tts_espeak_voice)
+        tts = await asyncio.to_thread(TTS_ENGINES.build, settings.tts_backend, settings)
         owned.append(tts)
     degraded = settings.tts_backend == "piper" and isinstance(tts, EspeakTTS)
     conversations = Conversations(settings.llm_system_prompt, settings.llm_history_turns,

@@ -39,7 +39,7 @@ class FakeSTT:
     async def warm(self) -> None:
         pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -109,5 +109,5 @@ class FakeTTS:
     async def warm(self) -> None:
         pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass

@@ -32,6 +32,8 @@ import numpy as np
 
 from ai_server.errors import StartupError, STTError
 from shared.audio import HUB_RATE, Int16Array, int16_to_float
+from shared.config import AIServerSettings
+from shared.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,9 @@ class STTBackend(Protocol):
 
     async def warm(self) -> None: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None:
+        """Free the model's threads; async like every engine's close (the LLM's closes an HTTP client)."""
+        ...
 
 
 def shipped_model_dir() -> Path:
@@ -220,5 +224,23 @@ class WhisperSTT:
         t = np.sin(2 * np.pi * 220 * np.arange(HUB_RATE) / HUB_RATE) * 3000
         await self.transcribe(t.astype(np.int16))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# STT_BACKEND picks one of these (a new engine: a class with the STTBackend methods, registered here).
+STT_ENGINES: Registry[[AIServerSettings], STTBackend] = Registry("STT")
+
+
+@STT_ENGINES.register("whisper")
+def whisper(s: AIServerSettings) -> STTBackend:
+    return WhisperSTT(
+        s.stt_model, device=s.stt_device, compute_type=s.stt_compute_type, beam_size=s.stt_beam_size,
+        language=s.stt_language, cpu_threads=s.stt_cpu_threads, workers=s.stt_workers,
+        window_s=s.stt_window_s, max_audio_s=s.ai_max_utterance_s,
+    )
+
+
+def build_stt(s: AIServerSettings) -> STTBackend:
+    """The STT engine STT_BACKEND names, loaded (blocking: call it in a thread)."""
+    return STT_ENGINES.build(s.stt_backend, s)

@@ -26,6 +26,8 @@ import numpy as np
 from ai_server.aio import closing
 from ai_server.errors import StartupError, TTSError
 from shared.audio import Int16Array, pcm_to_int16
+from shared.config import AIServerSettings
+from shared.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ class TTSBackend(Protocol):
 
     async def warm(self) -> None: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None:
+        """Free the voice's threads; async like every engine's close (the LLM's closes an HTTP client)."""
+        ...
 
 
 def shipped_voice() -> tuple[Path, Path]:
@@ -149,7 +153,7 @@ class PiperTTS:
             async for _ in chunks:
                 pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -213,7 +217,7 @@ class EspeakTTS:
             async for _ in chunks:
                 pass
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -228,3 +232,17 @@ def build_tts(backend: str, voice_path: str = "", espeak_voice: str = "en-us") -
             raise  # an explicitly configured voice that is missing is an error, not a fallback
         log.warning("piper unavailable (%s); falling back to espeak-ng", exc)
         return EspeakTTS(espeak_voice)
+
+
+# TTS_BACKEND picks one of these (a new engine: a class with the TTSBackend methods, registered here).
+TTS_ENGINES: Registry[[AIServerSettings], TTSBackend] = Registry("TTS")
+
+
+@TTS_ENGINES.register("piper")
+def piper(s: AIServerSettings) -> TTSBackend:
+    return build_tts("piper", s.tts_voice_path, s.tts_espeak_voice)
+
+
+@TTS_ENGINES.register("espeak")
+def espeak(s: AIServerSettings) -> TTSBackend:
+    return build_tts("espeak", s.tts_voice_path, s.tts_espeak_voice)

@@ -33,6 +33,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
+from ai_server.errors import StartupError
+from shared.config import AIServerSettings
+from shared.registry import Registry
+
 log = logging.getLogger(__name__)
 
 #: A decoded frame as OpenCV gives it: height x width x 3, BGR, uint8.
@@ -302,3 +306,32 @@ class YoloDetector:
                 for b, conf, cls in zip(xyxy, confs, classes, strict=True)
             ])
         return out
+
+
+class DetectorUnavailable(RuntimeError):
+    """The engine's libraries or its shipped checkpoint are missing: vision turns off, the rest serves.
+    ``hint`` says what to install (logged, not shown in GetStatus)."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.hint = hint
+
+
+# VISION_DETECTOR picks one of these (a new engine: a class with the Detector methods, registered here).
+# A factory raises DetectorUnavailable when its engine cannot run here, StartupError for a bad setting.
+DETECTORS: Registry[[AIServerSettings], Detector] = Registry("vision detector")
+
+
+@DETECTORS.register("yolo")
+def yolo(s: AIServerSettings) -> Detector:
+    missing = missing_dependency()
+    if missing is not None:
+        raise DetectorUnavailable(missing, hint="install the vision extra: scripts/setup.sh")
+    try:
+        weights = resolve_weights(s.vision_model)
+    except FileNotFoundError as exc:
+        if s.vision_model:  # a checkpoint that was asked for and is missing is a mistake, not a fallback
+            raise StartupError(str(exc)) from None
+        raise DetectorUnavailable(str(exc)) from None
+    return YoloDetector(weights, device=s.vision_device, imgsz=s.vision_imgsz, confidence=s.vision_confidence,
+                        labels=s.vision_labels)

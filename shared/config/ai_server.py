@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
-
-# Device ids and zone names end up as MQTT topic levels (naila/alerts/{zone}/{type}).
-_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+from shared.ids import check_id
 
 #: VISION_ZONES: device id -> zone name -> polygon of (x, y) in 0..1 of the frame.
 ZonePolygons = dict[str, dict[str, list[tuple[float, float]]]]
@@ -39,8 +36,8 @@ def _json_setting(v: object, example: str) -> object:
 
 
 def _check_segment(value: str, what: str) -> None:
-    if not _SEGMENT.fullmatch(value) or value in (".", ".."):
-        raise ValueError(f"{what} {value!r} must be 1-64 of letters, digits, '_', '.', '-'")
+    # Device ids and zone names end up as MQTT topic levels (naila/alerts/{zone}/{type}).
+    check_id(value, what)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are NAILA, a friendly voice assistant in the user's home. "
@@ -55,6 +52,9 @@ class AIServerSettings(NailaSettings):
         "(or AI_SERVER_INSECURE=true)",
     )
     ai_server_port: Annotated[int, Field(ge=1, le=65535)] = Field(50051, description="gRPC port")
+    stt_backend: Literal["whisper"] = Field(
+        "whisper", description="STT engine (ai_server/stt.py STT_ENGINES): faster-whisper"
+    )
     stt_model: str = Field(
         "tiny.en", description="faster-whisper model: a path, or a size; 'tiny.en' = the shipped model"
     )
@@ -157,6 +157,9 @@ class AIServerSettings(NailaSettings):
         True,
         description="Analyse the hub's camera frames (AnalyzeFrames): YOLO, tracking, zones, alerts; the model "
         "loads on the first frame (or in the background when warming up)",
+    )
+    vision_detector: Literal["yolo"] = Field(
+        "yolo", description="Vision detector engine (ai_server/vision/detector.py DETECTORS): ultralytics YOLO"
     )
     vision_model: str = Field(
         "", description="ultralytics YOLO checkpoint (.pt); empty = the shipped YOLOv8 best.pt (Normal/Fall people)"

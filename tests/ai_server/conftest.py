@@ -55,17 +55,17 @@ def settings() -> AIServerSettings:
 
 @pytest.fixture(scope="session")
 def real_stt(settings: AIServerSettings) -> Iterator[Any]:
-    from ai_server.app import build_stt
+    from ai_server.stt import build_stt
 
     stt = build_stt(settings)
     asyncio.run(stt.warm())
     yield stt
-    stt.close()
+    asyncio.run(stt.close())
 
 
 @pytest.fixture(scope="session")
 def real_llm(settings: AIServerSettings) -> Iterator[Any]:
-    from ai_server.app import build_llm
+    from ai_server.llm.engines import build_llm
 
     llm = build_llm(settings)
     asyncio.run(llm.warm())
@@ -80,7 +80,7 @@ def real_tts(settings: AIServerSettings) -> Iterator[Any]:
     tts = PiperTTS()
     asyncio.run(tts.warm())
     yield tts
-    tts.close()
+    asyncio.run(tts.close())
 
 
 ServerFactory = Callable[..., Awaitable[AIServer]]

@@ -1,0 +1,45 @@
+"""LLM_BACKEND picks one of these engines (a new one: a class with the LLMBackend methods, registered here).
+
+Both modules are cheap to import: llama-cpp-python and httpx are imported by the engines
+themselves when they load, so naming one engine never loads the other's library.
+"""
+
+from __future__ import annotations
+
+from ai_server.llm import LLMBackend
+from ai_server.llm.embedded import EmbeddedLLM
+from ai_server.llm.openai_compat import OpenAICompatLLM
+from shared.config import AIServerSettings
+from shared.registry import Registry
+
+LLM_ENGINES: Registry[[AIServerSettings], LLMBackend] = Registry("LLM")
+
+
+@LLM_ENGINES.register("embedded")
+def embedded(s: AIServerSettings) -> LLMBackend:
+    return EmbeddedLLM(
+        s.llm_model_path,
+        n_ctx=s.llm_context,
+        threads=s.llm_threads,
+        max_tokens=s.llm_max_tokens,
+        temperature=s.llm_temperature,
+        embedded_model=s.llm_embedded_model,
+        model_cache=s.llm_model_cache,
+    )
+
+
+@LLM_ENGINES.register("openai")
+def openai(s: AIServerSettings) -> LLMBackend:
+    return OpenAICompatLLM(
+        s.llm_base_url,
+        s.llm_model,
+        api_key=s.llm_api_key,
+        max_tokens=s.llm_max_tokens,
+        temperature=s.llm_temperature,
+        timeout_s=s.llm_timeout_s,
+    )
+
+
+def build_llm(s: AIServerSettings) -> LLMBackend:
+    """The LLM engine LLM_BACKEND names (blocking: the embedded one loads its model; call it in a thread)."""
+    return LLM_ENGINES.build(s.llm_backend, s)
