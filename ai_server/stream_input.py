@@ -29,6 +29,7 @@ from typing import Final
 from shared.audio import HUB_RATE
 from shared.config import AIServerSettings
 from shared.contract import pb
+from shared.ids import ID_RULE
 from shared.mqtt import is_safe_segment
 from shared.rate_limit import RateLimiter
 
@@ -72,7 +73,7 @@ def rate_of(msg: pb.AudioInput) -> int:
 def check_audio_input(msg: pb.AudioInput) -> None:
     """Raise :class:`BadInput` unless every field of ``msg`` is acceptable (see the module doc)."""
     if not is_safe_segment(msg.device_id):
-        raise BadInput("bad_device_id", f"device_id {msg.device_id[:40]!r} is not 1-64 of [A-Za-z0-9_.-]")
+        raise BadInput("bad_device_id", f"device_id {msg.device_id[:40]!r} is not {ID_RULE}")
     _text(msg.conversation_id, "conversation_id")
     _text(msg.room, "room")
     if msg.event not in _EVENTS:

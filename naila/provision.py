@@ -35,9 +35,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from naila import broker, pki
+from shared.ids import ID_RULE, is_safe_id
 
 STATE_FILE = "household.json"
-SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # shared/config/device.py, shared/mqtt/topics.py
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _ROOM = re.compile(r"^[^\x00-\x1f\x7f'\"\\]{0,64}$")
@@ -188,8 +188,8 @@ def parse_hosts(value: str, flag: str) -> list[str]:
 def parse_device(value: str) -> tuple[str, str]:
     device_id, _, room = value.partition("=")
     device_id, room = device_id.strip(), room.strip()
-    if not SAFE_ID.match(device_id) or device_id in (".", ".."):
-        raise ProvisionError(f"device id {device_id!r}: 1-64 of letters, digits, '_', '.', '-'")
+    if not is_safe_id(device_id):
+        raise ProvisionError(f"device id {device_id!r}: must be {ID_RULE}")
     if device_id in broker.SERVICE_USERS:
         raise ProvisionError(f"device id {device_id!r} is the broker user of a service")
     if device_id.startswith("web-"):

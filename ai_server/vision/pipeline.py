@@ -60,6 +60,7 @@ from ai_server.vision.metrics import VisionMetrics
 from ai_server.vision.tracking import CameraTracker, TrackEvent
 from ai_server.vision.view import CameraInfo, CameraView, Detection
 from ai_server.vision.zones import DEFAULT_ZONE, CameraZones, ZoneInertia, bottom_centre, safe_name
+from shared.ids import ID_RULE
 from shared.mqtt import is_safe_segment, utc_now
 from shared.rate_limit import RateLimiter
 
@@ -284,7 +285,7 @@ class VisionPipeline:
         cfg = self.config
         if not is_safe_segment(frame.device_id):
             # It becomes an alert's source_device and a file name: the same rule as MQTT ids.
-            raise FrameRefused("bad_device_id", f"device id {frame.device_id[:80]!r} is not 1-64 of [A-Za-z0-9_.-]")
+            raise FrameRefused("bad_device_id", f"device id {frame.device_id[:80]!r} is not {ID_RULE}")
         if not (math.isfinite(frame.motion_score) and 0.0 <= frame.motion_score <= 1.0):
             raise FrameRefused("bad_field", f"motion_score {frame.motion_score!r} is not within 0..1")
         if frame.device_id not in self._cameras and len(self._cameras) >= cfg.max_cameras:

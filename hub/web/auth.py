@@ -32,10 +32,12 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
+from shared.ids import ID_CHARS, MAX_ID_LEN
+
 COOKIE_NAME = "naila_web"
 BROWSER_PREFIX = "web-"
-# The same alphabet and length as /connect's device ids (hub.signaling.DEVICE_ID_RE).
-BROWSER_ID_RE = re.compile(rf"{BROWSER_PREFIX}[A-Za-z0-9_.-]{{1,60}}")
+# The same alphabet and length as /connect's device ids (shared.ids), so a browser id is one too.
+BROWSER_ID_RE = re.compile(rf"{BROWSER_PREFIX}{ID_CHARS}{{1,{MAX_ID_LEN - len(BROWSER_PREFIX)}}}")
 _COOKIE_VERSION = "v1"
 # Revoked cookies remembered at once. Past this (thousands of logouts within one session
 # lifetime) every cookie issued so far is revoked instead: safe, and the map stays small.

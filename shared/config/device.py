@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.config.base import NailaSettings
-
-SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+from shared.ids import check_id
 
 
 class DeviceSettings(NailaSettings):
@@ -115,6 +113,4 @@ class DeviceSettings(NailaSettings):
     @field_validator("device_id")
     @classmethod
     def _safe_id(cls, v: str) -> str:
-        if not SAFE_ID.match(v):
-            raise ValueError("must be 1-64 of letters, digits, '_', '.', '-'")
-        return v
+        return check_id(v, "device id")

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config.base import NailaSettings
+from shared.ids import check_id
 
 _SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
 MIN_DEVICE_TOKEN_LEN = 24
@@ -236,9 +237,7 @@ class HubSettings(NailaSettings):
     @classmethod
     def _safe_id(cls, v: str) -> str:
         # It goes into the MQTT client id; the same rule as device ids keeps it printable and short.
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
-            raise ValueError("must be 1-64 of letters, digits, '_', '.', '-'")
-        return v
+        return check_id(v, "hub id")
 
     @field_validator("hub_web_token", mode="before")
     @classmethod

@@ -27,10 +27,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.ids import ID_RULE
 from shared.mqtt.limits import (
     MAX_ERROR_LEN,
     MAX_LABEL_LEN,
-    MAX_SEGMENT_LEN,
     MAX_TEXT_LEN,
     MAX_TOKEN_LEN,
     MEDIA_MAX_UPLOAD_SIZE,
@@ -55,7 +55,7 @@ def _safe_segment(value: str) -> str:
     if not is_safe_segment(value):
         raise PydanticCustomError(
             "unsafe_segment",
-            f"must be 1-{MAX_SEGMENT_LEN} characters of [A-Za-z0-9_.-], not '.' or '..'",
+            f"must be {ID_RULE}",
         )
     return value
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from shared.ids import MAX_ID_LEN
+
 #: Longest id / topic segment (device_id, session_id, zone, alert_type, room), characters.
-MAX_SEGMENT_LEN: Final = 64
+MAX_SEGMENT_LEN: Final = MAX_ID_LEN
 
 #: Largest control message (status, signaling, commands, alerts, chat...), bytes of JSON.
 CONTROL_MAX_PAYLOAD_BYTES: Final = 64 * 1024

@@ -45,12 +45,12 @@ Choices the spec leaves open:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
+from shared.ids import ID_RULE, is_safe_id
 from shared.mqtt.errors import MessageError
 from shared.mqtt.limits import MAX_SEGMENT_LEN
 
@@ -59,13 +59,10 @@ ROOT: Final = "naila"
 UploadKind = Literal["image", "audio", "video"]
 UPLOAD_KINDS: Final[tuple[UploadKind, ...]] = get_args(UploadKind)
 
-_SEGMENT = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_SEGMENT_LEN}}}")
-_SEGMENT_RULE = f"1-{MAX_SEGMENT_LEN} characters of [A-Za-z0-9_.-], not '.' or '..'"
-
 
 def is_safe_segment(value: object) -> bool:
     """True when ``value`` can be used as one topic level (and as a file name component)."""
-    return isinstance(value, str) and _SEGMENT.fullmatch(value) is not None and value not in (".", "..")
+    return is_safe_id(value)
 
 
 def check_segment(value: object, what: str = "segment") -> str:
@@ -74,7 +71,7 @@ def check_segment(value: object, what: str = "segment") -> str:
         raise MessageError(f"{what} must be a string, got {type(value).__name__}", field=what)
     if not is_safe_segment(value):
         shown = value if len(value) <= 80 else value[:80] + "..."
-        raise MessageError(f"{what} must be {_SEGMENT_RULE}, got {shown!r}", field=what)
+        raise MessageError(f"{what} must be {ID_RULE}, got {shown!r}", field=what)
     return value
 
 

@@ -269,10 +269,9 @@ def test_env_file_round_trip(value: str) -> None:
 def test_agent_settings_accept_what_the_image_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The variables the image derives exist in the agent's settings and load there."""
     from shared.config.base import load
-    from shared.config.device import SAFE_ID, DeviceSettings
+    from shared.config.device import DeviceSettings
     from shared.config.mqtt import MqttSettings
 
-    assert bc.SAFE_ID.pattern == SAFE_ID.pattern
     text = MINIMAL + "MQTT_URL=mqtts://b:8884\nMQTT_USERNAME=pi\nMQTT_PASSWORD=pw\nHUB_TOKEN=t\n"
     r = check(text)
     assert r.problems == []

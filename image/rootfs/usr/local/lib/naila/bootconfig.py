@@ -73,7 +73,7 @@ RENAMED = {
 PASSTHROUGH_PREFIXES = ("DEVICE_", "AUDIO_", "VIDEO_", "WEBRTC_", "MQTT_")
 SSH_KEY_EXTRA = re.compile(r"^SSH_AUTHORIZED_KEY_[1-9][0-9]?$")
 
-# Same rule as shared/config/device.py (a test checks they agree).
+# Same rule as shared/ids.py (tests/unit/test_ids.py checks they agree).
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 HOSTNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -144,6 +144,11 @@ def parse_conf(text: str) -> tuple[dict[str, Entry], list[Problem]]:
             continue
         entries[key] = Entry(key, value, n)
     return entries, problems
+
+
+def is_safe_id(value: str) -> bool:
+    """shared.ids.is_safe_id, standard library only: it becomes a topic level and a file name."""
+    return SAFE_ID.fullmatch(value) is not None and value not in (".", "..")
 
 
 def section_of(key: str) -> str:
@@ -310,7 +315,7 @@ def validate(
 
     # Agent: identity, hub, broker.
     device_id = get("DEVICE_ID")
-    if device_id and not SAFE_ID.match(device_id):
+    if device_id and not is_safe_id(device_id):
         bad("DEVICE_ID", f"{device_id!r}: must be 1-64 of letters, digits, '_', '.', '-'")
     elif device_id:
         env["DEVICE_ID"] = device_id
