@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from shared.config import ALL_GROUPS, ConfigError, HubSettings, MediaSettings, VideoSettings, load
-from shared.config.doc import render
+from shared.config.doc import BEGIN, DOC_PAGE, END, render, update
+from shared.config.doc import main as doc_main
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,20 +48,40 @@ def test_bad_value_is_one_line_naming_the_variable(
     assert var in msg and "\n" not in msg
 
 
-def test_readme_config_table_is_generated_from_the_models() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert render() in readme, "README config table is stale: run `naila config` and paste it"
+def test_the_configuration_page_holds_the_table_generated_from_the_models() -> None:
+    page = ROOT / "docs" / "configuration.md"
+    assert page == DOC_PAGE
+    assert render() in page.read_text(), (
+        "docs/configuration.md's table is stale: run `python -m shared.config.doc --update`"
+    )
+
+
+def test_doc_update_and_check_rewrite_only_between_the_markers(tmp_path: Path) -> None:
+    page = tmp_path / "configuration.md"
+    page.write_text(f"# Settings\nintro\n{BEGIN}\n| stale |\n{END}\nafter\n")
+    assert doc_main(["--check", str(page)]) == 1
+    assert doc_main(["--update", str(page)]) == 0
+    assert page.read_text() == f"# Settings\nintro\n{render()}\nafter\n"
+    assert doc_main(["--check", str(page)]) == 0
+    assert update(page) is False  # nothing left to change
+    (tmp_path / "bare.md").write_text("no markers\n")
+    assert doc_main(["--check", str(tmp_path / "bare.md")]) == 2
 
 
 # -- secrets never echoed in config errors (finding L1) --------------------------------------------
 
-@pytest.mark.parametrize(("var", "value", "secret"), [
-    ("HUB_WEB_TOKEN", "hunter2-short", "hunter2-short"),  # a SecretStr, refused by its validator
-    ("HUB_DEVICE_TOKENS", '{"kitchen": "tiny-token-1"}', "tiny-token-1"),  # a dict of tokens
-    ("HUB_DEVICE_TOKENS", '{"kitchen": "oops-not-json', "oops-not-json"),
-])
-def test_a_bad_secret_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch, var: str, value: str,
-                                               secret: str) -> None:
+
+@pytest.mark.parametrize(
+    ("var", "value", "secret"),
+    [
+        ("HUB_WEB_TOKEN", "hunter2-short", "hunter2-short"),  # a SecretStr, refused by its validator
+        ("HUB_DEVICE_TOKENS", '{"kitchen": "tiny-token-1"}', "tiny-token-1"),  # a dict of tokens
+        ("HUB_DEVICE_TOKENS", '{"kitchen": "oops-not-json', "oops-not-json"),
+    ],
+)
+def test_a_bad_secret_is_named_but_never_shown(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, secret: str
+) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError) as err:
         load(HubSettings)
