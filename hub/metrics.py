@@ -55,6 +55,9 @@ class HubMetrics:
         self.wake_words: Counter[str] = Counter()
         self.utterances_ignored: Counter[str] = Counter()
         self.control_rejected: Counter[str] = Counter()
+        # End of turn by a model (issue 20, AUDIO_END_OF_TURN=smart_turn): verdicts by outcome (complete,
+        # incomplete, late = after speech resumed, stale = skipped unasked, error).
+        self.end_of_turn: Counter[str] = Counter()
         self.sessions_opened = 0
         self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)
         self.grpc_connect_failures = 0
@@ -124,6 +127,12 @@ class HubMetrics:
         self.grpc_status_rtt = Histogram(
             "naila_hub_grpc_status_rtt_seconds",
             "gRPC round trip of the GetStatus heartbeat on the AI channel",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.end_of_turn_latency = Histogram(
+            "naila_hub_end_of_turn_latency_seconds",
+            "End-of-turn model: question asked (first short pause) to verdict back on the event loop",
             buckets=_FAST,
             registry=self.registry,
         )
@@ -227,6 +236,7 @@ class _CounterCollector(Collector):
             "utterances_ignored": ("mode", m.utterances_ignored,
                                    "Utterances not sent upstream by the listening mode (no wake word, button up)"),
             "control_rejected": ("reason", m.control_rejected, "Control messages from devices refused, by reason"),
+            "end_of_turn_verdicts": ("outcome", m.end_of_turn, "End-of-turn model verdicts, by outcome"),
             "sessions_closed": ("reason", m.sessions_closed, "WebRTC sessions closed, by reason"),
             "mqtt_offers_rejected": ("reason", m.mqtt_offers_rejected, "MQTT offers refused, by reason"),
             "mqtt_ice_candidates": ("outcome", m.mqtt_ice, "Trickled ICE candidates from devices, by outcome"),

@@ -25,6 +25,8 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from hub.ai_link import AiLink
 from hub.arbitration import Arbiter
+from hub.device_status import DeviceStatusFeed
+from hub.end_of_turn import END_OF_TURN_ENGINES, TurnJudge
 from hub.http_guard import HeaderDeadline, HostGuard, server_ssl_context
 from hub.listening import ListeningModes
 from hub.metrics import HubMetrics
@@ -81,9 +83,12 @@ class Hub:
         self._clock = clock
         vad_mode = self.audio.audio_vad_mode
         self._detector_factory = detector_factory or (
-            lambda: make_detector(vad_mode, settings.hub_vad_aggressiveness)
+            lambda: make_detector(vad_mode, settings)
         )
         self._detector_factory()  # fail at construction, not at the first device, if unavailable
+        # AUDIO_END_OF_TURN: one model for all sessions, asked on a worker thread (None: silence decides).
+        eot_model = END_OF_TURN_ENGINES.build(self.audio.audio_end_of_turn, settings)
+        self.turn_judge = TurnJudge(eot_model, settings.hub_end_of_turn_threshold) if eot_model else None
         self.metrics = HubMetrics(clock)
         self.turns = TurnLog(TURN_HISTORY)
         self.sessions: dict[str, DeviceSession] = {}
@@ -124,13 +129,16 @@ class Hub:
         self.mqtt: HubMqtt | None = None
         self.mqtt_signaling: MqttSignaling | None = None
         self.rooms = RoomDirectory()
+        # Device statuses decoded once, then handed to the rooms, the listening modes and the dashboard.
+        self.device_status = DeviceStatusFeed(self.metrics, clock=clock)
+        self.device_status.add_listener(self.rooms.on_status)
         # Listening modes (issue 19): HUB_LISTENING_MODE(S), overridden by what a device reports.
         self.listening_modes = ListeningModes(settings.hub_listening_mode, dict(settings.hub_listening_modes))
         self.listening_modes.on_change(self._listening_mode_changed)
+        self.device_status.add_listener(self.listening_modes.on_status)
         if settings.hub_mqtt:
             self.mqtt = HubMqtt(mqtt or MqttSettings(), settings.hub_id, self.metrics)
-            self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.rooms.on_status)
-            self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.listening_modes.on_status)
+            self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.device_status.on_mqtt)
             self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock)
 
     # ----- lifecycle -----
@@ -219,9 +227,12 @@ class Hub:
             self._listener = None
         if self.mqtt is not None:
             await self.mqtt.stop()
+        self.device_status.close()
         await self.link.stop()
         if self.vision is not None:
             await self.vision.stop()
+        if self.turn_judge is not None:
+            self.turn_judge.close()
         log.info("hub stopped")
 
     # ----- sessions -----

@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from hub.ai_link import AiLink, Outbound
 from hub.arbitration import Arbiter, Claim, ClaimState
+from hub.end_of_turn import TurnJudge, verdict_of
 from hub.listening import ALWAYS, WAKE_WORD, GateConfig, ListeningGate, ListeningModes
 from hub.media_in import AudioIngest, tune_jitter_buffer
 from hub.metrics import HubMetrics
@@ -31,6 +32,7 @@ from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
 from hub.vad import (
     END_MAX_LENGTH,
     END_SILENCE,
+    TurnCheck,
     VadConfig,
     VadEvent,
     VadEventKind,
@@ -42,6 +44,7 @@ from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
 from shared.contract import pb
+from shared.rtc_tuning import tune_answer_opus
 from shared.wakeword import WakeWordDetector
 
 log = logging.getLogger("naila.hub.session")
@@ -95,9 +98,14 @@ class DeviceSession:
         self.closed = False
         self.close_reason = ""
         self.tts = TtsTrack(on_playout=self._on_playout, clock=clock)
+        # AUDIO_END_OF_TURN=smart_turn (hub/end_of_turn.py): the model is asked after a short pause and
+        # the hangover becomes the fallback. A host without a judge (unit-test hosts, silence) waits
+        # out HUB_VAD_HANGOVER_MS as before.
+        self._judge: TurnJudge | None = getattr(host, "turn_judge", None)
         config = VadConfig.from_ms(
             onset_frames=s.hub_vad_onset_frames,
-            hangover_ms=s.hub_vad_hangover_ms,
+            hangover_ms=s.hub_end_of_turn_fallback_ms if self._judge else s.hub_vad_hangover_ms,
+            check_ms=s.hub_end_of_turn_check_ms if self._judge else 0,
             preroll_ms=s.hub_vad_preroll_ms,
             barge_in_frames=s.hub_barge_in_frames,
             frame_ms=FRAME_MS,
@@ -160,15 +168,21 @@ class DeviceSession:
     async def accept_offer(self, sdp: str) -> None:
         """Apply the device's offer (raises on an SDP aiortc cannot use)."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
-        if not audio:
-            raise ValueError("offer has no audio")
-        for t in audio:
-            tune_jitter_buffer(t.receiver, self.host.settings.hub_jitter_prefetch)
+        kinds = [t.kind for t in self.pc.getTransceivers()]
+        if "audio" not in kinds and "video" not in kinds:  # a camera-only device is fine (issue 22)
+            raise ValueError("offer has no audio or video")
+        for t in self.pc.getTransceivers():
+            if t.kind == "audio":
+                tune_jitter_buffer(t.receiver, self.host.settings.hub_jitter_prefetch)
 
     async def answer(self) -> str:
-        """Attach the TTS track and build the answer (waits for ICE gathering)."""
-        self.pc.addTrack(self.tts)
+        """Attach the TTS track (not for a camera-only device) and build the answer (waits for ICE gathering)."""
+        audio = next((t for t in self.pc.getTransceivers() if t.kind == "audio"), None)
+        if audio is not None:
+            self.pc.addTrack(self.tts)
+            webrtc = getattr(self.host, "webrtc", None)  # WEBRTC_AUDIO_BITRATE for the reply too
+            if webrtc is not None:
+                tune_answer_opus(audio, webrtc.webrtc_audio_bitrate)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         return str(self.pc.localDescription.sdp)
@@ -244,14 +258,44 @@ class DeviceSession:
         self._recent_levels.append((captured_at, level))
         if self._claim is not None:
             self._claim.feed(captured_at, level)
+        self._dispatch(self.vad.process(frame, is_playing=self.tts.playing), captured_at)
+        check = self.vad.take_check()
+        if check is not None and self._judge is not None:
+            self._ask_end_of_turn(self._judge, check)
+        if self._arbiter is not None:
+            self._arbiter.poll(captured_at)  # every live stream ticks every 20 ms: decisions are on time
+
+    def _dispatch(self, events: list[VadEvent], captured_at: float) -> None:
+        gate = self.listening
         playing = self.tts.playing
-        for event in self.vad.process(frame, is_playing=playing):
+        for event in events:
             if gate.allow(event, playing):
                 self._gate(event, captured_at)
             elif event.kind is VadEventKind.START:
                 self.host.metrics.utterances_ignored[gate.mode] += 1
-        if self._arbiter is not None:
-            self._arbiter.poll(captured_at)  # every live stream ticks every 20 ms: decisions are on time
+
+    # ----- end of turn by a model -----
+
+    def _ask_end_of_turn(self, judge: TurnJudge, check: TurnCheck) -> None:
+        """Ask the model off the event loop; its verdict comes back to :meth:`_on_verdict` on the loop."""
+        future = judge.ask(check.audio, still_wanted=lambda: self.vad.is_current(check))
+        asked_at = self._clock()
+        future.add_done_callback(lambda f: self._on_verdict(judge, check, f, asked_at))
+
+    def _on_verdict(self, judge: TurnJudge, check: TurnCheck, future: asyncio.Future[float | None],
+                    asked_at: float) -> None:
+        m = self.host.metrics
+        probability, outcome = verdict_of(future)
+        if probability is None or self.closed:
+            m.end_of_turn[outcome] += 1  # stale / error / cancelled: the silence fallback decides
+            return
+        m.end_of_turn_latency.observe(self._clock() - asked_at)
+        complete = probability >= judge.threshold
+        events = self.vad.verdict(check, complete)
+        m.end_of_turn["complete" if events else "incomplete" if not complete else "late"] += 1
+        if events:
+            log.debug("%s: end of turn by the model (P=%.2f)", self.device_id, probability)
+            self._dispatch(events, self._times[-1] if self._times else self._clock())
 
     # ----- listening modes -----
 

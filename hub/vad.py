@@ -4,10 +4,15 @@ Silence -> MaybeSpeech -> Speaking -> MaybeSilence -> Silence, as in the streami
 
 The machine is pure: no asyncio, no wall clock. Time is the frame count (each frame is
 ``frame_ms`` long), so tests drive it frame by frame and production feeds it frames as they
-arrive. What counts as "voiced" comes from a pluggable :class:`VoiceDetector` (webrtcvad
-now; a Silero ONNX detector can slot in behind the same protocol), and when a pause ends a
-turn comes from a pluggable :class:`EndOfTurnPolicy` (fixed hangover now; an end-of-turn
-model can replace it without touching the state machine).
+arrive. What counts as "voiced" comes from a pluggable :class:`VoiceDetector` (webrtcvad or
+Silero, :data:`VAD_ENGINES`).
+
+When a pause ends a turn: ``hangover_frames`` of silence always do. With ``check_frames`` set
+(an end-of-turn model, hub/end_of_turn.py), the machine also asks a question after that many
+silent frames: it hands out a :class:`TurnCheck` (the utterance's recent audio) through
+:meth:`VadStateMachine.take_check`; the caller runs the model elsewhere and later feeds the
+answer back with :meth:`VadStateMachine.verdict`, which ends the turn if it is still the same
+pause. The verdict's late arrival is explicit, so tests drive it frame by frame like the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Protocol
 import numpy as np
 
 from shared.audio import Int16Array
+from shared.config import HubSettings
+from shared.registry import Registry
 
 
 class VoiceDetector(Protocol):
@@ -30,16 +37,6 @@ class VoiceDetector(Protocol):
     def reset(self) -> None:
         """Forget any state carried between frames (a new session)."""
         ...
-
-
-class EndOfTurnPolicy(Protocol):
-    """Decides, during a pause in speech, whether the speaker's turn is over.
-
-    Called once per unvoiced frame while MaybeSilence with how many consecutive unvoiced
-    frames there have been. A learned end-of-turn model would also look at the audio.
-    """
-
-    def turn_is_over(self, silent_frames: int, frame: Int16Array) -> bool: ...
 
 
 class WebRtcVoiceDetector:
@@ -59,16 +56,6 @@ class WebRtcVoiceDetector:
         import webrtcvad
 
         self._vad = webrtcvad.Vad(self._mode)
-
-
-class HangoverEndOfTurn:
-    """The turn is over after ``hangover_frames`` consecutive unvoiced frames."""
-
-    def __init__(self, hangover_frames: int) -> None:
-        self.hangover_frames = max(1, hangover_frames)
-
-    def turn_is_over(self, silent_frames: int, frame: Int16Array) -> bool:
-        return silent_frames >= self.hangover_frames
 
 
 class VadState(enum.Enum):
@@ -102,6 +89,7 @@ class VadEvent:
 
 
 END_SILENCE = "silence"
+END_MODEL = "model"  # the end-of-turn model judged the turn complete before the hangover ran out
 END_MAX_LENGTH = "max_length"  # HUB_MAX_UTTERANCE_S of speech without a pause long enough to end the turn
 
 
@@ -116,6 +104,8 @@ class VadConfig:
     frame_samples: int = 320
     frame_ms: int = 20
     max_utterance_frames: int = 0  # 0 = no cap; else END after this many frames of one utterance (H4)
+    check_frames: int = 0  # 0 = silence alone ends a turn; else ask the end-of-turn model after this many
+    check_window_frames: int = 400  # the utterance audio a check carries: its last 8 s (Smart Turn's input)
 
     @classmethod
     def from_ms(
@@ -128,6 +118,7 @@ class VadConfig:
         frame_ms: int = 20,
         sample_rate: int = 16_000,
         max_utterance_ms: float = 0,
+        check_ms: int = 0,
     ) -> VadConfig:
         return cls(
             onset_frames=max(1, onset_frames),
@@ -137,7 +128,20 @@ class VadConfig:
             frame_samples=sample_rate * frame_ms // 1000,
             frame_ms=frame_ms,
             max_utterance_frames=max(0, round(max_utterance_ms / frame_ms)),
+            check_frames=max(0, -(-check_ms // frame_ms)),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class TurnCheck:
+    """A question for the end-of-turn model: is the turn over, given the utterance so far?
+
+    ``audio`` ends with the pause's first ``check_frames`` silent frames; ``frame_index`` is the
+    frame that raised the question. Compared by identity: a verdict answers one check only.
+    """
+
+    audio: Int16Array
+    frame_index: int
 
 
 _EMPTY: Int16Array = np.zeros(0, dtype=np.int16)
@@ -159,21 +163,20 @@ class VadStateMachine:
     the sound goes on, a new onset opens the next utterance.
     """
 
-    def __init__(
-        self,
-        detector: VoiceDetector,
-        config: VadConfig,
-        end_of_turn: EndOfTurnPolicy | None = None,
-    ) -> None:
+    def __init__(self, detector: VoiceDetector, config: VadConfig) -> None:
         self.detector = detector
         self.config = config
-        self.end_of_turn: EndOfTurnPolicy = end_of_turn or HangoverEndOfTurn(config.hangover_frames)
         self.state = VadState.SILENCE
         self._preroll: deque[Int16Array] = deque(maxlen=max(1, config.preroll_frames))
         self._onset: list[Int16Array] = []
         self._silent = 0
         self._index = 0  # frames fed so far
         self._utterance_frames = 0  # frames sent in the open utterance (onset + CONTINUE)
+        # End-of-turn checks: the open utterance's recent audio, the check not yet taken by the
+        # caller, and the one whose verdict would still count (cleared when speech resumes).
+        self._heard: deque[Int16Array] = deque(maxlen=max(1, config.check_window_frames))
+        self._new_check: TurnCheck | None = None
+        self._asked: TurnCheck | None = None
 
     @property
     def in_utterance(self) -> bool:
@@ -191,7 +194,33 @@ class VadStateMachine:
         self._onset.clear()
         self._silent = 0
         self._utterance_frames = 0
+        self._forget_checks()
         self.detector.reset()
+
+    def take_check(self) -> TurnCheck | None:
+        """The end-of-turn question the last :meth:`process` raised, once (None if none)."""
+        check, self._new_check = self._new_check, None
+        return check
+
+    def is_current(self, check: TurnCheck) -> bool:
+        """Whether a verdict on ``check`` would still count (same pause, turn not ended)."""
+        return check is self._asked
+
+    def verdict(self, check: TurnCheck, complete: bool) -> list[VadEvent]:
+        """The model's answer to ``check``: END now if the turn is complete and it is still the
+        same pause; nothing if incomplete (the hangover decides) or stale (speech resumed, the
+        turn already ended, or the machine was reset)."""
+        if check is not self._asked:
+            return []
+        self._asked = None
+        if not complete:
+            return []
+        return [self._end(self._index - 1, END_MODEL)]
+
+    def _forget_checks(self) -> None:
+        self._heard.clear()
+        self._new_check = None
+        self._asked = None
 
     def process(self, frame: Int16Array, is_playing: bool = False) -> list[VadEvent]:
         if frame.size != self.config.frame_samples:
@@ -221,15 +250,22 @@ class VadStateMachine:
         events = [VadEvent(VadEventKind.CONTINUE, frame, index)]
         self._utterance_frames += 1
         cap = self.config.max_utterance_frames
+        checking = self.config.check_frames > 0
+        if checking:
+            self._heard.append(frame)
         if voiced:
             self._silent = 0
             self.state = VadState.SPEAKING
+            self._asked = self._new_check = None  # the speaker went on: an answer about that pause is stale
         else:
             self._silent += 1
             self.state = VadState.MAYBE_SILENCE
-            if self.end_of_turn.turn_is_over(self._silent, frame):
+            if self._silent >= self.config.hangover_frames:
                 events.append(self._end(index, END_SILENCE))
                 return events
+            if checking and self._silent == self.config.check_frames:
+                check = TurnCheck(np.concatenate(self._heard), index)
+                self._new_check = self._asked = check
         if cap and self._utterance_frames >= cap:
             events.append(self._end(index, END_MAX_LENGTH))
         return events
@@ -238,6 +274,7 @@ class VadStateMachine:
         self.state = VadState.SILENCE
         self._silent = 0
         self._utterance_frames = 0
+        self._forget_checks()
         self._preroll.clear()  # already sent as CONTINUE; do not send it twice
         return VadEvent(VadEventKind.END, _EMPTY, index, reason)
 
@@ -252,6 +289,9 @@ class VadStateMachine:
         audio = np.concatenate(frames).astype(np.int16, copy=False)
         self._preroll.clear()
         self._utterance_frames = len(self._onset)
+        if self.config.check_frames > 0:
+            self._heard.clear()
+            self._heard.extend(frames)
         self._onset = []
         self._silent = 0
         self.state = VadState.SPEAKING
@@ -262,14 +302,23 @@ class VadStateMachine:
         return events
 
 
-def make_detector(mode: str, aggressiveness: int) -> VoiceDetector:
-    """The configured detector (AUDIO_VAD_MODE). Raises ValueError for one not built in.
+#: AUDIO_VAD_MODE -> a factory of one stream's detector (each session gets its own: detectors keep state).
+VAD_ENGINES: Registry[[HubSettings], VoiceDetector] = Registry("VAD")
 
-    Silero needs onnxruntime, which the hub's install set deliberately excludes; adding it
-    means a class with ``is_speech``/``reset`` that buffers 512-sample windows.
-    """
-    if mode == "webrtc":
-        return WebRtcVoiceDetector(aggressiveness)
-    raise ValueError(
-        f"AUDIO_VAD_MODE={mode!r}: only 'webrtc' is available in the hub (silero needs onnxruntime)"
-    )
+
+@VAD_ENGINES.register("webrtc")
+def _webrtc(settings: HubSettings) -> VoiceDetector:
+    return WebRtcVoiceDetector(settings.hub_vad_aggressiveness)
+
+
+@VAD_ENGINES.register("silero")
+def _silero(settings: HubSettings) -> VoiceDetector:
+    from hub.silero import SileroVoiceDetector  # onnxruntime is loaded only when chosen
+
+    return SileroVoiceDetector(settings.hub_model_dir)
+
+
+def make_detector(mode: str, settings: HubSettings) -> VoiceDetector:
+    """The configured detector (AUDIO_VAD_MODE). Raises ValueError (one line) for an unknown
+    engine or a missing model file."""
+    return VAD_ENGINES.build(mode, settings)

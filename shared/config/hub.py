@@ -53,6 +53,19 @@ class HubSettings(NailaSettings):
     hub_vad_preroll_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
         200, description="Audio before the onset sent with START, ms"
     )
+    hub_end_of_turn_check_ms: Annotated[int, Field(ge=20, le=2000)] = Field(
+        200, description="AUDIO_END_OF_TURN=smart_turn: silence after speech before the end-of-turn model is asked, ms"
+    )
+    hub_end_of_turn_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn ends at once"
+    )
+    hub_end_of_turn_fallback_ms: Annotated[int, Field(ge=20, le=10_000)] = Field(
+        1000, description="AUDIO_END_OF_TURN=smart_turn: silence that ends the turn whatever the model said, ms"
+    )
+    hub_model_dir: str = Field(
+        "", description="Folder of the hub's ONNX models (Smart Turn, Silero VAD; scripts/setup.sh puts them "
+        "there); empty = ~/.cache/naila/models"
+    )
     hub_barge_in_frames: Annotated[int, Field(ge=1, le=100)] = Field(
         5, description="Voiced 20 ms frames during TTS playback before INTERRUPT (more = fewer false barge-ins)"
     )

@@ -47,6 +47,11 @@ class WebRTCSettings(NailaSettings):
 
 class AudioSettings(NailaSettings):
     audio_vad_mode: Literal["webrtc", "silero"] = Field("webrtc", description="VAD engine at the hub")
+    audio_end_of_turn: Literal["smart_turn", "silence"] = Field(
+        "smart_turn",
+        description="What ends a turn at the hub: smart_turn (an end-of-turn model asked at the first short "
+        "pause, silence as the fallback) or silence (HUB_VAD_HANGOVER_MS of silence)",
+    )
     audio_echo_cancellation: bool = Field(True, description="SpeexDSP echo cancellation on the device")
     audio_noise_suppression: bool = Field(True, description="Speex noise suppression on the device")
 

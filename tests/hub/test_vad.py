@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.vad import (
+    END_MODEL,
+    END_SILENCE,
+    TurnCheck,
     VadConfig,
     VadEvent,
     VadEventKind,
@@ -17,6 +22,7 @@ from hub.vad import (
     make_detector,
 )
 from shared.audio import Int16Array, espeak
+from shared.config import HubSettings
 
 pytestmark = pytest.mark.unit
 
@@ -168,8 +174,137 @@ def test_wrong_frame_size_is_rejected() -> None:
 
 
 def test_unknown_vad_mode_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="AUDIO_VAD_MODE"):
-        make_detector("silero", 3)
+    with pytest.raises(ValueError, match=r"unknown VAD engine 'rnnoise' .known: silero, webrtc"):
+        make_detector("rnnoise", HubSettings())
+
+
+def test_missing_silero_model_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"AUDIO_VAD_MODE=silero needs .*silero_vad.onnx, which is missing: run"):
+        make_detector("silero", HubSettings(hub_model_dir=str(tmp_path)))
+
+
+# ----- end of turn by a model: the pending verdict, on the frame clock -----
+
+ECFG = VadConfig.from_ms(onset_frames=3, hangover_ms=1000, preroll_ms=200, barge_in_frames=5, check_ms=200)
+
+
+def feed(vad: VadStateMachine, pattern: str, start: int = 0) -> list[VadEvent]:
+    events: list[VadEvent] = []
+    for i, c in enumerate(pattern, start):
+        events += vad.process(frame(i, c == "1"))
+    return events
+
+
+def test_check_is_raised_once_after_check_frames_of_silence_with_the_utterance_audio() -> None:
+    vad = VadStateMachine(Scripted(), ECFG)
+    assert ECFG.check_frames == 10 and ECFG.hangover_frames == 50
+    feed(vad, "00" + "1" * 20 + "0" * 9)
+    assert vad.take_check() is None
+    feed(vad, "0", 31)
+    check = vad.take_check()
+    assert check is not None and vad.take_check() is None  # handed out once
+    assert check.frame_index == 31
+    # Pre-roll (2 silent frames) + onset + speech + the 10 silent frames, in order.
+    ids = [int(f[0]) for f in check.audio.reshape(-1, FS)]
+    assert ids == list(range(32))
+    assert vad.is_current(check)
+
+
+def test_complete_verdict_ends_the_turn_at_once() -> None:
+    vad = VadStateMachine(Scripted(), ECFG)
+    feed(vad, "1" * 20 + "0" * 10)
+    check = vad.take_check()
+    assert check is not None
+    feed(vad, "000", 30)  # the model takes 3 frames to answer; the pause goes on
+    events = vad.verdict(check, complete=True)
+    assert kinds(events) == [END]
+    assert events[0].reason == END_MODEL and events[0].frame_index == 32
+    assert vad.state is VadState.SILENCE and not vad.in_utterance
+    assert not vad.is_current(check)
+    assert vad.verdict(check, complete=True) == []  # a second answer to the same check changes nothing
+
+
+def test_incomplete_verdict_waits_for_the_fallback_hangover() -> None:
+    vad = VadStateMachine(Scripted(), ECFG)
+    feed(vad, "1" * 20 + "0" * 10)
+    check = vad.take_check()
+    assert check is not None
+    assert vad.verdict(check, complete=False) == []
+    events = feed(vad, "0" * 39, 30)
+    assert END not in kinds(events)  # 49 silent frames: not yet
+    events = feed(vad, "0", 69)
+    assert kinds(events) == [CONT, END] and events[-1].reason == END_SILENCE  # the 50th: fallback
+
+
+def test_verdict_after_speech_resumed_is_stale_and_the_next_pause_asks_again() -> None:
+    vad = VadStateMachine(Scripted(), ECFG)
+    feed(vad, "1" * 20 + "0" * 10)
+    first = vad.take_check()
+    assert first is not None
+    feed(vad, "11", 30)  # "set a timer for ... ten minutes": the speaker goes on before the answer
+    assert not vad.is_current(first)
+    assert vad.verdict(first, complete=True) == []  # late "complete" must not cut the sentence
+    assert vad.in_utterance
+    feed(vad, "1" * 10 + "0" * 10, 32)
+    second = vad.take_check()
+    assert second is not None and second is not first and vad.is_current(second)
+    assert kinds(vad.verdict(second, complete=True)) == [END]
+
+
+def test_verdict_after_the_fallback_ended_the_turn_is_ignored() -> None:
+    vad = VadStateMachine(Scripted(), ECFG)
+    feed(vad, "1" * 20 + "0" * 10)
+    check = vad.take_check()
+    assert check is not None
+    events = feed(vad, "0" * 40, 30)
+    assert kinds(events)[-1] is END  # the model never answered in time
+    assert vad.verdict(check, complete=True) == []
+    feed(vad, "000", 70)
+    assert vad.verdict(check, complete=True) == []
+
+
+def test_reset_and_max_length_drop_a_pending_check() -> None:
+    vad = VadStateMachine(Scripted(), ECFG)
+    feed(vad, "1" * 20 + "0" * 10)
+    check = vad.take_check()
+    assert check is not None
+    vad.reset()
+    assert vad.verdict(check, complete=True) == []
+
+
+def test_without_check_frames_no_check_is_ever_raised() -> None:
+    vad = VadStateMachine(Scripted(), CFG)
+    feed(vad, "1" * 20 + "0" * 40)
+    assert vad.take_check() is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), min_size=1, max_size=400))
+def test_event_grammar_holds_with_verdicts_arriving_any_time(steps: list[tuple[bool, bool, bool]]) -> None:
+    """Frames, and verdicts (complete or not) delivered at arbitrary later frames, never break
+    START/CONTINUE/END pairing or produce two ENDs."""
+    vad = VadStateMachine(
+        Scripted(), VadConfig.from_ms(onset_frames=2, hangover_ms=200, preroll_ms=40, barge_in_frames=3, check_ms=60)
+    )
+    pending: list[TurnCheck] = []
+    open_utt = False
+    for i, (voiced, answer_now, complete) in enumerate(steps):
+        events = vad.process(frame(i, voiced))
+        check = vad.take_check()
+        if check is not None:
+            pending.append(check)
+        if answer_now and pending:
+            events += vad.verdict(pending.pop(0), complete)
+        for e in events:
+            if e.kind is START:
+                assert not open_utt
+                open_utt = True
+            elif e.kind is END:
+                assert open_utt
+                open_utt = False
+            elif e.kind is CONT:
+                assert open_utt
+    assert open_utt == vad.in_utterance
 
 
 @settings(max_examples=200, deadline=None)
