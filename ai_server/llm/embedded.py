@@ -7,6 +7,12 @@ asyncio queue, at most ``LOOKAHEAD`` ahead of the reader. Cancelling the consume
 a stop flag that the worker checks between tokens; the iterator's ``finally`` then waits
 for the worker to leave the model, so no generation keeps running behind a barge-in (at
 most one more token is computed).
+
+Turn after turn, llama.cpp evaluates only what is new in the prompt: it reuses the longest
+token prefix the context already holds, and :class:`~ai_server.conversation.Conversations`
+keeps system prompt and history byte-stable and append-only. When several devices share the
+model, :class:`~ai_server.llm.prompt_states.PromptStates` keeps each conversation's KV state
+(LLM_STATE_CACHE_MB), so a turn from another device does not cost the whole history again.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ai_server.aio import closing
 from ai_server.errors import LLMError, StartupError
 from ai_server.llm import Message
 from ai_server.llm.models import CATALOGUE, DEFAULT_MODEL, model_path
+from ai_server.llm.prompt_states import PromptStates
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,7 @@ class EmbeddedLLM:
         temperature: float = 0.3,
         embedded_model: str = DEFAULT_MODEL,
         model_cache: str = "",
+        state_cache_mb: int = 256,
     ) -> None:
         try:
             from llama_cpp import Llama
@@ -84,12 +92,36 @@ class EmbeddedLLM:
         try:
             # n_threads_batch too: it defaults to every core, and prompt evaluation with 2
             # threads on the loaded 2-core machine ran at ~50 tokens/s against ~110 with 1.
-            self._llm: Any = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                                   n_threads_batch=n_threads, verbose=False)
+            self._llm: Any = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
+            )
         except Exception as exc:
             raise StartupError(f"cannot load LLM model {path}: {exc}".replace("\n", " ")) from exc
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         self.generating = 0  # generations inside llama.cpp right now (0 or 1)
+        self._format = _chat_formatter(self._llm)
+        self.states: PromptStates | None = None
+        if state_cache_mb > 0 and self._format is not None:
+            self.states = PromptStates(state_cache_mb * 1024 * 1024)
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int] | None:
+        """The tokens llama-cpp-python's chat handler makes of ``messages`` (same template, same
+        tokenizer call); None when the model has no chat template in its metadata."""
+        if self._format is None:
+            return None
+        result = self._format(messages=list(messages))
+        tokens: list[int] = self._llm.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+        )
+        return tokens
+
+    def _switch(self, messages: list[Message]) -> None:
+        """Worker thread: load this conversation's saved KV state if it beats what the context holds."""
+        if self.states is None:
+            return
+        tokens = self.prompt_tokens(messages)
+        if tokens is not None:
+            self.states.switch(self._llm, tokens)
 
     def _generate(
         self,
@@ -101,6 +133,7 @@ class EmbeddedLLM:
         """Worker thread: stream tokens into ``put`` until done or ``stop`` is set."""
         if stop.is_set():
             return
+        self._switch(messages)
         chunks: Iterator[dict[str, Any]] = self._llm.create_chat_completion(
             messages=list(messages),
             stream=True,
@@ -171,6 +204,7 @@ class EmbeddedLLM:
         """
 
         def work() -> None:
+            self._switch(messages)
             self._llm.create_chat_completion(messages=list(messages), max_tokens=1, temperature=0.0)
 
         await asyncio.get_running_loop().run_in_executor(self._pool, work)
@@ -185,3 +219,22 @@ class EmbeddedLLM:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):
             self._llm.close()
+
+
+def _chat_formatter(llm: Any) -> Any:
+    """The Jinja formatter llama-cpp-python builds from the GGUF's own chat template, or None when
+    it uses another chat format (then conversations share the context without saved states)."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if llm.chat_format != "chat_template.default" or not template:
+        return None
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def text(token: int) -> str:
+        return "" if token == -1 else llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=text(llm.token_eos()),
+        bos_token=text(llm.token_bos()),
+        stop_token_ids=[llm.token_eos()],
+    )
