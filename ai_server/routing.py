@@ -2,9 +2,12 @@
 
 :func:`parse_route` reads a transcript and, given the room names and device ids the server knows,
 says whether it asks to send something to another room (or everywhere) rather than asking the
-LLM a question. It is a small word-level parser, no LLM call: the decision is made on every voice
-turn before the LLM starts, so it has to be instant, and a false positive takes the question away
-from the LLM, so the phrasings are deliberately narrow.
+LLM a question. The sentences are hassil templates (``ai_server/assist/sentences/routing.yaml``,
+the same ones the intent recognizer detects these requests with): the household's rooms and
+device ids are list slots, the words to announce a wildcard slot, and a place named explicitly
+that is no known room a wildcard slot this module then checks. The decision is made on every
+voice turn before the LLM starts, so it has to be instant (well under a millisecond per request
+here), and a false positive takes the question away from the LLM, so the templates are narrow.
 
 Two kinds of request:
 
@@ -15,29 +18,38 @@ Two kinds of request:
   "announce to the kitchen that dinner is ready", "tell everyone dinner is ready", "let everybody
   know ...". An announcement that names no place goes everywhere ("announce dinner is ready").
 
-Places: a room or a device id, matched case-insensitively with spaces, ``_``, ``-``, ``.`` and
-apostrophes ignored ("living room" == ``living_room`` == "livingroom"), optionally with "the" and
-a device word ("the kitchen speaker", "the speakers in the kitchen"); or everywhere ("everyone",
-"all rooms", "every speaker"...). A room wins over a device id spelled the same.
+Places: a room or a device id, spoken with spaces for ``_``, ``-``, ``.`` ("living room" ==
+``living_room``; "livingroom" too), optionally with "the" and a device word ("the kitchen
+speaker", "the speakers in the kitchen"); or everywhere ("everyone", "all rooms", "every
+speaker"...). A room wins over a device id spelled the same. An explicit place the lists miss is
+still compared with the known names with spaces, ``_``, ``-``, ``.`` and apostrophes ignored
+("the bed room" is ``Bedroom``, "the kids' room" is ``kids_room``).
 
 A place that is named explicitly but unknown gives ``Scope.UNKNOWN`` (the caller says "I don't
 know a room called garage" rather than guessing). "Explicitly" is narrow on purpose, because
-"say that in French", "play it on repeat" or "read it to the kids" are not places: the words must
-follow "in the" (or carry a device or room word: "on the garage speaker", "to the game room"), or
-fill the place slot of "announce to ... that", be at most three words, and not be one of a few
-phrases that follow "in the" in ordinary requests ("in the morning", "in the same voice").
-An announcement whose *text* ends in "in the garden" keeps those words in the text and goes
-everywhere ("the kids are in the garden" is an announcement, not a room); only a place with a
-device or room word ("in the game room", "on the garage speaker") is treated as a named room there.
+"say that in French", "play it on repeat" or "read it to the kids" are not places: the templates
+want "in the" before it, or a device or room word ("on the garage speaker", "to the game room"),
+and the words must be at most three and not one of a few phrases that follow "in the" in ordinary
+requests ("in the morning", "in the same voice"). An announcement whose *text* ends in "in the
+garden" keeps those words in the text and goes everywhere ("the kids are in the garden" is an
+announcement, not a room); only a place with a device or room word ("in the game room", "on the
+garage speaker") is treated as a named room there.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
+
+import yaml  # type: ignore[import-untyped]  # pyyaml (hassil depends on it) ships no stubs
+from hassil import Intents, RecognizeResult, TextSlotList, recognize_all
+from hassil.intents import SlotList
+
+from ai_server.assist.intents import SENTENCES_DIR, WAKE_PREFIX
 
 
 class RouteKind(StrEnum):
@@ -68,285 +80,157 @@ class Route:
         return f"the {words}" if self.scope is Scope.ROOM else words
 
 
-@dataclass(frozen=True, slots=True)
-class _Word:
-    text: str  # lower case
-    start: int  # span in the transcript, to cut the announcement out with its own case and punctuation
-    end: int
-
-
-_FILLER_START: Final = frozenset({"hey", "naila", "please", "ok", "okay", "so", "and", "now", "just"})
-_ASK: Final = frozenset({"can", "could", "would", "will"})
-_REPLAY_VERBS: Final = frozenset({"play", "say", "repeat", "send", "read"})
-_ANNOUNCE_VERBS: Final = frozenset({"announce", "broadcast"})
-_EVERYONE: Final = frozenset({"everyone", "everybody"})
-# What a replay may refer to: "play <it> in the kitchen". Longest first.
-_REPLAY_OBJECTS: Final = (
-    ("what", "you", "just", "said"),
-    ("what", "you", "said"),
-    ("your", "last", "answer"),
-    ("your", "last", "reply"),
-    ("the", "last", "answer"),
-    ("the", "last", "reply"),
-    ("your", "answer"),
-    ("your", "reply"),
-    ("the", "answer"),
-    ("the", "reply"),
-    ("it",),
-    ("that",),
-    ("this",),
-)
-_AFTER_OBJECT: Final = frozenset({"again", "too", "also", "back", "out", "loud"})
-# Prepositions that introduce a place. After all but "in"/"into", an unknown place needs a device or
-# room word ("on the garage speaker", "to the game room"): "on the radio", "read it to the kids" are not rooms.
-_PLACE_PREPS: Final = frozenset({"in", "into", "to", "on", "through", "across", "throughout"})
-_ROOM_PREPS: Final = frozenset({"in", "into"})
+SENTENCES: Final = SENTENCES_DIR / "routing.yaml"
+ROUTE_INTENTS: Final = {"NailaReplay": RouteKind.REPLAY, "NailaAnnounce": RouteKind.ANNOUNCE}
+# The templates' metadata.place, best first: anything known beats an explicit unknown place or no
+# place ("announce X in the kitchen" is also "announce <X in the kitchen>" everywhere). A room and a
+# device rank alike, so that the match that leaves fewer words to the wildcards wins ("announce on
+# kitchen pi that ...": the device, not the room "kitchen" and "pi that ..."); a tie goes to the room.
+_RANK: Final = {"room": (0, 0), "device": (0, 1), "all": (1, 0), "unknown": (2, 0), "none": (3, 0)}
 _ARTICLES: Final = frozenset({"the", "my", "our"})
 _DEVICE_WORDS: Final = frozenset({"speaker", "speakers", "device", "devices", "one"})
 _TRAILING: Final = frozenset({"please", "too", "also", "again", "now", "thanks"})
-_EVERYWHERE: Final = frozenset(
-    {
-        "everywhere",
-        "everyone",
-        "everybody",
-        "all rooms",
-        "all the rooms",
-        "every room",
-        "each room",
-        "all speakers",
-        "all the speakers",
-        "every speaker",
-        "all devices",
-        "all the devices",
-        "every device",
-        "the whole house",
-        "the house",
-        "all over the house",
-        "the entire house",
-    }
-)
 # Follow "in the" in ordinary requests; never rooms ("say that in the morning", "in the same voice").
 _NOT_PLACES: Final = frozenset(
     {"morning", "afternoon", "evening", "night", "end", "meantime", "future", "past", "background", "first place"}
 )
 _NOT_PLACE_WORDS: Final = frozenset(
     {"of", "a", "an", "with", "and", "or", "your", "his", "her", "their", "same", "voice", "style", "accent", "way",
-     "language", "words", "tone", "order"}
+     "language", "words", "tone", "order", "to", "in", "on", "that"}
 )  # fmt: skip
 _MAX_UNKNOWN_WORDS: Final = 3
+_WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)*'?")  # letters/digits, apostrophes ("what's", "kids'")
 
 
 def parse_route(transcript: str, rooms: Iterable[str], devices: Iterable[str] = ()) -> Route | None:
     """The routing request ``transcript`` makes, or None when it is not one (the LLM answers it)."""
-    words = _tokens(transcript)
-    words = _skip_preamble(words)
-    if not words:
+    wake = WAKE_PREFIX.match(transcript.lower())
+    text = transcript[wake.end() :] if wake else transcript  # lower() keeps the offsets of these words
+    if not text.strip():
         return None
-    places = _Places(rooms, devices)
-    verb, rest = words[0].text, words[1:]
-    if verb in _REPLAY_VERBS:
-        return _replay(rest, places)
-    if verb in _ANNOUNCE_VERBS:
-        return _announce(transcript, rest, places)
-    if verb == "tell" and rest:
-        return _tell(transcript, rest, places)
-    if verb == "let":  # "let everyone know ...", "let the kitchen know ..."
-        know = next((i for i, w in enumerate(rest[:6]) if w.text == "know"), 0)
-        return _tell(transcript, rest[:know] + rest[know + 1 :], places) if know else None
+    places = _places(tuple(rooms), tuple(devices))
+    results = recognize_all(text, _intents(), slot_lists=places.lists, skip_words=(), language="en")
+    for result in sorted(results, key=_preference):
+        found = _route(result, text, places)
+        if found is not _NOT_THIS:
+            return found if isinstance(found, Route) else None
     return None
 
 
-# ---- the three request shapes ----------------------------------------------------------------
+# ---- from a template match to a route ----------------------------------------------------------
+
+_NOT_THIS: Final = object()  # this match names no place after all: try the next one
 
 
-def _replay(rest: list[_Word], places: _Places) -> Route | None:
-    after = _after_prefix(rest, _REPLAY_OBJECTS)
-    if after is None:
-        return None
-    while after and after[0].text in _AFTER_OBJECT:
-        after = after[1:]
-    if not after:
-        return None  # "say that again": not for another room
-    prep = after[0].text if after[0].text in _PLACE_PREPS else ""
-    target = places.resolve(after[1:] if prep else after, prep, allow_unknown=True)
-    return None if target is None else Route(RouteKind.REPLAY, *target)
+def _preference(result: RecognizeResult) -> tuple[int, int, int]:
+    """Best place kind first; then the least text in wildcards ("tell everyone that X": X, not "that X")."""
+    meta = result.intent_metadata or {}
+    group, tie = _RANK.get(str(meta.get("place")), (len(_RANK), 0))
+    wild = sum(len(e.text) for e in result.entities_list if e.is_wildcard)
+    return group, wild, tie
 
 
-def _announce(transcript: str, rest: list[_Word], places: _Places) -> Route | None:
-    if not rest:
-        return None
-    if rest[0].text in ("to", "in", "on"):  # place first: "announce to the kitchen (that) dinner is ready"
-        route = _place_first(transcript, rest[1:], places, allow_unknown=True)
-        if route is not None:
-            return route
-        if places.resolve(rest[1:], "in", allow_unknown=True) is not None:
-            return None  # "announce to the kitchen": nothing to say
-        # else "announce in the morning we leave": all of it is the text
-    elif rest[0].text not in _EVERYONE:  # "announce everywhere: ..." ("announce everyone is here" is text)
-        route = _place_first(transcript, rest, places, allow_unknown=False)
-        if route is not None and route.scope is Scope.ALL:
-            return route
-    body = rest[1:] if rest[0].text == "that" else rest
-    # Place last: "announce dinner is ready in the kitchen"; the rightmost place-like tail wins.
-    for i in range(len(body) - 1, 0, -1):
-        tail = body[i:]
-        if tail[0].text in _PLACE_PREPS:
-            prep, place = tail[0].text, tail[1:]
-        elif body[i - 1].text not in _PLACE_PREPS and _phrase(tail) in _EVERYWHERE:
-            prep, place = "", tail  # "... everywhere"
-        else:
-            continue
-        target = places.resolve(place, prep, allow_unknown=True, need_device_word=True)
-        if target is not None:
-            return _with_text(transcript, *target, body[:i])
-    return _with_text(transcript, Scope.ALL, "", body)
+def _route(result: RecognizeResult, text: str, places: _Places) -> Route | object | None:
+    """The match's route; None when it is a place with nothing to say (no routing request at all);
+    ``_NOT_THIS`` when its place is not one."""
+    meta: Mapping[str, Any] = result.intent_metadata or {}
+    kind = ROUTE_INTENTS.get(result.intent.name)
+    if kind is None:
+        return _NOT_THIS
+    entities = result.entities
+    if "area" in entities:
+        scope, target = Scope.ROOM, str(entities["area"].value)
+    elif "naila_device" in entities:
+        scope, target = Scope.DEVICE, str(entities["naila_device"].value)
+    elif "unknown_place" in entities or "unknown_room" in entities:
+        room = "unknown_room" in entities
+        said = entities["unknown_room" if room else "unknown_place"].text
+        resolved = places.resolve(f"{said} room" if room else said)
+        if resolved is None:
+            return _NOT_THIS
+        scope, target = resolved
+    else:
+        scope, target = Scope.ALL, ""
+    if meta.get("nothing_to_say"):
+        return None  # "announce to the kitchen": nothing to say
+    if kind is RouteKind.REPLAY:
+        return Route(kind, scope, target)
+    message = entities.get("message")
+    said = _sentence(text, message.text_span) if message is not None and message.text_span else ""
+    return Route(kind, scope, target, said) if said else _NOT_THIS
 
 
-def _tell(transcript: str, rest: list[_Word], places: _Places) -> Route | None:
-    """Tell everyone (in the kitchen) that ..., tell the kitchen ...: only everyone or a known room, since
-    "tell the truth" or "tell me a joke" are not routing."""
-    if rest[0].text in _EVERYONE:
-        if len(rest) > 2 and rest[1].text in ("in", "on"):  # "tell everyone in the kitchen ..."
-            return _place_first(transcript, rest[2:], places, allow_unknown=True)
-        return _with_text(transcript, Scope.ALL, "", rest[1:])
-    route = _place_first(transcript, rest, places, allow_unknown=False)
-    return route if route is not None and route.scope in (Scope.ROOM, Scope.DEVICE) else None
-
-
-def _place_first(transcript: str, rest: list[_Word], places: _Places, *, allow_unknown: bool) -> Route | None:
-    """A place, then the announcement: the longest known place wins, else (if allowed) an unknown one ending
-    at "that" or at a device/room word, or the single word after "the"."""
-    for n in range(min(len(rest) - 1, 6), 0, -1):
-        target = places.resolve(rest[:n], "", allow_unknown=False)
-        if target is not None:
-            return _with_text(transcript, *target, rest[n:])
-    if not allow_unknown or len(rest) < 2 or rest[0].text not in _ARTICLES:
-        return None
-    texts = [w.text for w in rest]
-    end = next((i for i, t in enumerate(texts[:5]) if t == "that" or t in _DEVICE_WORDS or t == "room"), None)
-    if end is None:
-        end = 2
-    elif texts[end] != "that":
-        end += 1  # the device/room word belongs to the place
-    target = places.resolve(rest[:end], "in", allow_unknown=True)  # a place slot: as explicit as "in the"
-    return None if target is None else _with_text(transcript, *target, rest[end:])
-
-
-def _with_text(transcript: str, scope: Scope, target: str, rest: list[_Word]) -> Route | None:
-    if rest and rest[0].text in ("that", "to"):  # "tell everyone to come down" -> "Come down."
-        rest = rest[1:]
-    text = _cut(transcript, rest)
-    return Route(RouteKind.ANNOUNCE, scope, target, text) if text else None
+def _sentence(text: str, span: tuple[int, int]) -> str:
+    """The transcript's own words in ``span`` (case and punctuation kept), as a sentence to speak."""
+    start, end = span
+    words = list(_WORD.finditer(text, start, end))
+    while words and words[-1].group().lower() in ("please", "thanks"):
+        words.pop()
+    if not words:
+        return ""
+    said = text[words[0].start() : words[-1].end()]
+    after = text[words[-1].end() :].strip()[:1]
+    said += after if after in ("!", "?") else "."
+    return said[0].upper() + said[1:]
 
 
 # ---- places ----------------------------------------------------------------------------------
 
 
 class _Places:
-    """Known rooms and devices by a spelling-free key ("Living_Room" -> "livingroom")."""
+    """Known rooms and devices: as hassil lists (their spoken forms), and by a spelling-free key."""
 
-    def __init__(self, rooms: Iterable[str], devices: Iterable[str]) -> None:
-        self.devices = {_key(d): d for d in devices if _key(d)}
+    def __init__(self, rooms: tuple[str, ...], devices: tuple[str, ...]) -> None:
         self.rooms = {_key(r): r for r in rooms if _key(r)}
+        self.devices = {_key(d): d for d in devices if _key(d)}
+        self.lists: dict[str, SlotList] = {
+            "area": _slot_list("area", self.rooms.values()),
+            "naila_device": _slot_list("naila_device", self.devices.values()),
+        }
 
-    def resolve(
-        self, place: Sequence[_Word], prep: str, *, allow_unknown: bool, need_device_word: bool = False
-    ) -> tuple[Scope, str] | None:
-        """(scope, target) for the words after the preposition ``prep`` ("" = none), or None: not a place."""
-        words = [w.text for w in place]
+    def resolve(self, said: str) -> tuple[Scope, str] | None:
+        """(scope, target) for a place the lists missed ("the bed room", "the garage"), or None: no place."""
+        words = [w.lower() for w in _WORD.findall(said)]
         while words and words[-1] in _TRAILING:
             words.pop()
         if words[-2:] == ["as", "well"]:
             words = words[:-2]
-        if " ".join(words) in _EVERYWHERE:
-            return Scope.ALL, ""
-        had_article = bool(words) and words[0] == "the"  # "my phone" is not a room named by mistake
         if words and words[0] in _ARTICLES:
             words = words[1:]
-        known = self._known(words)
-        if known is not None:
-            return known
-        words, device_word = _strip_device_words(words)
-        known = self._known(words)
-        if known is not None:
-            return known
-        # Not a known place: is it one named explicitly (see the module doc)?
-        if not prep or not allow_unknown or not words or len(words) > _MAX_UNKNOWN_WORDS:
-            return None
-        named_room = device_word or words[-1] == "room"
-        if need_device_word and not named_room:
-            return None
-        if not named_room and (prep not in _ROOM_PREPS or not had_article):
-            return None
-        if " ".join(words) in _NOT_PLACES or _NOT_PLACE_WORDS.intersection(words):
-            return None
-        return Scope.UNKNOWN, " ".join(words)
-
-    def _known(self, words: Sequence[str]) -> tuple[Scope, str] | None:
+        if len(words) > 1 and words[-1] in _DEVICE_WORDS:
+            words = words[:-1]
         key = _key(" ".join(words))
         if key in self.rooms:
             return Scope.ROOM, self.rooms[key]
         if key in self.devices:
             return Scope.DEVICE, self.devices[key]
-        return None
+        if not words or len(words) > _MAX_UNKNOWN_WORDS:
+            return None
+        if " ".join(words) in _NOT_PLACES or _NOT_PLACE_WORDS.intersection(words):
+            return None
+        return Scope.UNKNOWN, " ".join(words)
 
 
-def _strip_device_words(words: list[str]) -> tuple[list[str], bool]:
-    """ "speakers in the kitchen" / "kitchen speaker" -> (["kitchen"], True)."""
-    if len(words) > 2 and words[0] in _DEVICE_WORDS and words[1] in ("in", "of"):
-        words = words[2:]
-        if words and words[0] in _ARTICLES:
-            words = words[1:]
-        return words, True
-    if len(words) > 1 and words[-1] in _DEVICE_WORDS:
-        return words[:-1], True
-    return words, False
+@functools.lru_cache(maxsize=16)  # the registry's rooms and devices change rarely
+def _places(rooms: tuple[str, ...], devices: tuple[str, ...]) -> _Places:
+    return _Places(rooms, devices)
 
 
-# ---- words -----------------------------------------------------------------------------------
-
-_WORD: Final = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # letters/digits, inner apostrophes ("what's")
-
-
-def _tokens(transcript: str) -> list[_Word]:
-    return [_Word(m.group().lower(), m.start(), m.end()) for m in _WORD.finditer(transcript)]
-
-
-def _skip_preamble(words: list[_Word]) -> list[_Word]:
-    """Drop "hey naila, please", "could you (please)" before the verb."""
-    i = 0
-    while i < len(words):
-        if words[i].text in _FILLER_START:
-            i += 1
-        elif words[i].text in _ASK and i + 1 < len(words) and words[i + 1].text == "you":
-            i += 2
-        else:
-            break
-    return words[i:]
+def _slot_list(name: str, values: Iterable[str]) -> TextSlotList:
+    """A name's spoken forms: "living_room" as "living room" and "livingroom"."""
+    rows: list[tuple[str, Any]] = []
+    for value in values:
+        spoken = _words_of_name(value).lower()
+        for form in dict.fromkeys((spoken, spoken.replace(" ", ""))):
+            if form:
+                rows.append((form, value))
+    return TextSlotList.from_tuples(rows, allow_template=False, name=name)
 
 
-def _after_prefix(words: list[_Word], prefixes: Iterable[tuple[str, ...]]) -> list[_Word] | None:
-    texts = tuple(w.text for w in words)
-    for prefix in prefixes:
-        if texts[: len(prefix)] == prefix:
-            return words[len(prefix) :]
-    return None
-
-
-def _phrase(words: Sequence[_Word]) -> str:
-    return " ".join(w.text for w in words)
-
-
-def _cut(transcript: str, words: Sequence[_Word]) -> str:
-    """The transcript's own text for ``words`` (case and punctuation kept), as a sentence to speak."""
-    while words and words[-1].text in ("please", "thanks"):
-        words = words[:-1]
-    if not words:
-        return ""
-    text = transcript[words[0].start : words[-1].end].strip()
-    end = transcript[words[-1].end :].strip()[:1]
-    text += end if end in ("!", "?") else "."
-    return text[0].upper() + text[1:]
+@functools.cache
+def _intents() -> Intents:
+    """The routing templates alone: a few sentences, so matching them costs well under a millisecond."""
+    return Intents.from_dict(yaml.safe_load(SENTENCES.read_text(encoding="utf-8")))
 
 
 def _key(name: str) -> str:

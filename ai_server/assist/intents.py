@@ -2,7 +2,8 @@
 
 Home Assistant's own English templates (``home_assistant_intents.get_intents``) give timers, time,
 date, device control and broadcasts; the YAML files in ``sentences/`` add NAILA's intents (the time
-in a city, conversions, arithmetic, replays, "tell everyone ..."). The merged templates compile
+in a city, conversions, arithmetic, replays and announcements: routing.yaml, which
+ai_server/routing.py also matches alone to read the place and the words). The merged templates compile
 once per language (:func:`compiled`); the dynamic slot lists (areas, entity names, cities, units)
 come from the :class:`~ai_server.assist.core.IntentRegistry` and are rebuilt only when their rows
 change, so a sentence costs about 2 ms after the first (``bench``: see tests/ai_server/assist).
@@ -30,11 +31,12 @@ log = logging.getLogger("naila.assist")
 SENTENCES_DIR: Final = Path(__file__).with_name("sentences")
 # Lists a template may name that only exist at run time (Home Assistant's areas, floors and entity
 # names; our cities, units, operators): an empty list rather than hassil's MissingListError.
-DYNAMIC_LISTS: Final = ("name", "area", "floor", "city", "unit", "operator")
+DYNAMIC_LISTS: Final = ("name", "area", "floor", "city", "unit", "operator", "naila_device")
 # Wake words the STT may have kept at the start of the transcript ("okay nabu, what time is it").
 WAKE_WORDS: Final = ("okay nabu", "ok nabu", "hey jarvis", "hey mycroft", "alexa", "hey naila", "ok naila",
                      "okay naila", "naila")
-_WAKE: Final = re.compile(r"^(?:(?:" + "|".join(re.escape(w) for w in WAKE_WORDS) + r")\b[\s,.!?]*)+")
+# A leading wake word (and the punctuation after it); ai_server.routing cuts it off the same way.
+WAKE_PREFIX: Final = re.compile(r"^(?:(?:" + "|".join(re.escape(w) for w in WAKE_WORDS) + r")\b[\s,.!?]*)+")
 _SYMBOLS: Final = (("×", " times "), ("*", " times "), ("+", " plus "), ("÷", " divided by "), ("%", " percent "),
                    ("=", " "))  # fmt: skip
 _THOUSANDS: Final = re.compile(r"(?<=\d),(?=\d{3}\b)")  # "1,000" -> "1000"
@@ -55,7 +57,7 @@ def normalize(text: str) -> str:
     text = text.replace("’", "'")
     text = _NOT_WORD.sub(" ", text)
     text = " ".join(text.split())
-    return _WAKE.sub("", text).strip()
+    return WAKE_PREFIX.sub("", text).strip()
 
 
 @functools.cache

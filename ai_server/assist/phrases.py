@@ -56,14 +56,14 @@ COMMANDS: list[tuple[str, str, dict[str, Any]]] = [
     ("calculate 2 to the power of 10", "NailaCalculate", {"a": "2", "operator": "**", "b": "10"}),
     ("what is 15 percent of 80", "NailaCalculate", {"a": "15", "b": "80"}),
     ("what is 7 × 6?", "NailaCalculate", {"a": "7", "operator": "*", "b": "6"}),
-    # broadcasts and replays (resolved by ai_server/control/room_router.py)
+    # broadcasts and replays (ai_server/assist/sentences/routing.yaml; carried out by ai_server/control/room_router.py)
     ("announce dinner is ready", "HassBroadcast", {"message": "dinner is ready"}),
     ("broadcast that the car is here", "HassBroadcast", {"message": "the car is here"}),
     ("tell everyone dinner is ready", "NailaAnnounce", {"message": "dinner is ready"}),
     ("tell the kitchen the taxi is here", "NailaAnnounce", {"area": "kitchen", "message": "the taxi is here"}),
     ("let everybody know the film starts", "NailaAnnounce", {"message": "the film starts"}),
-    ("play it on the kitchen speaker", "NailaReplay", {"place": "the kitchen speaker"}),
-    ("say that again in the living room", "NailaReplay", {"place": "the living room"}),
+    ("play it on the kitchen speaker", "NailaReplay", {"area": "kitchen"}),
+    ("say that again in the living room", "NailaReplay", {"area": "living_room"}),
     ("repeat that everywhere", "NailaReplay", {}),
     # device control (Home Assistant, or "isn't set up")
     ("turn on the lights in the kitchen", "HassTurnOn", {"area": "kitchen", "domain": "light"}),
