@@ -21,11 +21,14 @@ from importlib import metadata
 from typing import Any
 
 from device_agent.aec import EchoCanceller, make_echo_canceller
-from device_agent.audio_io import AudioBackend, make_backend
+from device_agent.audio_io import AudioBackend, NoAudioBackend, make_backend
 from device_agent.audio_pipeline import AudioPipeline, PipelineStats
-from device_agent.camera import Camera, Snapshot, make_camera
+from device_agent.camera import Camera, CameraOff, Snapshot, make_camera
+from device_agent.commands import CommandFailed
 from device_agent.mqtt_agent import MqttAgent
+from device_agent.privacy import Privacy, load_privacy, save_privacy
 from device_agent.ptt_button import PttButton, make_ptt_button
+from device_agent.recorder import AUDIO_FORMATS, VIDEO_FORMATS, Clip, RecordingFailed, record_audio, record_video
 from device_agent.webrtc_client import HubClient
 from shared.config import AudioSettings, DeviceSettings, MqttSettings, VideoSettings, WebRTCSettings, load
 
@@ -69,6 +72,14 @@ class DeviceAgent:
             echo_guard_s=settings.device_echo_guard_s,
         )
         self.camera = camera if camera is not None else make_camera(settings, self.video_settings)
+        self.has_audio = not isinstance(self.backend, NoAudioBackend)
+        if not self.has_audio and self.camera is None:
+            raise ValueError("DEVICE_AUDIO_BACKEND=none needs a camera (DEVICE_CAMERA): the device would send nothing")
+        # The privacy switches (issue 22), as last set (DEVICE_STATE_FILE), apply before anything streams.
+        self.privacy = load_privacy(settings.device_state_file)
+        self.pipeline.mic_muted = not self.privacy.microphone
+        if self.camera is not None:
+            self.camera.set_enabled(self.privacy.camera)
         self.mqtt: MqttAgent | None = None
         if settings.device_mqtt:
             self.mqtt = MqttAgent(
@@ -77,13 +88,20 @@ class DeviceAgent:
                 self,
                 capabilities=self.capabilities,
                 firmware_version=firmware_version(),
-                status_fields=lambda: {"volume": self.pipeline.volume, "muted": self.pipeline.mic_muted},
+                status_fields=self._status_fields,
                 rng=rng,
             )
         # DEVICE_SIGNALING=mqtt: offers go through the MQTT link above instead of POST /connect.
         signaling = self.mqtt.signaling if self.mqtt is not None else None
         self.hub = HubClient(
-            settings, self.webrtc_settings, self.pipeline, self.camera, clock=clock, rng=rng, signaling=signaling
+            settings,
+            self.webrtc_settings,
+            self.pipeline,
+            self.camera,
+            clock=clock,
+            rng=rng,
+            signaling=signaling,
+            audio=self.has_audio,
         )
         # DEVICE_PTT_GPIO: a push-to-talk button (gpiozero is imported only then); raises ValueError.
         self.ptt: PttButton | None = make_ptt_button(
@@ -97,13 +115,24 @@ class DeviceAgent:
         self._started = False
 
     @property
+    def has_microphone(self) -> bool:
+        return self.has_audio
+
+    @property
     def capabilities(self) -> list[str]:
-        caps = ["audio", "speaker"]
-        if self.audio_settings.audio_echo_cancellation:
+        caps = ["audio", "speaker"] if self.has_audio else []
+        if self.has_audio and self.audio_settings.audio_echo_cancellation:
             caps.append("aec")
         if self.camera is not None:
             caps += ["video", "snapshot"]
-        return caps
+        return [*caps, "recording", "privacy"]
+
+    def _status_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"camera_enabled": self.camera.enabled if self.camera is not None else None}
+        if self.has_audio:
+            fields.update(volume=self.pipeline.volume, muted=self.pipeline.mic_muted,
+                          microphone_enabled=not self.pipeline.mic_muted)
+        return fields
 
     async def start(self) -> None:
         if self._started:
@@ -115,7 +144,7 @@ class DeviceAgent:
             s.device_room or "-",
             self.backend.describe(),
             self.pipeline.aec.canceller.name,
-            self.camera.source.name if self.camera else "none",
+            self.camera.name if self.camera else "none",
             self.hub.target,
             f"{self.mqtt_settings.mqtt_host}:{self.mqtt_settings.mqtt_port}" if self.mqtt else "off",
         )
@@ -156,8 +185,29 @@ class DeviceAgent:
         log.info("speaker volume %d", level)
 
     def set_mic_muted(self, muted: bool) -> None:
-        self.pipeline.mic_muted = muted
-        log.info("microphone %s", "muted" if muted else "unmuted")
+        self.set_microphone_enabled(not muted)
+
+    def set_microphone_enabled(self, enabled: bool) -> None:
+        """The microphone privacy switch (and ``mute``): silence before anything leaves the device, kept."""
+        if not self.has_audio:
+            raise CommandFailed("this device has no microphone")
+        self.pipeline.mic_muted = not enabled
+        self._keep(Privacy(camera=self.privacy.camera, microphone=enabled))
+        log.info("microphone %s", "on" if enabled else "off (muted)")
+
+    def set_camera_enabled(self, enabled: bool) -> None:
+        """The camera privacy switch: off closes the camera and the stream carries black frames, kept."""
+        if self.camera is None:
+            raise CommandFailed("this device has no camera")
+        self.camera.set_enabled(enabled)
+        self._keep(Privacy(camera=enabled, microphone=self.privacy.microphone))
+
+    def _keep(self, state: Privacy) -> None:
+        self.privacy = state
+        try:
+            save_privacy(self.settings.device_state_file, state)
+        except OSError as exc:  # the switch works now; only its survival across a restart is lost
+            log.error("DEVICE_STATE_FILE=%s not written: %s", self.settings.device_state_file, exc)
 
     def restart_stream(self) -> None:
         self.hub.restart("restart_stream command")
@@ -165,7 +215,35 @@ class DeviceAgent:
     async def snapshot(self, quality: int, size: tuple[int, int] | None) -> Snapshot | None:
         if self.camera is None:
             return None
-        return await self.camera.snapshot(quality, size)
+        try:
+            return await self.camera.snapshot(quality, size)
+        except CameraOff:
+            raise CommandFailed("the camera is off (privacy)") from None
+
+    async def record(self, media_type: str, duration_s: float, fmt: str) -> Clip:
+        """A clip for a recording request; CommandFailed (one line) when it cannot be made."""
+        if duration_s > self.settings.device_recording_max_s:
+            raise CommandFailed(f"duration over DEVICE_RECORDING_MAX_S ({self.settings.device_recording_max_s:g} s)")
+        try:
+            if media_type == "audio":
+                if not self.has_audio:
+                    raise CommandFailed("this device has no microphone")
+                if self.pipeline.mic_muted:
+                    raise CommandFailed("the microphone is off (privacy)")
+                if fmt not in AUDIO_FORMATS:
+                    raise CommandFailed(f"audio recordings are {' or '.join(AUDIO_FORMATS)}, not {fmt!r}")
+                return await record_audio(self.pipeline.taps, self.pipeline.rate, duration_s, fmt)
+            if media_type == "video":
+                if self.camera is None:
+                    raise CommandFailed("this device has no camera")
+                if fmt not in VIDEO_FORMATS:
+                    raise CommandFailed(f"video recordings are {' or '.join(VIDEO_FORMATS)}, not {fmt!r}")
+                return await record_video(self.camera, duration_s, self.webrtc_settings.webrtc_video_bitrate)
+        except CameraOff:
+            raise CommandFailed("the camera is off (privacy)") from None
+        except RecordingFailed as exc:
+            raise CommandFailed(str(exc)) from None
+        raise CommandFailed(f"media_type must be audio or video, not {media_type!r}")
 
     async def publish_status(self) -> dict[str, Any]:
         if self.mqtt is None:

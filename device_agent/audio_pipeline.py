@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +205,8 @@ class AudioPipeline:
         self._volume = 1.0
         self.mic_muted = False
         self.blocks = 0
+        # Recordings (device_agent.recorder) listen here: the mic path after AEC and mute, audio thread.
+        self.taps: list[Callable[[Int16Array], None]] = []
 
     @property
     def volume(self) -> int:
@@ -228,6 +231,8 @@ class AudioPipeline:
         if self.mic_muted:
             cleaned = np.zeros_like(cleaned)
         self.mic_out.push(cleaned)
+        for tap in tuple(self.taps):
+            tap(cleaned)
         self.blocks += 1
         return speaker
 

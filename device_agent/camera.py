@@ -1,4 +1,5 @@
-"""Camera sources (Pi camera, a file, a synthetic scene), the WebRTC video track and JPEG snapshots.
+"""Camera sources (Pi camera, a V4L2/USB webcam, a file, a synthetic scene), the WebRTC video track and JPEG
+snapshots, and the privacy switch (camera off: the source is closed and the track sends black frames).
 
 Sources are blocking (``read()`` returns the next frame) and are called from a worker thread,
 so a slow camera or decoder never stalls the event loop that also carries the audio.
@@ -13,7 +14,9 @@ import fractions
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,6 +120,74 @@ class FileSource:
         self._frames = None
 
 
+class AvSource:
+    """A V4L2 webcam (``/dev/video0``) or a recorded MJPEG/H.264 stream, demuxed and decoded by PyAV.
+
+    The same code reads both: ``av.open(url, format=..., options=...)``, decode, scale. A live
+    device is opened with the ``v4l2`` demuxer and asked for ``video_size``/``framerate``/
+    ``input_format`` (the driver may pick the nearest it has; frames are scaled to the configured
+    size anyway). A recorded stream is looped, like :class:`FileSource`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        width: int,
+        height: int,
+        *,
+        demuxer: str | None = None,
+        options: dict[str, str] | None = None,
+        loop: bool = False,
+    ) -> None:
+        self.url = url
+        self.width, self.height = width, height
+        self.demuxer = demuxer
+        self.options = dict(options or {})
+        self.loop = loop
+        self.name = f"{demuxer or 'av'} {url} {width}x{height}"
+        self._container: Any = None
+        self._frames: Any = None
+        self._open()  # fail at start-up, with the reason, rather than on the first frame
+
+    def _open(self) -> None:
+        self.close()
+        try:
+            self._container = av.open(self.url, format=self.demuxer, options=self.options)
+        except (OSError, av.FFmpegError) as exc:
+            raise ConfigError(f"camera {self.url}: cannot open ({_one_line(exc)})") from None
+        stream = self._container.streams.video[0] if self._container.streams.video else None
+        if stream is None:
+            self.close()
+            raise ConfigError(f"camera {self.url}: no video stream")
+        self.codec = stream.codec_context.name
+        self._frames = self._container.decode(stream)
+
+    def read(self) -> VideoFrame:
+        for _attempt in range(2):
+            if self._frames is None:
+                self._open()
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                if not self.loop:
+                    raise OSError(f"camera {self.url}: end of stream") from None
+                self._frames = None
+                continue
+            scaled: VideoFrame = frame.reformat(width=self.width, height=self.height, format="rgb24")
+            return scaled
+        raise OSError(f"camera {self.url}: no video frames")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = None
+        self._frames = None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join((str(err) or type(err).__name__).split())[:200]
+
+
 class PiCameraSource:
     """The Raspberry Pi camera through picamera2 (libcamera), RGB frames at the configured size."""
 
@@ -171,33 +242,109 @@ def encode_jpeg(frame: VideoFrame, quality: int = 85, size: tuple[int, int] | No
     return Snapshot(b"".join(bytes(p) for p in packets), width, height)
 
 
-class Camera:
-    """One source shared by the WebRTC track and on-demand snapshots."""
+class CameraOff(Exception):
+    """The camera is switched off (the privacy command): no frames, no snapshots, no clips."""
 
-    def __init__(self, source: FrameSource, fps: int) -> None:
-        self.source = source
+
+#: After a read error (a webcam unplugged, a driver hiccup), black frames for this long, then reopen.
+REOPEN_AFTER_S = 2.0
+
+
+class Camera:
+    """One source shared by the WebRTC track, on-demand snapshots and clips; switchable off for privacy.
+
+    Off closes the source, so the sensor stops (and a webcam's LED goes out); on opens a new one
+    with ``reopen``. A source that fails to read is closed and reopened after
+    :data:`REOPEN_AFTER_S`; meanwhile the track sends black frames, so the session stays up.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        fps: int,
+        *,
+        reopen: Callable[[], FrameSource] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source: FrameSource | None = source
+        self.name = source.name
+        self.width, self.height = source.width, source.height
         self.fps = fps
+        self._reopen = reopen
+        self._clock = clock
         self._lock = threading.Lock()
         self._latest: tuple[float, VideoFrame] | None = None
+        self._enabled = True
+        self._failed_at: float | None = None
         self.frames_read = 0
+        self.read_errors = 0
+        self.black = VideoFrame.from_ndarray(np.zeros((self.height, self.width, 3), dtype=np.uint8), format="rgb24")
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def set_enabled(self, enabled: bool) -> None:
+        """The privacy switch: off closes the source at once, on opens it again on the next read."""
+        with self._lock:
+            if enabled == self._enabled:
+                return
+            self._enabled = enabled
+            self._latest = None
+            if not enabled:
+                self._close_source()
+        log.info("camera %s", "on" if enabled else "off (privacy)")
+
+    def _close_source(self) -> None:
+        if self.source is not None:
+            try:
+                self.source.close()
+            except Exception as exc:  # closing a broken device must not stop the switch
+                log.warning("camera close failed: %s", _one_line(exc))
+            if self._reopen is not None:
+                self.source = None
 
     def read_blocking(self) -> VideoFrame:
+        """The next frame; raises :class:`CameraOff` when switched off, black while a broken source waits."""
         with self._lock:
-            frame = self.source.read()
-            self._latest = (time.monotonic(), frame)
+            if not self._enabled:
+                raise CameraOff("the camera is off")
+            if self._failed_at is not None and self._clock() - self._failed_at < REOPEN_AFTER_S:
+                return self.black
+            try:
+                if self.source is None:
+                    assert self._reopen is not None
+                    self.source = self._reopen()
+                frame = self.source.read()
+            except Exception as exc:
+                self.read_errors += 1
+                if self._failed_at is None:
+                    log.warning("camera %s: %s; retrying every %.0f s", self.name, _one_line(exc), REOPEN_AFTER_S)
+                self._failed_at = self._clock()
+                self._close_source()
+                return self.black
+            if self._failed_at is not None:
+                log.info("camera %s is back", self.name)
+                self._failed_at = None
+            self._latest = (self._clock(), frame)
             self.frames_read += 1
             return frame
 
     async def read(self) -> VideoFrame:
         return await asyncio.to_thread(self.read_blocking)
 
+    async def current(self) -> VideoFrame:
+        """The current view: the track's latest frame when it is fresh, else a new read."""
+        if not self._enabled:
+            raise CameraOff("the camera is off")
+        latest = self._latest
+        if latest is not None and self._clock() - latest[0] < 2.0 / self.fps:
+            return latest[1]
+        return await self.read()
+
     async def snapshot(self, quality: int = 85, size: tuple[int, int] | None = None) -> Snapshot:
         """A JPEG of the current view (reuses the track's latest frame when it is fresh)."""
-        latest = self._latest
-        if latest is not None and time.monotonic() - latest[0] < 2.0 / self.fps:
-            frame = latest[1]
-        else:
-            frame = await self.read()
+        frame = await self.current()
         return await asyncio.to_thread(encode_jpeg, frame, quality, size)
 
     def track(self) -> CameraTrack:
@@ -205,11 +352,18 @@ class Camera:
 
     def close(self) -> None:
         with self._lock:
-            self.source.close()
+            if self.source is not None:
+                self.source.close()
+
+
+#: While the camera is off the track sends one black frame a second: the hub's session and its
+#: dead-peer watchdog stay as they are (the track set is fixed at offer time, there is no
+#: renegotiation), and a black VP8 frame costs next to nothing.
+OFF_FPS = 1
 
 
 class CameraTrack(MediaStreamTrack):
-    """Video frames from a :class:`Camera`, paced at its frame rate on a 90 kHz clock."""
+    """Video frames from a :class:`Camera`, paced at its frame rate on a 90 kHz clock (black, 1/s, when off)."""
 
     kind = "video"
 
@@ -220,6 +374,7 @@ class CameraTrack(MediaStreamTrack):
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         self._start: float | None = None
         self._n = 0
+        self.black_frames = 0
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
@@ -234,27 +389,51 @@ class CameraTrack(MediaStreamTrack):
                 await asyncio.sleep(wait)
             elif wait < -1.0:  # fell far behind (slow camera): restart the schedule
                 self._start = loop.time() - self._n * self._period
-        frame = await self.camera.read()
+        step = 1
+        try:
+            frame = await self.camera.read()
+        except CameraOff:
+            frame = self.camera.black
+            step = max(1, self.camera.fps // OFF_FPS)  # the next frame is due a second later
+        if frame is self.camera.black:
+            self.black_frames += 1
+            frame = VideoFrame.from_ndarray(frame.to_ndarray(), format="rgb24")  # pts is per frame: a copy
         frame.pts = round(self._n * self._period * VIDEO_CLOCK_RATE)
         frame.time_base = self._time_base
-        self._n += 1
+        self._n += step
         return frame
+
+
+def v4l2_source(device: DeviceSettings, width: int, height: int, fps: int) -> AvSource:
+    """``DEVICE_CAMERA=v4l2``: the webcam ``DEVICE_CAMERA_DEVICE`` names (a recorded stream when it is a file)."""
+    from device_agent.devices import resolve_camera
+
+    path = resolve_camera(device.device_camera_device)
+    if Path(path).is_file():  # a recorded MJPEG/H.264 stream through the same code, looped
+        return AvSource(path, width, height, loop=True)
+    options = {"video_size": f"{width}x{height}", "framerate": str(fps)}
+    if device.device_camera_input_format:
+        options["input_format"] = device.device_camera_input_format
+    return AvSource(path, width, height, demuxer="v4l2", options=options)
 
 
 def make_camera(device: DeviceSettings, video: VideoSettings) -> Camera | None:
     """The camera ``DEVICE_CAMERA`` names at ``VIDEO_RESOLUTION`` / ``VIDEO_MAX_FPS``, or None."""
     width, height = video.resolution
     fps = video.video_max_fps
-    source: FrameSource
     if device.device_camera == "none":
         return None
+    opener: Callable[[], FrameSource]
     if device.device_camera == "synthetic":
-        source = SyntheticSource(width, height, fps)
+        opener = partial(SyntheticSource, width, height, fps)
     elif device.device_camera == "file":
         if not device.device_camera_file:
             raise ConfigError("DEVICE_CAMERA=file needs DEVICE_CAMERA_FILE")
-        source = FileSource(device.device_camera_file, width, height)
+        opener = partial(FileSource, device.device_camera_file, width, height)
+    elif device.device_camera == "v4l2":
+        opener = partial(v4l2_source, device, width, height, fps)
     else:
-        source = PiCameraSource(width, height, fps)
+        opener = partial(PiCameraSource, width, height, fps)
+    source = opener()  # the first open fails at start-up with its reason
     log.info("camera: %s at %d fps", source.name, fps)
-    return Camera(source, fps)
+    return Camera(source, fps, reopen=opener)

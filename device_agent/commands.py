@@ -11,7 +11,20 @@ restart_stream ``{}``                                redial the hub now
 snapshot       ``{"quality": 1-100,                  JPEG published on ``media/snapshot`` as a
                  "resolution": "WxH"}`` (optional)   MediaUpload with the same request_id
 status         ``{}``                                republish the retained status; its fields
+camera         ``{"enabled": bool}``                 privacy switch: off closes the camera, the
+                                                     stream carries black frames; ``{"camera_enabled": b}``
+microphone     ``{"enabled": bool}``                 privacy switch (same as ``mute`` inverted);
+                                                     ``{"microphone_enabled": b}``
 ============== ===================================== ==========================================
+
+Both switches show in the retained status (``camera_enabled``, ``microphone_enabled``) and are
+kept across reconnects (and restarts with ``DEVICE_STATE_FILE``).
+
+Media requests (``.../media/request``): ``snapshot`` as above; ``recording`` with
+``{"media_type": "audio"|"video", "duration_ms": 100-DEVICE_RECORDING_MAX_S, "format": "opus"|"wav"|"webm"}``
+(defaults: audio if the device has a microphone, 5000 ms, opus / webm) publishes a
+:class:`MediaUpload` on ``media/recording`` (spec §8.6). A media request that cannot be served
+is answered on ``.../command/response`` with its request_id, ``ok: false`` and the reason.
 
 Every payload is untrusted: a malformed or unknown command gets an error reply (request_id
 recovered from the raw JSON when possible, else ``"unknown"``), a log line and a counter, and
@@ -28,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from device_agent.camera import Snapshot
+from device_agent.recorder import Clip
 from shared.mqtt import (
     Command,
     CommandResponse,
@@ -58,6 +72,21 @@ class DeviceControl(Protocol):
     def set_mic_muted(self, muted: bool) -> None: ...
 
     def restart_stream(self) -> None: ...
+
+    @property
+    def has_microphone(self) -> bool: ...
+
+    def set_camera_enabled(self, enabled: bool) -> None:
+        """The camera privacy switch; raises CommandFailed when there is no camera."""
+        ...
+
+    def set_microphone_enabled(self, enabled: bool) -> None:
+        """The microphone privacy switch; raises CommandFailed when there is no microphone."""
+        ...
+
+    async def record(self, media_type: str, duration_s: float, fmt: str) -> Clip:
+        """A clip of the microphone or camera; raises CommandFailed when it cannot be made."""
+        ...
 
     async def snapshot(self, quality: int, size: tuple[int, int] | None) -> Snapshot | None:
         """A JPEG from the camera, or None when the device has none."""
@@ -108,6 +137,7 @@ class CommandHandler:
         self.publish = publish
         self.response_topic = topics.device_command_response(device_id)
         self.snapshot_topic = topics.media_snapshot(device_id)
+        self.recording_topic = topics.media_recording(device_id)
         self.handled: Counter[str] = Counter()  # command name -> successful runs
         self.errors: Counter[str] = Counter()  # reason -> count ("malformed", "unknown", "failed", ...)
 
@@ -157,6 +187,16 @@ class CommandHandler:
             return await self._snapshot(cmd.request_id, p)
         if cmd.command == "status":
             return await self.control.publish_status()
+        if cmd.command == "camera":
+            enabled = _param(p, "enabled", bool)
+            self.control.set_camera_enabled(enabled)
+            await self._refresh_status()
+            return {"camera_enabled": enabled}
+        if cmd.command == "microphone":
+            enabled = _param(p, "enabled", bool)
+            self.control.set_microphone_enabled(enabled)
+            await self._refresh_status()
+            return {"microphone_enabled": enabled}
         raise UnknownCommand(f"unknown command {cmd.command!r}")
 
     async def _refresh_status(self) -> None:
@@ -173,18 +213,47 @@ class CommandHandler:
             self.errors["malformed"] += 1
             log.warning("malformed media request dropped: %s", exc)
             return
-        if req.request_type != "snapshot":
-            self.errors["unsupported"] += 1
-            log.warning("media request %s: %s is not supported by this device", req.request_id, req.request_type)
-            return
         try:
-            await self._snapshot(req.request_id, dict(req.params))
+            if req.request_type == "snapshot":
+                await self._snapshot(req.request_id, dict(req.params))
+            else:
+                await self._recording(req.request_id, dict(req.params))
+            self.handled[req.request_type] += 1
+            return
         except CommandFailed as exc:
             self.errors["failed"] += 1
-            log.warning("media request %s failed: %s", req.request_id, exc)
-        except Exception:
+            log.warning("media request %s (%s) failed: %s", req.request_id, req.request_type, exc)
+            error = f"{req.request_type}: {exc}"
+        except Exception as exc:
             self.errors["internal"] += 1
             log.exception("media request %s crashed", req.request_id)
+            error = f"{req.request_type}: internal error: {type(exc).__name__}"
+        # The requester waits for the media topic: tell it why nothing will come, instead of a timeout.
+        await self._reply(req.request_id, error=error)
+
+    async def _recording(self, request_id: str, params: dict[str, Any]) -> None:
+        media_type = _param(params, "media_type", str, "")
+        if not media_type:
+            media_type = "audio" if self.control.has_microphone else "video"
+        duration_ms = _param(params, "duration_ms", int, 5000)
+        if duration_ms < 100:
+            raise CommandFailed(f"duration_ms must be at least 100, got {duration_ms}")
+        fmt = _param(params, "format", str, "opus" if media_type == "audio" else "webm").lower()
+        clip = await self.control.record(media_type, duration_ms / 1000, fmt)
+        upload = build(
+            MediaUpload,
+            request_id=request_id,
+            media_type=clip.media_type,
+            format=clip.format,
+            data=clip.data,
+            duration_ms=clip.duration_ms,
+            sample_rate=clip.sample_rate,
+            width=clip.width,
+            height=clip.height,
+        )
+        await self.publish(outbound(self.recording_topic, upload))
+        log.info("%s recording %s, %d ms (%d bytes) published for request %s", clip.media_type, clip.format,
+                 clip.duration_ms, len(clip.data), request_id)
 
     async def _snapshot(self, request_id: str, params: dict[str, Any]) -> dict[str, Any]:
         quality = _param(params, "quality", int, 85)

@@ -44,8 +44,9 @@ class LinkMonitor:
 
     @property
     def healthy(self) -> bool:
-        """Connected and audio is flowing."""
-        return self.state == "connected" and self.last_rtp is not None and self.dead_reason() is None
+        """Connected and audio is flowing (or none is expected: ``rtp_timeout_s`` infinite, a camera-only device)."""
+        audio_ok = self.last_rtp is not None or self.rtp_timeout_s == float("inf")
+        return self.state == "connected" and audio_ok and self.dead_reason() is None
 
     def dead_reason(self) -> str | None:
         """Why the link should be torn down and redialled, or None while it is fine."""

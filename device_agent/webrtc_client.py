@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import random
 import ssl
 import time
@@ -27,7 +28,6 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -41,6 +41,7 @@ from shared import control_channel
 from shared.audio import StreamResampler, rms_dbfs
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings
+from shared.rtc_tuning import prefer_codec, tune_opus_bitrate, tune_vp8_bitrate
 
 log = logging.getLogger(__name__)
 
@@ -101,30 +102,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _prefer_codec(transceiver: Any, kind: str, mime: str) -> None:
-    caps = RTCRtpSender.getCapabilities(kind).codecs
-    preferred = [c for c in caps if c.mimeType.lower() == mime.lower()]
-    if preferred:
-        transceiver.setCodecPreferences(preferred)
-
-
-def _tune_opus_bitrate(sender: RTCRtpSender, bitrate: int) -> None:
-    """aiortc hard-codes 96 kbit/s Opus: pre-create the sender's encoder with our bitrate.
-
-    Reaches into a private attribute (checked, and skipped with a log line if aiortc changes);
-    only valid because the audio transceiver is restricted to Opus.
-    """
-    attr = "_RTCRtpSender__encoder"
-    if getattr(sender, attr, "missing") is not None:
-        log.debug("cannot set the Opus bitrate on this aiortc version")
-        return
-    from aiortc.codecs.opus import OpusEncoder
-
-    encoder = OpusEncoder()
-    encoder.codec.bit_rate = bitrate
-    setattr(sender, attr, encoder)
-
-
 def _tune_jitter_prefetch(receiver: RTCRtpReceiver, prefetch: int) -> None:
     """aiortc waits for 4 packets (80 ms) before decoding audio; the LAN needs less."""
     attr = "_RTCRtpReceiver__jitter_buffer"
@@ -152,8 +129,10 @@ class HubClient:
         connect_timeout_s: float = 15.0,
         disconnected_grace_s: float = 3.0,
         signaling: SignalingTransport | None = None,
+        audio: bool = True,
     ) -> None:
         self.device = device
+        self.audio = audio  # False: a camera-only device (DEVICE_AUDIO_BACKEND=none), no audio section
         self.webrtc = webrtc
         self.pipeline = pipeline
         self.camera = camera
@@ -266,17 +245,22 @@ class HubClient:
             clock=self._clock,
             connect_timeout_s=self._connect_timeout,
             disconnected_grace_s=self._grace,
-            rtp_timeout_s=self.device.device_rtp_timeout_s,
+            # A camera-only device hears nothing from the hub: only the connection state judges its link.
+            rtp_timeout_s=self.device.device_rtp_timeout_s if self.audio else math.inf,
         )
         self.pc, self.monitor = pc, monitor
         playback: list[asyncio.Task[None]] = []
         try:
-            audio = pc.addTransceiver(MicTrack(self.pipeline.mic_out), direction="sendrecv")
-            _prefer_codec(audio, "audio", "audio/opus")
-            _tune_opus_bitrate(audio.sender, self.webrtc.webrtc_audio_bitrate)
-            _tune_jitter_prefetch(audio.receiver, self.device.device_jitter_prefetch)
+            if self.audio:
+                audio = pc.addTransceiver(MicTrack(self.pipeline.mic_out), direction="sendrecv")
+                prefer_codec(audio, "audio", "audio/opus")
+                tune_opus_bitrate(audio.sender, self.webrtc.webrtc_audio_bitrate)
+                _tune_jitter_prefetch(audio.receiver, self.device.device_jitter_prefetch)
             if self.camera is not None:
-                pc.addTransceiver(self.camera.track(), direction="sendonly")
+                video = pc.addTransceiver(self.camera.track(), direction="sendonly")
+                # VP8 only (what the hub decodes), so WEBRTC_VIDEO_BITRATE lands on the right encoder.
+                prefer_codec(video, "video", "video/VP8")
+                tune_vp8_bitrate(video.sender, self.webrtc.webrtc_video_bitrate)
             control = pc.createDataChannel(control_channel.LABEL)
             control.on("message", self._on_control)
             control.on("open", lambda: self._on_control_open(control))

@@ -110,7 +110,7 @@ def check_offer_sdp(sdp: str) -> None:
     aiortc builds an ICE gatherer and a DTLS transport (sockets on every interface) per
     un-bundled section at ``setRemoteDescription``: one offer with hundreds of ``m=`` lines
     would exhaust the hub's file descriptors. So: at most one section per kind in
-    :data:`MAX_MEDIA`, an audio one among them, and several only inside one BUNDLE group.
+    :data:`MAX_MEDIA`, an audio or a video one among them, and several only inside one BUNDLE group.
     """
     from aiortc.sdp import SessionDescription
 
@@ -126,8 +126,9 @@ def check_offer_sdp(sdp: str) -> None:
     except Exception as err:
         raise RequestRejected("bad_sdp", f"sdp cannot be parsed: {_one_line(err)}") from None
     kinds = Counter(m.kind for m in parsed.media)
-    if not kinds["audio"]:
-        raise RequestRejected("bad_sdp", "sdp offer has no audio section")
+    # A microphone-only device has no video section, a camera-only one (issue 22) no audio section.
+    if not (kinds["audio"] or kinds["video"]):
+        raise RequestRejected("bad_sdp", "sdp offer has no audio or video section")
     for kind, count in kinds.items():
         if count > MAX_MEDIA.get(kind, 0):
             raise RequestRejected("too_many_media", f"sdp has {count} {kind[:20]!r} sections (at most "

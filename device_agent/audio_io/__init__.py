@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from device_agent.audio_io.base import BACKEND_RATE, BLOCK_MS, AudioBackend, DuplexCallback, PacedAudioBackend
+from device_agent.audio_io.base import (
+    BACKEND_RATE,
+    BLOCK_MS,
+    AudioBackend,
+    DuplexCallback,
+    NoAudioBackend,
+    PacedAudioBackend,
+)
 from device_agent.audio_io.echo_path import EchoPath, PartitionedConvolver, synthetic_room_ir
 from device_agent.audio_io.file import FileAudioBackend
 from device_agent.audio_io.memory import MemoryAudioBackend, TimedBlock
@@ -12,6 +19,8 @@ from shared.config import ConfigError, DeviceSettings
 
 def make_backend(settings: DeviceSettings) -> AudioBackend:
     """The backend ``DEVICE_AUDIO_BACKEND`` names, configured from the device settings."""
+    if settings.device_audio_backend == "none":
+        return NoAudioBackend()
     if settings.device_audio_backend == "file":
         if not settings.device_mic_file and not settings.device_speaker_file:
             raise ConfigError(
@@ -29,6 +38,7 @@ __all__ = [
     "EchoPath",
     "FileAudioBackend",
     "MemoryAudioBackend",
+    "NoAudioBackend",
     "PacedAudioBackend",
     "PartitionedConvolver",
     "SoundDeviceBackend",

@@ -139,3 +139,19 @@ class PacedAudioBackend(AudioBackend):
 
     def _close(self) -> None:
         """Release files etc. after the clock stopped."""
+
+
+class NoAudioBackend(AudioBackend):
+    """No microphone and no speaker (``DEVICE_AUDIO_BACKEND=none``): a camera-only device.
+
+    The agent then offers no audio section at all, so the hub neither listens to nor speaks to it.
+    """
+
+    async def start(self, callback: DuplexCallback) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "none (camera-only device)"

@@ -19,15 +19,35 @@ class DeviceSettings(NailaSettings):
     device_hub_ca: str = Field(
         "", description="PEM CA that signed the hub's HTTPS certificate (naila init: ca.crt); empty = system CAs"
     )
-    device_audio_backend: Literal["sounddevice", "file"] = Field(
-        "sounddevice", description="sounddevice (ALSA) or file (WAV in, WAV out)"
+    device_audio_backend: Literal["sounddevice", "file", "none"] = Field(
+        "sounddevice",
+        description="sounddevice (ALSA/PortAudio), file (WAV in, WAV out) or none (a camera-only device: no "
+        "microphone, no speaker)",
     )
     device_mic_file: str = Field("", description="WAV played as the microphone (file backend)")
     device_speaker_file: str = Field("", description="WAV that records the speaker (file backend)")
-    device_camera: Literal["none", "picamera2", "file", "synthetic"] = Field(
-        "none", description="Camera source"
+    device_camera: Literal["none", "picamera2", "v4l2", "file", "synthetic"] = Field(
+        "none", description="Camera source: picamera2 (Pi camera module), v4l2 (USB webcam), file, synthetic"
     )
     device_camera_file: str = Field("", description="Video/image file for the file camera")
+    device_camera_device: str = Field(
+        "/dev/video0",
+        description="DEVICE_CAMERA=v4l2: the webcam, a /dev/video* path or part of its name (naila device "
+        "--list-devices); a recorded MJPEG/H.264 file is read the same way, looped",
+    )
+    device_camera_input_format: str = Field(
+        "mjpeg",
+        description="DEVICE_CAMERA=v4l2: what the webcam sends (mjpeg, yuyv422, h264...); empty = the driver's "
+        "default. MJPEG lets a USB 2 webcam deliver 640x480 at 15+ fps",
+    )
+    device_state_file: str = Field(
+        "",
+        description="JSON file keeping the privacy switches (camera / microphone off) across restarts; "
+        "empty = both are on at every start",
+    )
+    device_recording_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="Longest clip a recording request (media/request) may ask for, s"
+    )
     device_aec_filter_ms: Annotated[int, Field(ge=20, le=1000)] = Field(
         200, description="Echo canceller filter length, ms"
     )

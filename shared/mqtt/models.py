@@ -95,6 +95,9 @@ class DeviceStatus(NailaMessage):
     muted: bool | None = None
     # issue 19: what starts a turn on this device (DEVICE_LISTENING_MODE); the hub applies it.
     listening_mode: Literal["wake_word", "always", "push_to_talk"] | None = None
+    # issue 22: the privacy switches (the ``camera`` / ``microphone`` commands); None = the device has none.
+    camera_enabled: bool | None = None
+    microphone_enabled: bool | None = None
 
 
 class SignalingDescription(NailaMessage):

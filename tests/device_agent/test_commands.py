@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from device_agent.camera import Snapshot
-from device_agent.commands import CommandHandler
+from device_agent.commands import CommandFailed, CommandHandler
+from device_agent.recorder import Clip
 from shared.mqtt import CommandResponse, MediaUpload, OutboundMessage, decode, topics
 
 pytestmark = pytest.mark.unit
@@ -22,6 +23,23 @@ class FakeDevice:
         self.camera = camera
         self.status_publishes = 0
         self.snapshot_args: tuple[int, tuple[int, int] | None] | None = None
+        self.camera_on = True
+        self.has_microphone = True
+        self.record_args: tuple[str, float, str] | None = None
+
+    def set_camera_enabled(self, enabled: bool) -> None:
+        if not self.camera:
+            raise CommandFailed("this device has no camera")
+        self.camera_on = enabled
+
+    def set_microphone_enabled(self, enabled: bool) -> None:
+        self.muted = not enabled
+
+    async def record(self, media_type: str, duration_s: float, fmt: str) -> Clip:
+        self.record_args = (media_type, duration_s, fmt)
+        if media_type == "video" and not self.camera_on:
+            raise CommandFailed("the camera is off (privacy)")
+        return Clip(b"OggS fake", media_type, fmt, round(duration_s * 1000), sample_rate=48_000)
 
     def set_volume(self, level: int) -> None:
         self.volume = level
@@ -117,9 +135,53 @@ async def test_media_request_snapshot(setup: Any) -> None:
     (msg,) = pub.sent
     assert msg.topic == topics.media_snapshot("kitchen")
     assert decode(MediaUpload, msg.payload).request_id == "req_456"
-    await handler.on_media_request(b'{"request_type": "recording", "request_id": "r2"}')
     await handler.on_media_request(b"garbage")
-    assert len(pub.sent) == 1 and handler.errors == {"unsupported": 1, "malformed": 1}
+    assert len(pub.sent) == 1 and handler.errors == {"malformed": 1}
+
+
+async def test_a_recording_request_is_answered_with_a_clip_on_media_recording(setup: Any) -> None:
+    handler, dev, pub = setup
+    await handler.on_media_request(b'{"request_type": "recording", "request_id": "r2"}')
+    (msg,) = pub.sent
+    upload = decode(MediaUpload, msg.payload)
+    assert msg.topic == topics.media_recording("kitchen") and upload.request_id == "r2"
+    assert (upload.media_type, upload.format, upload.duration_ms, upload.sample_rate) == ("audio", "opus", 5000, 48_000)
+    assert dev.record_args == ("audio", 5.0, "opus")  # the defaults of a bare request
+    await handler.on_media_request(json.dumps({"request_type": "recording", "request_id": "r3",
+                                               "params": {"media_type": "video", "duration_ms": 1500}}).encode())
+    assert dev.record_args == ("video", 1.5, "webm") and handler.handled["recording"] == 2
+
+
+async def test_a_recording_that_cannot_be_made_gets_an_error_result_with_its_request_id(setup: Any) -> None:
+    handler, dev, pub = setup
+    dev.camera_on = False
+    bad = [
+        ({"media_type": "video"}, "recording: the camera is off (privacy)"),
+        ({"duration_ms": 10}, "duration_ms must be at least 100"),
+        ({"duration_ms": "long"}, "must be int"),
+    ]
+    for n, (params, why) in enumerate(bad):
+        req = {"request_type": "recording", "request_id": f"rec-{n}", "params": params}
+        await handler.on_media_request(json.dumps(req).encode())
+        resp = pub.responses()[-1]
+        assert resp.request_id == f"rec-{n}" and not resp.ok and why in (resp.error or "")
+    assert not [m for m in pub.sent if m.topic == topics.media_recording("kitchen")]
+    assert handler.errors == {"failed": 3}
+
+
+async def test_privacy_commands_switch_and_refresh_the_status(setup: Any) -> None:
+    handler, dev, pub = setup
+    resp = await handler.on_command(cmd("camera", "p1", enabled=False))
+    assert resp.ok and resp.result == {"camera_enabled": False} and dev.camera_on is False
+    resp = await handler.on_command(cmd("microphone", "p2", enabled=False))
+    assert resp.ok and resp.result == {"microphone_enabled": False} and dev.muted is True
+    assert dev.status_publishes == 2  # each change republished the retained status
+    for params, why in [({}, "missing parameter 'enabled'"), ({"enabled": "off"}, "must be bool")]:
+        resp = await handler.on_command(cmd("camera", "p3", **params))
+        assert not resp.ok and resp.request_id == "p3" and why in (resp.error or "")
+    no_cam = CommandHandler("kitchen", FakeDevice(camera=False), pub)
+    resp = await no_cam.on_command(cmd("camera", "p4", enabled=True))
+    assert not resp.ok and resp.error == "this device has no camera"
 
 
 async def test_unknown_command_is_answered_and_counted(setup: Any) -> None:

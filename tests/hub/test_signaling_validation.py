@@ -46,7 +46,9 @@ def test_good_body_parses() -> None:
         (body({"device_id": "pi", "sdp": ""}), "bad_sdp"),
         (body({"device_id": "pi", "sdp": "hello"}), "bad_sdp"),
         (body({"device_id": "pi", "sdp": "v=0\r\nm=audio x\r\n"}), "bad_sdp"),
-        (body({"device_id": "pi", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}), "bad_sdp"),
+        # Only a data channel: neither microphone nor camera (a camera-only offer is fine, issue 22).
+        (body({"device_id": "pi", "sdp": "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"}),
+         "bad_sdp"),
     ],
 )
 def test_bad_bodies_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
@@ -123,6 +125,7 @@ def offer_with(*sections: str, bundle: str | None = None) -> bytes:
 def test_an_offer_with_audio_video_and_data_bundled_is_fine() -> None:
     parse_connect_body(offer_with(AUDIO, VIDEO, DATA, bundle="0 1 2"))
     parse_connect_body(offer_with(AUDIO))  # one section needs no BUNDLE
+    parse_connect_body(offer_with(VIDEO))  # a camera-only device (issue 22)
 
 
 @pytest.mark.parametrize(

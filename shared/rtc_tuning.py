@@ -1,0 +1,97 @@
+"""Encoder bitrates aiortc does not let us configure (issue 22: WEBRTC_AUDIO_BITRATE, WEBRTC_VIDEO_BITRATE).
+
+aiortc creates a sender's encoder lazily, on the first frame, with hard-coded settings (Opus at
+96 kbit/s, VP8 starting at 500 kbit/s). Both the device (microphone, camera) and the hub (the
+TTS reply) pre-create that encoder with the configured bitrate. It is a private attribute,
+checked first: on an aiortc that renamed it the call logs one line and the library default stays.
+Only valid where the transceiver is restricted to that one codec (``prefer_codec``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiortc import RTCRtpSender
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.vpx import Vp8Encoder
+
+log = logging.getLogger(__name__)
+
+_ENCODER = "_RTCRtpSender__encoder"
+_VP8_TARGET = "_Vp8Encoder__target_bitrate"  # what aiortc's VP8 encoder reads for its buffer size
+#: The least a congestion report (REMB) may take VP8 down to; below it frames turn to mush.
+VP8_FLOOR = 100_000
+
+
+def prefer_codec(transceiver: Any, kind: str, mime: str) -> None:
+    """Negotiate only ``mime`` (e.g. audio/opus, video/VP8) on this transceiver."""
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    preferred = [c for c in caps if c.mimeType.lower() == mime.lower()]
+    if preferred:
+        transceiver.setCodecPreferences(preferred)
+
+
+def _can_preset(sender: RTCRtpSender) -> bool:
+    if getattr(sender, _ENCODER, "missing") is not None:
+        log.debug("cannot preset the encoder on this aiortc version (or it already runs)")
+        return False
+    return True
+
+
+def tune_opus_bitrate(sender: RTCRtpSender, bitrate: int) -> bool:
+    """Opus at ``bitrate`` bit/s instead of aiortc's 96 kbit/s; False when it could not be set."""
+    if not _can_preset(sender):
+        return False
+    encoder = OpusEncoder()
+    encoder.codec.bit_rate = bitrate
+    setattr(sender, _ENCODER, encoder)
+    return True
+
+
+class CappedVp8Encoder(Vp8Encoder):
+    """aiortc's VP8 encoder starting at, and never above, ``ceiling`` bit/s.
+
+    Receiver reports (REMB) still lower it on a congested link, down to :data:`VP8_FLOOR`;
+    aiortc's own clamp (250 kbit/s - 1.5 Mbit/s) is replaced so that the setting means what it says.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        super().__init__()
+        self.ceiling = ceiling
+        self._target = ceiling
+        setattr(self, _VP8_TARGET, ceiling)
+
+    @property
+    def target_bitrate(self) -> int:
+        return self._target
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        self._target = max(min(VP8_FLOOR, self.ceiling), min(int(bitrate), self.ceiling))
+        setattr(self, _VP8_TARGET, self._target)
+
+
+def tune_vp8_bitrate(sender: RTCRtpSender, bitrate: int) -> bool:
+    """VP8 at ``bitrate`` bit/s (REMB may lower it, never raise it); False when it could not be set."""
+    if not _can_preset(sender):
+        return False
+    setattr(sender, _ENCODER, CappedVp8Encoder(bitrate))
+    return True
+
+
+def negotiated_mime(transceiver: Any) -> str | None:
+    """The codec a transceiver will send with after the offer was applied (None if unknown)."""
+    codecs = getattr(transceiver, "_codecs", None)
+    return str(codecs[0].mimeType).lower() if codecs else None
+
+
+def tune_answer_opus(transceiver: Any, bitrate: int) -> bool:
+    """The answering side (the hub): preset Opus only when the offer made Opus the codec.
+
+    A browser may offer other audio codecs first; then aiortc's own encoder for it stays.
+    """
+    if negotiated_mime(transceiver) != "audio/opus":
+        log.info("reply audio is not Opus (%s): WEBRTC_AUDIO_BITRATE not applied", negotiated_mime(transceiver))
+        return False
+    return tune_opus_bitrate(transceiver.sender, bitrate)
