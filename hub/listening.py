@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hub.vad import VadEvent, VadEventKind
-from shared.mqtt import DeviceStatus, MessageError, decode_message
+from shared.mqtt import DeviceStatus
 
 log = logging.getLogger("naila.hub.listening")
 
@@ -211,14 +211,7 @@ class ListeningModes:
     def on_change(self, listener: Callable[[str, str], None]) -> None:
         self._listeners.append(listener)
 
-    async def on_status(self, topic: str, payload: bytes) -> None:
-        """MQTT listener for ``naila/devices/+/status`` (listening_mode, DEVICE_LISTENING_MODE)."""
-        if not payload:
-            return
-        try:
-            _, message = decode_message(topic, payload)
-        except MessageError as exc:
-            log.debug("listening modes: status on %s dropped: %s", topic[:200], exc)
-            return
-        if isinstance(message, DeviceStatus) and message.listening_mode:
-            self.report(message.device_id, message.listening_mode, "status")
+    def on_status(self, status: DeviceStatus) -> None:
+        """hub.device_status listener: the status's listening_mode (DEVICE_LISTENING_MODE)."""
+        if status.listening_mode:
+            self.report(status.device_id, status.listening_mode, "status")

@@ -28,7 +28,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, web
 
+from hub.device_status import DeviceStatusFeed
 from hub.metrics import HubMetrics
+from hub.rooms import RoomDirectory
 from hub.turns import TurnLog
 from hub.web.auth import BROWSER_ID_RE, COOKIE_NAME, DeviceTokenTable, ReadAccess, WebAuth, new_browser_id
 from hub.web.events import EventBus, stream_events
@@ -70,6 +72,8 @@ class WebHost(Protocol):
     settings: HubSettings
     metrics: HubMetrics
     turns: TurnLog
+    rooms: RoomDirectory  # the one room registry: the dashboard reads it, browser pages write it
+    device_status: DeviceStatusFeed  # device statuses, decoded once
 
     @property
     def sessions(self) -> Mapping[str, SessionView]: ...
@@ -134,6 +138,8 @@ class WebApp:
             hub_instance=secrets.token_hex(6),
             ai_status=self._ai_status,
             mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else (lambda: None),
+            rooms=host.rooms,
+            statuses=host.device_status,
         )
         # The same limits as uploads arriving over MQTT (MEDIA_MAX_UPLOAD_SIZE, the image formats),
         # narrowed to the still-image formats a browser question needs.
@@ -282,9 +288,6 @@ class WebApp:
         if room is not None and not is_safe_segment(room):
             return _error(400, "room must be 1-64 of A-Z a-z 0-9 _ . -")
         self.state.set_browser_room(device_id, cast(str | None, room))
-        rooms = getattr(self.host, "rooms", None)  # hub.rooms: the room rides on this browser's audio too
-        if rooms is not None:
-            rooms.set(device_id, cast(str | None, room))
         return web.json_response({"device_id": device_id, "token": self.auth.device_token(device_id), "room": room})
 
     async def events(self, request: web.Request) -> web.StreamResponse:

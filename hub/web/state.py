@@ -3,9 +3,10 @@
 Sources, all read on the hub's event loop:
 
 * the hub's WebRTC sessions (polled every TICK_S: connected devices, their mic level);
-* MQTT through the hub's broker link: retained ``naila/devices/+/status`` (room, online),
-  ``naila/alerts/all`` and ``naila/server/status``, decoded with ``shared.mqtt`` (anything
-  that does not validate is dropped, so ids and rooms are always safe topic segments);
+* device statuses (online, zone, firmware...) from the hub's one decoding subscription
+  (hub.device_status), and each device's room from the hub's one room registry (hub.rooms);
+* MQTT through the hub's broker link: ``naila/alerts/all`` and ``naila/server/status``, decoded
+  with ``shared.mqtt`` (anything that does not validate is dropped);
 * the hub's TurnLog (a listener on every completed turn);
 * /health and, while a dashboard is open, the AI server's GetStatus.
 
@@ -13,9 +14,7 @@ Every change goes out on the :class:`~hub.web.events.EventBus`; a new page gets 
 
 A status flood (M8) must not cost O(devices) of JSON and fan-out per message on the media
 event loop: the device list goes out at most DEVICES_EVERY_S apart (changes in between are
-folded into the next one), and each device's statuses pass a per-device rate limit; one over
-it is parked (only the latest per device, unparsed) and applied at a later tick, so the final
-state of a flapping device is still shown.
+folded into the next one), and hub.device_status rate limits each device's statuses.
 Alert snapshots: the hub stores no alert images, so an alert with ``snapshot_available`` is
 shown as "snapshot stored on the AI server".
 """
@@ -32,13 +31,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hub.device_status import DeviceStatusFeed
 from hub.metrics import HubMetrics
+from hub.rooms import RoomDirectory
 from hub.turns import TurnLog, TurnRecord
 from hub.web.auth import BROWSER_ID_RE
 from hub.web.events import EventBus, format_event
 from shared.grpc_security import ClientSecurity
-from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, parse_topic, topics
-from shared.rate_limit import RateLimiter
+from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, topics
 
 log = logging.getLogger("naila.hub.web")
 
@@ -49,12 +49,8 @@ MAX_ALERTS = 200
 MAX_DEVICES = 500  # MQTT statuses kept; beyond that the oldest offline ones are forgotten
 LEVEL_FLOOR_DBFS = -90.0
 DEVICES_EVERY_S = 0.5  # at most 2 device-list updates a second to the dashboards
-# A device sends a status when it connects and every DEVICE_HEARTBEAT_S (30 s): 5 at once, then
-# one every 2 s is far above that, and bounds what one misbehaving client can make us decode.
-STATUS_BURST = 5
-STATUS_PER_S = 0.5
 
-MQTT_FILTERS = (topics.ALL_DEVICE_STATUS, topics.ALERTS_ALL, topics.SERVER_STATUS)
+MQTT_FILTERS = (topics.ALERTS_ALL, topics.SERVER_STATUS)
 
 
 class SessionView(Protocol):
@@ -74,7 +70,6 @@ class DeviceView:
     device_id: str
     connected: bool = False  # has a live WebRTC session on this hub
     mqtt_online: bool | None = None  # None: never heard of on MQTT
-    room: str | None = None
     zone: str | None = None
     firmware_version: str | None = None
     capabilities: list[str] = field(default_factory=list)
@@ -85,14 +80,15 @@ class DeviceView:
     def online(self) -> bool:
         return self.connected or bool(self.mqtt_online)
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, room: str | None) -> dict[str, object]:
+        """``room``: the device's room from hub.rooms, the one place it is kept."""
         return {
             "device_id": self.device_id,
             "kind": "browser" if BROWSER_ID_RE.fullmatch(self.device_id) else "device",
             "online": self.online,
             "connected": self.connected,
             "mqtt_online": self.mqtt_online,
-            "room": self.room,
+            "room": room or None,
             "zone": self.zone,
             "firmware_version": self.firmware_version,
             "capabilities": list(self.capabilities),
@@ -135,7 +131,11 @@ class DashboardState:
         ai_status: Callable[[], dict[str, object]] | None = None,
         mqtt_connected: Callable[[], bool | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        rooms: RoomDirectory | None = None,
+        statuses: DeviceStatusFeed | None = None,
     ) -> None:
+        """``rooms`` and ``statuses``: the hub's (hub.server); without them (tests) the dashboard
+        makes its own and feeds its room registry from its own status feed."""
         self.bus = bus
         self.metrics = metrics
         self.turns = turns
@@ -148,20 +148,26 @@ class DashboardState:
         self.alerts: deque[dict[str, object]] = deque(maxlen=MAX_ALERTS)
         self.server_status: dict[str, object] | None = None  # naila/server/status (retained)
         self.ai_status: dict[str, object] = {"reachable": None}
-        self.browser_rooms: dict[str, str] = {}  # rooms browser pages gave for themselves
         self._levels: dict[str, float] = {}
         self._devices_dirty = False
         self._next_devices_at = float("-inf")
-        self._status_limiter = RateLimiter(STATUS_PER_S, STATUS_BURST, clock=clock, max_keys=MAX_DEVICES * 2)
-        self._parked: dict[str, tuple[str, bytes]] = {}  # device id -> its latest over-limit status
         self._task: asyncio.Task[None] | None = None
         self._ai_task: asyncio.Task[None] | None = None
         turns.add_listener(self.on_turn)
+        self.statuses = statuses or DeviceStatusFeed(metrics, clock=clock)
+        if rooms is None:
+            rooms = RoomDirectory()
+            self.statuses.add_listener(rooms.on_status)  # before ours: the list shows the new room
+        self.rooms = rooms
+        self.statuses.add_listener(self.on_device_status, self._cleared)
 
     # ----- snapshots -----
 
     def device_list(self) -> list[dict[str, object]]:
-        return [d.to_json() for d in sorted(self.devices.values(), key=lambda d: (not d.online, d.device_id))]
+        return [self._json(d) for d in sorted(self.devices.values(), key=lambda d: (not d.online, d.device_id))]
+
+    def _json(self, view: DeviceView) -> dict[str, object]:
+        return view.to_json(self.rooms.room_of(view.device_id))
 
     def health(self) -> dict[str, object]:
         return {
@@ -190,7 +196,7 @@ class DashboardState:
             events.append(format_event("snapshot", self.snapshot()))
         else:
             view = self.devices.get(device_id)
-            events.append(format_event("device", view.to_json() if view else {"device_id": device_id}))
+            events.append(format_event("device", self._json(view) if view else {"device_id": device_id}))
         return events
 
     # ----- inputs -----
@@ -201,47 +207,13 @@ class DashboardState:
     async def on_mqtt(self, topic: str, payload: bytes) -> None:
         """Handler for the hub's MQTT link (registered for every filter in MQTT_FILTERS)."""
         if not payload:
-            self._cleared(topic)
-            return
-        if not self._admit_status(topic, payload):
-            return
-        self._apply(topic, payload)
-
-    def _admit_status(self, topic: str, payload: bytes) -> bool:
-        """False when this is a device status over its device's rate: then it is parked, not parsed."""
-        try:
-            parsed = parse_topic(topic)
-        except MessageError:
-            return True  # decode_message refuses it with the reason
-        device_id = parsed.device_id
-        if parsed.kind is not topics.TopicKind.DEVICE_STATUS or device_id is None:
-            return True
-        if device_id not in self._parked and self._status_limiter.allow(device_id):
-            return True
-        self.metrics.web_refused["status_limited"] += 1
-        if device_id not in self._parked:
-            if len(self._parked) >= MAX_DEVICES:
-                return False  # dropped: that many devices flooding at once is an attack, not a house
-            log.info("dashboard: statuses of %s over %.1f/s; showing only its latest", device_id, STATUS_PER_S)
-        self._parked[device_id] = (topic, payload)
-        return False
-
-    def apply_parked(self) -> None:
-        """Apply the parked statuses of devices that are under their rate again (every tick)."""
-        for device_id, (topic, payload) in list(self._parked.items()):
-            if self._status_limiter.allow(device_id):
-                del self._parked[device_id]
-                self._apply(topic, payload)
-
-    def _apply(self, topic: str, payload: bytes) -> None:
+            return  # a cleared retained alert or server status: nothing to show
         try:
             _parsed, message = decode_message(topic, payload)
         except MessageError as err:
             log.info("dashboard: dropped MQTT message on %r: %s", topic[:200], err)
             return
-        if isinstance(message, DeviceStatus):
-            self.on_device_status(message)
-        elif isinstance(message, Alert):
+        if isinstance(message, Alert):
             self.on_alert(message)
         elif isinstance(message, ServerStatus):
             self.server_status = {
@@ -251,21 +223,16 @@ class DashboardState:
             }
             self.bus.publish("health", self.health(), dashboard_only=True)
 
-    def _cleared(self, topic: str) -> None:
+    def _cleared(self, device_id: str) -> None:
         """An empty retained message deletes a status: forget what it said."""
-        try:
-            parsed = parse_topic(topic)
-        except MessageError:
+        view = self.devices.get(device_id)
+        if view is None:
             return
-        if parsed.kind is topics.TopicKind.DEVICE_STATUS and parsed.device_id is not None:
-            self._parked.pop(parsed.device_id, None)  # older than the clear: must not bring it back
-        if parsed.kind is topics.TopicKind.DEVICE_STATUS and parsed.device_id in self.devices:
-            view = self.devices[parsed.device_id]
-            if view.connected:
-                view.mqtt_online = None
-            else:
-                del self.devices[parsed.device_id]
-            self._devices_changed()
+        if view.connected:
+            view.mqtt_online = None
+        else:
+            del self.devices[device_id]
+        self._devices_changed()
 
     def on_device_status(self, status: DeviceStatus) -> None:
         view = self.devices.get(status.device_id)
@@ -273,7 +240,6 @@ class DashboardState:
             self._make_room()
             view = self.devices[status.device_id] = DeviceView(status.device_id)
         view.mqtt_online = status.online
-        view.room = status.room or view.room
         view.zone = status.zone or view.zone
         view.firmware_version = status.firmware_version
         view.capabilities = list(status.capabilities)
@@ -302,13 +268,9 @@ class DashboardState:
         self.bus.publish("alert", item, dashboard_only=True)
 
     def set_browser_room(self, device_id: str, room: str | None) -> None:
-        if room:
-            self.browser_rooms[device_id] = room
-        else:
-            self.browser_rooms.pop(device_id, None)
-        view = self.devices.get(device_id)
-        if view is not None:
-            view.room = room
+        """A browser page names its own room: into hub.rooms, so it rides on its audio too."""
+        self.rooms.set(device_id, room)
+        if device_id in self.devices:
             self._devices_changed()
 
     def _devices_changed(self) -> None:
@@ -340,7 +302,7 @@ class DashboardState:
             view = self.devices.get(device_id)
             if view is None:
                 self._make_room()
-                view = self.devices[device_id] = DeviceView(device_id, room=self.browser_rooms.get(device_id))
+                view = self.devices[device_id] = DeviceView(device_id)
             if not view.connected:
                 view.connected = True
                 changed = True
@@ -369,7 +331,6 @@ class DashboardState:
         next_health = next_ai = 0.0
         while True:
             try:
-                self.apply_parked()
                 self.poll_sessions()
                 self.flush_devices()
                 now = self._clock()

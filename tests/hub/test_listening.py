@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
+from hub.device_status import DeviceStatusFeed
 from hub.listening import ALWAYS, PUSH_TO_TALK, WAKE_WORD, GateConfig, ListeningGate, ListeningModes, Phase
 from hub.metrics import HubMetrics
 from hub.session import DeviceSession
@@ -143,10 +144,12 @@ async def test_mode_from_the_devices_mqtt_status() -> None:
     modes.on_change(lambda d, m: seen.append((d, m)))
     status = build(DeviceStatus, device_id="pi-hall", online=True, capabilities=["audio"],
                    firmware_version="1", listening_mode=PUSH_TO_TALK)
+    feed = DeviceStatusFeed()  # the hub's one decoding subscription (hub.device_status)
+    feed.add_listener(modes.on_status)
     msg = outbound(topics.device_status("pi-hall"), status)
-    await modes.on_status(msg.topic, msg.payload)
+    await feed.on_mqtt(msg.topic, msg.payload)
     assert modes.source_of("pi-hall") == (PUSH_TO_TALK, "status") and seen == [("pi-hall", PUSH_TO_TALK)]
-    await modes.on_status(msg.topic, b"{not json")  # logged and dropped
+    await feed.on_mqtt(msg.topic, b"{not json")  # logged and dropped
     assert modes.mode_of("pi-hall") == PUSH_TO_TALK
 
 

@@ -13,6 +13,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from hub.arbitration import Arbiter
+from hub.device_status import DeviceStatusFeed
 from hub.rooms import RoomDirectory
 from hub.session import DeviceSession
 from shared.contract import pb
@@ -94,8 +95,10 @@ async def test_the_room_from_the_device_status_rides_on_every_message() -> None:
     status = build(DeviceStatus, device_id="pi-k", online=True, capabilities=["audio"], firmware_version="1",
                    room="kitchen")
     out = outbound(topics.device_status("pi-k"), status)
-    await host.rooms.on_status(out.topic, out.payload)
-    await host.rooms.on_status(topics.device_status("pi-k"), b"{not json")  # ignored, room kept
+    feed = DeviceStatusFeed()  # the hub's one decoding subscription (hub.device_status)
+    feed.add_listener(host.rooms.on_status)
+    await feed.on_mqtt(out.topic, out.payload)
+    await feed.on_mqtt(topics.device_status("pi-k"), b"{not json")  # ignored, room kept
     s = DeviceSession("pi-k", RTCPeerConnection(), host)  # type: ignore[arg-type]
     try:
         play({s: (envelope(4, 20), 1.0)})

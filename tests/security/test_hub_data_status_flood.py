@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from hub.device_status import STATUS_BURST, DeviceStatusFeed
 from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
 from hub.turns import TurnLog
 from hub.web.events import EventBus, Subscriber
-from hub.web.state import DEVICES_EVERY_S, MAX_DEVICES, STATUS_BURST, TICK_S, DashboardState
+from hub.web.state import DEVICES_EVERY_S, MAX_DEVICES, TICK_S, DashboardState
 from shared.mqtt import DeviceStatus, build, encode, topics
 
 pytestmark = pytest.mark.unit
@@ -65,7 +66,7 @@ async def test_device_list_updates_are_coalesced_to_two_a_second() -> None:
     next_tick = clock.now
     for i in range(1000):
         clock.now += 0.01
-        await state.on_mqtt(topics.device_status(f"pi-{i % 200}"), status(f"pi-{i % 200}", online=i % 3 != 0))
+        await state.statuses.on_mqtt(topics.device_status(f"pi-{i % 200}"), status(f"pi-{i % 200}", online=i % 3 != 0))
         sent += 1
         if clock.now >= next_tick:
             next_tick += TICK_S
@@ -83,9 +84,9 @@ async def test_device_list_updates_are_coalesced_to_two_a_second() -> None:
 async def test_the_first_change_goes_out_at_once_and_the_rest_waits_for_the_window() -> None:
     clock = Clock()
     state, dash, _ = make(clock)
-    await state.on_mqtt(topics.device_status("pi-a"), status("pi-a"))
+    await state.statuses.on_mqtt(topics.device_status("pi-a"), status("pi-a"))
     assert len(device_events(dash)) == 1, "nothing to coalesce with: sent now"
-    await state.on_mqtt(topics.device_status("pi-b"), status("pi-b"))
+    await state.statuses.on_mqtt(topics.device_status("pi-b"), status("pi-b"))
     state.flush_devices()
     assert device_events(dash) == [], "inside the window: held"
     clock.now += DEVICES_EVERY_S
@@ -101,22 +102,24 @@ async def test_one_flooding_device_is_rate_limited_and_its_latest_status_wins() 
     state, dash, metrics = make(clock)
     for i in range(500):  # 500 statuses in 0.5 s, flapping online/offline
         clock.now += 0.001
-        await state.on_mqtt(topics.device_status("pi-flood"), status("pi-flood", online=i % 2 == 0, room=f"r{i}"))
+        flap = status("pi-flood", online=i % 2 == 0, room=f"r{i}")
+        await state.statuses.on_mqtt(topics.device_status("pi-flood"), flap)
     assert metrics.web_refused["status_limited"] == 500 - STATUS_BURST
-    assert state.devices["pi-flood"].room == f"r{STATUS_BURST - 1}", "over the limit: parked, not applied"
+    assert state.rooms.room_of("pi-flood") == f"r{STATUS_BURST - 1}", "over the limit: parked, not applied"
     # Another device is not affected by the flood.
-    await state.on_mqtt(topics.device_status("pi-calm"), status("pi-calm", room="hall"))
-    assert state.devices["pi-calm"].room == "hall"
+    await state.statuses.on_mqtt(topics.device_status("pi-calm"), status("pi-calm", room="hall"))
+    assert state.rooms.room_of("pi-calm") == "hall"
     clock.now += 10
-    state.apply_parked()
+    state.statuses.apply_parked()
     view = state.devices["pi-flood"]
-    assert view.room == "r499" and view.mqtt_online is False, "the last status is applied once under the rate"
+    assert state.rooms.room_of("pi-flood") == "r499", "the last status is applied once under the rate"
+    assert view.mqtt_online is False
     # A clear after a parked status must not be undone by it.
     for i in range(STATUS_BURST + 1):
-        await state.on_mqtt(topics.device_status("pi-flood"), status("pi-flood", room=f"again{i}"))
-    await state.on_mqtt(topics.device_status("pi-flood"), b"")
+        await state.statuses.on_mqtt(topics.device_status("pi-flood"), status("pi-flood", room=f"again{i}"))
+    await state.statuses.on_mqtt(topics.device_status("pi-flood"), b"")
     clock.now += 10
-    state.apply_parked()
+    state.statuses.apply_parked()
     assert "pi-flood" not in state.devices
     assert device_events(dash), "the dashboard was told"
 
@@ -125,22 +128,26 @@ async def test_the_device_map_stays_bounded_even_when_every_device_says_it_is_on
     clock = Clock()
     state, _, _ = make(clock)
     for i in range(MAX_DEVICES + 50):
-        await state.on_mqtt(topics.device_status(f"pi-{i}"), status(f"pi-{i}", online=True))
+        await state.statuses.on_mqtt(topics.device_status(f"pi-{i}"), status(f"pi-{i}", online=True))
     assert len(state.devices) == MAX_DEVICES
     assert f"pi-{MAX_DEVICES + 49}" in state.devices, "the newest is kept; the oldest MQTT-only ones go"
 
 
 async def test_the_room_directory_is_rate_limited_per_device_and_bounded() -> None:
     clock = Clock()
-    rooms = RoomDirectory(clock=clock, max_rooms=100)
+    feed, rooms = DeviceStatusFeed(clock=clock), RoomDirectory(max_rooms=100)
+    feed.add_listener(rooms.on_status)
     for i in range(50):
-        await rooms.on_status(topics.device_status("pi-flood"), status("pi-flood", room=f"r{i}"))
-    assert rooms.dropped == 50 - 5 and rooms.room_of("pi-flood") == "r4"
+        await feed.on_mqtt(topics.device_status("pi-flood"), status("pi-flood", room=f"r{i}"))
+    assert feed.limited == 50 - STATUS_BURST and rooms.room_of("pi-flood") == f"r{STATUS_BURST - 1}"
     clock.now += 60
-    await rooms.on_status(topics.device_status("pi-flood"), status("pi-flood", room="kitchen"))
-    assert rooms.room_of("pi-flood") == "kitchen", "back under its rate: heard again"
+    feed.apply_parked()
+    assert rooms.room_of("pi-flood") == "r49", "back under its rate: its latest status is applied"
+    await feed.on_mqtt(topics.device_status("pi-flood"), status("pi-flood", room="kitchen"))
+    assert rooms.room_of("pi-flood") == "kitchen", "heard again"
     for i in range(300):
-        await rooms.on_status(topics.device_status(f"pi-{i}"), status(f"pi-{i}", room="hall"))
+        await feed.on_mqtt(topics.device_status(f"pi-{i}"), status(f"pi-{i}", room="hall"))
     assert len(rooms) == 100
     assert rooms.room_of("pi-299") == "hall" and rooms.room_of("pi-0") == "", "least recently told forgotten first"
-    await rooms.on_status("naila/devices/<x>/status", status("pi-1", room="x"))  # bad topic: dropped, no error
+    await feed.on_mqtt("naila/devices/<x>/status", status("pi-1", room="x"))  # bad topic: dropped, no error
+    assert feed.invalid == 1

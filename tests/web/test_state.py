@@ -61,21 +61,21 @@ async def test_device_status_alerts_and_bad_messages() -> None:
     state, bus, _, _ = make(clock)
     sub = bus.subscribe(None)
     assert sub is not None
-    await state.on_mqtt(topics.device_status("pi-a"), status("pi-a", True, room="kitchen"))
+    await state.statuses.on_mqtt(topics.device_status("pi-a"), status("pi-a", True, room="kitchen"))
     seen = state.devices["pi-a"].last_seen
     clock.now += 1  # device-list updates are at most 2 a second (test_hub_data_status_flood.py)
-    await state.on_mqtt(topics.device_status("pi-a"), status("pi-a", False))
+    await state.statuses.on_mqtt(topics.device_status("pi-a"), status("pi-a", False))
     view = state.devices["pi-a"]
-    assert not view.online and view.room == "kitchen", "an offline will without a room keeps the room"
+    assert not view.online and state.rooms.room_of("pi-a") == "kitchen", "an offline will without a room keeps the room"
     assert view.last_seen == seen, "going offline does not move 'last seen'"
     # Payload and topic disagree, unsafe ids, not JSON: all dropped.
-    await state.on_mqtt(topics.device_status("pi-b"), status("pi-c", True))
-    await state.on_mqtt("naila/devices/<b>/status", status("pi-b", True))
-    await state.on_mqtt(topics.device_status("pi-b"), b"{not json")
+    await state.statuses.on_mqtt(topics.device_status("pi-b"), status("pi-c", True))
+    await state.statuses.on_mqtt("naila/devices/<b>/status", status("pi-b", True))
+    await state.statuses.on_mqtt(topics.device_status("pi-b"), b"{not json")
     assert set(state.devices) == {"pi-a"}
     # An empty retained message deletes the status.
     clock.now += 1
-    await state.on_mqtt(topics.device_status("pi-a"), b"")
+    await state.statuses.on_mqtt(topics.device_status("pi-a"), b"")
     assert state.devices == {}
     for zone, kind in (("door", "person"), ("garden", "motion"), ("door", "motion")):
         alert = build(Alert, alert_type=kind, zone=zone, confidence=0.5, source_device="cam", snapshot_available=True)
@@ -95,7 +95,7 @@ def test_sessions_and_levels_are_polled() -> None:
     sessions["web-x"] = FakeSession(-30.04)
     state.set_browser_room("web-x", "office")
     state.poll_sessions()
-    assert state.devices["web-x"].connected and state.devices["web-x"].room == "office"
+    assert state.devices["web-x"].connected and state.device_list()[0]["room"] == "office"
     state.poll_sessions()  # nothing changed: nothing sent
     sessions["web-x"].input_level_dbfs = -200.0
     state.poll_sessions()
