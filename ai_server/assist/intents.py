@@ -32,6 +32,8 @@ SENTENCES_DIR: Final = Path(__file__).with_name("sentences")
 # Lists a template may name that only exist at run time (Home Assistant's areas, floors and entity
 # names; our cities, units, operators): an empty list rather than hassil's MissingListError.
 DYNAMIC_LISTS: Final = ("name", "area", "floor", "city", "unit", "operator", "naila_device")
+# The asker's area for a sentence that needs one ("turn off the lights") when the asker has no room.
+NO_ROOM: Final = "\x00no room"
 # Wake words the STT may have kept at the start of the transcript ("okay nabu, what time is it").
 WAKE_WORDS: Final = ("okay nabu", "ok nabu", "hey jarvis", "hey mycroft", "alexa", "hey naila", "ok naila",
                      "okay naila", "naila")
@@ -106,11 +108,22 @@ class Recognizer:
             )
             if plain is not None and plain.intent.name.startswith("Naila"):
                 result = plain
+        if result is None and context is None:
+            # "turn off the lights" from a device without a room (none in its status): Home Assistant's
+            # sentence needs the satellite's area. Match it with a stand-in area that is then dropped,
+            # so the handler answers for no room ("which room do you mean?", or the only such device,
+            # or "Home Assistant isn't set up") instead of the LLM pretending it switched something.
+            result = recognize_best(
+                said, self.intents, slot_lists=self._slot_lists(slot_rows), skip_words=self.skip_words,
+                intent_context={"area": NO_ROOM}, language=self.language, best_slot_name="name",
+            )
         if result is None:
             return None
         slots: dict[str, Any] = {}
         for name, entity in result.entities.items():
             value = entity.value
+            if value == NO_ROOM:
+                continue
             slots[name] = value.strip() if isinstance(value, str) else value
         return IntentMatch(result.intent.name, slots, text)
 
