@@ -73,15 +73,3 @@ def int16_to_frame(samples: Int16Array, rate: int) -> AudioFrame:
     frame.sample_rate = rate
     return frame
 
-
-def frame_to_mono(frame: AudioFrame) -> tuple[Int16Array, int]:
-    """An aiortc/PyAV audio frame (s16 or flt, packed or planar, any channels) as int16 mono."""
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        x = data.reshape(channels, -1).astype(np.float64).mean(axis=0)
-    else:
-        x = data.reshape(-1, channels).astype(np.float64).mean(axis=1)
-    if data.dtype.kind == "f":
-        x = x * 32768.0
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16), int(frame.sample_rate)

@@ -36,9 +36,9 @@ from device_agent.aio import wait_event
 from device_agent.audio_pipeline import AudioPipeline
 from device_agent.camera import Camera
 from device_agent.link_monitor import LinkMonitor
-from device_agent.tracks import MicTrack, frame_to_mono
+from device_agent.tracks import MicTrack
 from shared import control_channel
-from shared.audio import StreamResampler, rms_dbfs
+from shared.audio import StreamResampler, frame_to_mono, rms_dbfs
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings
 from shared.rtc_tuning import prefer_codec, tune_opus_bitrate, tune_vp8_bitrate
@@ -368,7 +368,7 @@ class HubClient:
             except MediaStreamError:
                 return
             monitor.on_rtp()
-            samples, rate = frame_to_mono(frame)  # type: ignore[arg-type]
+            samples, rate = frame_to_mono(frame), frame.sample_rate  # type: ignore[arg-type,union-attr]
             if first:
                 log.info("receiving hub audio (%d Hz)", rate)
                 first = False

@@ -10,10 +10,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 from av import AudioFrame
 
-from shared.audio import HUB_RATE, Framer, Int16Array, StreamResampler, samples_per_frame
+from shared.audio import HUB_RATE, Framer, Int16Array, StreamResampler, frame_to_mono, samples_per_frame
 
 log = logging.getLogger("naila.hub.media")
 
@@ -25,29 +24,6 @@ FRAME_SAMPLES_16K = samples_per_frame(HUB_RATE)  # 320
 UPLINK_RESAMPLER_QUALITY = "LQ"
 
 
-def frame_to_mono_int16(frame: AudioFrame) -> Int16Array:
-    """Mono int16 samples of an av.AudioFrame (s16/flt, packed or planar, any channel count).
-
-    aiortc's Opus decoder gives packed stereo s16 at 48 kHz; PCMU/PCMA give mono s16 at 8 kHz.
-    """
-    arr = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        data = arr.reshape(channels, -1)
-        mono = data[0] if channels == 1 else data.mean(axis=0)
-    else:
-        flat = arr.reshape(-1)
-        mono = flat if channels == 1 else flat.reshape(-1, channels).mean(axis=1)
-    out: Int16Array
-    if np.issubdtype(mono.dtype, np.floating) and frame.format.name.startswith("flt"):
-        out = np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
-    elif mono.dtype != np.int16:
-        out = np.clip(np.round(mono), -32768, 32767).astype(np.int16)
-    else:
-        out = mono
-    return out
-
-
 class AudioIngest:
     """Stateful converter of one device's stream: any rate/layout in, 320-sample frames out."""
 
@@ -57,7 +33,7 @@ class AudioIngest:
         self._framer = Framer(samples_per_frame(out_rate))
 
     def push(self, frame: AudioFrame) -> Iterator[Int16Array]:
-        mono = frame_to_mono_int16(frame)
+        mono = frame_to_mono(frame)
         rate = int(frame.sample_rate)
         if self._resampler is None or self._resampler.from_rate != rate:
             self._resampler = StreamResampler(rate, self.out_rate, quality=UPLINK_RESAMPLER_QUALITY)

@@ -13,11 +13,14 @@ import wave
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import soxr
+
+if TYPE_CHECKING:  # PyAV only for the type: the AI server uses this module without it
+    from av import AudioFrame
 
 Int16Array = npt.NDArray[np.int16]
 Float32Array = npt.NDArray[np.float32]
@@ -41,6 +44,29 @@ def int16_to_float(x: Int16Array) -> Float32Array:
 
 def float_to_int16(x: npt.NDArray[np.floating]) -> Int16Array:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def frame_to_mono(frame: AudioFrame) -> Int16Array:
+    """An aiortc/PyAV audio frame (s16 or flt, packed or planar, any channels) as int16 mono.
+
+    aiortc's Opus decoder gives packed stereo s16 at 48 kHz, PCMU/PCMA mono s16 at 8 kHz.
+    Channels are averaged. Float samples are scaled by 32768 and clipped: the inverse of
+    :func:`int16_to_float` and what FFmpeg's own flt -> s16 conversion does, so a frame gives
+    the same samples whether PyAV or this function converts it.
+    """
+    data: npt.NDArray[Any] = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if channels == 1 and data.dtype == np.int16:
+        mono: Int16Array = data.reshape(-1)  # the common mono s16 case: no copy, no float round trip
+        return mono
+    if frame.format.is_planar:
+        x = data.reshape(channels, -1).astype(np.float64).mean(axis=0)
+    else:
+        x = data.reshape(-1, channels).astype(np.float64).mean(axis=1)
+    if data.dtype.kind == "f":
+        x = x * 32768.0
+    out: Int16Array = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    return out
 
 
 def resample(x: Int16Array, from_rate: int, to_rate: int) -> Int16Array:

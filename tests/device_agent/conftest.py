@@ -19,8 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from device_agent.tracks import frame_to_mono
-from shared.audio import Int16Array
+from shared.audio import Int16Array, frame_to_mono
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -67,6 +66,7 @@ class Answerer:
         self.device_ids: list[str] = []
         self.audio: list[tuple[float, Int16Array]] = []  # (loop time, 48 kHz mono) per frame
         self.video_frames = 0
+        self.video_levels: list[float] = []  # mean luma of each received video frame (0 = black)
         self.requests = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -110,10 +110,11 @@ class Answerer:
             except MediaStreamError:
                 return
             if track.kind == "audio":
-                x, _rate = frame_to_mono(frame)  # type: ignore[arg-type]
+                x = frame_to_mono(frame)  # type: ignore[arg-type]
                 self.audio.append((loop.time(), x))
             else:
                 self.video_frames += 1
+                self.video_levels.append(float(frame.to_ndarray(format="gray").mean()))  # type: ignore[union-attr]
 
     async def start(self) -> None:
         app = web.Application()

@@ -20,7 +20,8 @@ from device_agent.camera import (
     encode_jpeg,
     make_camera,
 )
-from device_agent.tracks import MicTrack, frame_to_mono, int16_to_frame
+from device_agent.tracks import MicTrack, int16_to_frame
+from shared.audio import frame_to_mono
 from shared.config import ConfigError, DeviceSettings, VideoSettings, load
 
 pytestmark = pytest.mark.unit
@@ -54,14 +55,14 @@ def test_frame_to_mono_handles_packed_stereo_and_planar_float() -> None:
     stereo[0, 0::2], stereo[0, 1::2] = 1000, 3000
     f = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
     f.sample_rate = 48_000
-    x, rate = frame_to_mono(f)
-    assert rate == 48_000 and x.size == 480 and (x == 2000).all()
+    x = frame_to_mono(f)
+    assert x.size == 480 and (x == 2000).all()
     planar = np.full((2, 160), 0.5, np.float32)
     g = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
     g.sample_rate = 16_000
-    y, rate = frame_to_mono(g)
-    assert rate == 16_000 and (y == 16384).all()
-    z, _ = frame_to_mono(int16_to_frame(np.arange(5, dtype=np.int16), 48_000))
+    y = frame_to_mono(g)
+    assert (y == 16384).all()
+    z = frame_to_mono(int16_to_frame(np.arange(5, dtype=np.int16), 48_000))
     assert np.array_equal(z, np.arange(5))
 
 

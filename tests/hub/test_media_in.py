@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from av import AudioFrame
 
-from hub.media_in import AudioIngest, frame_to_mono_int16, tune_jitter_buffer
+from hub.media_in import AudioIngest, tune_jitter_buffer
+from shared.audio import frame_to_mono
 
 pytestmark = pytest.mark.unit
 
@@ -20,16 +21,16 @@ def test_packed_stereo_s16_like_aiortcs_opus_decoder() -> None:
     inter = np.stack([x, x], axis=1).reshape(1, -1)
     f = AudioFrame.from_ndarray(inter, format="s16", layout="stereo")
     f.sample_rate = 48000
-    assert np.array_equal(frame_to_mono_int16(f), x)
+    assert np.array_equal(frame_to_mono(f), x)
 
 
 def test_planar_float_and_mono() -> None:
     x = sine(48000, 960).astype(np.float32)
     f = AudioFrame.from_ndarray(np.stack([x, x]), format="fltp", layout="stereo")
-    out = frame_to_mono_int16(f)
-    assert out.dtype == np.int16 and np.max(np.abs(out.astype(int) - np.round(x * 32767))) <= 1
+    out = frame_to_mono(f)
+    assert out.dtype == np.int16 and np.max(np.abs(out.astype(int) - np.round(x * 32768))) <= 1
     m = AudioFrame.from_ndarray((x * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-    assert frame_to_mono_int16(m).size == 960
+    assert frame_to_mono(m).size == 960
 
 
 @pytest.mark.parametrize(("rate", "per_frame"), [(48000, 960), (8000, 160)])
