@@ -23,9 +23,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ai_server.assist.core import AssistContext, IntentMatch, IntentRegistry
+from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
 from ai_server.assist.time_date import places
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ FAMILIES: tuple[ToolFamily, ...] = (
     ToolFamily(
         "camera",
         "Look at what a camera sees now.",
-        {"look": "NailaLookCamera"},
+        {"look": "NailaLookCamera"},  # handler: install_looking
         {"camera": {"type": "string", "description": "the camera's name or room"}},
     ),
     ToolFamily(
@@ -94,6 +94,76 @@ FAMILIES: tuple[ToolFamily, ...] = (
         {"query": {"type": "string", "description": "what to look up, e.g. who came to the door yesterday"}},
     ),
 )
+
+# ---- the camera and history tools' handlers ----------------------------------------------------
+# They take the pipeline's own objects (its Looker, the media history) as parameters, typed by what is
+# used, so this module imports neither the pipeline nor the media packages.
+
+
+class _Seen(Protocol):
+    @property
+    def prompt(self) -> str: ...  # what a camera sees, for the model
+    @property
+    def answer(self) -> str: ...  # facts said as they are (stored events, "no camera can see that")
+
+
+class CameraLooker(Protocol):
+    """``ai_server.pipeline.Looker``: the voice pipeline's camera selection (spec §8.10)."""
+
+    async def look(self, device_id: str, room: str, question: str) -> _Seen: ...
+
+
+class _Found(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+class HistoryLookup(Protocol):
+    """``ai_server.media.history.HistoryQuestions``: stored camera events and past conversations."""
+
+    async def look(self, question: str, asker: str) -> _Found | None: ...
+
+
+CAMERA_INTENT = "NailaLookCamera"
+HISTORY_INTENT = "NailaHistory"
+NO_VIEW = "No camera can see that right now."
+NOTHING_FOUND = "The history has nothing on that: ask about what a camera saw or what was said, and when."
+
+
+def install_looking(registry: IntentRegistry, *, camera: CameraLooker | None, history: HistoryLookup | None) -> None:
+    """Handlers for the camera and history tools: each only when its collaborator exists (no vision, no
+    store: the tool is not offered, rather than offered and failing)."""
+    if camera is not None:
+        looker = camera
+
+        async def look(match: IntentMatch, ctx: AssistContext) -> AssistReply:
+            name = str(match.slots.get("camera") or "").strip()
+            # The camera's name goes into a question the selection reads as visual and about that camera.
+            question = (
+                f"What does the {name} camera see right now?"
+                if name
+                else (match.text.strip() or "What do you see right now?")
+            )
+            seen = await looker.look(ctx.device_id or "", ctx.room or "", question)
+            text = seen.answer.strip() or seen.prompt.strip()
+            return AssistReply(text or NO_VIEW, CAMERA_INTENT, data={"seen": bool(text)})
+
+        registry.register(CAMERA_INTENT, look)
+    if history is not None:
+        store = history
+
+        async def recall(match: IntentMatch, ctx: AssistContext) -> AssistReply:
+            query = str(match.slots.get("query") or match.text or "").strip()
+            if not query:
+                return AssistReply("Error: say what to look up.", HISTORY_INTENT, data={"found": False})
+            # None: not a question about what cameras saw or what was said before (the model is told so,
+            # rather than given the last event for "the capital of France").
+            found = await store.look(query, ctx.asker)
+            text = found.text.strip() if found is not None else ""
+            return AssistReply(text or NOTHING_FOUND, HISTORY_INTENT, data={"found": bool(text)})
+
+        registry.register(HISTORY_INTENT, recall)
+
 
 #: The context of the turn a tool call belongs to: set by whoever starts the LLM for a voice turn
 #: or a chat (a ContextVar, so it follows the asyncio task into the LLM backend's tool loop).
