@@ -25,6 +25,7 @@ def embedded(s: AIServerSettings) -> LLMBackend:
         temperature=s.llm_temperature,
         embedded_model=s.llm_embedded_model,
         model_cache=s.llm_model_cache,
+        state_cache_mb=s.llm_state_cache_mb,
     )
 
 
@@ -37,6 +38,7 @@ def openai(s: AIServerSettings) -> LLMBackend:
         max_tokens=s.llm_max_tokens,
         temperature=s.llm_temperature,
         timeout_s=s.llm_timeout_s,
+        cache_prompt=s.llm_cache_prompt,
     )
 
 

@@ -11,6 +11,12 @@ streams the model's next reply (the sentence that is spoken), up to ``MAX_TOOL_R
 A plain answer still streams from its first piece: only content that starts like JSON (``{``,
 ``[``, a code fence, ``<tool_call>``) is held back, because small models served without a tool
 parser write their call there instead of in ``tool_calls``.
+
+Prompt caching: the messages are byte-stable and append-only from turn to turn
+(:class:`~ai_server.conversation.Conversations`), so a server that caches prompt prefixes
+evaluates only the new user turn. vLLM (``--enable-prefix-caching``) and Ollama do that on
+their own; llama.cpp's server does it per request with ``cache_prompt`` (sent unless
+LLM_CACHE_PROMPT=false: a server that refuses unknown fields would fail every turn).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class OpenAICompatLLM:
         temperature: float = 0.3,
         timeout_s: float = 30.0,
         tools: ToolBox | None = None,
+        cache_prompt: bool = True,
     ) -> None:
         from openai import AsyncOpenAI
 
@@ -67,6 +74,7 @@ class OpenAICompatLLM:
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
         self.tools = tools  # set after construction too: the registry is built after the backend
         self._ids = itertools.count(1)
+        self._extra_body: dict[str, Any] | None = {"cache_prompt": True} if cache_prompt else None
         log.info("LLM: OpenAI-compatible server %s, model %s", base_url, model)
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
@@ -97,9 +105,20 @@ class OpenAICompatLLM:
                     if says:
                         yield says
                 return
-            convo.append({"role": "assistant", "content": "", "tool_calls": [  # "" not None: some servers refuse null
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in fresh]})
+            convo.append(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [  # "" not None: some servers refuse null
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        }
+                        for c in fresh
+                    ],
+                }
+            )
             for call in fresh:
                 result = await self.tools.run(call, question)
                 log.info("tool %s(%s) -> %s", call.name, json.dumps(call.arguments), result)
@@ -118,12 +137,15 @@ class OpenAICompatLLM:
                 args = {"action": f"<{exc}>"}
             calls.append(ToolCall(raw.get("name", ""), args, raw.get("id") or f"call_{next(self._ids)}"))
         if not calls and turn.held:
-            calls = [ToolCall(c.name, c.arguments, f"call_{next(self._ids)}")
-                     for c in content_tool_calls(turn.content, self.tools.names())]
+            calls = [
+                ToolCall(c.name, c.arguments, f"call_{next(self._ids)}")
+                for c in content_tool_calls(turn.content, self.tools.names())
+            ]
         return calls
 
-    async def _round(self, convo: list[dict[str, Any]], specs: list[dict[str, Any]] | None,
-                     turn: _Round) -> AsyncIterator[str]:
+    async def _round(
+        self, convo: list[dict[str, Any]], specs: list[dict[str, Any]] | None, turn: _Round
+    ) -> AsyncIterator[str]:
         """Stream one reply: content pieces are yielded as they come unless the content starts
         like a tool call; ``turn`` collects the content and the tool calls."""
         extra: dict[str, Any] = {"tools": specs, "tool_choice": "auto"} if specs else {}
@@ -174,6 +196,7 @@ class OpenAICompatLLM:
                 stream=True,
                 max_tokens=self._max_tokens,
                 temperature=self._temperature,
+                extra_body=self._extra_body,
                 **extra,
             )
         except Exception as exc:

@@ -103,6 +103,14 @@ class AIServerSettings(NailaSettings):
     llm_preemptive: bool = Field(
         True, description="Start the reply during the hub's VAD hangover, held until END (needs STT_SPECULATIVE_MS)"
     )
+    llm_state_cache_mb: Annotated[int, Field(ge=0, le=65536)] = Field(
+        256, description="Embedded LLM: RAM for the saved prompt states of conversations sharing the model "
+        "(one per device, ~7 MB per 300 tokens with SmolLM2), MB; 0 = off"
+    )
+    llm_cache_prompt: bool = Field(
+        True, description="OpenAI-compatible server: send cache_prompt=true (llama.cpp server's prompt cache); "
+        "off for a server that refuses unknown request fields"
+    )
     llm_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
         30.0, description="OpenAI-compatible server: request timeout, s"
     )
