@@ -45,7 +45,7 @@ from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
 from shared.contract import pb
 from shared.rtc_tuning import tune_answer_opus
-from shared.wakeword import WakeWordDetector
+from shared.wakeword import WAKE_WORDS, WakeWordDetector
 
 log = logging.getLogger("naila.hub.session")
 
@@ -306,7 +306,7 @@ class DeviceSession:
 
     def _listen_for_wake_word(self, frame: Int16Array, index: int, captured_at: float) -> None:
         if self._wake is None:
-            self._wake = WakeWordDetector(self.host.settings.hub_wake_word)
+            self._wake = WAKE_WORDS.build(self.host.settings.hub_wake_word)
         if not self._wake.process(frame):
             return
         wake = self.listening.wake(index, self.tts.playing)

@@ -20,6 +20,7 @@ from typing import Any, Final
 import numpy as np
 
 from shared.audio import Int16Array
+from shared.registry import Registry
 
 WAKE_RATE: Final = 16_000
 MODELS: Final = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")  # the Apache-2.0 models the wheel ships
@@ -63,6 +64,21 @@ class WakeWordDetector:
 
     def close(self) -> None:
         self._detector.close()
+
+
+#: HUB_WAKE_WORD -> one stream's detector. Each name is one of pymicro-wakeword's built-in models; another
+#: engine (a custom model, openWakeWord) would register its own names here.
+WAKE_WORDS: Registry[[], WakeWordDetector] = Registry("wake word")
+
+
+def _register(model: str) -> None:
+    @WAKE_WORDS.register(model)
+    def build() -> WakeWordDetector:
+        return WakeWordDetector(model)
+
+
+for _model in MODELS:
+    _register(_model)
 
 
 def detect_times(audio: Int16Array, model: str = "okay_nabu", frame_samples: int = 320) -> list[float]:
