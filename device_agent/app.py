@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mqtt", action="store_true", help="do not connect to the MQTT broker (DEVICE_MQTT=false)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (demos, tests)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, ... (default INFO)")
+    p.add_argument("--list-devices", action="store_true",
+                   help="list microphones, speakers (PortAudio) and cameras (V4L2) with their names, then exit")
     return p
 
 
@@ -77,8 +79,21 @@ async def run(settings: DeviceSettings, duration: float | None = None) -> int:
     return 0
 
 
+def list_devices() -> str:
+    from device_agent.devices import describe_devices, list_cameras, list_sound_devices
+
+    try:
+        sound, error = list_sound_devices(), ""
+    except ConfigError as exc:
+        sound, error = [], str(exc)
+    return describe_devices(sound, list_cameras(), error)
+
+
 def main(argv: list[str]) -> int:
     ns = _parser().parse_args(argv)
+    if ns.list_devices:
+        print(list_devices())
+        return 0
     root = logging.getLogger()
     if ns.log_level or not root.handlers:
         logging.basicConfig(

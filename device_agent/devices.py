@@ -135,11 +135,13 @@ def list_sound_devices() -> list[SoundDeviceInfo]:
 def describe_devices(sound: list[SoundDeviceInfo], cameras: list[CameraInfo], sound_error: str = "") -> str:
     """The text ``naila device --list-devices`` prints."""
     lines = ["Microphones (DEVICE_SOUND_INPUT = index or part of the name):"]
-    lines += [f"  {d.index:>3}  {d.name}  ({d.inputs} ch, {d.default_rate} Hz, {d.host_api})"
-              for d in sound if d.inputs] or ["  none"]
+    lines += [
+        f"  {d.index:>3}  {d.name}  ({d.inputs} ch, {d.default_rate} Hz, {d.host_api})" for d in sound if d.inputs
+    ] or ["  none"]
     lines.append("Speakers (DEVICE_SOUND_OUTPUT = index or part of the name):")
-    lines += [f"  {d.index:>3}  {d.name}  ({d.outputs} ch, {d.default_rate} Hz, {d.host_api})"
-              for d in sound if d.outputs] or ["  none"]
+    lines += [
+        f"  {d.index:>3}  {d.name}  ({d.outputs} ch, {d.default_rate} Hz, {d.host_api})" for d in sound if d.outputs
+    ] or ["  none"]
     if sound_error:
         lines.append(f"  ({sound_error})")
     lines.append("Cameras (DEVICE_CAMERA=v4l2, DEVICE_CAMERA_DEVICE = path or part of the name):")

@@ -128,6 +128,9 @@ class MqttAgent:
             ip=local_ip_towards(self.mqtt.mqtt_host, self.mqtt.mqtt_port),
             volume=fields.get("volume"),
             muted=fields.get("muted"),
+            # issue 22: the privacy switches, so the dashboard and the AI server see them.
+            camera_enabled=fields.get("camera_enabled"),
+            microphone_enabled=fields.get("microphone_enabled"),
             # The hub runs the wake word for this device; None leaves the mode to the hub's settings.
             listening_mode=self.device.device_listening_mode or None,
         )

@@ -4,6 +4,11 @@ One duplex stream, not an input and an output stream, so capture and playback sh
 clock: the block returned by the callback is the echo canceller's reference, sample-aligned with
 the mic block of the same period (the fixed card latency in between is inside the AEC filter).
 ``sounddevice`` is imported only when this backend starts (it needs ``libportaudio2``).
+
+Devices are chosen by index or by part of their name (``DEVICE_SOUND_INPUT``/``OUTPUT``, see
+``naila device --list-devices``). A card that cannot run at 48 kHz (a USB mic at 16 or 44.1 kHz on
+a ``hw:`` device) is opened at its own default rate and :class:`RateAdapter` resamples both ways,
+so the pipeline and WebRTC always see 48 kHz.
 """
 
 from __future__ import annotations
@@ -16,8 +21,59 @@ from typing import Any
 import numpy as np
 
 from device_agent.audio_io.base import BACKEND_RATE, BLOCK_MS, AudioBackend, DuplexCallback
+from shared.audio import Int16Array, StreamResampler
+from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class RateAdapter:
+    """The card's duplex callback at ``card_rate`` around the pipeline's callback at ``rate``.
+
+    Mic blocks are resampled up (or down) and cut into the pipeline's blocks; its speaker blocks
+    are resampled back and queued, so each card block gets exactly as many samples as it gave
+    (zeros while the resampler fills at start). The added delay is constant: inside the AEC filter.
+    """
+
+    def __init__(self, callback: DuplexCallback, card_rate: int, rate: int = BACKEND_RATE,
+                 block_ms: int = BLOCK_MS) -> None:
+        self.callback = callback
+        self.card_rate, self.rate = card_rate, rate
+        self.block = rate * block_ms // 1000
+        self._up = StreamResampler(card_rate, rate)
+        self._down = StreamResampler(rate, card_rate)
+        self._mic: Int16Array = np.zeros(0, dtype=np.int16)
+        self._speaker: Int16Array = np.zeros(0, dtype=np.int16)
+
+    def __call__(self, mic: Int16Array) -> Int16Array:
+        self._mic = np.concatenate([self._mic, self._up.process(mic)])
+        played = []
+        while self._mic.size >= self.block:
+            block, self._mic = self._mic[: self.block], self._mic[self.block :]
+            played.append(self._down.process(self.callback(block)))
+        if played:
+            self._speaker = np.concatenate([self._speaker, *played])
+        out = np.zeros(mic.size, dtype=np.int16)
+        n = min(mic.size, self._speaker.size)
+        out[:n], self._speaker = self._speaker[:n], self._speaker[n:]
+        return out
+
+
+def card_rate(sd: Any, input_device: int | str | None, output_device: int | str | None, rate: int) -> int:
+    """``rate`` when both devices take it, else the input device's default rate.
+
+    Raises ConfigError (one line) for a device name that matches no device or several.
+    """
+    try:
+        sd.check_input_settings(input_device, channels=1, dtype="int16", samplerate=rate)
+        sd.check_output_settings(output_device, dtype="int16", samplerate=rate)
+        return rate
+    except ValueError as exc:  # sounddevice: no device, or several, match the name
+        raise ConfigError(f"sound device: {exc} (naila device --list-devices lists them)") from None
+    except sd.PortAudioError as exc:
+        native = round(float(sd.query_devices(input_device, "input")["default_samplerate"]))
+        log.info("sound card refuses %d Hz (%s): opening it at %d Hz and resampling", rate, exc, native)
+        return native
 
 
 def _device(spec: str) -> int | str | None:
@@ -47,6 +103,7 @@ class SoundDeviceBackend(AudioBackend):
         self._stream: Any = None
         self._callback: DuplexCallback | None = None
         self._out_channels = 1
+        self.card_rate = rate  # what the sound card runs at; differs from ``rate`` when it refuses 48 kHz
         self.xruns = 0
         self.callback_errors = 0
         self._error_logged = threading.Event()
@@ -72,8 +129,8 @@ class SoundDeviceBackend(AudioBackend):
 
         self._out_channels = out_channels
         return sd.Stream(
-            samplerate=self.rate,
-            blocksize=self.block_samples,
+            samplerate=self.card_rate,
+            blocksize=self.card_rate * self.block_ms // 1000,
             device=(_device(self.input_device), _device(self.output_device)),
             channels=(1, out_channels),
             dtype="int16",
@@ -84,6 +141,9 @@ class SoundDeviceBackend(AudioBackend):
     def _start_blocking(self) -> None:
         import sounddevice as sd
 
+        self.card_rate = card_rate(sd, _device(self.input_device), _device(self.output_device), self.rate)
+        if self.card_rate != self.rate and self._callback is not None:
+            self._callback = RateAdapter(self._callback, self.card_rate, self.rate, self.block_ms)
         try:
             stream = self._open(1)
         except sd.PortAudioError as exc:
@@ -97,8 +157,8 @@ class SoundDeviceBackend(AudioBackend):
             "sound card open: in=%s out=%s, %d Hz, %d-sample blocks, latency in %.1f ms / out %.1f ms",
             self.input_device or "default",
             self.output_device or "default",
-            self.rate,
-            self.block_samples,
+            self.card_rate,
+            self.card_rate * self.block_ms // 1000,
             1e3 * in_lat,
             1e3 * out_lat,
         )

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiortc.codecs.opus import OpusEncoder
 
 from device_agent.agent import DeviceAgent
 from device_agent.audio_io import MemoryAudioBackend
@@ -63,16 +64,21 @@ async def test_a_camera_only_device_is_accepted_and_its_frames_reach_the_ai_serv
         await cam.stop()
 
 
-async def test_a_microphone_only_device_is_accepted_and_sends_no_video(make_hub: HubFactory) -> None:
+async def test_a_microphone_only_device_is_accepted_and_hears_the_reply_at_webrtc_audio_bitrate(
+    make_hub: HubFactory,
+) -> None:
     hub = await make_hub()
+    hub.webrtc.webrtc_audio_bitrate = 24_000  # WEBRTC_AUDIO_BITRATE: the hub's TTS sender uses it too
     mic = agent(hub.url, "mic-only", device_camera="none")
     assert "video" not in mic.capabilities
     await mic.start()
     try:
         assert await mic.wait_connected(15), mic.hub.last_error
         await until(lambda: "mic-only" in hub.sessions, 5, "the hub's session")
-        kinds = sorted(t.kind for t in hub.sessions["mic-only"].pc.getTransceivers())
-        assert kinds == ["audio"]
+        (audio,) = hub.sessions["mic-only"].pc.getTransceivers()
+        assert audio.kind == "audio"
+        reply_encoder = getattr(audio.sender, "_RTCRtpSender__encoder", None)
+        assert isinstance(reply_encoder, OpusEncoder) and reply_encoder.codec.bit_rate == 24_000
     finally:
         await mic.stop()
 
