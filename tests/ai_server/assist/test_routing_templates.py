@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from ai_server.assist.core import SlotRows
 from ai_server.assist.intents import Recognizer
 from ai_server.routing import Route, RouteKind, Scope, parse_route
 
@@ -90,7 +91,7 @@ def test_a_new_room_is_a_list_slot_at_once() -> None:
     ],
 )
 def test_the_recognizer_detects_them_with_the_same_templates(text: str, intent: str, slots: dict[str, str]) -> None:
-    rooms = [("kitchen", "kitchen", {}), ("living room", "living_room", {})]
+    rooms: SlotRows = [("kitchen", "kitchen", {}), ("living room", "living_room", {})]
     match = Recognizer().recognize(text, {"area": rooms})
     assert match is not None and match.intent == intent
     assert {k: match.slots.get(k) for k in slots} == slots
