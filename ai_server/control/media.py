@@ -45,7 +45,7 @@ from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaSource, MediaStore
 from ai_server.stt import STTBackend
 from shared.audio import HUB_RATE, Int16Array
-from shared.mqtt import MediaRequest, MediaUpload, build, new_request_id, outbound, topics
+from shared.mqtt import CommandResponse, MediaRequest, MediaUpload, build, new_request_id, outbound, topics
 from shared.mqtt.fields import JsonDict
 from shared.rate_limit import RateLimiter
 
@@ -136,6 +136,19 @@ class DeviceMedia:
             pending.forget(request_id)
 
     # -- inbound ----------------------------------------------------------------------------
+    def on_device_error(self, device_id: str, response: CommandResponse) -> bool:
+        """The device's ``ok: false`` answer to a snapshot or recording request (camera off, no microphone...):
+        fail the waiting request now with the device's reason instead of a timeout. False when none waits."""
+        if response.ok:
+            return False
+        error = MediaRejected("device_error", f"{device_id}: {response.error}")
+        failed = self.snapshots.fail(device_id, response.request_id, error) or self.recordings.fail(
+            device_id, response.request_id, error
+        )
+        if failed:
+            self.metrics.event("media_request_failed")
+        return failed
+
     def on_snapshot(self, device_id: str, upload: MediaUpload) -> None:
         """A ``media/snapshot`` arrived; raises :class:`Rejected` if unmatched or if the media is bad.
 

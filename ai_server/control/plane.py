@@ -378,7 +378,8 @@ class ControlPlane:
         if isinstance(message, DeviceStatus):
             self.registry.update(message)
         elif isinstance(message, CommandResponse):
-            if not self.commands.on_response(device_id, message):
+            # A device also answers here, with an error, a snapshot/recording request it cannot serve (issue 22).
+            if not self.commands.on_response(device_id, message) and not self.media.on_device_error(device_id, message):
                 raise Rejected("unmatched", f"command response {message.request_id} from {device_id}: nobody waits")
         elif isinstance(message, MediaUpload) and parsed.kind is TopicKind.MEDIA_SNAPSHOT:
             self.media.on_snapshot(device_id, message)

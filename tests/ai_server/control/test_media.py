@@ -54,20 +54,36 @@ async def test_snapshot_round_trip_with_a_real_device(
     assert plane.metrics.events["snapshot_received"] == 1 and len(plane.media.snapshots) == 0
 
 
-async def test_snapshot_times_out_when_the_device_cannot_answer(
-    control_server: ControlFactory, mqtt_settings: MqttSettings
+async def test_snapshot_times_out_when_the_device_does_not_answer(
+    control_server: ControlFactory, watch: Watch
 ) -> None:
     _server, plane = await control_server(media={"media_snapshot_timeout_ms": 400})
+    dev = uid("snap-silent")
+    await announce_device(watch, dev)  # online, but nothing serves its media requests
+    await until(lambda: (r := plane.registry.get(dev)) is not None and r.online)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(SnapshotTimeout) as err:
+        await plane.request_snapshot(dev)  # the MEDIA_SNAPSHOT_TIMEOUT_MS default applies
+    waited = loop.time() - started
+    assert err.value.timeout_s == 0.4 and 0.35 <= waited < 2.0
+    assert plane.metrics.events["snapshot_timeout"] == 1 and len(plane.media.snapshots) == 0
+
+
+async def test_a_device_that_cannot_serve_a_media_request_says_why_at_once(
+    control_server: ControlFactory, mqtt_settings: MqttSettings
+) -> None:
+    """issue 22: the device answers on command/response with the request_id; the request fails with its reason."""
+    _server, plane = await control_server(media={"media_snapshot_timeout_ms": 5000})
     dev = uid("snap-nocam")
-    async with real_device(mqtt_settings, dev, camera=False):  # refuses media requests silently
+    async with real_device(mqtt_settings, dev, camera=False):
         await until(lambda: (r := plane.registry.get(dev)) is not None and r.online)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(SnapshotTimeout) as err:
-            await plane.request_snapshot(dev)  # the MEDIA_SNAPSHOT_TIMEOUT_MS default applies
-        waited = loop.time() - started
-    assert err.value.timeout_s == 0.4 and 0.35 <= waited < 2.0
-    assert plane.metrics.events["snapshot_timeout"] == 1 and len(plane.media.snapshots) == 0
+        with pytest.raises(MediaRejected, match="this device has no camera") as err:
+            await plane.request_snapshot(dev)
+        assert err.value.reason == "device_error" and loop.time() - started < 2.0
+    assert plane.metrics.events["media_request_failed"] == 1 and len(plane.media.snapshots) == 0
 
 
 async def test_a_snapshot_that_is_not_what_it_claims_fails_the_request_at_once(
@@ -137,7 +153,7 @@ async def test_recordings_are_checked_and_stored_and_a_requested_one_completes(
     # A WAV clip goes through STT (resampled to 16 kHz); the transcript is kept with the record, and
     # the raw audio is not (spec §14.3; AI_KEEP_RAW_AUDIO keeps it).
     assert record.analysis == {"transcript": "3200 samples at 16 kHz"}
-    assert plane.store.get(record.id) == replace(record, stored=False) and stt.calls == 1
+    assert plane.media.store.get(record.id) == replace(record, stored=False) and stt.calls == 1
     assert not record.path.exists()
 
     # Unrequested (a voice message): stored too. A clip that is not what it claims: refused.
@@ -162,7 +178,7 @@ async def test_recordings_are_checked_and_stored_and_a_requested_one_completes(
     await until(
         lambda: plane.metrics.events["recording_stored"] == 2 and plane.metrics.rejected["content_mismatch"] == 1
     )
-    stored = plane.store.recent(10, device_id=dev)
+    stored = plane.media.store.recent(10, device_id=dev)
     assert len(stored) == 2 and all(r.format == "wav" for r in stored)
 
 
@@ -205,5 +221,5 @@ async def test_an_opus_voice_message_goes_through_the_same_stt(control_server: C
     await until(lambda: plane.metrics.events["recording_transcribed"] == 1)
     # Decoded and resampled by FFmpeg to the 16 kHz STT takes: one second is ~16000 samples.
     assert len(heard) == 1 and 15_000 <= heard[0] <= 17_000, heard
-    (record,) = plane.store.recent(1, device_id=dev)
+    (record,) = plane.media.store.recent(1, device_id=dev)
     assert record.format == "opus" and record.analysis == {"transcript": "a voice message"}
