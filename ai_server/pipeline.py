@@ -193,6 +193,9 @@ class Pipeline:
     def prefill(self, device_id: str, room: str = "") -> None:
         """The user started speaking: let the LLM evaluate this device's prompt prefix now."""
         self.conversations.follow(device_id)  # the user may have come from another room
+        self._prefill_prefix(device_id, room)
+
+    def _prefill_prefix(self, device_id: str, room: str) -> None:
         if self._prefill is not None and not self._prefill.done():
             return  # one at a time; the LLM is busy with it anyway
         messages = self.conversations.messages(device_id, "", room)
@@ -237,6 +240,10 @@ class Pipeline:
             self.conversations.record(turn.device_id, turn.transcript, turn.raw_reply.strip(), room=turn.room)
         turn.send(turn.output(is_final=True, reply_text=" ".join(r for r in reply if r),
                                error_code=code, error_message=message))
+        if code in (pb.NONE, pb.TTS_FAILED):
+            # The next prompt's prefix now, while the reply plays, not at the next START: a history
+            # trim (the whole prompt again: seconds on 2 cores) then costs the next question nothing.
+            self._prefill_prefix(turn.device_id, turn.room)
 
     async def _reply(self, turn: Turn) -> tuple[Code, str, list[str]]:
         """LLM -> clauses -> TTS, concurrently. Returns (error code, message, reply clauses)."""

@@ -83,7 +83,8 @@ async def test_the_llm_prefills_the_prompt_prefix_when_the_user_starts_speaking(
         await one_turn(client)
         await client.speak("kitchen", voice(), end=False)
         await asyncio.sleep(0.1)
-    assert len(llm.prefills) == 2
+    assert len(llm.prefills) == 3  # START, the end of the reply (the next prefix), START again
+    assert llm.prefills[1] == llm.prefills[2]
     assert llm.prefills[1][1:] == [{"role": "user", "content": "why is the sky blue"},
                                    {"role": "assistant", "content": "Sunlight scatters."},
                                    {"role": "user", "content": ""}]
