@@ -26,10 +26,11 @@ class WebRTCSettings(NailaSettings):
         description="STUN/TURN URLs as a JSON list; empty on a local network",
     )
     webrtc_audio_bitrate: Annotated[int, Field(ge=6000, le=510000)] = Field(
-        32000, description="Opus bitrate, bits/s"
+        32000, description="Opus bitrate of both directions (device microphone, the hub's spoken reply), bits/s"
     )
     webrtc_video_bitrate: Annotated[int, Field(ge=50_000, le=20_000_000)] = Field(
-        1_000_000, description="Video bitrate, bits/s"
+        1_000_000, description="VP8 bitrate of a device camera, bits/s: where it starts and its ceiling "
+        "(congestion reports from the hub lower it)"
     )
 
     @field_validator("webrtc_ice_servers", mode="before")
