@@ -94,9 +94,9 @@ def main(argv: list[str]) -> int:
         print(f"naila hub: {_one_line(err)}", file=sys.stderr)
         return 2
     log.info(
-        "starting hub: HTTP %s:%d, AI server %s, VAD %s (aggressiveness %d), %d device token(s)",
+        "starting hub: HTTP %s:%d, AI server %s, VAD %s (aggressiveness %d), end of turn %s, %d device token(s)",
         settings.hub_host, settings.hub_port, settings.hub_ai_server, audio.audio_vad_mode,
-        settings.hub_vad_aggressiveness, len(settings.hub_device_tokens),
+        settings.hub_vad_aggressiveness, audio.audio_end_of_turn, len(settings.hub_device_tokens),
     )
     log.info("MQTT signaling: %s", f"broker {mqtt.mqtt_host}:{mqtt.mqtt_port}" if settings.hub_mqtt else "off")
     log.info(
