@@ -150,6 +150,47 @@ class Looker(Protocol):
     async def look(self, device_id: str, room: str, question: str) -> Seen: ...
 
 
+class Speech(Protocol):
+    """What speaks on a turn: :class:`Voice`, or a :class:`Pipeline` (which speaks through its voice)."""
+
+    tts: TTSBackend
+    chunk_ms: int
+
+    async def speak_clause(self, turn: Turn, text: str) -> None: ...
+
+
+class Voice:
+    """The TTS engine and the size of the pieces it is sent in. Built before the pipeline (by
+    ai_server/assembly.py) so that what speaks without a user turn (control/speech.py, timers) needs
+    the voice, not the pipeline whose router uses them."""
+
+    def __init__(self, tts: TTSBackend, chunk_ms: int = 40) -> None:
+        self.tts = tts
+        self.chunk_ms = chunk_ms
+
+    async def speak_clause(self, turn: Turn, text: str) -> None:
+        """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text.
+
+        The one TTS -> AudioOutput path: replies, apologies, and speech no utterance asked for
+        (ai_server/control/speech.py) all go through it."""
+        rate = self.tts.sample_rate
+        step = max(1, rate * self.chunk_ms // 1000)
+        first = True
+        async with closing(self.tts.synthesize(text)) as chunks:
+            async for audio in chunks:
+                if audio.size == 0:
+                    continue
+                turn.mark("tts_first_audio")
+                pcm = np.asarray(audio, dtype="<i2")
+                for start in range(0, pcm.size, step):
+                    msg = turn.output(audio_pcm=pcm[start : start + step].tobytes(), sample_rate=rate)
+                    if first:
+                        msg.reply_text = text
+                        turn.spoken.append(text)
+                        first = False
+                    turn.send(msg)
+
+
 class Pipeline:
     """Backends and shared state; ``run_turn`` runs one turn."""
 
@@ -165,10 +206,14 @@ class Pipeline:
         chunk_ms: int = 40,
         degraded: bool = False,
         preemptive: bool = False,
+        voice: Voice | None = None,
+        router: Router | None = None,
+        looker: Looker | None = None,
     ) -> None:
         self.stt = stt
         self.llm = llm
         self.tts = tts
+        self.voice = voice or Voice(tts, chunk_ms)
         self.conversations = conversations
         self.metrics = metrics or Metrics()
         self.speculate_ms = speculate_ms
@@ -177,8 +222,8 @@ class Pipeline:
         self.preemptive = preemptive
         self.started = time.monotonic()
         self._prefill: asyncio.Task[None] | None = None
-        self.router: Router | None = None  # consulted after STT, before the LLM (None: every turn is a question)
-        self.looker: Looker | None = None  # visual questions get a camera's view in the prompt
+        self.router = router  # consulted after STT, before the LLM (None: every turn is a question)
+        self.looker = looker  # visual questions get a camera's view in the prompt
 
     def new_utterance(self) -> Utterance:
         return Utterance(self.stt, speculate_ms=self.speculate_ms)
@@ -356,26 +401,8 @@ class Pipeline:
         return pb.NONE, "", [text]
 
     async def speak_clause(self, turn: Turn, text: str) -> None:
-        """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text.
-
-        The one TTS -> AudioOutput path: replies, apologies, and speech no utterance asked for
-        (ai_server/control/speech.py) all go through it."""
-        rate = self.tts.sample_rate
-        step = max(1, rate * self.chunk_ms // 1000)
-        first = True
-        async with closing(self.tts.synthesize(text)) as chunks:
-            async for audio in chunks:
-                if audio.size == 0:
-                    continue
-                turn.mark("tts_first_audio")
-                pcm = np.asarray(audio, dtype="<i2")
-                for start in range(0, pcm.size, step):
-                    msg = turn.output(audio_pcm=pcm[start : start + step].tobytes(), sample_rate=rate)
-                    if first:
-                        msg.reply_text = text
-                        turn.spoken.append(text)
-                        first = False
-                    turn.send(msg)
+        """See :meth:`Voice.speak_clause`."""
+        await self.voice.speak_clause(turn, text)
 
     async def _apologise(self, turn: Turn, code: Code) -> str:
         """Speak a short apology if TTS works; the text goes in reply_text either way."""

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -49,16 +49,30 @@ class StatusSource(Protocol):
 
 
 class NailaAIService(pb_grpc.NailaAIServicer):
-    def __init__(self, pipeline: Pipeline, limits: StreamLimits | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        limits: StreamLimits | None = None,
+        *,
+        sessions: weakref.WeakSet[ConversationSession] | None = None,
+        control: StatusSource | None = None,
+        vision: VisionPipeline | None = None,
+        vision_off: str = "vision not enabled",
+        counters: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        """``sessions``: the open conversations (shared with what speaks on them: control/speech.py, timers).
+        ``control``: the MQTT control plane when it runs; ``vision`` when vision runs, else ``vision_off`` says
+        why AnalyzeFrames refuses frames; ``counters``: more GetStatus counters (the store's retention)."""
         self.pipeline = pipeline
         self.limits = limits or StreamLimits()
         self.open_streams = 0
         self._log_budget = LogBudget(log)
-        self.sessions: weakref.WeakSet[ConversationSession] = weakref.WeakSet()
+        self.sessions: weakref.WeakSet[ConversationSession] = weakref.WeakSet() if sessions is None else sessions
         self.started = time.monotonic()
-        self.control: StatusSource | None = None  # set when the MQTT control plane runs
-        self.vision: VisionPipeline | None = None  # set when vision runs
-        self.vision_off = "vision not enabled"  # why AnalyzeFrames refuses frames when ``vision`` is None
+        self.control = control
+        self.vision = vision
+        self.vision_off = vision_off
+        self._counters = counters
 
     async def _admit(self, context: Any, kind: str) -> None:
         """Take one of the ``max_streams`` slots, or end the call with RESOURCE_EXHAUSTED."""
@@ -124,6 +138,8 @@ class NailaAIService(pb_grpc.NailaAIServicer):
         p.metrics.active.set(active)
         counters = dict(p.metrics.counters)
         devices: list[pb.DeviceInfo] = []
+        if self._counters is not None:
+            counters.update(self._counters())
         if self.control is not None:
             counters.update(self.control.counters())
             devices = self.control.device_infos()

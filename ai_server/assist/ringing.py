@@ -28,7 +28,7 @@ from ai_server.assist.sounds import chime
 if TYPE_CHECKING:
     from ai_server.control.speech import Speaker
     from ai_server.metrics import Metrics
-    from ai_server.pipeline import Pipeline
+    from ai_server.pipeline import Speech
     from ai_server.session import ConversationSession
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class StreamPlayer:
     rooms, who is online and has a speaker), else straight onto the hub stream that carries the
     device (AI_MQTT=false: a device that set a timer by voice is reachable through its stream)."""
 
-    def __init__(self, pipeline: Pipeline, sessions: Callable[[], Iterable[ConversationSession]],
+    def __init__(self, pipeline: Speech, sessions: Callable[[], Iterable[ConversationSession]],
                  speaker: Speaker | None = None) -> None:
         self.pipeline = pipeline
         self.sessions = sessions

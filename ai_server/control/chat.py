@@ -65,6 +65,7 @@ class Chat:
         *,
         timeout_s: float,
         max_conversations: int = 256,
+        assist: Callable[[str, AssistContext], Awaitable[AssistReply | None]] | None = None,
     ) -> None:
         self._publish = publish
         self.pipeline = pipeline
@@ -76,9 +77,9 @@ class Chat:
         # not queue behind a burst of typed questions.
         self._llm_slot = asyncio.Semaphore(1)
         self._threads: OrderedDict[str, None] = OrderedDict()  # history keys, least recently used first
-        # The intent fast path (ai_server.assist.router.AssistRouter.answer), set by the composition root:
+        # The intent fast path (ai_server.assist.router.AssistRouter.answer; None with ASSIST_ENABLED=false):
         # "what time is it in Tokyo" typed is answered by code as it is spoken.
-        self.assist: Callable[[str, AssistContext], Awaitable[AssistReply | None]] | None = None
+        self.assist = assist
 
     async def publish_reply(self, reply: ChatReply) -> None:
         await send(self._publish, outbound(topics.chat_reply(reply.session_id), reply))

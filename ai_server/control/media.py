@@ -41,6 +41,7 @@ from ai_server.control.metrics import ControlMetrics
 from ai_server.control.pending import PendingReplies
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.wire import Publish, send
+from ai_server.media.errors import SourceFailed
 from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaSource, MediaStore
 from ai_server.stt import STTBackend
@@ -78,6 +79,7 @@ class DeviceMedia:
         snapshot_timeout_s: float,
         stt: STTBackend | None = None,
         recording_quota_bytes_per_h: int | None = None,
+        video_frames: VideoFrames | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``recording_quota_bytes_per_h``: see the module doc; None = no quota, 0 = none accepted."""
@@ -90,8 +92,8 @@ class DeviceMedia:
         self.stt = stt
         self.snapshots: PendingReplies[MediaUpload] = PendingReplies()
         self.recordings: PendingReplies[MediaRecord] = PendingReplies()
-        # Set by ai_server/app.py when vision is on (MediaSources.video): a clip's middle frame analysed.
-        self.video_frames: VideoFrames | None = None
+        # MediaSources.video when vision is on: a clip's middle frame analysed before storing.
+        self.video_frames = video_frames
         self.recording_quota = recording_quota_bytes_per_h
         self._quota = None if not recording_quota_bytes_per_h else RateLimiter(
             recording_quota_bytes_per_h / 3600.0, recording_quota_bytes_per_h, clock=clock
@@ -210,8 +212,6 @@ class DeviceMedia:
         """A video clip's frame analysed *before* it is stored: a clip that does not decode is refused whole."""
         if checked.media_type != "video" or self.video_frames is None:
             return None
-        from ai_server.media.sources import SourceFailed  # here: ai_server.media imports this package
-
         try:
             analysed = await self.video_frames(checked.data, checked.format, device_id=device_id)
         except SourceFailed as exc:

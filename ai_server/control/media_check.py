@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ai_server.control import sniff
 from ai_server.control.inbound import Rejected
+from ai_server.media import sniff
 from shared.config import MediaSettings
 from shared.mqtt.fields import MediaType
 

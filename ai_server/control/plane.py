@@ -22,7 +22,8 @@ only. Nothing a message contains can stop the receive loop.
 The server's presence (retained ``naila/server/status``, last will) is in
 :mod:`ai_server.control.presence`; the API for the rest of the server is the methods below.
 Spoken routing requests ("play it in the kitchen", "announce dinner is ready") are carried out by
-:mod:`ai_server.control.room_router`, which the plane installs as the voice pipeline's router.
+:mod:`ai_server.control.room_router`. The plane builds nothing: ai_server/assembly.py builds its
+parts and the link, and the plane's table maps each subscribed topic kind to the part that serves it.
 """
 
 from __future__ import annotations
@@ -31,11 +32,9 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
-import uuid
-from collections.abc import Callable, Coroutine, Iterable
-from datetime import UTC, datetime
-from typing import Any, Final
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, Final, TypeAlias, cast
 
 import aiomqtt
 
@@ -45,23 +44,13 @@ from ai_server.control.commands import Commands
 from ai_server.control.errors import BrokerUnavailable
 from ai_server.control.inbound import InboundGuard, Rejected
 from ai_server.control.media import DeviceMedia
-from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
-from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
 from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
-from ai_server.control.speech import AnnounceLimit, Speaker
 from ai_server.control.uploads import Uploads
-from ai_server.media.analysis import limit_pixels
-from ai_server.pipeline import Pipeline, one_line
-from ai_server.session import ConversationSession
-from ai_server.store import MediaRecord, MediaStore
-from ai_server.store.home import StoreConfig, open_store
-from ai_server.store.retention import Retention, RetentionMetrics
-from ai_server.store.transcripts import TranscriptSink
-from shared.backoff import Backoff
-from shared.config import AIServerSettings, DeviceSettings, MediaSettings, MqttSettings, load
+from ai_server.pipeline import one_line
+from ai_server.store import MediaRecord
 from shared.contract import pb
 from shared.mqtt import (
     MODEL_FOR_KIND,
@@ -72,7 +61,6 @@ from shared.mqtt import (
     MediaUpload,
     MessageError,
     NailaMessage,
-    OutboundMessage,
     ParsedTopic,
     TopicKind,
     WebUpload,
@@ -99,6 +87,11 @@ _REPLYABLE: Final = re.compile(r"^naila/(?:chat|uploads)/([^/]+)/[^/]+$")
 _CONVERSATION_ID: Final = re.compile(rb'"conversation_id"\s*:\s*"([A-Za-z0-9_.:\-]{1,128})"')
 
 
+# A handler's slow work (run in a task) and the conversation a refusal is answered in; None: done inline.
+Work: TypeAlias = tuple[Coroutine[Any, Any, Any], str | None] | None
+Handler: TypeAlias = Callable[[str, str, NailaMessage], Work]
+
+
 def recover_conversation_id(payload: bytes) -> str | None:
     """The ``conversation_id`` of a payload that was refused, so the client can match the error.
 
@@ -123,100 +116,49 @@ def reply_session(topic: str, parsed: ParsedTopic | None) -> str | None:
 
 
 class ControlPlane:
-    """See the module doc. ``start()`` returns at once; the link connects (and redials) in the background."""
+    """See the module doc. Built by ai_server/assembly.py from the parts it dispatches to; ``start()``
+    returns at once; the link connects (and redials) in the background."""
 
     def __init__(
         self,
-        mqtt: MqttSettings,
-        settings: AIServerSettings,
-        media: MediaSettings,
+        link: MqttLink,
         *,
-        pipeline: Pipeline,
-        sessions: Callable[[], Iterable[ConversationSession]] = tuple,
-        store: MediaStore | None = None,
-        client_id: str | None = None,
-        version: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        backoff: Backoff | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        guard: InboundGuard,
+        registry: DeviceRegistry,
+        commands: Commands,
+        media: DeviceMedia,
+        chat: Chat,
+        uploads: Uploads,
+        alerts: Alerts,
+        presence: Presence,
+        rooms: RoomRouter,
+        metrics: ControlMetrics,
+        max_tasks: int,
     ) -> None:
-        self.settings = settings
-        self.metrics = ControlMetrics(pipeline.metrics.registry)
-        self._owns_store = store is None
-        config = StoreConfig.from_settings(settings)
-        if store is None:
-            store = open_store(config)  # the persistent data folder (ai_server/store/home.py)
-        self.store = store
-        # The store's policies: retention at start(), every AI_RETENTION_INTERVAL_S (wall clock ``now``) and
-        # when the files pass AI_MEDIA_MAX_BYTES; every finished exchange (voice or chat) into the
-        # transcripts table, off the event loop.
-        self.retention = Retention(store, config.retention, interval_s=config.retention_interval_s, now=now,
-                                   metrics=RetentionMetrics(pipeline.metrics.registry))
-        self._retention_task: asyncio.Task[None] | None = None
-        self.transcripts = TranscriptSink(store.transcripts, now)
-        pipeline.conversations.sink = self.transcripts
-        self.presence = Presence(self._publish, version)
-        fixed_id = client_id or settings.ai_mqtt_client_id
-        self.link = MqttLink(
-            mqtt,
-            client_id=fixed_id or f"naila-ai-server-{uuid.uuid4().hex[:8]}",
-            subscriptions=SUBSCRIPTIONS,
-            on_message=self._on_message,
-            on_connect=self._on_connect,
-            will=self.presence.will(),
-            backoff=backoff,
-            # Whole payloads (uploads up to ~67 MB) counted in bytes, not 256 of them (17.9 GB).
-            max_queued_bytes=settings.ai_mqtt_queue_bytes,
-            # A random id would leave an orphan session behind at every restart: persistent only when fixed.
-            persistent=bool(fixed_id),
-            on_overflow=self._on_overflow,
-        )
-        self.guard = InboundGuard(
-            self.metrics,
-            rate_per_s=settings.ai_mqtt_rate_per_s,
-            burst=settings.ai_mqtt_rate_burst,
-            max_media_bytes=media.media_max_upload_size,
-            kind_rates={
-                TopicKind.CHAT_REQUEST: settings.ai_mqtt_chat_rate_per_s,
-                TopicKind.UPLOAD: settings.ai_mqtt_upload_rate_per_s,
-            },
-            clock=clock,
-        )
-        # A device silent for 3 heartbeats is offline, whatever its retained status says (M7).
-        self.registry = DeviceRegistry(self.metrics, stale_after_s=3 * load(DeviceSettings).device_heartbeat_s)
-        self.policy = MediaPolicy(media, max_pixels=settings.ai_media_max_pixels)
-        limit_pixels(settings.ai_media_max_pixels)  # Pillow's own guard, for every decoder in the process
-        self.commands = Commands(
-            self._publish, self.registry, self.metrics, default_timeout_s=settings.ai_command_timeout_s
-        )
-        self.media = DeviceMedia(
-            self._publish,
-            self.registry,
-            self.metrics,
-            self.policy,
-            self.store,
-            snapshot_timeout_s=media.media_snapshot_timeout_ms / 1000.0,
-            stt=pipeline.stt,
-            recording_quota_bytes_per_h=settings.ai_recording_quota_bytes_per_h,
-            clock=clock,
-        )
-        self.speaker = Speaker(pipeline, self.registry, self.metrics, sessions,
-                               limit=AnnounceLimit(settings.ai_announce_per_min, self.metrics, clock=clock))
-        self.chat = Chat(self._publish, pipeline, self.speaker, self.metrics, timeout_s=settings.ai_chat_timeout_s)
-        self.uploads = Uploads(self.policy, self.media, self.chat, self.guard, self.metrics)
-        # Alerts the broker did not take wait in a file of the data folder (ai_server/control/outbox.py).
-        self.alerts = Alerts(self._publish, self.policy, self.media, self.metrics,
-                             outbox=AlertOutbox(store.root / OUTBOX_NAME, self.metrics.event))
-        # Voice turns like "play it in the kitchen" / "announce dinner is ready" are carried out here
-        # rather than answered by the LLM. Set now, not at start(): speaking needs the hub, not the broker.
-        self.rooms = RoomRouter(
-            self.registry, self.speaker, pipeline.conversations, self.metrics, self.presence.broadcast
-        )
-        self.pipeline = pipeline
-        pipeline.router = self.rooms
-        self.max_tasks = settings.ai_chat_max_pending
+        self.link = link
+        self.guard = guard
+        self.registry = registry
+        self.commands = commands
+        self.media = media
+        self.chat = chat
+        self.uploads = uploads
+        self.alerts = alerts
+        self.presence = presence
+        self.rooms = rooms
+        self.metrics = metrics
+        self.max_tasks = max_tasks  # AI_CHAT_MAX_PENDING
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refusals: set[asyncio.Task[None]] = set()  # "busy" answers to what the inbox had no room for
+        # One handler per topic kind we subscribe to: cheap work returns None (done inline, in topic
+        # order); slow work returns its coroutine and the conversation a refusal would be answered in.
+        self._handlers: dict[TopicKind, Handler] = {
+            TopicKind.DEVICE_STATUS: self._on_status,
+            TopicKind.DEVICE_COMMAND_RESPONSE: self._on_response,
+            TopicKind.MEDIA_SNAPSHOT: self._on_snapshot,
+            TopicKind.MEDIA_RECORDING: self._on_recording,
+            TopicKind.UPLOAD: self._on_upload,
+            TopicKind.CHAT_REQUEST: self._on_chat,
+        }
 
     # -- API for the rest of the AI server ------------------------------------------------------
     async def send_command(
@@ -269,8 +211,8 @@ class ControlPlane:
         return self.registry.device_infos()
 
     def counters(self) -> dict[str, int]:
-        """For GetStatus: control plane counters (``mqtt_*``) and what retention pruned (``store_pruned_*``)."""
-        return {**self.metrics.snapshot(), **self.retention.metrics.snapshot()}
+        """For GetStatus: control plane counters (``mqtt_*``)."""
+        return self.metrics.snapshot()
 
     @property
     def connected(self) -> bool:
@@ -279,18 +221,14 @@ class ControlPlane:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         log.info("MQTT control plane: connecting to %s as %s", self.link.address, self.link.client_id)
-        if self._retention_task is None:
-            self._retention_task = asyncio.get_running_loop().create_task(self.retention.run(), name="retention")
         await self.link.start()
 
     async def wait_connected(self, timeout_s: float) -> None:
         await asyncio.wait_for(self.link.connected.wait(), timeout_s)
 
     async def stop(self) -> None:
-        """Retained offline status (clean goodbye), disconnect, stop tasks, close an owned store."""
+        """Retained offline status (clean goodbye), disconnect, stop tasks (the store is the assembly's)."""
         self.rooms.active = False  # a stopped plane routes nothing: "play it in the kitchen" goes to the LLM
-        if self.pipeline.router is self.rooms:
-            self.pipeline.router = None
         await self.link.stop(goodbye=self.presence.status(online=False))
         tasks = [*self._tasks, *self._refusals]
         for task in tasks:
@@ -301,21 +239,8 @@ class ControlPlane:
         self.commands.pending.cancel_all()
         self.media.snapshots.cancel_all()
         self.media.recordings.cancel_all()
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
-            self._retention_task = None
-        if self.pipeline.conversations.sink is self.transcripts:
-            self.pipeline.conversations.sink = None
-        await self.transcripts.close()  # what is queued is written before the store closes
-        if self._owns_store:
-            self.store.close()
 
-    async def _publish(self, message: OutboundMessage) -> None:
-        await self.link.publish(message)
-
-    async def _on_connect(self, link: MqttLink) -> None:
+    async def on_connect(self, link: MqttLink) -> None:
         try:
             await self.presence.announce()
         except BrokerUnavailable as exc:  # the link dropped again at once; the next connect retries
@@ -326,7 +251,7 @@ class ControlPlane:
             task.add_done_callback(self._tasks.discard)
 
     # -- inbound --------------------------------------------------------------------------------
-    async def _on_message(self, topic: str, payload: bytes) -> None:
+    async def on_message(self, topic: str, payload: bytes) -> None:
         parsed: ParsedTopic | None = None
         try:
             try:
@@ -371,29 +296,41 @@ class ControlPlane:
             self.registry.touch(device_id)
         return self._dispatch(topic, parsed, message)
 
-    def _dispatch(
-        self, topic: str, parsed: ParsedTopic, message: NailaMessage
-    ) -> tuple[Coroutine[Any, Any, Any], str | None] | None:
-        device_id = parsed.device_id or ""
-        if isinstance(message, DeviceStatus):
-            self.registry.update(message)
-        elif isinstance(message, CommandResponse):
-            # A device also answers here, with an error, a snapshot/recording request it cannot serve (issue 22).
-            if not self.commands.on_response(device_id, message) and not self.media.on_device_error(device_id, message):
-                raise Rejected("unmatched", f"command response {message.request_id} from {device_id}: nobody waits")
-        elif isinstance(message, MediaUpload) and parsed.kind is TopicKind.MEDIA_SNAPSHOT:
-            self.media.on_snapshot(device_id, message)
-        elif isinstance(message, MediaUpload):
-            return self.media.on_recording(device_id, message), None
-        elif isinstance(message, WebUpload):
-            return self.uploads.on_upload(topic, message), message.conversation_id
-        elif isinstance(message, ChatRequest):
-            return self.chat.on_request(message), message.conversation_id
-        else:  # a topic we subscribe to but do not serve: a programming error, not the sender's
+    def _dispatch(self, topic: str, parsed: ParsedTopic, message: NailaMessage) -> Work:
+        handler = self._handlers.get(parsed.kind)
+        if handler is None:  # a topic we subscribe to but do not serve: a programming error, not the sender's
             raise Rejected("unknown_topic", f"no handler for {parsed.kind.value}")
+        return handler(topic, parsed.device_id or "", message)
+
+    # The handlers: the message's model is the one MODEL_FOR_KIND gives the topic kind (the guard
+    # decoded it with that model), so each narrows with a cast, not an isinstance chain.
+    def _on_status(self, topic: str, device_id: str, message: NailaMessage) -> Work:
+        self.registry.update(cast(DeviceStatus, message))
         return None
 
-    def _on_overflow(self, topic: str, payload: bytes) -> None:
+    def _on_response(self, topic: str, device_id: str, message: NailaMessage) -> Work:
+        response = cast(CommandResponse, message)
+        # A device also answers here, with an error, a snapshot/recording request it cannot serve (issue 22).
+        if not self.commands.on_response(device_id, response) and not self.media.on_device_error(device_id, response):
+            raise Rejected("unmatched", f"command response {response.request_id} from {device_id}: nobody waits")
+        return None
+
+    def _on_snapshot(self, topic: str, device_id: str, message: NailaMessage) -> Work:
+        self.media.on_snapshot(device_id, cast(MediaUpload, message))
+        return None
+
+    def _on_recording(self, topic: str, device_id: str, message: NailaMessage) -> Work:
+        return self.media.on_recording(device_id, cast(MediaUpload, message)), None
+
+    def _on_upload(self, topic: str, device_id: str, message: NailaMessage) -> Work:
+        upload = cast(WebUpload, message)
+        return self.uploads.on_upload(topic, upload), upload.conversation_id
+
+    def _on_chat(self, topic: str, device_id: str, message: NailaMessage) -> Work:
+        request = cast(ChatRequest, message)
+        return self.chat.on_request(request), request.conversation_id
+
+    def on_overflow(self, topic: str, payload: bytes) -> None:
         """The link's inbox had no room for this message (already acknowledged to the broker):
         count and log it as ``busy`` and, where the sender waits on a reply topic, tell it."""
         parsed: ParsedTopic | None = None

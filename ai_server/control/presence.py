@@ -21,6 +21,13 @@ def server_version() -> str:
         return "0.0.0"
 
 
+def will_message(version: str) -> OutboundMessage:
+    """The last will registered with the broker: ``online: false`` for this version (needed before the link
+    that Presence publishes through exists)."""
+    will = server_last_will(version)
+    return OutboundMessage(will.topic, will.payload, will.qos, will.retain)
+
+
 class Presence:
     def __init__(self, publish: Publish, version: str | None = None) -> None:
         self._publish = publish
@@ -28,8 +35,7 @@ class Presence:
 
     def will(self) -> OutboundMessage:
         """Register with the broker at connect: what others see if the server dies."""
-        will = server_last_will(self.version)
-        return OutboundMessage(will.topic, will.payload, will.qos, will.retain)
+        return will_message(self.version)
 
     def status(self, online: bool) -> OutboundMessage:
         return outbound(topics.SERVER_STATUS, build(ServerStatus, online=online, version=self.version))

@@ -37,7 +37,7 @@ from typing import Final
 from ai_server.clauses import ClauseSplitter
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.registry import DeviceRegistry
-from ai_server.pipeline import Pipeline, Turn, one_line
+from ai_server.pipeline import Speech, Turn, one_line
 from ai_server.session import ConversationSession
 from shared.contract import pb
 from shared.rate_limit import RateLimiter
@@ -96,7 +96,7 @@ class Spoken:
 class Speaker:
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Speech,
         registry: DeviceRegistry,
         metrics: ControlMetrics,
         sessions: Callable[[], Iterable[ConversationSession]],
@@ -213,7 +213,7 @@ class Speaker:
 
 
 def sound_body(
-    pipeline: Pipeline, pcm: bytes, rate: int, text: str, hold: Callable[[float], Awaitable[None]],
+    pipeline: Speech, pcm: bytes, rate: int, text: str, hold: Callable[[float], Awaitable[None]],
 ) -> Callable[[Turn], Awaitable[None]]:
     """An unprompted turn that plays ``pcm`` (16-bit mono at ``rate``), then speaks ``text``, then
     stays open for as long as the device needs to play it all (``hold(seconds)``, on the caller's

@@ -43,15 +43,16 @@ log = logging.getLogger(__name__)
 
 class Uploads:
     def __init__(
-        self, policy: MediaPolicy, media: DeviceMedia, chat: Chat, guard: InboundGuard, metrics: ControlMetrics
+        self, policy: MediaPolicy, media: DeviceMedia, chat: Chat, guard: InboundGuard, metrics: ControlMetrics,
+        *, analyser: ImageAnalyser | None = None, selection: SourceSelection | None = None,
     ) -> None:
         self.policy = policy
         self.media = media
         self.chat = chat
         self.guard = guard
         self.metrics = metrics
-        self.analyser: ImageAnalyser | None = None  # set when vision is on
-        self.selection: SourceSelection | None = None  # spec §8.10 (step 1: the upload); set with vision
+        self.analyser = analyser  # None when vision is off
+        self.selection = selection  # spec §8.10 (step 1: the upload); None when vision is off
 
     async def on_upload(self, topic: str, upload: WebUpload) -> ChatReply:
         """Check, store and answer one decoded upload; publishes and returns the reply."""

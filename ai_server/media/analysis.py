@@ -29,6 +29,7 @@ from typing import Final, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ai_server.media import sniff
 from ai_server.media.describe import VisionDescriber
 from ai_server.media.ocr import TextReader
 from ai_server.store import MediaStore
@@ -110,10 +111,6 @@ def decode_image(
     Pillow, not OpenCV: ``cv2.imdecode`` returns a half-grey picture for a truncated JPEG, which
     would be analysed as if it were whole; Pillow raises. GIFs give their first frame.
     """
-    # Imported here: ai_server.control's package imports this module (uploads), so a top-level
-    # import would be circular whichever package is imported first.
-    from ai_server.control import sniff
-
     cap = _max_pixels if max_pixels is None else max_pixels
     try:
         with Image.open(io.BytesIO(data)) as img:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from ai_server.media.analysis import Analysed
-from ai_server.media.sources import MediaSources, SourceFailed
+from ai_server.media.errors import SourceFailed
+from ai_server.media.sources import MediaSources
 from ai_server.pipeline import Seen
 from ai_server.places import mentions, place_key
 from ai_server.vision.answer import Sight, answer, brief

@@ -19,19 +19,18 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from ai_server.control.errors import ControlError, DeviceOffline, MediaRejected, SnapshotTimeout
 from ai_server.control.inbound import Rejected
+from ai_server.control.media import DeviceMedia
 from ai_server.media.analysis import Analysed, BadImage, ImageAnalyser, SourceType, decode_image, save_analysis
+from ai_server.media.errors import SourceFailed
 from ai_server.media.frames import ClipDecoder, ClipLimits
 from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaStore
 from ai_server.vision.view import Views
 from shared.mqtt import VisualContext
-
-if TYPE_CHECKING:
-    from ai_server.control.plane import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -47,38 +46,25 @@ _STORED_AS: Final[dict[str, SourceType]] = {
 VIDEO_FORMATS: Final = frozenset({"mp4", "webm"})
 
 
-class SourceFailed(Exception):
-    """A source gave no usable image; ``reason`` is a short token (counted), the message says why."""
-
-    def __init__(self, source: str, reason: str, detail: str) -> None:
-        super().__init__(f"{source}: {reason}: {detail}")
-        self.source = source
-        self.reason = reason
-        self.detail = detail
-
-
 class MediaSources:
-    """See the module doc. ``views`` / ``plane`` absent: those sources fail with ``unavailable``."""
+    """See the module doc. ``views`` / ``devices`` (the control plane's device media) absent: those sources
+    fail with ``unavailable``. ``clips``: the AI server's clip limits (default: ClipLimits' defaults)."""
 
     def __init__(
         self, analyser: ImageAnalyser, store: MediaStore, *, views: Views | None = None,
-        plane: ControlPlane | None = None, clips: ClipDecoder | None = None,
+        devices: DeviceMedia | None = None, clips: ClipDecoder | None = None,
     ) -> None:
         self.analyser = analyser
         self.store = store
         self.views = views
-        self.plane = plane
-        if clips is None:  # the AI server's limits when there is a plane (its settings), else the defaults
-            limits = ClipLimits() if plane is None else ClipLimits(
-                max_pixels=plane.settings.ai_media_max_video_pixels, max_s=plane.settings.ai_media_max_video_s)
-            clips = ClipDecoder(limits)
-        self.clips = clips
+        self.devices = devices
+        self.clips = clips or ClipDecoder(ClipLimits())
         self.failures: Counter[str] = Counter()  # "<source>:<reason>"
 
     def _fail(self, source: str, reason: str, detail: str) -> SourceFailed:
         self.failures[f"{source}:{reason}"] += 1
-        if self.plane is not None:
-            self.plane.metrics.event("visual_source_failed")
+        if self.devices is not None:
+            self.devices.metrics.event("visual_source_failed")
         log.warning("visual source %s failed (%s): %s", source, reason, detail)
         return SourceFailed(source, reason, detail)
 
@@ -96,9 +82,9 @@ class MediaSources:
 
     async def snapshot(self, device_id: str, question: str = "", timeout_s: float | None = None) -> Analysed:
         """Ask the device for a snapshot over MQTT (spec §8.5), analyse it, store it with its analysis."""
-        if self.plane is None:
+        if self.devices is None:
             raise self._fail("mqtt_snapshot", "unavailable", "no control plane")
-        plane = self.plane
+        plane = self.devices
         try:
             upload = await plane.request_snapshot(device_id, timeout_s=timeout_s)
         except DeviceOffline as exc:
@@ -119,7 +105,7 @@ class MediaSources:
             raise self._fail("mqtt_snapshot", exc.reason, f"snapshot from {device_id}: {exc.detail}") from None
         analysed = await self.analyser.analyse_decoded(image, source="mqtt_snapshot", device_id=device_id,
                                                        question=question, timestamp=upload.timestamp)
-        record = await plane.media.store_media(checked, source="mqtt_snapshot", device_id=device_id,
+        record = await plane.store_media(checked, source="mqtt_snapshot", device_id=device_id,
                                                extra={"visual_context": analysed.json()})
         log.info("snapshot from %s stored as %s with its analysis", device_id, record.id)
         return analysed

@@ -200,7 +200,7 @@ def _undo_pil_patch() -> None:
 
     Importing ultralytics replaces ``PIL.Image.open`` process-wide with a wrapper that, on any file
     Pillow cannot identify, tries to pip-install ``pi-heif`` and then raises ``ModuleNotFoundError``.
-    The rest of the AI server opens untrusted uploads with Pillow (``ai_server.control.sniff``) and
+    The rest of the AI server opens untrusted uploads with Pillow (``ai_server.media.sniff``) and
     must see Pillow's own ``UnidentifiedImageError``. We hand YOLO decoded arrays, never files, so
     nothing here needs ultralytics' HEIF support.
     """

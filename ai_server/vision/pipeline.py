@@ -48,8 +48,8 @@ from typing import Final
 import cv2
 import numpy as np
 
-from ai_server.control.sniff import detect as sniff_format
-from ai_server.control.sniff import image_info
+from ai_server.media.sniff import detect as sniff_format
+from ai_server.media.sniff import image_info
 from ai_server.store import EventRecord, MediaStore
 from ai_server.store.home import StoreConfig, open_store
 from ai_server.store.retention import Retention

@@ -139,7 +139,7 @@ async def test_an_alert_decided_during_a_3_s_broker_outage_arrives_after_the_rec
         frames = [pb.VisionFrame(device_id="gate", frame_id=i, jpeg=scene(person(20 + 6 * i, 120))) for i in range(5)]
         await analyze_paced(server.address, frames)
         await server.vision.drain()
-        events = server.control.store.events.query(device_id="gate")
+        events = server.control.media.store.events.query(device_id="gate")
         assert [e.outcome for e in events] == ["queued"] and len(server.control.alerts.outbox) == 1
         await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - killed)))
         broker.start()  # the same port, its saved sessions

@@ -53,7 +53,7 @@ async def watch(mosquitto: Broker) -> AsyncIterator[Watch]:
 def locked_database(server: AIServer) -> Iterator[None]:
     """Another process's view: a connection of its own holding the store's database exclusively."""
     assert server.control is not None
-    other = sqlite3.connect(server.control.store.root / "media.sqlite3", isolation_level=None)
+    other = sqlite3.connect(server.control.media.store.root / "media.sqlite3", isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     yield
     other.execute("ROLLBACK")
@@ -65,7 +65,7 @@ def disk_full(server: AIServer, monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     assert server.control is not None
-    monkeypatch.setattr(server.control.store, "add", no_space)
+    monkeypatch.setattr(server.control.media.store, "add", no_space)
 
 
 async def walk_in(server: AIServer, camera: str, watch: Watch) -> tuple[dict[str, Any], float]:
@@ -92,7 +92,7 @@ async def test_a_full_disk_does_not_stop_the_alert(server: AIServer, watch: Watc
     assert server.control is not None and server.vision is not None
     await server.vision.drain()
     assert server.control.metrics.events["alert_snapshot_failed"] == 1
-    events = server.control.store.events.query(device_id=camera)
+    events = server.control.media.store.events.query(device_id=camera)
     assert [(e.outcome, e.media_id) for e in events] == [("alerted", None)]  # recorded, without a snapshot
 
 
@@ -110,7 +110,7 @@ async def test_below_the_free_space_reserve_media_is_refused_and_the_alert_goes_
     server: AIServer, watch: Watch
 ) -> None:
     assert server.control is not None
-    store = server.control.store
+    store = server.control.media.store
     # The disk is as full as AI_MEDIA_RESERVE_BYTES allows (a reserve far above any free space: other
     # processes on this machine free and fill the disk meanwhile).
     store.reserve_bytes = store.free_bytes() + 2**50

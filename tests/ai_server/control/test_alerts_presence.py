@@ -52,7 +52,7 @@ async def test_an_alert_goes_to_its_zone_topic_and_to_all_with_qos_1_and_its_sna
     record = published.snapshot
     assert record is not None and record.path.read_bytes() == jpeg
     assert (record.source, record.device_id, record.zone, record.format) == ("alert_snapshot", cam, zone, "jpeg")
-    assert plane.store.get(record.id) == record
+    assert plane.media.store.get(record.id) == record
 
 
 async def test_an_alert_whose_snapshot_is_bad_goes_out_without_one(

@@ -37,7 +37,7 @@ async def test_unsolicited_recordings_stop_at_the_quota_and_requested_ones_do_no
     await until(lambda: plane.registry.get(dev) is not None and plane.registry.get(other) is not None)
 
     def stored(device_id: str) -> int:
-        return len([r for r in plane.store.recent(50, source="mqtt_recording") if r.device_id == device_id])
+        return len([r for r in plane.media.store.recent(50, source="mqtt_recording") if r.device_id == device_id])
 
     for i in range(5):
         await watch.publish(f"naila/devices/{dev}/media/recording", recording(clip, f"own-{i}"))

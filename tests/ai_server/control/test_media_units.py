@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_server.control import sniff
+from ai_server.media import sniff
 from ai_server.control.inbound import Rejected
 from ai_server.control.media_check import MediaPolicy
 from ai_server.store import MediaStore

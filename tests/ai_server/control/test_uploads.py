@@ -54,7 +54,7 @@ async def test_an_image_is_stored_and_acknowledged(control_server: ControlFactor
     reply = await ask(watch, sid, upload(sid, png))
     assert reply["error"] is None and reply["conversation_id"] == "conv-up" and reply["session_id"] == sid
     assert "image, png" in reply["text"] and "64x48" in reply["text"]
-    [record] = [r for r in plane.store.recent(50, source="mqtt_upload") if r.session_id == sid]
+    [record] = [r for r in plane.media.store.recent(50, source="mqtt_upload") if r.session_id == sid]
     assert record.id in reply["text"]
     assert (record.media_type, record.format, record.size) == ("image", "png", len(png))
     assert record.sha256 == hashlib.sha256(png).hexdigest() and record.path.read_bytes() == png
@@ -120,4 +120,4 @@ async def test_bad_uploads_are_refused_with_a_reason_and_nothing_is_stored(
     if isinstance(payload, dict):  # the error repeats the upload's conversation id so the client can match it
         assert reply["conversation_id"] == "conv-up"
     assert plane.metrics.rejected[reason] == 1
-    assert plane.store.recent(10, source="mqtt_upload") == []
+    assert plane.media.store.recent(10, source="mqtt_upload") == []

@@ -24,10 +24,11 @@ from PIL import Image
 from ai_server.control import ControlPlane
 from ai_server.fakes import FakeLLM
 from ai_server.media.analysis import Analysed, ImageAnalyser
+from ai_server.media.errors import SourceFailed
 from ai_server.media.history import HistoryQuestions
 from ai_server.media.ocr import RapidOcr
 from ai_server.media.selection import NO_CAMERA, Selected, SourceSelection
-from ai_server.media.sources import MediaSources, SourceFailed
+from ai_server.media.sources import MediaSources
 from ai_server.pipeline import Seen
 from ai_server.vision.ask import VisualQuestions
 from ai_server.vision.detector import YoloDetector
@@ -98,9 +99,9 @@ async def rig(control_server: ControlFactory, mqtt_settings: MqttSettings, yolo:
     _server, plane = await control_server(llm=FakeLLM("ok"), detector=yolo)
     views = UnanalysedViews()
     analyser = ImageAnalyser(yolo, ocr)
-    sources = MediaSources(analyser, plane.store, views=views, plane=plane)
+    sources = MediaSources(analyser, plane.media.store, views=views, devices=plane.media)
     plane.media.video_frames = sources.video
-    history = HistoryQuestions(plane.store.events, views, lambda: NOW)
+    history = HistoryQuestions(plane.media.store.events, views, lambda: NOW)
     selection = SourceSelection(sources, history=history, questions=VisualQuestions(views, analyser=analyser),
                                 registry=plane.registry, snapshot_timeout_s=5)
     yield Rig(plane, views, sources, selection, mqtt_settings)
@@ -137,7 +138,7 @@ async def test_the_five_sources_give_the_same_visual_context_shape(rig: Rig, wat
         control.jpeg = bus_jpeg()
         await until(lambda: (r := rig.plane.registry.get(dev)) is not None and r.online)
         snap = (await rig.sources.snapshot(dev, q)).context
-    [stored_snap] = rig.plane.store.recent(5, source="mqtt_snapshot", device_id=dev)
+    [stored_snap] = rig.plane.media.store.recent(5, source="mqtt_snapshot", device_id=dev)
     assert stored_snap.analysis is not None
     assert VisualContext.model_validate_json(json.dumps(stored_snap.analysis["visual_context"])) == snap
     # (c) an MQTT recording clip: its middle frame, analysed before it is stored
@@ -147,7 +148,7 @@ async def test_the_five_sources_give_the_same_visual_context_shape(rig: Rig, wat
     await watch.publish(topics.media_recording(rec_dev), {"request_id": "r1", "media_type": "video", "format": "mp4",
                                                           "data": b64(mp4())})
     await until(lambda: rig.plane.metrics.events["recording_stored"] == 1, 60)
-    [clip] = rig.plane.store.recent(5, source="mqtt_recording", device_id=rec_dev)
+    [clip] = rig.plane.media.store.recent(5, source="mqtt_recording", device_id=rec_dev)
     assert clip.analysis is not None
     video = VisualContext.model_validate_json(json.dumps(clip.analysis["visual_context"]))
     # (d) an upload (the MQTT path: tests/ai_server/media/test_upload_questions.py)
@@ -187,7 +188,7 @@ async def test_step_1_attached_media_comes_first(rig: Rig, caplog: pytest.LogCap
 
 
 async def test_step_2_a_historical_question_is_answered_from_the_store(rig: Rig) -> None:
-    rig.plane.store.events.add(time=NOW.replace(hour=3, minute=12), device_id="front_cam", zone="front_door",
+    rig.plane.media.store.events.add(time=NOW.replace(hour=3, minute=12), device_id="front_cam", zone="front_door",
                                alert_type="person_detected", label="person", confidence=0.8, track_id=1,
                                outcome="alerted")
     add_live(rig.views, "front_cam", "hall", "front_door")
@@ -214,7 +215,7 @@ async def test_step_4_a_snapshot_from_the_asking_device(rig: Rig) -> None:
     assert chosen is not None and chosen.step == 4 and steps(chosen) == [1, 2, 3, 4]
     assert chosen.context is not None and chosen.context.source.type == "mqtt_snapshot"
     assert "step 3 (live_stream): no live stream" in chosen.decisions[2]
-    assert rig.plane.store.recent(5, source="mqtt_snapshot", device_id=dev) != []
+    assert rig.plane.media.store.recent(5, source="mqtt_snapshot", device_id=dev) != []
 
 
 async def test_step_5_the_best_camera_in_the_same_zone(rig: Rig, watch: Watch) -> None:
@@ -257,7 +258,7 @@ async def test_bad_inputs_fail_clearly_are_counted_and_nothing_is_stored(rig: Ri
         with pytest.raises(SourceFailed) as mismatch:
             await rig.sources.snapshot(dev, "what?")
         assert mismatch.value.reason == "content_mismatch"
-    assert rig.plane.store.recent(5, source="mqtt_snapshot", device_id=dev) == []
+    assert rig.plane.media.store.recent(5, source="mqtt_snapshot", device_id=dev) == []
     with pytest.raises(SourceFailed) as unknown:
         await rig.sources.snapshot(uid("ghost"), "what?")
     assert unknown.value.reason == "unknown_device" and "unknown" in str(unknown.value)
@@ -278,7 +279,7 @@ async def test_bad_inputs_fail_clearly_are_counted_and_nothing_is_stored(rig: Ri
                                                           "format": fmt, "data": data})
     await until(lambda: sum(rig.plane.metrics.rejected.values()) >= before + 3, 30)
     await asyncio.sleep(0.2)
-    assert rig.plane.store.recent(5, source="mqtt_recording", device_id=rec) == []
+    assert rig.plane.media.store.recent(5, source="mqtt_recording", device_id=rec) == []
     assert rig.sources.failures["mqtt_snapshot:corrupt"] == 1
     assert rig.sources.failures["mqtt_snapshot:content_mismatch"] == 1
     assert rig.sources.failures["mqtt_snapshot:unknown_device"] == 1

@@ -56,7 +56,7 @@ async def test_how_many_people_reaches_the_llm_with_the_people_in_the_photo(
     assert (ctx.media.width, ctx.media.height) == (810, 1080)
     assert sum(o.label == "person" for o in ctx.analysis.objects) >= 3
     assert ctx.user_context == "how many people are in this picture?"
-    [record] = [r for r in plane.store.recent(50, source="mqtt_upload") if r.session_id == sid]
+    [record] = [r for r in plane.media.store.recent(50, source="mqtt_upload") if r.session_id == sid]
     assert record.analysis is not None and record.analysis["width"] == 810
     assert VisualContext.model_validate_json(json.dumps(record.analysis["visual_context"])) == ctx
     assert plane.metrics.events["chat_answered"] == 1 and plane.metrics.events["upload_stored"] == 1
@@ -89,5 +89,5 @@ async def test_a_bad_image_with_a_question_is_refused_counted_and_not_stored(
     assert reply["text"] == "" and reply["error"].startswith(f"refused ({reason}): "), reply
     assert reply["conversation_id"] == "conv-img"
     assert plane.metrics.rejected[reason] == 1
-    assert plane.store.recent(10, source="mqtt_upload") == []
+    assert plane.media.store.recent(10, source="mqtt_upload") == []
     assert llm.requests == []  # nothing reached the model

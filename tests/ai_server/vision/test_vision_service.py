@@ -179,11 +179,11 @@ async def test_a_walker_alerts_once_on_mqtt_with_a_stored_snapshot_and_the_event
 
     assert server.vision is not None
     await server.vision.drain()
-    events = plane.store.events.query(device_id=cam)
+    events = plane.media.store.events.query(device_id=cam)
     assert [(e.zone, e.alert_type, e.outcome) for e in events] == [(zone, "person_detected", "alerted")]
     event = events[0]
     assert event.media_id is not None and event.snapshot is not None
-    record = plane.store.get(event.media_id)
+    record = plane.media.store.get(event.media_id)
     assert record is not None and (record.source, record.device_id, record.zone) == ("alert_snapshot", cam, zone)
     assert event.snapshot.read_bytes() == frames[event_frame(results, event.track_id)].jpeg
     assert event.time.timestamp() * 1000 == pytest.approx(frames[event_frame(results, event.track_id)].timestamp_ms)
@@ -240,10 +240,10 @@ async def test_with_the_broker_unreachable_an_alert_is_kept_in_the_outbox_with_i
     await analyze_paced(server.address, frames)
     assert server.vision is not None
     await server.vision.drain()
-    events = server.control.store.events.query()
+    events = server.control.media.store.events.query()
     # Not final (finding H5): owed, and sent when the broker is back (tests/security/test_alert_durability_*).
     assert [(e.device_id, e.outcome) for e in events] == [("gate", "queued")]
-    assert events[0].media_id is not None and len(server.control.store.recent(source="alert_snapshot")) == 1
+    assert events[0].media_id is not None and len(server.control.media.store.recent(source="alert_snapshot")) == 1
     owed = server.control.alerts.outbox.pending()
     assert [(o.alert.source_device, o.alert.snapshot_available) for o in owed] == [("gate", True)]
     assert owed[0].alert.timestamp == events[0].time  # the frame's time, not the time it is sent

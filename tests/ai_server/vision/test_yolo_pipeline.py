@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_server.control.sniff import image_info
+from ai_server.media.sniff import image_info
 from ai_server.vision.config import VisionConfig
 from ai_server.vision.detector import YoloDetector
 from ai_server.vision.pipeline import Frame, VisionPipeline
