@@ -9,7 +9,10 @@ piper's time grows with the clause's length. Later clauses only need to stay ahe
 (``min_words`` before a comma cut), which gives better prosody.
 
 A boundary counts only once the next character is known (whitespace after the mark), so
-"3.5" and "1,000" are never split, and common abbreviations ("Dr.", "e.g.") are skipped.
+"3.5" and "1,000" are never split, and common abbreviations ("Dr.", "e.g.") are skipped. The
+first clause does not wait for that next token at a "!", "?" or "…", nor at a "." after a
+letter that ends no abbreviation: none of these can continue a number, and the token it saves
+(15-25 ms with the shipped model) comes straight off the first audio.
 """
 
 from __future__ import annotations
@@ -84,6 +87,13 @@ class ClauseSplitter:
             out.append(clause)
             self._emitted += 1
 
+    @staticmethod
+    def _ends_sentence_now(buf: str, i: int) -> bool:
+        """A mark at the end of the text so far that ends a sentence whatever comes next."""
+        if buf[i] in "!?…":
+            return True
+        return buf[i] == "." and i > 0 and buf[i - 1].isalpha() and not _is_abbreviation(buf, i)
+
     def _find_cut(self) -> int | None:
         buf = self._buf
         first = self._emitted == 0
@@ -96,8 +106,7 @@ class ClauseSplitter:
             if ch.isspace():
                 if in_word:
                     words += 1
-                    if (first and words - 1 >= self.first_min_words + 1
-                            and buf[word_start:i].lower() in CONJUNCTIONS):
+                    if first and words - 1 >= self.first_min_words + 1 and buf[word_start:i].lower() in CONJUNCTIONS:
                         return word_start  # "Set a timer for ten minutes | and play music."
                 in_word = False
                 if ch == "\n" and words > 0:
@@ -112,6 +121,8 @@ class ClauseSplitter:
                 j = i + 1
                 while j < len(buf) and buf[j] in CLOSERS:
                     j += 1
+                if j >= len(buf) and first and self._ends_sentence_now(buf, i):
+                    return j
                 if j >= len(buf) or not buf[j].isspace():
                     continue  # next character unknown yet, or "3.5" / "1,000"
                 if ch in SENTENCE_MARKS:

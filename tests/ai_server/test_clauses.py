@@ -49,6 +49,18 @@ def test_a_boundary_waits_for_the_next_character() -> None:
     assert s.flush() == ["Next"]
 
 
+def test_the_first_sentence_end_is_a_cut_without_waiting_for_the_next_token() -> None:
+    s = ClauseSplitter()
+    assert s.push("The sky is blue.") == ["The sky is blue."]  # cannot continue as a number
+    assert s.push(" It is") == []  # later clauses still wait for the next character
+    t = ClauseSplitter()
+    assert t.push("Really?") == ["Really?"]
+    assert t.push(" Yes, it is.") == []  # a later one: waits
+    u = ClauseSplitter()
+    assert u.push("Ask Dr.") == [] and u.push(" Smith.") == ["Ask Dr. Smith."]
+    assert ClauseSplitter().push("It costs 3.") == []
+
+
 def test_long_first_clause_without_punctuation_is_forced_at_a_word_boundary() -> None:
     text = " ".join(["word"] * 20)
     out = split(text, first_max_words=14)
