@@ -8,7 +8,10 @@ one person's conversation to whoever speaks next elsewhere. It is bounded to ``h
 oldest *half* goes at once rather than one exchange per turn: every eviction changes the
 prompt right after the system message, which invalidates the LLM's cached prompt prefix
 (a full re-evaluation: seconds for the embedded model on 2 cores), so it should happen
-every few turns, not on every turn. The visual
+every few turns, not on every turn; the pipeline evaluates the new prefix as soon as the reply
+ends (while it plays), so even that re-evaluation does not land on the next question. The prompt
+is otherwise append-only and byte-stable: nothing in it changes between turns (no clock, the
+room fixed per device), and a reply goes into history exactly as the model generated it. The visual
 context slot holds a short description of what the device's camera sees (filled by the
 vision work); when set it goes in as a second system message.
 """
