@@ -11,7 +11,7 @@ prompt right after the system message, which invalidates the LLM's cached prompt
 every few turns, not on every turn; the pipeline evaluates the new prefix as soon as the reply
 ends (while it plays), so even that re-evaluation does not land on the next question. The prompt
 is otherwise append-only and byte-stable: nothing in it changes between turns (no clock, the
-room fixed per device), and a reply goes into history exactly as the model generated it. The visual
+room fixed per device), and a reply goes into history as the model generated it (not as spoken). The visual
 context slot holds a short description of what the device's camera sees (filled by the
 vision work); when set it goes in as a second system message.
 """
