@@ -212,6 +212,9 @@ def fake_sounddevice(monkeypatch: pytest.MonkeyPatch) -> type[FakeStream]:
     mod = types.ModuleType("sounddevice")
     mod.Stream = FakeStream  # type: ignore[attr-defined]
     mod.PortAudioError = RuntimeError  # type: ignore[attr-defined]
+    # Every device takes 48 kHz here (tests/device_agent/test_webcam_devices.py covers one that does not).
+    mod.check_input_settings = lambda *a, **kw: None  # type: ignore[attr-defined]
+    mod.check_output_settings = lambda *a, **kw: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sounddevice", mod)
     FakeStream.instances.clear()
     return FakeStream

@@ -274,7 +274,7 @@ def test_encoding_is_compact_json() -> None:
     assert encode(status) == (
         b'{"device_id":"d1","online":true,"capabilities":["audio"],"firmware_version":"1.0",'
         b'"timestamp":"2024-01-15T10:30:00Z","room":null,"zone":null,"ip":null,"volume":40,"muted":null,'
-        b'"listening_mode":null}'
+        b'"listening_mode":null,"camera_enabled":null,"microphone_enabled":null}'
     )
 
 
