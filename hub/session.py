@@ -102,6 +102,7 @@ class DeviceSession:
         # the hangover becomes the fallback. A host without a judge (unit-test hosts, silence) waits
         # out HUB_VAD_HANGOVER_MS as before.
         self._judge: TurnJudge | None = getattr(host, "turn_judge", None)
+        self._going_up = False  # the open VAD utterance's START passed the listening gate
         config = VadConfig.from_ms(
             onset_frames=s.hub_vad_onset_frames,
             hangover_ms=s.hub_end_of_turn_fallback_ms if self._judge else s.hub_vad_hangover_ms,
@@ -261,7 +262,13 @@ class DeviceSession:
         self._dispatch(self.vad.process(frame, is_playing=self.tts.playing), captured_at)
         check = self.vad.take_check()
         if check is not None and self._judge is not None:
-            self._ask_end_of_turn(self._judge, check)
+            if self._going_up:
+                self._ask_end_of_turn(self._judge, check)
+            else:
+                # Talk that never goes upstream (wake_word mode, nobody woke it) is not worth ~70 ms
+                # of model CPU; it ends at the first short pause instead of holding the VAD open for
+                # the fallback, so a question right after it still gets its own START.
+                self._dispatch(self.vad.verdict(check, complete=True), captured_at)
         if self._arbiter is not None:
             self._arbiter.poll(captured_at)  # every live stream ticks every 20 ms: decisions are on time
 
@@ -269,7 +276,12 @@ class DeviceSession:
         gate = self.listening
         playing = self.tts.playing
         for event in events:
-            if gate.allow(event, playing):
+            allowed = gate.allow(event, playing)
+            if event.kind is VadEventKind.START:
+                self._going_up = allowed
+            elif event.kind is VadEventKind.END:
+                self._going_up = False
+            if allowed:
                 self._gate(event, captured_at)
             elif event.kind is VadEventKind.START:
                 self.host.metrics.utterances_ignored[gate.mode] += 1

@@ -18,6 +18,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from hub.end_of_turn import TurnJudge, load_smart_turn
+from hub.listening import ListeningModes
 from hub.log_mel import WINDOW_SAMPLES, last_window, log_mel
 from hub.models import SMART_TURN, ModelMissing, model_path
 from hub.session import DeviceSession
@@ -180,6 +181,19 @@ async def test_session_ignores_a_verdict_that_arrives_after_speech_resumed(judge
     assert s.vad.in_utterance
 
 
-def test_without_a_judge_the_hangover_alone_ends_the_turn() -> None:
-    settings = load(HubSettings)
-    assert settings.hub_vad_hangover_ms == 300  # the spec's silence, unchanged for AUDIO_END_OF_TURN=silence
+async def test_utterances_that_do_not_go_upstream_are_not_judged() -> None:
+    """wake_word mode, nobody said the wake word: room talk is dropped and costs no model runs."""
+    model = FakeModel(0.95)
+    host = JudgedHost(settings=load(HubSettings, hub_end_of_turn_check_ms=200))
+    host.turn_judge = TurnJudge(model, 0.5)
+    host.listening_modes = ListeningModes("wake_word", {})  # type: ignore[attr-defined]
+    s = DeviceSession("pi-idle", RTCPeerConnection(), host)  # type: ignore[arg-type]
+    try:
+        _feed(s, "1" * 20 + "0" * 10, 10.0)  # ends at the first short pause, without the model
+        assert not s.vad.in_utterance
+        _feed(s, "1" * 20 + "0" * 10, 10.6)
+        assert events(host) == [] and host.metrics.utterances_ignored["wake_word"] == 2
+        assert model.calls == 0 and not host.metrics.end_of_turn
+    finally:
+        await s.close("test")
+        host.turn_judge.close()
