@@ -1,22 +1,32 @@
-"""End-to-end turn latency: end of the user's speech at the device -> first reply audio at the device.
+"""End-to-end turn latency: end of the user's speech at the device -> first reply audio at the device,
+for the first turn of a conversation and for its fifth and later turns, with the hub's end of turn
+by silence and by the Smart Turn model (AUDIO_END_OF_TURN) side by side in one run.
 
-Real stack (mosquitto, AI server and hub as processes, shipped models) and a real DeviceAgent
-with a memory sound card in this process. Every time is time.monotonic (CLOCK_MONOTONIC is
-one clock for all processes of this machine), so device, hub and AI server stamps compare.
+Real stack: mosquitto and the AI server as processes, one hub process per end-of-turn mode (both
+linked to the one AI server, started with the same settings but AUDIO_END_OF_TURN), shipped models,
+and real DeviceAgents with memory sound cards in this process. Each conversation is a new device
+(the AI server keeps history per device) asked ``--turns`` questions in a row; conversation c is
+run on each hub in turn with the same questions, so the modes meet the same load and words.
+
+Clock: one per turn, ``time.monotonic`` (CLOCK_MONOTONIC, shared by every process of this machine):
+the device's end of voice at the mic, the hub's END, the AI server's stage marks and the device's
+first reply sample at the speaker are all read on it, so they subtract directly.
 
 Stages of a turn (p50/p95 over the utterances):
   vad_and_network_in  end of voice at the mic -> the hub sends END (Opus uplink, jitter buffer,
-                      resampling, and the VAD hangover)
+                      resampling, and the silence hangover or the end-of-turn model)
   stt                 END at the AI server -> transcript
   llm_first_token     transcript -> first LLM token
   first_sentence      first token -> first speakable clause
   tts_first_chunk     clause -> first synthesised audio
   grpc                the AI server's first audio -> the hub has it (both gRPC hops, AI-side queueing)
   network_out         hub hands the first reply frame to WebRTC -> it plays at the device speaker
-Barge-in stop: new speech starts at the mic while a reply plays -> last reply sample at the speaker.
+Barge-in stop (first mode only): new speech starts at the mic while a reply plays -> last reply sample.
+Cut-off rate (a question with a mid-sentence pause split into two turns): bench/end_of_turn.py's
+figure per mode, read from bench/results/end_of_turn.json (run that bench for it), not measured here.
 
-Usage: python bench/e2e_latency.py [--runs N] [--barge-ins N]; writes bench/results/e2e_latency.json
-and bench/results/e2e_latency.png.
+Usage: python bench/e2e_latency.py [--conversations 10] [--turns 5] [--modes silence,smart_turn]
+writes bench/results/e2e_latency.json and bench/results/e2e_latency.png.
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ from bench.stats import pct  # noqa: E402
 from naila.harness import SimDevice, start_device  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
 
-UTTERANCES = [
+# Short spoken questions of the kind the small model was not tuned on; conversation c asks
+# QUESTIONS[(k * conversations + c) % len] on turn k, so turn 1 and turn 5 each get distinct ones.
+QUESTIONS = [
     "What is the capital of France?",
     "How many legs does a spider have?",
     "What color is the sky?",
@@ -44,15 +56,38 @@ UTTERANCES = [
     "What is two plus two?",
     "Who wrote Romeo and Juliet?",
     "How far away is the moon?",
-    "What is the weather like today?",
-    "Can you recommend a good book?",
     "What day comes after Monday?",
+    "Can you recommend a good book?",
+    "What is the biggest ocean?",
+    "How many days are in a week?",
+    "What do bees make?",
+    "Which planet is the largest?",
+    "What is the opposite of hot?",
+    "How many minutes are in an hour?",
+    "What animal says moo?",
+    "What is frozen water called?",
+    "Name a fruit that is yellow.",
+    "What is the tallest animal?",
+    "How many wheels does a bicycle have?",
+    "What do plants need to grow?",
+    "What is the color of grass?",
+    "Who painted the Mona Lisa?",
+    "What is the capital of Japan?",
+    "How many months are in a year?",
+    "What sound does a cat make?",
+    "What is the largest desert?",
+    "What language is spoken in Spain?",
+    "How many hours are in a day?",
+    "What is the fastest land animal?",
 ]
 STAGES = ["vad_and_network_in", "stt", "llm_first_token", "first_sentence", "tts_first_chunk", "grpc",
           "network_out"]
-GOAL_P50_MS = 800.0
+MODES = ["silence", "smart_turn"]
+LATER_TURN = 5  # "turn 5+": the history holds at least four exchanges
+GOAL_P50_MS = 500.0
+GOAL_LATER_TURN_MS = 50.0  # turn 5+ within this of turn 1
 GOAL_BARGE_IN_MS = 150.0
-
+END_OF_TURN_RESULTS = ROOT / "bench" / "results" / "end_of_turn.json"
 
 
 async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
@@ -105,45 +140,106 @@ async def one_barge_in(dev: SimDevice) -> float | None:
     return max(0.0, (stop - barge) * 1000)
 
 
-async def run(ns: argparse.Namespace) -> dict[str, Any]:
-    stack = Stack(workdir=new_workdir("naila-bench-"), progress=lambda m: print(m.replace("[demo]", "[bench]")))
-    try:
-        stack.start_mosquitto()
-        stack.start_ai_server()
-        stack.start_hub()
-        stack.wait_grpc_connected()
-        dev = await start_device("bench-device", stack.hub_url)
-        try:
-            await one_turn(dev, "Hello there.")  # warm-up, not counted
-            turns = []
-            for i in range(ns.runs):
-                text = UTTERANCES[i % len(UTTERANCES)]
-                r = await one_turn(dev, text)
-                if r:
-                    turns.append(r)
-                    print(f"  {r['total_ms']:7.0f} ms  {text!r} -> {r['reply'][:60]!r}", flush=True)
-                else:
-                    print(f"  (no reply) {text!r}", flush=True)
-            barge = [b for b in [await one_barge_in(dev) for _ in range(ns.barge_ins)] if b is not None]
-        finally:
-            await dev.stop()
-    finally:
-        stack.stop()
+def summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
     totals = [t["total_ms"] for t in turns]
-    summary = {
-        "clock": "time.monotonic (CLOCK_MONOTONIC, shared by all processes)",
-        "machine": "2-core CPU, shipped models (Whisper tiny.en int8, SmolLM2-135M Q4_1, piper joe-us)",
-        "turns": len(turns),
-        "total_first_audio_ms": {"p50": pct(totals, 0.5), "p95": pct(totals, 0.95), "goal_p50": GOAL_P50_MS},
+    return {
+        "n": len(turns),
+        "total_first_audio_ms": {"p50": pct(totals, 0.5), "p95": pct(totals, 0.95)},
         "stages_ms": {s: {"p50": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.5),
                           "p95": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.95)}
                       for s in STAGES},
+    }
+
+
+def cut_off_rates() -> dict[str, Any]:
+    """bench/end_of_turn.py's cut-off rate per end-of-turn configuration (its JSON; empty if not run)."""
+    try:
+        data = json.loads(END_OF_TURN_RESULTS.read_text())
+    except (OSError, ValueError):
+        return {}
+    found = data.get("end_of_turn", data)
+    return {name: v["cut_off_rate"] for name, v in found.items() if isinstance(v, dict) and "cut_off_rate" in v}
+
+
+def hub_for(stack: Stack, mode: str) -> Stack:
+    """A hub process for ``mode`` beside the stack's, linked to the same broker and AI server."""
+    workdir = stack.workdir / f"hub-{mode}"  # its own log
+    workdir.mkdir(exist_ok=True)
+    hub = Stack(workdir=workdir, mqtt_host=stack.mqtt_host, mqtt_port=stack.mqtt_port, ai_port=stack.ai_port,
+                extra_env={**stack.extra_env, "AUDIO_END_OF_TURN": mode}, progress=stack.progress,
+                read_token=stack.read_token, device_token=stack.device_token)
+    hub.start_hub()
+    hub.wait_grpc_connected()
+    return hub
+
+
+async def conversation(hub: Stack, device_id: str, questions: list[str], mode: str) -> list[dict[str, Any]]:
+    dev = await start_device(device_id, hub.hub_url)
+    out = []
+    try:
+        for k, text in enumerate(questions, start=1):
+            r = await one_turn(dev, text)
+            if r is None:
+                print(f"  {mode:10} turn {k}  (no reply) {text!r}", flush=True)
+                continue
+            r.update(mode=mode, turn=k, device_id=device_id)
+            out.append(r)
+            print(f"  {mode:10} turn {k} {r['total_ms']:6.0f} ms  {text!r} -> {r['reply'][:50]!r}", flush=True)
+    finally:
+        await dev.stop()
+    return out
+
+
+async def run(ns: argparse.Namespace) -> dict[str, Any]:
+    stack = Stack(workdir=new_workdir("naila-bench-"), progress=lambda m: print(m.replace("[demo]", "[bench]")))
+    hubs: dict[str, Stack] = {}
+    samples: list[dict[str, Any]] = []
+    barge: list[float] = []
+    try:
+        stack.start_mosquitto()
+        stack.start_ai_server()
+        for mode in ns.modes:
+            hubs[mode] = hub_for(stack, mode)
+            warm = await start_device(f"warm-{mode}", hubs[mode].hub_url)
+            try:
+                await one_turn(warm, "Hello there.")  # warm-up, not counted
+            finally:
+                await warm.stop()
+        for c in range(ns.conversations):
+            questions = [QUESTIONS[(k * ns.conversations + c) % len(QUESTIONS)] for k in range(ns.turns)]
+            for mode in ns.modes:
+                samples += await conversation(hubs[mode], f"bench-{mode}-{c}", questions, mode)
+        if ns.barge_ins:
+            dev = await start_device("bench-barge-in", hubs[ns.modes[0]].hub_url)
+            try:
+                barge = [b for b in [await one_barge_in(dev) for _ in range(ns.barge_ins)] if b is not None]
+            finally:
+                await dev.stop()
+    finally:
+        for hub in hubs.values():
+            hub.stop()
+        stack.stop()
+    modes: dict[str, Any] = {}
+    for mode in ns.modes:
+        first = summarise([t for t in samples if t["mode"] == mode and t["turn"] == 1])
+        later = summarise([t for t in samples if t["mode"] == mode and t["turn"] >= LATER_TURN])
+        modes[mode] = {"turn_1": first, f"turn_{LATER_TURN}_plus": later,
+                       "later_minus_first_p50_ms": later["total_first_audio_ms"]["p50"]
+                       - first["total_first_audio_ms"]["p50"]}
+    return {
+        "what": "end of speech at the device's mic -> first reply audio at its speaker",
+        "clock": "time.monotonic per turn (CLOCK_MONOTONIC, shared by all processes)",
+        "machine": "2-core CPU, shipped models (Whisper tiny.en int8, SmolLM2-135M Q4_1, piper joe-us)",
+        "conversations": ns.conversations,
+        "turns_per_conversation": ns.turns,
+        "goal": {"p50_ms": GOAL_P50_MS, "later_turn_within_ms": GOAL_LATER_TURN_MS, "barge_in_ms": GOAL_BARGE_IN_MS},
+        "modes": modes,
+        "cut_off_rate": cut_off_rates(),
         "barge_in_stop_ms": {"p50": pct(barge, 0.5), "p95": pct(barge, 0.95), "max": max(barge, default=0.0),
                              "n": len(barge), "goal": GOAL_BARGE_IN_MS},
-        "samples": turns,
+        "samples": samples,
         "barge_in_samples_ms": barge,
     }
-    return summary
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
@@ -152,41 +248,56 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    left = 0.0
-    for stage in STAGES:
-        v = summary["stages_ms"][stage]["p50"]
-        if v != v:  # nan
-            continue
-        ax.barh(["p50"], [v], left=left, label=f"{stage} {v:.0f}")
-        left += max(v, 0.0)
+    rows = [(f"{mode} {bucket.replace('_', ' ')}", data) for mode, m in summary["modes"].items()
+            for bucket, data in m.items() if isinstance(data, dict)]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(rows)))
+    def p50(d: dict[str, Any], stage: str) -> float:
+        v = float(d["stages_ms"][stage]["p50"])
+        return max(v, 0.0) if v == v else 0.0  # NaN: stage not seen
+
+    for i, stage in enumerate(STAGES):
+        lefts = [sum(p50(d, s) for s in STAGES[:i]) for _, d in rows]
+        widths = [p50(d, stage) for _, d in rows]
+        ax.barh([name for name, _ in rows], widths, left=lefts, label=stage, color=f"C{i}")
     ax.axvline(GOAL_P50_MS, color="k", linestyle="--", label=f"goal {GOAL_P50_MS:.0f} ms")
-    ax.set_xlabel("ms after end of speech (time.monotonic)")
-    ax.set_title(f"NAILA end-to-end first reply audio, p50 total {summary['total_first_audio_ms']['p50']:.0f} ms")
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.set_xlabel("ms after end of speech (p50 per stage, time.monotonic)")
+    ax.set_title("NAILA end of speech -> first reply audio at the device")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--conversations", type=int, default=10, help="conversations per mode (turn-1 samples)")
+    parser.add_argument("--turns", type=int, default=LATER_TURN, help=f"questions per conversation (>= {LATER_TURN})")
+    parser.add_argument("--modes", type=lambda v: v.split(","), default=MODES, help="AUDIO_END_OF_TURN values")
     parser.add_argument("--barge-ins", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ns = parser.parse_args()
+    if ns.turns < LATER_TURN:
+        parser.error(f"--turns must be at least {LATER_TURN}")
     summary = asyncio.run(run(ns))
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / "e2e_latency.json").write_text(json.dumps(summary, indent=2))
     plot(summary, ns.out / "e2e_latency.png")
-    tot = summary["total_first_audio_ms"]
-    print("\n| stage | p50 ms | p95 ms |\n|---|---|---|")
+    later = f"turn_{LATER_TURN}_plus"
+    cols = [(mode, bucket) for mode in summary["modes"] for bucket in ("turn_1", later)]
+    print("\n| stage (p50 ms) | " + " | ".join(f"{m} {b.replace('_', ' ')}" for m, b in cols) + " |")
+    print("|---|" + "---|" * len(cols))
     for s in STAGES:
-        v = summary["stages_ms"][s]
-        print(f"| {s} | {v['p50']:.0f} | {v['p95']:.0f} |")
-    print(f"| **total to first audio** | **{tot['p50']:.0f}** | **{tot['p95']:.0f}** |")
+        print(f"| {s} | " + " | ".join(f"{summary['modes'][m][b]['stages_ms'][s]['p50']:.0f}" for m, b in cols) + " |")
+    print("| **total to first audio p50** | " + " | ".join(
+        f"**{summary['modes'][m][b]['total_first_audio_ms']['p50']:.0f}**" for m, b in cols) + " |")
+    print("| total to first audio p95 | " + " | ".join(
+        f"{summary['modes'][m][b]['total_first_audio_ms']['p95']:.0f}" for m, b in cols) + " |")
+    print("| n | " + " | ".join(f"{summary['modes'][m][b]['n']}" for m, b in cols) + " |")
+    for mode, m in summary["modes"].items():
+        print(f"{mode}: turn {LATER_TURN}+ minus turn 1, p50: {m['later_minus_first_p50_ms']:+.0f} ms "
+              f"(goal within {GOAL_LATER_TURN_MS:.0f} ms)")
+    print(f"cut-off rate (bench/end_of_turn.py): {summary['cut_off_rate'] or 'not run'}")
     b = summary["barge_in_stop_ms"]
-    print(f"| barge-in stop | {b['p50']:.0f} | {b['p95']:.0f} |")
-    print(f"turns {summary['turns']}, goal p50 <= {GOAL_P50_MS:.0f} ms, barge-in <= {GOAL_BARGE_IN_MS:.0f} ms")
+    print(f"barge-in stop p50 {b['p50']:.0f} ms p95 {b['p95']:.0f} ms (n {b['n']}, goal <= {GOAL_BARGE_IN_MS:.0f} ms)")
     print(f"wrote {ns.out / 'e2e_latency.json'} and {ns.out / 'e2e_latency.png'}")
     return 0
 
