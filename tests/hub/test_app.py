@@ -34,7 +34,10 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
         (["--port", "70000"], {}, "HUB_PORT"),
         ([], {"HUB_DEVICE_TOKENS": "{not json"}, "HUB_DEVICE_TOKENS"),
         ([], {"HUB_VAD_AGGRESSIVENESS": "9"}, "HUB_VAD_AGGRESSIVENESS"),
-        ([], {"AUDIO_VAD_MODE": "silero"}, "AUDIO_VAD_MODE"),
+        ([], {"AUDIO_VAD_MODE": "rnnoise"}, "AUDIO_VAD_MODE"),
+        # A model file setup did not fetch: one line naming the setting and the fix.
+        ([], {"AUDIO_VAD_MODE": "silero", "HUB_MODEL_DIR": "/nonexistent"}, "AUDIO_VAD_MODE=silero"),
+        ([], {"AUDIO_END_OF_TURN": "smart_turn", "HUB_MODEL_DIR": "/nonexistent"}, "AUDIO_END_OF_TURN=smart_turn"),
     ],
 )
 def test_config_errors_print_one_line_and_return_2(
