@@ -80,8 +80,7 @@ QUESTIONS = [
     "How many hours are in a day?",
     "What is the fastest land animal?",
 ]
-STAGES = ["vad_and_network_in", "stt", "llm_first_token", "first_sentence", "tts_first_chunk", "grpc",
-          "network_out"]
+STAGES = ["vad_and_network_in", "stt", "llm_first_token", "first_sentence", "tts_first_chunk", "grpc", "network_out"]
 MODES = ["silence", "smart_turn"]
 LATER_TURN = 5  # "turn 5+": the history holds at least four exchanges
 GOAL_P50_MS = 500.0
@@ -115,8 +114,14 @@ async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
         stages["vad_and_network_in"] = (hub_end - voice_end) * 1000
         stages["grpc"] = t["hub_end_to_first_audio_ms"] - t["tts_first_audio_ms"]
         stages["network_out"] = (first_audio - hub_end) * 1000 - t["hub_end_to_playout_ms"]
-    return {"text": text, "transcript": turn["transcript"], "reply": turn["reply_text"], "total_ms": total,
-            "stages_ms": stages, "timing": t}
+    return {
+        "text": text,
+        "transcript": turn["transcript"],
+        "reply": turn["reply_text"],
+        "total_ms": total,
+        "stages_ms": stages,
+        "timing": t,
+    }
 
 
 async def one_barge_in(dev: SimDevice) -> float | None:
@@ -145,9 +150,13 @@ def summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "n": len(turns),
         "total_first_audio_ms": {"p50": pct(totals, 0.5), "p95": pct(totals, 0.95)},
-        "stages_ms": {s: {"p50": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.5),
-                          "p95": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.95)}
-                      for s in STAGES},
+        "stages_ms": {
+            s: {
+                "p50": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.5),
+                "p95": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.95),
+            }
+            for s in STAGES
+        },
     }
 
 
@@ -165,9 +174,16 @@ def hub_for(stack: Stack, mode: str) -> Stack:
     """A hub process for ``mode`` beside the stack's, linked to the same broker and AI server."""
     workdir = stack.workdir / f"hub-{mode}"  # its own log
     workdir.mkdir(exist_ok=True)
-    hub = Stack(workdir=workdir, mqtt_host=stack.mqtt_host, mqtt_port=stack.mqtt_port, ai_port=stack.ai_port,
-                extra_env={**stack.extra_env, "AUDIO_END_OF_TURN": mode}, progress=stack.progress,
-                read_token=stack.read_token, device_token=stack.device_token)
+    hub = Stack(
+        workdir=workdir,
+        mqtt_host=stack.mqtt_host,
+        mqtt_port=stack.mqtt_port,
+        ai_port=stack.ai_port,
+        extra_env={**stack.extra_env, "AUDIO_END_OF_TURN": mode},
+        progress=stack.progress,
+        read_token=stack.read_token,
+        device_token=stack.device_token,
+    )
     hub.start_hub()
     hub.wait_grpc_connected()
     return hub
@@ -223,9 +239,11 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
     for mode in ns.modes:
         first = summarise([t for t in samples if t["mode"] == mode and t["turn"] == 1])
         later = summarise([t for t in samples if t["mode"] == mode and t["turn"] >= LATER_TURN])
-        modes[mode] = {"turn_1": first, f"turn_{LATER_TURN}_plus": later,
-                       "later_minus_first_p50_ms": later["total_first_audio_ms"]["p50"]
-                       - first["total_first_audio_ms"]["p50"]}
+        modes[mode] = {
+            "turn_1": first,
+            f"turn_{LATER_TURN}_plus": later,
+            "later_minus_first_p50_ms": later["total_first_audio_ms"]["p50"] - first["total_first_audio_ms"]["p50"],
+        }
     return {
         "what": "end of speech at the device's mic -> first reply audio at its speaker",
         "clock": "time.monotonic per turn (CLOCK_MONOTONIC, shared by all processes)",
@@ -235,8 +253,13 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
         "goal": {"p50_ms": GOAL_P50_MS, "later_turn_within_ms": GOAL_LATER_TURN_MS, "barge_in_ms": GOAL_BARGE_IN_MS},
         "modes": modes,
         "cut_off_rate": cut_off_rates(),
-        "barge_in_stop_ms": {"p50": pct(barge, 0.5), "p95": pct(barge, 0.95), "max": max(barge, default=0.0),
-                             "n": len(barge), "goal": GOAL_BARGE_IN_MS},
+        "barge_in_stop_ms": {
+            "p50": pct(barge, 0.5),
+            "p95": pct(barge, 0.95),
+            "max": max(barge, default=0.0),
+            "n": len(barge),
+            "goal": GOAL_BARGE_IN_MS,
+        },
         "samples": samples,
         "barge_in_samples_ms": barge,
     }
@@ -248,9 +271,14 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{mode} {bucket.replace('_', ' ')}", data) for mode, m in summary["modes"].items()
-            for bucket, data in m.items() if isinstance(data, dict)]
+    rows = [
+        (f"{mode} {bucket.replace('_', ' ')}", data)
+        for mode, m in summary["modes"].items()
+        for bucket, data in m.items()
+        if isinstance(data, dict)
+    ]
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(rows)))
+
     def p50(d: dict[str, Any], stage: str) -> float:
         v = float(d["stages_ms"][stage]["p50"])
         return max(v, 0.0) if v == v else 0.0  # NaN: stage not seen
@@ -287,14 +315,22 @@ def main() -> int:
     print("|---|" + "---|" * len(cols))
     for s in STAGES:
         print(f"| {s} | " + " | ".join(f"{summary['modes'][m][b]['stages_ms'][s]['p50']:.0f}" for m, b in cols) + " |")
-    print("| **total to first audio p50** | " + " | ".join(
-        f"**{summary['modes'][m][b]['total_first_audio_ms']['p50']:.0f}**" for m, b in cols) + " |")
-    print("| total to first audio p95 | " + " | ".join(
-        f"{summary['modes'][m][b]['total_first_audio_ms']['p95']:.0f}" for m, b in cols) + " |")
+    print(
+        "| **total to first audio p50** | "
+        + " | ".join(f"**{summary['modes'][m][b]['total_first_audio_ms']['p50']:.0f}**" for m, b in cols)
+        + " |"
+    )
+    print(
+        "| total to first audio p95 | "
+        + " | ".join(f"{summary['modes'][m][b]['total_first_audio_ms']['p95']:.0f}" for m, b in cols)
+        + " |"
+    )
     print("| n | " + " | ".join(f"{summary['modes'][m][b]['n']}" for m, b in cols) + " |")
     for mode, m in summary["modes"].items():
-        print(f"{mode}: turn {LATER_TURN}+ minus turn 1, p50: {m['later_minus_first_p50_ms']:+.0f} ms "
-              f"(goal within {GOAL_LATER_TURN_MS:.0f} ms)")
+        print(
+            f"{mode}: turn {LATER_TURN}+ minus turn 1, p50: {m['later_minus_first_p50_ms']:+.0f} ms "
+            f"(goal within {GOAL_LATER_TURN_MS:.0f} ms)"
+        )
     print(f"cut-off rate (bench/end_of_turn.py): {summary['cut_off_rate'] or 'not run'}")
     b = summary["barge_in_stop_ms"]
     print(f"barge-in stop p50 {b['p50']:.0f} ms p95 {b['p95']:.0f} ms (n {b['n']}, goal <= {GOAL_BARGE_IN_MS:.0f} ms)")
