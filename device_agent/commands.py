@@ -38,7 +38,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from device_agent.camera import Snapshot
 from device_agent.recorder import Clip
@@ -73,6 +73,19 @@ class DeviceControl(Protocol):
 
     def restart_stream(self) -> None: ...
 
+    async def snapshot(self, quality: int, size: tuple[int, int] | None) -> Snapshot | None:
+        """A JPEG from the camera, or None when the device has none."""
+        ...
+
+    async def publish_status(self) -> dict[str, Any]:
+        """Republish the retained status; returns its fields."""
+        ...
+
+
+@runtime_checkable
+class MediaControl(DeviceControl, Protocol):
+    """A device that also has the privacy switches and makes clips (the agent; issue 22)."""
+
     @property
     def has_microphone(self) -> bool: ...
 
@@ -86,14 +99,6 @@ class DeviceControl(Protocol):
 
     async def record(self, media_type: str, duration_s: float, fmt: str) -> Clip:
         """A clip of the microphone or camera; raises CommandFailed when it cannot be made."""
-        ...
-
-    async def snapshot(self, quality: int, size: tuple[int, int] | None) -> Snapshot | None:
-        """A JPEG from the camera, or None when the device has none."""
-        ...
-
-    async def publish_status(self) -> dict[str, Any]:
-        """Republish the retained status; returns its fields."""
         ...
 
 
@@ -189,12 +194,12 @@ class CommandHandler:
             return await self.control.publish_status()
         if cmd.command == "camera":
             enabled = _param(p, "enabled", bool)
-            self.control.set_camera_enabled(enabled)
+            self._media("camera").set_camera_enabled(enabled)
             await self._refresh_status()
             return {"camera_enabled": enabled}
         if cmd.command == "microphone":
             enabled = _param(p, "enabled", bool)
-            self.control.set_microphone_enabled(enabled)
+            self._media("microphone").set_microphone_enabled(enabled)
             await self._refresh_status()
             return {"microphone_enabled": enabled}
         raise UnknownCommand(f"unknown command {cmd.command!r}")
@@ -231,15 +236,21 @@ class CommandHandler:
         # The requester waits for the media topic: tell it why nothing will come, instead of a timeout.
         await self._reply(req.request_id, error=error)
 
+    def _media(self, what: str) -> MediaControl:
+        if not isinstance(self.control, MediaControl):
+            raise CommandFailed(f"this device has no {what}")
+        return self.control
+
     async def _recording(self, request_id: str, params: dict[str, Any]) -> None:
+        control = self._media("recorder")
         media_type = _param(params, "media_type", str, "")
         if not media_type:
-            media_type = "audio" if self.control.has_microphone else "video"
+            media_type = "audio" if control.has_microphone else "video"
         duration_ms = _param(params, "duration_ms", int, 5000)
         if duration_ms < 100:
             raise CommandFailed(f"duration_ms must be at least 100, got {duration_ms}")
         fmt = _param(params, "format", str, "opus" if media_type == "audio" else "webm").lower()
-        clip = await self.control.record(media_type, duration_ms / 1000, fmt)
+        clip = await control.record(media_type, duration_ms / 1000, fmt)
         upload = build(
             MediaUpload,
             request_id=request_id,

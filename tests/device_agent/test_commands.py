@@ -231,3 +231,29 @@ async def test_publish_failure_is_counted_not_raised() -> None:
     handler = CommandHandler("kitchen", FakeDevice(), failing)
     resp = await handler.on_command(cmd("restart_stream"))
     assert resp.ok and handler.errors["publish"] == 1
+
+
+
+class PlainDevice:
+    """A DeviceControl without the privacy switches or a recorder (older implementations, benches)."""
+
+    def set_volume(self, level: int) -> None: ...
+
+    def set_mic_muted(self, muted: bool) -> None: ...
+
+    def restart_stream(self) -> None: ...
+
+    async def snapshot(self, quality: int, size: tuple[int, int] | None) -> Snapshot | None:
+        return None
+
+    async def publish_status(self) -> dict[str, Any]:
+        return {}
+
+
+async def test_a_device_without_switches_or_recorder_says_so() -> None:
+    pub = FakePublisher()
+    handler = CommandHandler("kitchen", PlainDevice(), pub)
+    resp = await handler.on_command(cmd("camera", "c1", enabled=False))
+    assert not resp.ok and resp.error == "this device has no camera"
+    await handler.on_media_request(b'{"request_type": "recording", "request_id": "r9"}')
+    assert pub.responses()[-1].error == "recording: this device has no recorder"
