@@ -75,6 +75,9 @@ class DeviceView:
     capabilities: list[str] = field(default_factory=list)
     last_seen: str | None = None
     listening_mode: str | None = None  # issue 19: the live session's mode, else the one its status reports
+    # issue 22: the privacy switches from the device's status (None: it has no such switch or did not say).
+    camera_enabled: bool | None = None
+    microphone_enabled: bool | None = None
 
     @property
     def online(self) -> bool:
@@ -94,6 +97,8 @@ class DeviceView:
             "capabilities": list(self.capabilities),
             "last_seen": self.last_seen,
             "listening_mode": self.listening_mode,
+            "camera_enabled": self.camera_enabled,
+            "microphone_enabled": self.microphone_enabled,
         }
 
 
@@ -245,6 +250,8 @@ class DashboardState:
         view.capabilities = list(status.capabilities)
         if status.listening_mode and not view.connected:
             view.listening_mode = status.listening_mode
+        if status.online:
+            view.camera_enabled, view.microphone_enabled = status.camera_enabled, status.microphone_enabled
         # An offline status (often the broker publishing the device's will) says when it was
         # registered, not when the device was last heard: keep what we knew.
         if status.online or view.last_seen is None:

@@ -120,3 +120,12 @@ def test_a_slow_page_is_cut_off_not_waited_for() -> None:
     bus.publish("x", "one too many")
     assert slow.closed and len(bus) == 1 and bus.dropped_clients == 1
     assert slow.queue.get_nowait() is None, "its writer is woken to end the stream"
+
+
+async def test_the_privacy_switches_of_a_device_reach_the_dashboard() -> None:
+    state, _bus, _, _ = make(Clock())
+    await state.statuses.on_mqtt(topics.device_status("pi-p"), status("pi-p", True, camera_enabled=False))
+    (row,) = state.device_list()
+    assert (row["camera_enabled"], row["microphone_enabled"]) == (False, None)  # None: no such switch
+    await state.statuses.on_mqtt(topics.device_status("pi-p"), status("pi-p", False))  # its will says nothing
+    assert state.device_list()[0]["camera_enabled"] is False

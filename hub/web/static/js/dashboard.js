@@ -38,7 +38,15 @@ function renderDevices() {
     return h(
       "tr",
       { "data-device": d.device_id, "data-online": String(d.online) },
-      h("td", {}, h("span", { class: "id" }, d.device_id), d.kind === "browser" ? h("span", { class: "tag" }, "browser") : null),
+      h(
+        "td",
+        {},
+        h("span", { class: "id" }, d.device_id),
+        d.kind === "browser" ? h("span", { class: "tag" }, "browser") : null,
+        // The privacy switches (issue 22): shown only when off.
+        d.camera_enabled === false ? h("span", { class: "tag privacy", "data-privacy": "camera" }, "camera off") : null,
+        d.microphone_enabled === false ? h("span", { class: "tag privacy", "data-privacy": "microphone" }, "mic off") : null,
+      ),
       h("td", { class: "room" }, d.room || "–"),
       h("td", { class: "listening-mode", "data-mode": d.listening_mode || "" }, (d.listening_mode || "–").replace(/_/g, " ")),
       h("td", {}, h("span", { class: `badge ${d.online ? "on" : "off"}`, "data-status": status }, status), via ? ` ${via}` : ""),
