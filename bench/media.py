@@ -49,13 +49,11 @@ import numpy as np  # noqa: E402
 import ultralytics  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ai_server.control import ControlPlane  # noqa: E402
-from ai_server.conversation import Conversations  # noqa: E402
+from ai_server.assembly import start_server  # noqa: E402
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS  # noqa: E402
 from ai_server.media.analysis import ImageAnalyser  # noqa: E402
 from ai_server.media.ocr import RapidOcr  # noqa: E402
 from ai_server.media.sources import MediaSources  # noqa: E402
-from ai_server.pipeline import Pipeline  # noqa: E402
 from ai_server.store import MediaStore  # noqa: E402
 from ai_server.vision.detector import YoloDetector, resolve_weights  # noqa: E402
 from ai_server.vision.view import CameraInfo, CameraView  # noqa: E402
@@ -147,11 +145,15 @@ async def sources_bench(args: argparse.Namespace, mqtt: MqttSettings) -> dict[st
     await asyncio.to_thread(detector.load)
     await asyncio.to_thread(reader.load)
     analyser = ImageAnalyser(detector, reader)
-    pipeline = Pipeline(FakeSTT(), FakeLLM("ok"), FakeTTS(), Conversations("bench", 0))
-    plane = ControlPlane(mqtt, settings, load(MediaSettings), pipeline=pipeline)
-    plane.uploads.analyser = analyser
-    sources = MediaSources(analyser, plane.store, views=OneCamera(), plane=plane)
-    await plane.start()
+    # The server as it runs (the composition root) with this detector; the uploads go through its own
+    # analyser (same detector, its OCR loads on the warm-up upload). The sources under test read the
+    # scripted live camera and the server's device media and store.
+    server = await start_server(settings, stt=FakeSTT(), llm=FakeLLM("ok"), tts=FakeTTS(), port=0, metrics_port=0,
+                                warm=False, mqtt=mqtt, media=load(MediaSettings), detector=detector)
+    plane = server.control
+    assert plane is not None  # AI_MQTT is on and broker settings were given
+    store = server.storage.store
+    sources = MediaSources(analyser, store, views=OneCamera(), devices=plane.media)
     await plane.wait_connected(10)
     camera = Camera()
     agent = MqttAgent(mqtt, load(DeviceSettings, device_id="bench-cam", device_room="hall"), camera,
@@ -171,7 +173,7 @@ async def sources_bench(args: argparse.Namespace, mqtt: MqttSettings) -> dict[st
         out["mqtt_snapshot"] = await timed(args.runs, lambda: sources.snapshot("bench-cam", q))
         out["recording_frame"] = await timed(args.runs, lambda: sources.video(video, "mp4", device_id="bench-cam",
                                                                               question=q))
-        stored = plane.store.recent(1, source="mqtt_snapshot")[0].id
+        stored = store.recent(1, source="mqtt_snapshot")[0].id
         out["store_saved"] = await timed(args.runs, lambda: sources.stored(stored, q))
         out["store_reanalysed"] = await timed(args.runs, lambda: sources.stored(stored, q, reanalyse=True))
         async with aiomqtt.Client(mqtt.mqtt_host, mqtt.mqtt_port, identifier="bench-upload") as client:
@@ -188,7 +190,7 @@ async def sources_bench(args: argparse.Namespace, mqtt: MqttSettings) -> dict[st
             out["mqtt_upload_to_answer"] = await timed(args.runs, upload)
     finally:
         await agent.stop()
-        await plane.stop()
+        await server.stop()
     return out
 
 

@@ -36,10 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from ai_server.control import ControlPlane  # noqa: E402
-from ai_server.conversation import Conversations  # noqa: E402
+from ai_server.assembly import start_server  # noqa: E402
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS  # noqa: E402
-from ai_server.pipeline import Pipeline  # noqa: E402
 from bench.stats import pct  # noqa: E402
 from device_agent.camera import Snapshot  # noqa: E402
 from device_agent.mqtt_agent import MqttAgent  # noqa: E402
@@ -84,10 +82,12 @@ async def wait_for(cond: Any, within_s: float) -> None:
 
 async def run(args: argparse.Namespace, mqtt: MqttSettings) -> dict[str, Any]:
     settings = load(AIServerSettings, ai_mqtt_rate_per_s=10_000, ai_mqtt_rate_burst=100_000,
-                    ai_media_dir=tempfile.mkdtemp(prefix="naila-bench-data-"))
-    pipeline = Pipeline(FakeSTT(), FakeLLM(), FakeTTS(), Conversations("bench", 0))
-    plane = ControlPlane(mqtt, settings, load(MediaSettings), pipeline=pipeline)
-    await plane.start()
+                    ai_media_dir=tempfile.mkdtemp(prefix="naila-bench-data-"), vision_enabled=False)
+    # The server as it runs (the composition root), with scripted models: no model is on this path.
+    server = await start_server(settings, stt=FakeSTT(), llm=FakeLLM(), tts=FakeTTS(), port=0, metrics_port=0,
+                                warm=False, mqtt=mqtt, media=load(MediaSettings))
+    plane = server.control
+    assert plane is not None  # AI_MQTT is on and broker settings were given
     await plane.wait_connected(10)
     agents = []
     for i in range(args.devices):
@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace, mqtt: MqttSettings) -> dict[str, Any]:
 
     for agent in agents:
         await agent.stop()
-    await plane.stop()
+    await server.stop()
     return {
         "clock": "time.monotonic",
         "load_average_1m": os.getloadavg()[0],
