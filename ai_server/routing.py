@@ -6,8 +6,9 @@ LLM a question. The sentences are hassil templates (``ai_server/assist/sentences
 the same ones the intent recognizer detects these requests with): the household's rooms and
 device ids are list slots, the words to announce a wildcard slot, and a place named explicitly
 that is no known room a wildcard slot this module then checks. The decision is made on every
-voice turn before the LLM starts, so it has to be instant (well under a millisecond per request
-here), and a false positive takes the question away from the LLM, so the templates are narrow.
+voice turn before the LLM starts, so it has to be cheap (here: 1-4 ms for a routing request, about
+0.03 ms for any other sentence, which hassil's literal-word prefilter turns away), and a false
+positive takes the question away from the LLM, so the templates are narrow.
 
 Two kinds of request:
 
@@ -229,7 +230,7 @@ def _slot_list(name: str, values: Iterable[str]) -> TextSlotList:
 
 @functools.cache
 def _intents() -> Intents:
-    """The routing templates alone: a few sentences, so matching them costs well under a millisecond."""
+    """The routing templates alone: not Home Assistant's hundreds of intents."""
     return Intents.from_dict(yaml.safe_load(SENTENCES.read_text(encoding="utf-8")))
 
 
