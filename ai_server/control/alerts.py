@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from ai_server.control.errors import BrokerUnavailable
-from ai_server.control.inbound import Rejected
+from ai_server.control.errors import BrokerUnavailable, Rejected
 from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics

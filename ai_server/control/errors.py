@@ -11,6 +11,17 @@ class ControlError(Exception):
     """A request to a device could not be completed."""
 
 
+class Rejected(Exception):
+    """An inbound message (or media in it) is refused; ``reason`` is a short label counted in the
+    metrics (ai_server/control/inbound.py lists them). Here, not in the MQTT gate, so the parts that
+    check media raise it without importing the adapter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = " ".join(detail.splitlines())[:500]
+        super().__init__(f"{reason}: {self.detail}")
+
+
 class BrokerUnavailable(ControlError):
     """The AI server is not connected to the MQTT broker right now."""
 

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from ai_server.control.errors import Rejected
 from ai_server.control.metrics import ControlMetrics
 from shared.mqtt import (
     MODEL_FOR_KIND,
@@ -42,15 +43,6 @@ from shared.mqtt import (
 from shared.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
-
-
-class Rejected(Exception):
-    """An inbound message is refused; ``reason`` is one of the labels in the module doc."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = " ".join(detail.splitlines())[:500]
-        super().__init__(f"{reason}: {self.detail}")
 
 
 def rate_key(parsed: ParsedTopic) -> str:

@@ -34,8 +34,7 @@ import av
 import numpy as np
 
 from ai_server.control.commands import require_online
-from ai_server.control.errors import MediaRejected, SnapshotTimeout
-from ai_server.control.inbound import Rejected
+from ai_server.control.errors import MediaRejected, Rejected, SnapshotTimeout
 from ai_server.control.media_check import CheckedMedia, MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.pending import PendingReplies

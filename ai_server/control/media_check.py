@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ai_server.control.inbound import Rejected
+from ai_server.control.errors import Rejected
 from ai_server.media import sniff
 from shared.config import MediaSettings
 from shared.mqtt.fields import MediaType

@@ -41,8 +41,8 @@ import aiomqtt
 from ai_server.control.alerts import Alerts, PublishedAlert
 from ai_server.control.chat import Chat, new_conversation_id, reply_message
 from ai_server.control.commands import Commands
-from ai_server.control.errors import BrokerUnavailable
-from ai_server.control.inbound import InboundGuard, Rejected
+from ai_server.control.errors import BrokerUnavailable, Rejected
+from ai_server.control.inbound import InboundGuard
 from ai_server.control.media import DeviceMedia
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.presence import Presence

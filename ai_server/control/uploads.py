@@ -24,7 +24,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from ai_server.control.chat import Chat, new_conversation_id, reply_message
-from ai_server.control.inbound import InboundGuard, Rejected
+from ai_server.control.errors import Rejected
+from ai_server.control.inbound import InboundGuard
 from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import CheckedMedia, MediaPolicy
 from ai_server.control.metrics import ControlMetrics

@@ -21,8 +21,7 @@ import logging
 from collections import Counter
 from typing import Final
 
-from ai_server.control.errors import ControlError, DeviceOffline, MediaRejected, SnapshotTimeout
-from ai_server.control.inbound import Rejected
+from ai_server.control.errors import ControlError, DeviceOffline, MediaRejected, Rejected, SnapshotTimeout
 from ai_server.control.media import DeviceMedia
 from ai_server.media.analysis import Analysed, BadImage, ImageAnalyser, SourceType, decode_image, save_analysis
 from ai_server.media.errors import SourceFailed

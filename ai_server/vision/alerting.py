@@ -56,7 +56,7 @@ def alert_type_for(label: str) -> str:
 
 
 class AlertSink(Protocol):
-    """Where alerts are published: :meth:`ai_server.control.ControlPlane.publish_alert`."""
+    """Where alerts are published: :meth:`ai_server.control.plane.ControlPlane.publish_alert`."""
 
     async def publish_alert(
         self,

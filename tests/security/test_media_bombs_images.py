@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from ai_server.app import start_server
-from ai_server.control.inbound import Rejected
+from ai_server.control.errors import Rejected
 from ai_server.control.media_check import MediaPolicy
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from ai_server.media import analysis

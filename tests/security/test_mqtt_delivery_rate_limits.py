@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ai_server.control.inbound import InboundGuard, Rejected
+from ai_server.control.errors import Rejected
+from ai_server.control.inbound import InboundGuard
 from ai_server.control.metrics import ControlMetrics
 from shared.config import AIServerSettings, load
 from shared.mqtt import TopicKind, parse_topic, topics

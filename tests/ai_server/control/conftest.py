@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from ai_server.app import AIServer
-from ai_server.control import ControlPlane
+from ai_server.control.plane import ControlPlane
 from device_agent.camera import Snapshot
 from device_agent.mqtt_agent import MqttAgent
 from shared.config import DeviceSettings, MediaSettings, MqttSettings, load

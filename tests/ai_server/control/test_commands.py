@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ai_server.control import CommandFailed, CommandTimeout, DeviceOffline
+from ai_server.control.errors import CommandFailed, CommandTimeout, DeviceOffline
 from shared.config import MqttSettings
 from shared.mqtt import topics
 from tests.ai_server.control.conftest import ControlFactory, Watch, announce_device, real_device, uid, until

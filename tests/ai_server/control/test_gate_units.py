@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from ai_server.control.inbound import InboundGuard, Rejected, rate_key
+from ai_server.control.errors import Rejected
+from ai_server.control.inbound import InboundGuard, rate_key
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.pending import PendingReplies
 from ai_server.control.plane import recover_conversation_id, reply_session

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ai_server.control import DeviceOffline, MediaRejected, SnapshotTimeout
+from ai_server.control.errors import DeviceOffline, MediaRejected, SnapshotTimeout
 from ai_server.fakes import FakeSTT
 from shared.config import MqttSettings
 from shared.mqtt import topics

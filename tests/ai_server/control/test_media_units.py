@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_server.media import sniff
-from ai_server.control.inbound import Rejected
+from ai_server.control.errors import Rejected
 from ai_server.control.media_check import MediaPolicy
+from ai_server.media import sniff
 from ai_server.store import MediaStore
 from shared.config import MediaSettings, load
 from tests.ai_server.control.conftest import image_bytes

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ai_server.control import ControlPlane
+from ai_server.control.plane import ControlPlane
 from ai_server.fakes import FakeLLM
 from ai_server.media.analysis import Analysed, ImageAnalyser
 from ai_server.media.errors import SourceFailed
