@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs this tree the way a user does (`pip install '.[EXTRAS]'`, not editable) into a fresh
+# venv of the given Python, then checks that each extra brings what it promises: its imports, and
+# the `naila` command for the part it installs. Optionally runs unit tests in that venv.
+#
+#   scripts/check-install.sh PYTHON EXTRAS [-- PYTEST_ARGS...]
+#   scripts/check-install.sh python3.13 hub,device,test -- -m unit tests/hub tests/device_agent
+#
+# PYTHON is a command or a path. A Python that is not there is a clear error (exit 3), so CI can
+# skip it on purpose; everything else that fails is a failure. pip's downloads are cached in
+# $NAILA_CACHE/pip and the llama-cpp-python wheel built by scripts/setup.sh in $NAILA_CACHE/wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+if [ $# -lt 2 ]; then
+  echo "usage: $0 PYTHON EXTRAS[,EXTRA...] [-- PYTEST_ARGS...]" >&2
+  exit 2
+fi
+PY=$1 EXTRAS=$2
+shift 2
+[ "${1:-}" = "--" ] && shift
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "check-install: $PY not found (install it, e.g. with pyenv or apt)" >&2
+  exit 3
+fi
+CACHE="${NAILA_CACHE:-$HOME/.cache/naila}"
+export PIP_CACHE_DIR="$CACHE/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
+mkdir -p "$PIP_CACHE_DIR" "$CACHE/wheels"
+version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/naila-install-$version.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+say() { echo "check-install [python $version, $EXTRAS]: $*"; }
+
+# Build from a copy of the tracked (and new, not ignored) files: a build in the tree would leave
+# build/ and *.egg-info behind, and a user's checkout has no ignored files either.
+mkdir "$WORK/src"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"
+done | tar -C "$ROOT" --null -T - -cf - | tar -C "$WORK/src" -xf -
+"$PY" -m venv "$WORK/venv"
+V="$WORK/venv/bin"
+start=$(date +%s)
+say "pip install '.[$EXTRAS]'"
+"$V/pip" install -q --find-links "$CACHE/wheels" "$WORK/src[$EXTRAS]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+say "installed in $(( $(date +%s) - start )) s"
+
+has() { [[ ",$EXTRAS," == *",$1,"* ]]; }
+check() {  # check DESCRIPTION PYTHON-CODE: run in the fresh venv, outside the tree
+  (cd "$WORK" && "$V/python" -c "$2") || { say "FAILED: $1" >&2; exit 1; }
+  say "ok: $1"
+}
+cd "$WORK"
+"$V/naila" --help >/dev/null
+check "core: shared settings" "import shared.config"
+if has hub; then
+  check "hub imports" "import hub.app, webrtcvad, aiortc, grpc, cv2, pymicro_wakeword"
+  "$V/naila" hub --help >/dev/null && say "ok: naila hub --help"
+fi
+if has device; then
+  check "device imports, echo canceller on libspeexdsp" "
+import device_agent.agent, sounddevice, soxr
+from device_agent.speex_ctypes import EchoState
+EchoState(160, 3200, 16000)"
+  "$V/naila" device --help >/dev/null && say "ok: naila device --help"
+fi
+if has ai; then
+  check "ai server imports and engines" "import ai_server.app, faster_whisper, piper, llama_cpp, hassil, grpc"
+  "$V/naila" ai-server --help >/dev/null && say "ok: naila ai-server --help"
+fi
+if has vision; then
+  check "vision: torch, ultralytics and headless OpenCV" "
+import importlib.metadata as md, cv2, torch, torchvision, ultralytics
+names = {d.metadata['Name'].lower() for d in md.distributions()}
+assert 'opencv-python' not in names, 'opencv-python was installed over opencv-python-headless'
+from ai_server.vision.detector import missing_dependency, shipped_checkpoint
+assert missing_dependency() is None, missing_dependency()
+assert shipped_checkpoint() is not None, 'no shipped checkpoint'"
+fi
+# Headless OpenCV must stay the only cv2 distribution whatever the extras (one module, two owners).
+check "no opencv-python next to opencv-python-headless" "
+import importlib.metadata as md
+names = {d.metadata['Name'].lower() for d in md.distributions()}
+assert not {'opencv-python', 'opencv-python-headless'} <= names, 'both OpenCV distributions own cv2'"
+
+if [ $# -gt 0 ]; then
+  say "pytest $*"
+  cd "$ROOT"
+  # -p no:cacheprovider: the tree may be shared; the tests import the tree's code (cwd first)
+  "$V/python" -m pytest -q -p no:cacheprovider "$@"
+fi
