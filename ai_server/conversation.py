@@ -24,23 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ai_server.llm import Message
+from ai_server.store.transcripts import Recorded
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Exchange:
-    user: str
-    assistant: str
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One finished exchange, as handed to ``Conversations.sink`` (the transcript store)."""
-
-    device_id: str
-    thread: str  # the history key: another device's when the user walked over (follow)
-    room: str
     user: str
     assistant: str
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from ai_server.conversation import Recorded
 from ai_server.store.filters import time_query
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,18 @@ class TranscriptStore:
                              str(r[5]), str(r[6]), str(r[7]))
             for r in rows
         ]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One finished exchange, as handed to ``Conversations.sink``. Defined here, in the store layer,
+    so the store takes it without importing the conversation logic above it."""
+
+    device_id: str
+    thread: str  # the history key: another device's when the user walked over (follow)
+    room: str
+    user: str
+    assistant: str
 
 
 class TranscriptSink:

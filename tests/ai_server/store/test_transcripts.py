@@ -11,13 +11,13 @@ from typing import Any, cast
 import pytest
 
 from ai_server.control.chat import Chat
-from ai_server.conversation import Conversations, Recorded
+from ai_server.conversation import Conversations
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from ai_server.pipeline import Pipeline
 from ai_server.session import ConversationSession
 from ai_server.store import MediaStore
 from ai_server.store.schema import MIGRATIONS, SCHEMA_VERSION
-from ai_server.store.transcripts import TranscriptSink
+from ai_server.store.transcripts import Recorded, TranscriptSink
 from shared.contract import pb
 from tests.ai_server.test_preemptive import frames, msg, queued, quiet, settle, tone
 
