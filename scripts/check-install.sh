@@ -42,9 +42,12 @@ V="$WORK/venv/bin"
 start=$(date +%s)
 say "pip install '.[$EXTRAS]'"
 "$V/pip" install -q --find-links "$CACHE/wheels" "$WORK/src[$EXTRAS]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+has() { [[ ",$EXTRAS," == *",$1,"* ]]; }
+if has vision; then  # the documented second step (pyproject's vision extra says why)
+  "$V/pip" install -q --no-deps -r "$WORK/src/scripts/vision-no-deps.txt"
+fi
 say "installed in $(( $(date +%s) - start )) s"
 
-has() { [[ ",$EXTRAS," == *",$1,"* ]]; }
 check() {  # check DESCRIPTION PYTHON-CODE: run in the fresh venv, outside the tree
   (cd "$WORK" && "$V/python" -c "$2") || { say "FAILED: $1" >&2; exit 1; }
   say "ok: $1"

