@@ -46,6 +46,7 @@ from ai_server.assist import alarms, home_assistant, maths, time_date
 from ai_server.assist.core import AssistServices, IntentRegistry
 from ai_server.assist.intents import Recognizer
 from ai_server.assist.router import AssistRouter, install_defaults
+from ai_server.assist.tools import ToolBox
 from ai_server.control import room_router
 from ai_server.control.alerts import Alerts
 from ai_server.control.chat import Chat
@@ -65,8 +66,6 @@ from ai_server.conversation import Conversations
 from ai_server.errors import StartupError
 from ai_server.llm import LLMBackend
 from ai_server.llm.engines import build_llm
-from ai_server.llm.openai_compat import OpenAICompatLLM
-from ai_server.llm.tools import ToolBox
 from ai_server.media.analysis import Analysed, ImageAnalyser, limit_pixels
 from ai_server.media.describe import VisionDescriber
 from ai_server.media.frames import ClipDecoder, ClipLimits
@@ -317,12 +316,18 @@ async def _assemble(
     media: MediaSettings | None,
     detector: Detector | None,
 ) -> AIServer:
+    # The household's actions (ai_server/assist): the registry exists first and its handlers are installed
+    # below, once their parts exist; the LLM engine is given them as tools now (it reads the offered tools
+    # per request). An injected LLM keeps the tools it was built with.
+    assist = AssistServices(IntentRegistry(), _household_clock(settings), str(store_root(settings.ai_media_dir)),
+                            settings)
+    tools = ToolBox(assist.registry, assist.now) if settings.llm_tools else None
     # -- engines (injected ones are the caller's to close) ----------------------------------------
     if stt is None:
         stt = await asyncio.to_thread(build_stt, settings)
         resources.push_async_callback(stt.close)
     if llm is None:
-        llm = await asyncio.to_thread(build_llm, settings)
+        llm = await asyncio.to_thread(build_llm, settings, tools)
         resources.push_async_callback(llm.close)
     if tts is None:
         tts = await asyncio.to_thread(TTS_ENGINES.build, settings.tts_backend, settings)
@@ -406,8 +411,6 @@ async def _assemble(
                                                household=settings.ai_history_household), None)
     # -- household commands (ai_server/assist): time, date, maths, spoken routing and "Home Assistant
     # isn't set up" first, so that the features installed after may replace them ---------------------
-    assist = AssistServices(IntentRegistry(), _household_clock(settings), str(store_root(settings.ai_media_dir)),
-                            settings)
     recognizer = await asyncio.to_thread(_install_assist_base, assist, parts.rooms if parts is not None else None)
     router = AssistRouter(assist.registry, recognizer, metrics, assist.now) if recognizer is not None else None
     # -- the voice pipeline ------------------------------------------------------------------------
@@ -435,8 +438,6 @@ async def _assemble(
     home = home_assistant.install(assist, count=metrics.count)  # HA_URL + HA_TOKEN: device control
     if home is not None:
         resources.push_async_callback(home.close)
-    if settings.llm_tools and isinstance(llm, OpenAICompatLLM):  # the same actions as LLM tools
-        llm.tools = ToolBox(assist.registry, assist.now)
     service = NailaAIService(pipeline, StreamLimits.from_settings(settings), sessions=sessions, control=plane,
                              vision=vision, vision_off=vision_off or "vision not enabled", counters=storage.counters)
     # -- gRPC -------------------------------------------------------------------------------------

@@ -24,11 +24,11 @@ import numpy as np
 
 from ai_server.aio import closing
 from ai_server.assist.core import AssistContext
+from ai_server.assist.tools import ASSIST_CONTEXT
 from ai_server.clauses import ClauseSplitter
 from ai_server.conversation import Conversations
 from ai_server.errors import LLMError, StageError, STTError, TTSError
 from ai_server.llm import LLMBackend, Message
-from ai_server.llm.tools import ASSIST_CONTEXT
 from ai_server.metrics import Metrics
 from ai_server.stt import STTBackend
 from ai_server.tts import TTSBackend

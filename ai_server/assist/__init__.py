@@ -2,6 +2,6 @@
 
 ``core`` holds the one seam every feature plugs into: an :class:`~ai_server.assist.core.IntentRegistry`
 of handlers by intent name, fed by the hassil recognizer (``intents``) for spoken and typed
-requests and by the OpenAI tool calls of a real LLM (``ai_server.llm.tools``), so both run the
+requests and by the OpenAI tool calls of a real LLM (``ai_server.assist.tools``), so both run the
 same code.
 """

@@ -2,7 +2,7 @@
 
 A feature module (timers, reminders, Home Assistant, ...) exposes ``install(services)`` that
 registers its handlers and slot lists here; the recognizer (``ai_server.assist.intents``) and
-the LLM tools (``ai_server.llm.tools``) only ever call :meth:`IntentRegistry.handle`.
+the LLM tools (``ai_server.assist.tools``) only ever call :meth:`IntentRegistry.handle`.
 """
 
 from __future__ import annotations

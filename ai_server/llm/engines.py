@@ -1,5 +1,8 @@
 """LLM_BACKEND picks one of these engines (a new one: a class with the LLMBackend methods, registered here).
 
+A factory takes the settings and the tools to offer the model (``ai_server.assist.tools.ToolBox``
+when LLM_TOOLS is on, else None; an engine that cannot call tools ignores them).
+
 Both modules are cheap to import: llama-cpp-python and httpx are imported by the engines
 themselves when they load, so naming one engine never loads the other's library.
 """
@@ -9,14 +12,15 @@ from __future__ import annotations
 from ai_server.llm import LLMBackend
 from ai_server.llm.embedded import EmbeddedLLM
 from ai_server.llm.openai_compat import OpenAICompatLLM
+from ai_server.llm.tools import Tools
 from shared.config import AIServerSettings
 from shared.registry import Registry
 
-LLM_ENGINES: Registry[[AIServerSettings], LLMBackend] = Registry("LLM")
+LLM_ENGINES: Registry[[AIServerSettings, Tools | None], LLMBackend] = Registry("LLM")
 
 
 @LLM_ENGINES.register("embedded")
-def embedded(s: AIServerSettings) -> LLMBackend:
+def embedded(s: AIServerSettings, tools: Tools | None) -> LLMBackend:  # tools: not offered by this engine
     return EmbeddedLLM(
         s.llm_model_path,
         n_ctx=s.llm_context,
@@ -30,7 +34,7 @@ def embedded(s: AIServerSettings) -> LLMBackend:
 
 
 @LLM_ENGINES.register("openai")
-def openai(s: AIServerSettings) -> LLMBackend:
+def openai(s: AIServerSettings, tools: Tools | None) -> LLMBackend:
     return OpenAICompatLLM(
         s.llm_base_url,
         s.llm_model,
@@ -39,9 +43,10 @@ def openai(s: AIServerSettings) -> LLMBackend:
         temperature=s.llm_temperature,
         timeout_s=s.llm_timeout_s,
         cache_prompt=s.llm_cache_prompt,
+        tools=tools,
     )
 
 
-def build_llm(s: AIServerSettings) -> LLMBackend:
+def build_llm(s: AIServerSettings, tools: Tools | None = None) -> LLMBackend:
     """The LLM engine LLM_BACKEND names (blocking: the embedded one loads its model; call it in a thread)."""
-    return LLM_ENGINES.build(s.llm_backend, s)
+    return LLM_ENGINES.build(s.llm_backend, s, tools)

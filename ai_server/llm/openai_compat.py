@@ -5,7 +5,7 @@ latency the user hears; a failure becomes LLM_FAILED for this turn and the next 
 tries again. Closing the iterator closes the HTTP response, which stops generation on
 servers that watch for disconnects (llama.cpp server, vLLM, Ollama all do).
 
-With a :class:`~ai_server.llm.tools.ToolBox` the household actions go along as ``tools=``. A
+With :class:`~ai_server.llm.tools.Tools` (the household's actions) they go along as ``tools=``. A
 reply that calls tools runs them through the intent registry, sends the results back and
 streams the model's next reply (the sentence that is spoken), up to ``MAX_TOOL_ROUNDS`` rounds.
 A plain answer still streams from its first piece: only content that starts like JSON (``{``,
@@ -30,7 +30,7 @@ from typing import Any
 
 from ai_server.errors import LLMError
 from ai_server.llm import Message
-from ai_server.llm.tools import ToolBox, ToolCall, content_says, content_tool_calls, parse_arguments
+from ai_server.llm.tools import ToolCall, Tools, content_says, content_tool_calls, parse_arguments
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class OpenAICompatLLM:
         max_tokens: int = 96,
         temperature: float = 0.3,
         timeout_s: float = 30.0,
-        tools: ToolBox | None = None,
+        tools: Tools | None = None,
         cache_prompt: bool = True,
     ) -> None:
         from openai import AsyncOpenAI
@@ -72,7 +72,7 @@ class OpenAICompatLLM:
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
-        self.tools = tools  # set after construction too: the registry is built after the backend
+        self.tools = tools
         self._ids = itertools.count(1)
         self._extra_body: dict[str, Any] | None = {"cache_prompt": True} if cache_prompt else None
         log.info("LLM: OpenAI-compatible server %s, model %s", base_url, model)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ai_server.assist.core import AssistContext, IntentRegistry
-from ai_server.llm.tools import NO_VIEW, NOTHING_FOUND, ToolBox, ToolCall, assist_context, install_looking
+from ai_server.assist.tools import NO_VIEW, NOTHING_FOUND, ToolBox, assist_context, install_looking
+from ai_server.llm.tools import ToolCall
 from ai_server.media.history import HistoryQuestions
 from ai_server.media.looker import HistoryFirst
 from ai_server.pipeline import Seen

@@ -22,9 +22,9 @@ import pytest
 
 from ai_server.aio import closing
 from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
+from ai_server.assist.tools import ToolBox, assist_context
 from ai_server.llm.models import model_path
 from ai_server.llm.openai_compat import OpenAICompatLLM
-from ai_server.llm.tools import ToolBox, assist_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
