@@ -28,7 +28,8 @@ def test_usage_without_arguments_is_exit_2() -> None:
 def test_a_missing_python_is_one_clear_line_and_exit_3(tmp_path: Path) -> None:
     r = run(str(tmp_path / "python3.99"), "hub")
     assert r.returncode == 3
-    assert r.stderr.strip() == f"check-install: {tmp_path / 'python3.99'} not found (install it, e.g. with pyenv or apt)"
+    missing = tmp_path / "python3.99"
+    assert r.stderr.strip() == f"check-install: {missing} not found (install it, e.g. with pyenv or apt)"
 
 
 def test_ci_checks_the_oldest_and_the_newest_supported_python() -> None:
