@@ -112,8 +112,12 @@ async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
     }
     if hub_end:
         stages["vad_and_network_in"] = (hub_end - voice_end) * 1000
-        stages["grpc"] = t["hub_end_to_first_audio_ms"] - t["tts_first_audio_ms"]
-        stages["network_out"] = (first_audio - hub_end) * 1000 - t["hub_end_to_playout_ms"]
+        # The hub's marks may be missing on a turn (a reply that beat the link's callback): that
+        # turn still counts, without these two stages.
+        if "hub_end_to_first_audio_ms" in t:
+            stages["grpc"] = t["hub_end_to_first_audio_ms"] - t["tts_first_audio_ms"]
+        if "hub_end_to_playout_ms" in t:
+            stages["network_out"] = (first_audio - hub_end) * 1000 - t["hub_end_to_playout_ms"]
     return {
         "text": text,
         "transcript": turn["transcript"],
