@@ -40,6 +40,7 @@ import cv2  # noqa: E402
 
 from ai_server.media.analysis import ImageAnalyser  # noqa: E402
 from ai_server.media.ocr import RapidOcr  # noqa: E402
+from ai_server.store.home import StoreConfig, open_store  # noqa: E402
 from ai_server.tts import build_tts  # noqa: E402
 from ai_server.vision.ask import VisualQuestions  # noqa: E402
 from ai_server.vision.config import VisionConfig  # noqa: E402
@@ -103,7 +104,8 @@ async def run(repeats: int) -> dict[str, Any]:
     analyser = ImageAnalyser(detector, ocr)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        vp = VisionPipeline(detector, VisionConfig(), media_dir=tmp, places=lambda d: PLACES.get(d, (None, None)))
+        store = open_store(StoreConfig(media_dir=tmp))  # as the server opens its one store
+        vp = VisionPipeline(detector, VisionConfig(), store=store, places=lambda d: PLACES.get(d, (None, None)))
         q = VisualQuestions(vp, analyser=analyser, answer_by="code")
         frame_id = 0
         try:
@@ -128,6 +130,7 @@ async def run(repeats: int) -> dict[str, Any]:
                     # the next frame of the same photo must be new to the pipeline: each case starts fresh
         finally:
             await vp.stop()
+            store.close()
     return summarise(rows, detector)
 
 

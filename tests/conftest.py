@@ -11,8 +11,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # the AI server's store, imported by the fixture only: hub and device tests do not load it
+    from ai_server.store import MediaStore
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,6 +74,17 @@ def mosquitto() -> Iterator[Broker]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def media_store(tmp_path: Path) -> Iterator[MediaStore]:
+    """A media store in the test's folder, opened as the AI server opens its one store (the parts that
+    use it, such as the vision pipeline, are given it and do not close it)."""
+    from ai_server.store.home import StoreConfig, open_store
+
+    store = open_store(StoreConfig(media_dir=str(tmp_path / "media")))
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -51,8 +51,6 @@ import numpy as np
 from ai_server.media.sniff import detect as sniff_format
 from ai_server.media.sniff import image_info
 from ai_server.store import EventRecord, MediaStore
-from ai_server.store.home import StoreConfig, open_store
-from ai_server.store.retention import Retention
 from ai_server.vision.alerting import AlertDispatcher, AlertPolicy, AlertSink
 from ai_server.vision.config import VisionConfig
 from ai_server.vision.detector import BGRImage, Box, Detector, ModelUnavailable, ultralytics_module
@@ -146,10 +144,9 @@ class VisionPipeline:
 
     ``detector``: any :class:`Detector` (``YoloDetector`` in production, a scripted one in tests).
     ``alerts``: where alerts are published (the control plane), None to only record them.
-    ``store``: the media store holding snapshots and the event history (the control plane's); None
-    opens one (:func:`ai_server.store.home.open_store`: ``store_config``, else ``media_dir``, else the
-    persistent data folder) when first needed, and runs its retention (the control plane, which runs
-    it otherwise, is off).
+    ``store``: the media store holding snapshots and the event history: the server's one store
+    (:class:`ai_server.store.storage.Storage`, built by ai_server/assembly.py, which also runs its
+    retention); the pipeline neither opens nor closes it.
     ``places``: each device's (room, zone) from the registry: a camera without zone polygons is one
     zone named by it.
     """
@@ -160,9 +157,7 @@ class VisionPipeline:
         config: VisionConfig | None = None,
         *,
         alerts: AlertSink | None = None,
-        store: MediaStore | None = None,
-        media_dir: str = "",
-        store_config: StoreConfig | None = None,
+        store: MediaStore,
         places: Places = _nowhere,
         metrics: VisionMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -175,11 +170,6 @@ class VisionPipeline:
         self._clock = clock
         self._wall = wall
         self._store = store
-        self._media_dir = media_dir
-        self._store_config = store_config
-        self._owns_store = False
-        self._retention: Retention | None = None
-        self._retention_task: asyncio.Task[None] | None = None
         self.policy = AlertPolicy(
             labels=config.alert_labels, dedup_s=config.dedup_s, hold_s=config.overlap_hold_s,
             cameras=config.cameras, online=self.is_online,
@@ -361,7 +351,6 @@ class VisionPipeline:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._batches(), name="vision-batches"),
                        loop.create_task(self._housekeeping(), name="vision-housekeeping")]
-        self._start_retention()
 
     async def _batches(self) -> None:
         cfg = self.config
@@ -555,23 +544,8 @@ class VisionPipeline:
 
     # -- history ------------------------------------------------------------------------------------
     def store(self) -> MediaStore:
-        """The media store with the event history (opened on first use when the pipeline owns it)."""
-        if self._store is None:
-            config = self._store_config or StoreConfig(media_dir=self._media_dir)
-            self._store = open_store(config)
-            self._owns_store = True
-            self._retention = Retention(self._store, config.retention, interval_s=config.retention_interval_s)
-            self._start_retention()
+        """The media store with the event history (the server's, given at construction)."""
         return self._store
-
-    def _start_retention(self) -> None:
-        if self._retention is None or self._retention_task is not None or self._stopped:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # opened outside the event loop: it starts with the first frame
-            return
-        self._retention_task = loop.create_task(self._retention.run(), name="vision-retention")
 
     async def events(
         self,
@@ -596,7 +570,7 @@ class VisionPipeline:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def stop(self) -> None:
-        """Answer what is waiting, finish the alerts owed, close an owned store."""
+        """Answer what is waiting, finish the alerts owed (the store stays open: it is not the pipeline's)."""
         self._stopped = True
         for task in self._tasks:
             task.cancel()
@@ -610,14 +584,6 @@ class VisionPipeline:
         self._waiting.clear()
         self._looks.clear()
         await self.dispatcher.close()
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
-            self._retention_task = None
-        if self._owns_store and self._store is not None:
-            self._store.close()
-            self._store = None
 
     # -- helpers ------------------------------------------------------------------------------------
     def _info(self, camera: _Camera) -> CameraInfo:

@@ -18,6 +18,7 @@ import pytest
 
 from ai_server.app import AIServer, start_server
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
+from ai_server.store import MediaStore
 from ai_server.vision.config import VisionConfig
 from ai_server.vision.detector import YoloDetector
 from ai_server.vision.pipeline import FORGET_AFTER_OFFLINE, Frame, VisionPipeline
@@ -40,11 +41,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def make(tmp_path: Path, clock: Clock) -> AsyncIterator[Factory]:
+async def make(media_store: MediaStore, clock: Clock) -> AsyncIterator[Factory]:
     made: list[VisionPipeline] = []
 
     def factory(detector: Any = None, **config: Any) -> VisionPipeline:
-        vp = VisionPipeline(detector or ShapeDetector(), VisionConfig(**config), media_dir=str(tmp_path / "media"),
+        vp = VisionPipeline(detector or ShapeDetector(), VisionConfig(**config), store=media_store,
                             clock=clock, wall=lambda: NOW)
         made.append(vp)
         return vp

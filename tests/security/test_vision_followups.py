@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ai_server.media.analysis import MODEL_UNAVAILABLE, ImageAnalyser
+from ai_server.store import MediaStore
 from ai_server.vision.config import VisionConfig
 from ai_server.vision.detector import LOAD_RETRY_FIRST_S, YoloDetector
 from ai_server.vision.pipeline import Frame, VisionPipeline
@@ -68,12 +69,12 @@ async def test_cameras_that_went_away_leave_nothing_per_device_and_ids_keep_incr
 
 @pytest.mark.integration
 async def test_uploads_share_the_pipelines_failed_load_and_are_answered_without_a_retry(
-    tmp_path: Path, truncated_pt: Path
+    media_store: MediaStore, truncated_pt: Path
 ) -> None:
     clock = Clock()
     detector = YoloDetector(truncated_pt, device="cpu", clock=clock)
     # As the AI server wires them: the pipeline and the analyser of uploads hold the same detector.
-    vp = VisionPipeline(detector, VisionConfig(), media_dir=str(tmp_path / "media"), clock=clock,
+    vp = VisionPipeline(detector, VisionConfig(), store=media_store, clock=clock,
                         wall=lambda: datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
     analyser = ImageAnalyser(detector, None)
     try:

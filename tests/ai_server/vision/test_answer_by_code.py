@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import cv2
 import pytest
@@ -18,6 +17,7 @@ from ai_server.conversation import Conversations
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from ai_server.media.analysis import ImageAnalyser
 from ai_server.pipeline import Pipeline, Seen, Turn
+from ai_server.store import MediaStore
 from ai_server.vision.answer import Sight, answer, brief, counted, plural, when
 from ai_server.vision.ask import VisualQuestions, answer_by
 from ai_server.vision.config import VisionConfig
@@ -113,9 +113,9 @@ def hub_frame(name: str) -> bytes:
 
 
 @pytest.fixture
-async def cameras(yolo: YoloDetector, tmp_path: Path, clock: Clock) -> AsyncIterator[VisionPipeline]:
+async def cameras(yolo: YoloDetector, media_store: MediaStore, clock: Clock) -> AsyncIterator[VisionPipeline]:
     places = {"door_cam": ("hall", "front_door"), "pitch_cam": ("garden", "")}
-    vp = VisionPipeline(yolo, VisionConfig(), media_dir=str(tmp_path), clock=clock,
+    vp = VisionPipeline(yolo, VisionConfig(), store=media_store, clock=clock,
                         places=lambda d: places.get(d, (None, None)))
     try:
         await vp.analyse(Frame("door_cam", hub_frame("bus.jpg"), frame_id=1, motion_score=0.2))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ai_server.store import MediaStore
 from ai_server.vision.alerting import CameraRank
 from ai_server.vision.config import VisionConfig
 from ai_server.vision.pipeline import Frame, FrameResult, VisionPipeline
@@ -24,13 +24,13 @@ PipelineFactory = Callable[..., VisionPipeline]
 
 
 @pytest.fixture
-async def make(tmp_path: Path, clock: Clock) -> AsyncIterator[PipelineFactory]:
+async def make(media_store: MediaStore, clock: Clock) -> AsyncIterator[PipelineFactory]:
     made: list[VisionPipeline] = []
 
     def factory(detector: ShapeDetector | None = None, **config: Any) -> VisionPipeline:
         config.setdefault("alert_labels", ("person", "car"))
         places = config.pop("places", lambda d: (None, None))
-        vp = VisionPipeline(detector or ShapeDetector(), VisionConfig(**config), media_dir=str(tmp_path / "media"),
+        vp = VisionPipeline(detector or ShapeDetector(), VisionConfig(**config), store=media_store,
                             places=places, clock=clock)
         made.append(vp)
         return vp

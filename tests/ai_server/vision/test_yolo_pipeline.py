@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
 from ai_server.media.sniff import image_info
+from ai_server.store import MediaStore
 from ai_server.vision.config import VisionConfig
 from ai_server.vision.detector import YoloDetector
 from ai_server.vision.pipeline import Frame, VisionPipeline
@@ -25,12 +25,12 @@ RIGHT = [(0.5, 0.4), (1.0, 0.4), (1.0, 1.0), (0.5, 1.0)]
 
 
 async def test_a_person_walking_across_two_zones_is_one_track_with_one_alert_per_zone(
-    yolo: YoloDetector, tmp_path: Path, clock: Clock
+    yolo: YoloDetector, media_store: MediaStore, clock: Clock
 ) -> None:
     vp = VisionPipeline(
         yolo,
         VisionConfig(alert_labels=("person", "fallen_person"), zones={"porch_cam": {"porch": LEFT, "path": RIGHT}}),
-        media_dir=str(tmp_path), clock=clock,
+        store=media_store, clock=clock,
     )
     calls = yolo.calls
     try:
@@ -60,9 +60,9 @@ async def test_a_person_walking_across_two_zones_is_one_track_with_one_alert_per
 
 
 async def test_frames_of_two_cameras_share_one_predict_and_refreshes_cost_nothing(
-    yolo: YoloDetector, tmp_path: Path
+    yolo: YoloDetector, media_store: MediaStore
 ) -> None:
-    vp = VisionPipeline(yolo, VisionConfig(), media_dir=str(tmp_path))
+    vp = VisionPipeline(yolo, VisionConfig(), store=media_store)
     try:
         calls, images = yolo.calls, yolo.images
         bus, zidane = asset_jpeg("bus.jpg"), asset_jpeg("zidane.jpg")
