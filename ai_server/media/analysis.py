@@ -4,7 +4,7 @@ One path for a live-stream frame, a device snapshot, an upload from the web brid
 client: decode fully (so a truncated or mislabelled file is refused before anything is stored),
 then YOLO objects (the vision pipeline's :class:`~ai_server.vision.detector.Detector`) and OCR
 text lines (:mod:`ai_server.media.ocr`) in worker threads, then a description composed from both
-(:func:`ai_server.vision.ask.describe`) and the lighting. The caller says where the image came
+(:func:`ai_server.vision.scene.describe`) and the lighting. The caller says where the image came
 from; the result is ``shared.mqtt.VisualContext`` exactly, with the two model timings beside it.
 
 A detector whose model failed to load is not retried here: the detector remembers the failure with
@@ -33,8 +33,8 @@ from ai_server.media import sniff
 from ai_server.media.describe import VisionDescriber
 from ai_server.media.ocr import TextReader
 from ai_server.store import MediaStore
-from ai_server.vision.ask import describe, lighting
 from ai_server.vision.detector import BGRImage, Box, Detector, ModelUnavailable
+from ai_server.vision.scene import describe, lighting
 from ai_server.vision.view import Detection
 from shared.mqtt import VisualContext
 from shared.mqtt.limits import MAX_LABEL_LEN, MAX_LIST_ITEMS, MAX_TEXT_LEN

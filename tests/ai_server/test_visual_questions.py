@@ -24,11 +24,10 @@ from ai_server.vision.ask import (
     PROMPT_OBJECTS,
     VisualQuestions,
     context_prompt,
-    describe,
     is_visual_query,
-    lighting,
     visual_strength,
 )
+from ai_server.vision.scene import describe, lighting
 from ai_server.vision.view import CameraInfo, CameraView, Detection
 from shared.mqtt import VisualContext
 from shared.mqtt.models import DetectedObject, VisualAnalysis, VisualMedia, VisualSource
