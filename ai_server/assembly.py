@@ -424,7 +424,7 @@ async def _assemble(
     if parts is not None:
         chat = Chat(parts.link.publish, pipeline, parts.speaker, parts.metrics, timeout_s=settings.ai_chat_timeout_s,
                     assist=router.answer if router is not None else None)
-        uploads = Uploads(parts.policy, parts.media, chat, parts.guard, parts.metrics, analyser=analyser,
+        uploads = Uploads(parts.policy, parts.media, chat, parts.guard.refused, parts.metrics, analyser=analyser,
                           selection=selection)
         plane = ControlPlane(parts.link, guard=parts.guard, registry=parts.registry, commands=parts.commands,
                              media=parts.media, chat=chat, uploads=uploads, alerts=parts.alerts,

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ai_server.control.chat import Chat, new_conversation_id, reply_message
 from ai_server.control.errors import Rejected
-from ai_server.control.inbound import InboundGuard
 from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import CheckedMedia, MediaPolicy
 from ai_server.control.metrics import ControlMetrics
@@ -41,16 +41,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Where a refusal is counted and logged: (topic, why).
+Refused = Callable[[str, Rejected], None]
+
 
 class Uploads:
     def __init__(
-        self, policy: MediaPolicy, media: DeviceMedia, chat: Chat, guard: InboundGuard, metrics: ControlMetrics,
+        self, policy: MediaPolicy, media: DeviceMedia, chat: Chat, refused: Refused, metrics: ControlMetrics,
         *, analyser: ImageAnalyser | None = None, selection: SourceSelection | None = None,
     ) -> None:
         self.policy = policy
         self.media = media
         self.chat = chat
-        self.guard = guard
+        self.refused = refused  # the MQTT gate's accounting (InboundGuard.refused): counted and logged as one
         self.metrics = metrics
         self.analyser = analyser  # None when vision is off
         self.selection = selection  # spec §8.10 (step 1: the upload); None when vision is off
@@ -64,7 +67,7 @@ class Uploads:
             checked = self.policy.check(upload.media_type, upload.format, upload.data)
             analysed = await self._analyse(checked, session_id, question)
         except Rejected as exc:
-            self.guard.refused(topic, exc)
+            self.refused(topic, exc)
             return await self._reply(session_id, conversation_id, error=f"refused ({exc.reason}): {exc.detail}")
         extra: dict[str, object] | None = None if analysed is None else {"visual_context": analysed.json()}
         try:
