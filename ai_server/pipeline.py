@@ -34,6 +34,7 @@ from ai_server.stt import STTBackend
 from ai_server.tts import TTSBackend
 from ai_server.utterance import Utterance
 from shared.contract import pb
+from shared.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ def error_code_of(exc: BaseException) -> Code:
         if isinstance(exc, cls):
             return code
     return pb.INTERNAL
-
-
-def one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
 def _set(event: asyncio.Event) -> asyncio.Event:

@@ -22,7 +22,8 @@ from datetime import datetime
 from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
 from ai_server.assist.intents import Recognizer
 from ai_server.metrics import Metrics
-from ai_server.pipeline import Turn, one_line
+from ai_server.pipeline import Turn
+from shared.errors import one_line
 
 log = logging.getLogger("naila.assist")
 

@@ -27,8 +27,8 @@ from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.outbox import AlertOutbox
 from ai_server.control.wire import Publish, send
-from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord
+from shared.errors import one_line
 from shared.mqtt import Alert, build, outbound, topics, utc_now
 
 log = logging.getLogger(__name__)

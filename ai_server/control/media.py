@@ -41,10 +41,10 @@ from ai_server.control.pending import PendingReplies
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.wire import Publish, send
 from ai_server.media.errors import SourceFailed
-from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaSource, MediaStore
 from ai_server.stt import STTBackend
 from shared.audio import HUB_RATE, Int16Array
+from shared.errors import one_line
 from shared.mqtt import CommandResponse, MediaRequest, MediaUpload, build, new_request_id, outbound, topics
 from shared.mqtt.fields import JsonDict
 from shared.rate_limit import RateLimiter

@@ -49,9 +49,9 @@ from ai_server.control.presence import Presence
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
 from ai_server.control.uploads import Uploads
-from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord
 from shared.contract import pb
+from shared.errors import one_line
 from shared.mqtt import (
     MODEL_FOR_KIND,
     Broadcast,

@@ -55,8 +55,9 @@ from ai_server.control.speech import (
     TooManyAnnouncements,
 )
 from ai_server.conversation import Conversations
-from ai_server.pipeline import Turn, one_line
+from ai_server.pipeline import Turn
 from ai_server.routing import Route, RouteKind, Scope, parse_route
+from shared.errors import one_line
 from shared.mqtt import Broadcast, MessageError
 
 log = logging.getLogger(__name__)

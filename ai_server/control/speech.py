@@ -37,9 +37,10 @@ from typing import Final
 from ai_server.clauses import ClauseSplitter
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.registry import DeviceRegistry
-from ai_server.pipeline import Speech, Turn, one_line
+from ai_server.pipeline import Speech, Turn
 from ai_server.session import ConversationSession
 from shared.contract import pb
+from shared.errors import one_line
 from shared.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)

@@ -30,10 +30,10 @@ from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import CheckedMedia, MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.media.analysis import Analysed, BadImage, DecodedImage, ImageAnalyser, decode_image
-from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord
 from ai_server.store.transcripts import chat_asker
 from ai_server.vision.ask import context_prompt
+from shared.errors import one_line
 from shared.mqtt import ChatReply, WebUpload
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from typing import Any
 
 import cv2
 
-from ai_server.pipeline import one_line
 from ai_server.vision.detector import BGRImage
+from shared.errors import one_line
 from shared.mqtt.limits import MAX_TEXT_LEN
 
 log = logging.getLogger(__name__)

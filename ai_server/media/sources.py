@@ -26,9 +26,9 @@ from ai_server.control.media import DeviceMedia
 from ai_server.media.analysis import Analysed, BadImage, ImageAnalyser, SourceType, decode_image, save_analysis
 from ai_server.media.errors import SourceFailed
 from ai_server.media.frames import ClipDecoder, ClipLimits
-from ai_server.pipeline import one_line
 from ai_server.store import MediaRecord, MediaStore
 from ai_server.vision.view import Views
+from shared.errors import one_line
 from shared.mqtt import VisualContext
 
 log = logging.getLogger(__name__)
