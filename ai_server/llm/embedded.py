@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +31,7 @@ from ai_server.errors import LLMError, StartupError
 from ai_server.llm import Message
 from ai_server.llm.models import CATALOGUE, DEFAULT_MODEL, model_path
 from ai_server.llm.prompt_states import PromptStates
+from shared.threads import iterate_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,6 @@ def resolve_model_path(configured: str, embedded_model: str = DEFAULT_MODEL, mod
     if not path.is_file() or not os.access(path, os.R_OK):
         raise StartupError(f"LLM model file not found or unreadable: {path} (LLM_MODEL_PATH={configured!r})")
     return path
-
-
-_END = object()
 
 
 class EmbeddedLLM:
@@ -123,16 +120,8 @@ class EmbeddedLLM:
         if tokens is not None:
             self.states.switch(self._llm, tokens)
 
-    def _generate(
-        self,
-        messages: list[Message],
-        stop: threading.Event,
-        put: Any,
-        room: threading.Semaphore,
-    ) -> None:
-        """Worker thread: stream tokens into ``put`` until done or ``stop`` is set."""
-        if stop.is_set():
-            return
+    def _generate(self, messages: list[Message]) -> Iterator[str]:
+        """Worker thread: the reply's text pieces as llama.cpp makes them (shared.threads stops it)."""
         self._switch(messages)
         chunks: Iterator[dict[str, Any]] = self._llm.create_chat_completion(
             messages=list(messages),
@@ -143,56 +132,30 @@ class EmbeddedLLM:
         )
         try:
             for chunk in chunks:
-                if stop.is_set():
-                    break
                 piece = chunk["choices"][0]["delta"].get("content")
                 if piece:
-                    put(piece)
-                    room.acquire()  # backpressure: wait while the consumer is not reading
-                    if stop.is_set():
-                        break
+                    yield piece
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
-        room = threading.Semaphore(LOOKAHEAD)
-
-        def put(item: object) -> None:
-            with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
+        def pieces() -> Iterator[str]:
             self.generating += 1
             try:
-                self._generate(messages, stop, put, room)
-            except Exception as exc:
-                put(exc)
+                yield from self._generate(messages)
             finally:
                 self.generating -= 1
-                put(_END)
 
-        worker = loop.run_in_executor(self._pool, work)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise LLMError(f"llama.cpp generation failed: {item}") from item
-                assert isinstance(item, str)
-                room.release()
+        # LOOKAHEAD: backpressure while the consumer is not reading. Leaving early waits for the
+        # worker to leave llama.cpp (one token at most), even when cancelled (shared.threads).
+        bridge = iterate_in_thread(
+            pieces, self._pool, lookahead=LOOKAHEAD, error=lambda exc: LLMError(f"llama.cpp generation failed: {exc}")
+        )
+        async with closing(bridge) as items:
+            async for item in items:
                 yield item
-        finally:
-            stop.set()
-            room.release()  # wake a worker waiting for room, so it sees the stop flag
-            # Wait for the worker to leave llama.cpp (one token at most), even when cancelled.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(worker)
 
     async def prefill(self, messages: list[Message]) -> None:
         """Evaluate system prompt + history now, so END only pays for the user's words.
