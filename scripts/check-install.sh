@@ -19,7 +19,7 @@ fi
 PY=$1 EXTRAS=$2
 shift 2
 [ "${1:-}" = "--" ] && shift
-if ! command -v "$PY" >/dev/null 2>&1; then
+if ! "$PY" -c "" >/dev/null 2>&1; then  # also a pyenv shim of a version that is not selected
   echo "check-install: $PY not found (install it, e.g. with pyenv or apt)" >&2
   exit 3
 fi
