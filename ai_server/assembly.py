@@ -41,7 +41,6 @@ from typing import Any
 
 import grpc
 
-from ai_server.aio import closing
 from ai_server.assist import alarms, home_assistant, maths, time_date
 from ai_server.assist.core import AssistServices, IntentRegistry
 from ai_server.assist.intents import Recognizer
@@ -88,6 +87,7 @@ from ai_server.vision.config import VisionConfig
 from ai_server.vision.detector import DETECTORS, Detector, DetectorUnavailable
 from ai_server.vision.metrics import VisionMetrics
 from ai_server.vision.pipeline import VisionPipeline
+from shared.aio import closing
 from shared.config import AIServerSettings, DeviceSettings, MediaSettings, MqttSettings, load
 from shared.contract import pb_grpc
 from shared.grpc_security import InsecureTransport, ai_server_credentials

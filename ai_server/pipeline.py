@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 
-from ai_server.aio import closing
 from ai_server.assist.core import AssistContext
 from ai_server.assist.tools import ASSIST_CONTEXT
 from ai_server.clauses import ClauseSplitter
@@ -33,6 +32,7 @@ from ai_server.metrics import Metrics
 from ai_server.stt import STTBackend
 from ai_server.tts import TTSBackend
 from ai_server.utterance import Utterance
+from shared.aio import closing
 from shared.contract import pb
 from shared.errors import one_line
 

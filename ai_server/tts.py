@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ai_server.aio import closing
 from ai_server.errors import StartupError, TTSError
+from shared.aio import closing
 from shared.audio import Int16Array, pcm_to_int16
 from shared.config import AIServerSettings
 from shared.registry import Registry

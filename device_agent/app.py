@@ -56,7 +56,7 @@ def settings_from_args(ns: argparse.Namespace) -> DeviceSettings:
 
 async def run(settings: DeviceSettings, duration: float | None = None) -> int:
     from device_agent.agent import DeviceAgent
-    from device_agent.aio import wait_event
+    from shared.aio import wait_event
 
     try:
         agent = DeviceAgent(settings)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from device_agent.aec import EchoCanceller, EchoCancellerStream
-from device_agent.aio import wait_event
 from device_agent.echo_guard import EchoGuard
+from shared.aio import wait_event
 from shared.audio import Int16Array, drain_chunks
 
 

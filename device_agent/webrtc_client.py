@@ -32,12 +32,12 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from device_agent.aio import wait_event
 from device_agent.audio_pipeline import AudioPipeline
 from device_agent.camera import Camera
 from device_agent.link_monitor import LinkMonitor
 from device_agent.tracks import MicTrack
 from shared import control_channel
+from shared.aio import wait_event
 from shared.audio import StreamResampler, frame_to_mono, rms_dbfs
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings

@@ -45,6 +45,7 @@ from typing import Any
 import grpc
 
 from hub.metrics import HubMetrics
+from shared.aio import wait_event
 from shared.backoff import Backoff
 from shared.contract import pb, pb_grpc
 from shared.grpc_security import ClientSecurity
@@ -158,8 +159,7 @@ class AiLink:
         return self._pending[device_id]
 
     async def wait_connected(self, within_s: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected_event.wait(), within_s)
+        await wait_event(self._connected_event, within_s)  # shared.aio: not wait_for (3.11 cancel bug)
         return self._connected
 
     # ----- uplink (event loop) -----

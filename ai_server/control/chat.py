@@ -27,13 +27,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from ai_server.aio import closing
 from ai_server.assist.core import AssistContext, AssistReply
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.speech import CHAT_ASKER, Speaker, SpeakError
 from ai_server.control.wire import Publish, send
 from ai_server.pipeline import Pipeline, Seen
 from ai_server.store.transcripts import chat_asker
+from shared.aio import closing
 from shared.errors import one_line
 from shared.mqtt import ChatReply, ChatRequest, build, outbound, topics
 from shared.mqtt.limits import MAX_ERROR_LEN, MAX_TEXT_LEN

@@ -50,6 +50,7 @@ from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
 from ai_server.control.uploads import Uploads
 from ai_server.store import MediaRecord
+from shared.aio import wait_event
 from shared.contract import pb
 from shared.errors import one_line
 from shared.mqtt import (
@@ -224,7 +225,8 @@ class ControlPlane:
         await self.link.start()
 
     async def wait_connected(self, timeout_s: float) -> None:
-        await asyncio.wait_for(self.link.connected.wait(), timeout_s)
+        if not await wait_event(self.link.connected, timeout_s):  # shared.aio: not wait_for (3.11 cancel bug)
+            raise TimeoutError(f"MQTT broker {self.link.address} not connected within {timeout_s} s")
 
     async def stop(self) -> None:
         """Retained offline status (clean goodbye), disconnect, stop tasks (the store is the assembly's)."""

@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ai_server.aio import closing
 from ai_server.errors import LLMError, StartupError
 from ai_server.llm import Message
 from ai_server.llm.models import CATALOGUE, DEFAULT_MODEL, model_path
 from ai_server.llm.prompt_states import PromptStates
+from shared.aio import closing
 from shared.threads import iterate_in_thread
 
 log = logging.getLogger(__name__)

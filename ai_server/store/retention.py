@@ -25,7 +25,6 @@ or a write was refused for want of space), not an hour later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -41,6 +40,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter
 
 from ai_server.store.media import AUDIO_GRACE_S, MediaStore
+from shared.aio import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +239,7 @@ class Retention:
                     startup = False
                 except Exception:
                     log.exception("media store retention failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.interval_s)
+                await wait_event(wake, self.interval_s)  # shared.aio: not wait_for (3.11 cancel bug)
         finally:
             if self.store.on_over_limit is over_limit:
                 self.store.on_over_limit = None

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ai_server.aio import closing
 from ai_server.errors import LLMError
 from ai_server.llm.openai_compat import OpenAICompatLLM
+from shared.aio import closing
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ai_server.aio import closing
 from ai_server.errors import StartupError
 from ai_server.stt import WhisperSTT
 from ai_server.tts import EspeakTTS, PiperTTS, build_tts
+from shared.aio import closing
 from shared.audio import rms_dbfs
 
 from .conftest import UTTERANCES, speech, word_errors

@@ -72,7 +72,6 @@ AI_SERVER_LAYERS: tuple[tuple[str, Layer], ...] = (
     ("ai_server.tts", "engines"),
     ("ai_server.llm", "engines"),
     ("ai_server.errors", "engines"),
-    ("ai_server.aio", "engines"),
     ("ai_server.metrics", "engines"),
     ("ai_server.fakes", "engines"),
 )

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from ai_server.aio import closing
 from ai_server.conversation import Conversations
 from ai_server.llm import LLMBackend
 from ai_server.llm.embedded import EmbeddedLLM, shipped_model_path
 from ai_server.llm.openai_compat import OpenAICompatLLM
+from shared.aio import closing
 from shared.config.ai_server import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import free_port
 

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from ai_server.aio import closing
 from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
 from ai_server.assist.tools import ToolBox, assist_context
 from ai_server.llm.models import model_path
 from ai_server.llm.openai_compat import OpenAICompatLLM
+from shared.aio import closing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ai_server.aio import closing
 from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
 from ai_server.assist.tools import ToolBox
 from ai_server.errors import StartupError
 from ai_server.llm import models
 from ai_server.llm.openai_compat import OpenAICompatLLM
 from ai_server.llm.tools import ToolCall, content_says, content_tool_calls
+from shared.aio import closing
 
 NOW = dt.datetime(2026, 3, 4, 10, 42, tzinfo=dt.UTC)
 
