@@ -26,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 from shared.config import ConfigError, DeviceSettings, VideoSettings
+from shared.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class AvSource:
         try:
             self._container = av.open(self.url, format=self.demuxer, options=self.options)
         except (OSError, av.FFmpegError) as exc:
-            raise ConfigError(f"camera {self.url}: cannot open ({_one_line(exc)})") from None
+            raise ConfigError(f"camera {self.url}: cannot open ({one_line(exc, with_type=False)})") from None
         stream = self._container.streams.video[0] if self._container.streams.video else None
         if stream is None:
             self.close()
@@ -182,10 +183,6 @@ class AvSource:
             self._container.close()
         self._container = None
         self._frames = None
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join((str(err) or type(err).__name__).split())[:200]
 
 
 class PiCameraSource:
@@ -300,7 +297,7 @@ class Camera:
             try:
                 self.source.close()
             except Exception as exc:  # closing a broken device must not stop the switch
-                log.warning("camera close failed: %s", _one_line(exc))
+                log.warning("camera close failed: %s", one_line(exc, with_type=False))
             if self._reopen is not None:
                 self.source = None
 
@@ -319,7 +316,12 @@ class Camera:
             except Exception as exc:
                 self.read_errors += 1
                 if self._failed_at is None:
-                    log.warning("camera %s: %s; retrying every %.0f s", self.name, _one_line(exc), REOPEN_AFTER_S)
+                    log.warning(
+                        "camera %s: %s; retrying every %.0f s",
+                        self.name,
+                        one_line(exc, with_type=False),
+                        REOPEN_AFTER_S,
+                    )
                 self._failed_at = self._clock()
                 self._close_source()
                 return self.black

@@ -41,6 +41,7 @@ from shared.aio import wait_event
 from shared.audio import StreamResampler, frame_to_mono, rms_dbfs
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings
+from shared.errors import one_line
 from shared.rtc_tuning import prefer_codec, tune_opus_bitrate, tune_vp8_bitrate
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,6 @@ CHECK_PERIOD_S = 0.2
 # After a flush, in-flight reply audio louder than this is dropped for at most FLUSH_DRAIN_S.
 QUIET_DBFS = -60.0
 FLUSH_DRAIN_S = 0.3
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join((str(err) or type(err).__name__).split())[:200]
 
 
 class ConnectError(Exception):
@@ -333,8 +330,10 @@ class HubClient:
                     detail = data.get("error") if isinstance(data, dict) else None
                     raise ConnectError(f"HTTP {resp.status}: {detail or resp.reason}")
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise ConnectError(f"the hub's certificate is not trusted ({_one_line(exc.certificate_error)}); "
-                               "set DEVICE_HUB_CA to the household CA") from None
+            reason = one_line(exc.certificate_error, with_type=False)
+            raise ConnectError(
+                f"the hub's certificate is not trusted ({reason}); set DEVICE_HUB_CA to the household CA"
+            ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ConnectError(f"hub unreachable ({type(exc).__name__}: {exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("sdp"), str):

@@ -62,6 +62,7 @@ from hub.metrics import HubMetrics
 from hub.mqtt_control import MessageHandler
 from hub.signaling import RequestRejected, check_offer_sdp, check_token
 from shared.config import HubSettings
+from shared.errors import one_line
 from shared.mqtt import (
     IceCandidate,
     MessageError,
@@ -234,7 +235,8 @@ class MqttSignaling:
                 await self._refuse(device_id, session_id, err.reason, err.message)
                 return
             except Exception as err:  # aiortc refusing the SDP: the HTTP path reports it the same way
-                await self._refuse(device_id, session_id, "bad_sdp", f"offer rejected: {_one_line(err)}")
+                reason = f"offer rejected: {one_line(err, with_type=False)}"
+                await self._refuse(device_id, session_id, "bad_sdp", reason)
                 return
             # connect_device returned without yielding after storing the session, so this is the
             # session this offer opened (a later offer for the device waits on the hub's lock).
@@ -362,8 +364,3 @@ def _session_id_of(payload: bytes) -> str | None:
         return None
     value = data.get("session_id") if isinstance(data, dict) else None
     return value if is_safe_segment(value) else None
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return " ".join(text.split())[:200]

@@ -36,6 +36,7 @@ from aiohttp import web
 from hub.connect_limits import AddressLimits
 from hub.metrics import HubMetrics
 from shared.config import HubSettings
+from shared.errors import one_line
 from shared.mqtt import is_safe_segment
 
 log = logging.getLogger("naila.hub.signaling")
@@ -124,7 +125,7 @@ def check_offer_sdp(sdp: str) -> None:
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as err:
-        raise RequestRejected("bad_sdp", f"sdp cannot be parsed: {_one_line(err)}") from None
+        raise RequestRejected("bad_sdp", f"sdp cannot be parsed: {one_line(err, with_type=False)}") from None
     kinds = Counter(m.kind for m in parsed.media)
     # A microphone-only device has no video section, a camera-only one (issue 22) no audio section.
     if not (kinds["audio"] or kinds["video"]):
@@ -209,11 +210,6 @@ def error_response(err: RequestRejected, headers: Mapping[str, str] | None = Non
     return web.json_response({"error": err.message}, status=err.status, headers=headers)
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return " ".join(text.split())[:200]
-
-
 class ConnectEndpoint:
     """The aiohttp handler for POST /connect (see the module doc for the order of checks)."""
 
@@ -262,7 +258,7 @@ class ConnectEndpoint:
             except RequestRejected:
                 raise
             except Exception as err:
-                raise RequestRejected("bad_sdp", f"offer rejected: {_one_line(err)}") from None
+                raise RequestRejected("bad_sdp", f"offer rejected: {one_line(err, with_type=False)}") from None
         except RequestRejected as err:
             return self._refuse(client, err)
         return web.json_response({"sdp": answer})

@@ -12,6 +12,13 @@ from typing import Final
 MAX_CHARS: Final = 300
 
 
-def one_line(exc: BaseException) -> str:
-    """``"TypeName: message"`` with newlines turned into spaces, at most :data:`MAX_CHARS` characters."""
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:MAX_CHARS]
+def one_line(exc: BaseException, *, with_type: bool = True, limit: int = MAX_CHARS) -> str:
+    """``"TypeName: message"`` on one line (runs of whitespace, newlines included, become one space),
+    at most ``limit`` characters.
+
+    ``with_type=False``: the message alone (the type name when it has none), for text after a
+    prefix that already says what failed ("offer rejected: ...").
+    """
+    message = str(exc)
+    text = f"{type(exc).__name__}: {message}" if with_type else message or type(exc).__name__
+    return " ".join(text.split())[:limit]
