@@ -133,11 +133,11 @@ is_source_build() {
   return 1
 }
 
-# manylinux tags a bookworm (glibc 2.36) aarch64 system accepts.
+# manylinux tags the suite's aarch64 system accepts (bookworm: glibc 2.36, trixie: 2.41).
 platform_args() {
   local v
   echo --platform manylinux2014_aarch64
-  for v in $(seq 17 36); do echo --platform "manylinux_2_${v}_aarch64"; done
+  for v in $(seq 17 "$IMAGE_GLIBC_MINOR"); do echo --platform "manylinux_2_${v}_aarch64"; done
 }
 
 stage_wheelhouse() {
@@ -151,9 +151,9 @@ stage_wheelhouse() {
   log "aarch64 wheels for: ${binary[*]}"
   # shellcheck disable=SC2046
   "$HOSTPY" -m pip download --quiet --disable-pip-version-check --dest "$WORK/wheelhouse" \
-    --only-binary=:all: --implementation cp --python-version 3.11 \
-    --abi cp311 --abi abi3 --abi none $(platform_args) "${binary[@]}" \
-    || die "pip download failed: a requirement has no aarch64 wheel for Python 3.11; add it to SOURCE_BUILD in image/config.sh"
+    --only-binary=:all: --implementation cp --python-version "$IMAGE_PYTHON" \
+    --abi "cp${IMAGE_PYTHON/./}" --abi abi3 --abi none $(platform_args) "${binary[@]}" \
+    || die "pip download failed: a requirement has no aarch64 wheel for Python $IMAGE_PYTHON; add it to SOURCE_BUILD in image/config.sh"
   if [ ${#source[@]} -gt 0 ]; then
     log "sdists to build for arm64: ${source[*]}"
     "$HOSTPY" -m pip download --quiet --disable-pip-version-check --dest "$WORK/sdists" \

@@ -3,8 +3,15 @@
 # Defaults for image/build.sh. Every value can be overridden from the environment
 # (NAILA_IMAGE_<NAME>) or, where noted, from the command line.
 
-# Debian release. The agent needs Python 3.11 (pyproject: >=3.11,<3.12), which is bookworm's.
+# Debian release. The agent runs on the release's python3 (pyproject: >=3.11,<3.14): bookworm has
+# 3.11, trixie 3.13. The wheelhouse is downloaded for that Python and glibc (below).
 SUITE="${NAILA_IMAGE_SUITE:-bookworm}"
+case "$SUITE" in
+  bookworm) IMAGE_PYTHON=3.11 IMAGE_GLIBC_MINOR=36 ;;
+  trixie) IMAGE_PYTHON=3.13 IMAGE_GLIBC_MINOR=41 ;;
+  *) IMAGE_PYTHON="${NAILA_IMAGE_PYTHON:?set NAILA_IMAGE_PYTHON for suite $SUITE}"
+     IMAGE_GLIBC_MINOR="${NAILA_IMAGE_GLIBC_MINOR:?set NAILA_IMAGE_GLIBC_MINOR for suite $SUITE}" ;;
+esac
 ARCH=arm64
 COMPONENTS="main non-free-firmware"
 
@@ -53,16 +60,16 @@ PACKAGES_AGENT=(
   alsa-utils
   libopus0             # opuslib (ctypes)
   libportaudio2        # sounddevice
-  libspeexdsp1         # speexdsp echo canceller
-  python3              # 3.11 in bookworm
+  libspeexdsp1         # the echo canceller (device_agent/speex_ctypes.py binds it with ctypes)
+  python3              # IMAGE_PYTHON
   python3-venv
 )
 
 # Packages for the throw-away arm64 chroot that compiles requirements with no aarch64 wheel.
 BUILDER_PACKAGES=(libspeexdsp-dev python3-dev python3-pip python3-setuptools python3-wheel swig)
 # Requirements of the device extra that have no aarch64 wheel on PyPI: built from the sdist
-# in that chroot (speexdsp 0.1.1 ships only an sdist; it needs swig + libspeexdsp-dev).
-SOURCE_BUILD="${NAILA_IMAGE_SOURCE_BUILD:-speexdsp}"
+# in that chroot. None today (the speexdsp sdist was the last; the agent binds libspeexdsp1 with ctypes).
+SOURCE_BUILD="${NAILA_IMAGE_SOURCE_BUILD:-}"
 
 # Disk layout: MBR (the Pi 3 boot ROM cannot read GPT), 4 MiB aligned.
 BOOT_LABEL=RASPIFIRM     # same labels as Debian's raspi images

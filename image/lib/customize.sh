@@ -68,7 +68,10 @@ customize_rootfs() {
   rm -rf "$r/tmp/wheelhouse"
   # The agent's native dependencies load against the image's Debian libraries (emulated).
   in_chroot /opt/naila/venv/bin/python -c \
-    'import aiortc, aiohttp, aiomqtt, numpy, soxr, sounddevice, speexdsp, gpiozero, shared.config; print("imports ok")' \
+    'import aiortc, aiohttp, aiomqtt, numpy, soxr, sounddevice, gpiozero, shared.config
+from device_agent.speex_ctypes import EchoState
+EchoState(160, 3200, 16000)  # the echo canceller loads the image libspeexdsp1
+print("imports ok")' \
     || die "the agent's dependencies do not import on the image"
   if in_chroot /opt/naila/venv/bin/python -c 'import device_agent.app' 2>/dev/null; then
     log "device_agent.app imports"

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -201,7 +202,7 @@ def test_runtime_packages() -> None:
     system = config_array("PACKAGES_SYSTEM") + config_array("PACKAGES_NETWORK")
     for pkg in ("openssh-server", "unattended-upgrades", "wpasupplicant", "cloud-guest-utils"):
         assert pkg in system
-    assert config_value("SUITE") == "bookworm"  # Python 3.11, as pyproject requires
+    assert config_value("SUITE") == "bookworm"  # Python 3.11; trixie (3.13) is NAILA_IMAGE_SUITE=trixie
 
 
 def test_labels_agree_between_partitions_fstab_and_cmdline() -> None:
@@ -219,7 +220,10 @@ def test_alsa_default_device() -> None:
 
 def test_wheelhouse_targets_the_image_python() -> None:
     build = (IMAGE / "build.sh").read_text()
-    assert "--python-version 3.11" in build and "--only-binary=:all:" in build
+    assert '--python-version "$IMAGE_PYTHON"' in build and "--only-binary=:all:" in build
+    config = (IMAGE / "config.sh").read_text()
+    assert "bookworm) IMAGE_PYTHON=3.11 IMAGE_GLIBC_MINOR=36" in config
+    assert "trixie) IMAGE_PYTHON=3.13 IMAGE_GLIBC_MINOR=41" in config
     assert "manylinux2014_aarch64" in build
     assert "pip wheel" in build and "--no-deps" in build
     assert "--no-index" in (IMAGE / "lib/customize.sh").read_text()
@@ -232,3 +236,19 @@ def test_template_keys_are_all_understood() -> None:
     src = (OVERLAY / "usr/local/lib/naila/bootconfig.py").read_text()
     for key in keys:
         assert f'"{key}"' in src or key.startswith(("DEVICE_", "AUDIO_")), key
+
+
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_the_image_python_is_one_pyproject_supports(suite: str) -> None:
+    from packaging.specifiers import SpecifierSet
+
+    r = subprocess.run(
+        ["bash", "-c", '. "$1"; printf "%s %s" "$IMAGE_PYTHON" "$IMAGE_GLIBC_MINOR"', "-", str(IMAGE / "config.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "NAILA_IMAGE_SUITE": suite},
+    )
+    python, glibc = r.stdout.split()
+    spec = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    assert f"{python}.0" in spec and int(glibc) >= 36
