@@ -43,6 +43,7 @@ import grpc
 
 from ai_server.assist import alarms, home_assistant, maths, time_date
 from ai_server.assist.core import AssistServices, IntentRegistry
+from ai_server.assist.home_assistant import HomeAssistant
 from ai_server.assist.intents import Recognizer
 from ai_server.assist.router import AssistRouter, install_defaults
 from ai_server.assist.tools import ToolBox
@@ -159,6 +160,7 @@ class AIServer:
     assist: AssistServices  # its registry holds every household command's handler
     storage: Storage
     resources: contextlib.AsyncExitStack  # what stop() closes, last built first: engines, store, stores of assist
+    home: HomeAssistant | None = None  # Home Assistant device control (HA_URL + HA_TOKEN), closed by stop()
 
     @property
     def address(self) -> str:
@@ -474,7 +476,8 @@ async def _assemble(
     if vision is not None:
         log.info("vision: %s, the model loads %s", vision.detector.name,
                  "in the background" if warm else "with the first frame")
-    return AIServer(server, int(bound), pipeline, service, bound_metrics, plane, vision, assist, storage, resources)
+    return AIServer(server, int(bound), pipeline, service, bound_metrics, plane, vision, assist, storage, resources,
+                    home)
 
 
 def _load_in_background(resources: contextlib.AsyncExitStack, loaders: list[Callable[[], None]]) -> None:

@@ -18,7 +18,8 @@ async def test_the_ai_server_controls_home_assistant_when_configured(make_server
                                              "vision_enabled": False})
         assist = server.assist
         assert assist is not None
-        home = next(o for o in server._owned if type(o).__name__ == "HomeAssistant")
+        home = server.home
+        assert home is not None
         assert await home.catalog.refresh()
         assert "Kitchen Ceiling" in {row[0] for row in assist.registry.slot_rows()["name"]}
         reply = await assist.registry.handle(IntentMatch("HassTurnOn", {"area": "kitchen", "domain": "light"}),
