@@ -146,7 +146,8 @@ async def test_an_offer_is_answered_on_the_devices_answer_topic_with_its_session
     ("fields", "reason"),
     [
         ({"sdp": "not an sdp"}, "bad_sdp"),
-        ({"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}, "bad_sdp"),
+        # neither audio nor video (a camera-only offer is a device like any other, issue 22)
+        ({"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP x\r\n"}, "bad_sdp"),
         ({"device_id": "pi-other"}, "topic_mismatch"),  # speaking for another device
         ({"type": "answer"}, "topic_mismatch"),  # an answer on the offer topic
         ({"sdp": ""}, "bad_message"),
