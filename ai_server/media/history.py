@@ -70,7 +70,8 @@ _PLACE_WORDS: Final = re.compile(
     r"bedroom|office|nursery|patio|balcony|entrance|street|living room|front|back)\b"
 )
 # Words dateparser reads as dates that, in these questions, are not ("now" is the live view).
-_NOT_DATES: Final = frozenset({"now", "may", "march", "second", "sun", "sat", "wed"})
+# "we" reads as Wednesday ("what did we talk about today" is about today).
+_NOT_DATES: Final = frozenset({"now", "may", "march", "second", "sun", "sat", "wed", "we"})
 _PARTS_OF_DAY: Final = {"this morning": (6, 12), "this afternoon": (12, 18), "this evening": (18, 24),
                         "tonight": (18, 24)}
 # Outcomes that are not alerts of their own (the same event alerted already, or another camera did).

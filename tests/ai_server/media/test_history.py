@@ -138,6 +138,8 @@ def test_time_expressions_on_a_controlled_clock() -> None:
     r = parse_time("what happened last night", NOW)
     assert r is not None and (r.since, r.until) == (at(-1, 18, 0), at(0, 6, 0))
     assert parse_time("show me the last alert", NOW) is None
+    r = parse_time("what did we talk about today", NOW)  # "we" is not Wednesday
+    assert r is not None and r.words == "today" and r.since == at(0, 0, 0)
 
 
 def test_history_query_time(history: HistoryQuestions) -> None:
