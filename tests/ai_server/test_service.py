@@ -46,11 +46,13 @@ def assert_well_formed(r: TurnReply, rate: int = 22050) -> None:
 
 async def test_a_turn_is_transcript_then_audio_then_final_with_timing(make_server: Any) -> None:
     llm = FakeLLM("Sure thing. The kitchen lights are now on, and the oven is off.")
-    server = await make_server(stt=FakeSTT("turn on the lights"), llm=llm)
+    # Not a household command: since room-less light commands are recognised (issue 19), "turn on the
+    # lights" is answered by the assist fast path, and this test is about the LLM's streamed reply.
+    server = await make_server(stt=FakeSTT("tell me a joke"), llm=llm)
     async with StreamClient(server.address) as client:
         r = await one_turn(client)
     assert_well_formed(r)
-    assert r.transcript == "turn on the lights"
+    assert r.transcript == "tell me a joke"
     clause_texts = [m.reply_text for m in r.audio if m.reply_text]
     assert clause_texts == ["Sure thing.", "The kitchen lights are now on, and the oven is off."]
     assert r.audio[0].reply_text == "Sure thing."  # clause text rides on its first chunk
@@ -62,7 +64,7 @@ async def test_a_turn_is_transcript_then_audio_then_final_with_timing(make_serve
     t = final.timing
     assert 0 < t.stt_ms <= t.llm_first_token_ms <= t.first_sentence_ms <= t.tts_first_audio_ms
     assert t.tts_first_audio_ms <= t.first_frame_sent_ms <= t.total_ms
-    assert llm.requests[0][-1] == {"role": "user", "content": "turn on the lights"}
+    assert llm.requests[0][-1] == {"role": "user", "content": "tell me a joke"}
 
 
 async def test_history_is_carried_to_the_next_turn(make_server: Any) -> None:
