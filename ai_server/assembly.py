@@ -141,7 +141,8 @@ async def _prime_llm(llm: LLMBackend, conversations: Conversations) -> None:
                 break
 
     try:
-        await asyncio.wait_for(first_piece(), 15.0)
+        async with asyncio.timeout(15.0):  # not wait_for: see shared/aio.py
+            await first_piece()
     except Exception as exc:  # a remote server that is down now may be up by the first turn
         log.warning("LLM warm-up failed: %s", exc)
 

@@ -100,8 +100,9 @@ class StreamClient:
     async def close(self) -> None:
         self._requests.put_nowait(None)
         if self._reader is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._reader), 5)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):  # not wait_for: see shared/aio.py
+                    await asyncio.shield(self._reader)
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
@@ -173,7 +174,8 @@ class StreamClient:
         return time.monotonic()
 
     async def next(self, device_id: str, within_s: float = 30.0) -> tuple[float, pb.AudioOutput]:
-        return await asyncio.wait_for(self.inbox(device_id).get(), within_s)
+        async with asyncio.timeout(within_s):  # not wait_for: see shared/aio.py
+            return await self.inbox(device_id).get()
 
     async def turn(self, device_id: str, end_sent_at: float, within_s: float = 60.0) -> TurnReply:
         """Collect messages for ``device_id`` up to and including is_final."""

@@ -151,7 +151,8 @@ class Alerts:
             self.media.store_media(checked, source="alert_snapshot", device_id=source_device, zone=zone))
         try:
             # shield: past the budget the alert goes without it, and the write may still finish.
-            return await asyncio.wait_for(asyncio.shield(task), self.snapshot_budget_s)
+            async with asyncio.timeout(self.snapshot_budget_s):  # not wait_for: see shared/aio.py
+                return await asyncio.shield(task)
         except TimeoutError:
             self.metrics.event("alert_snapshot_slow")
             log.warning("alert %s/%s: storing the snapshot takes over %.1f s; the alert goes without it", zone,

@@ -253,7 +253,8 @@ class AlertDispatcher:
         """Finish what is queued (an alert decided is an alert owed), then stop."""
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), 10.0)
+                async with asyncio.timeout(10.0):  # not wait_for: see shared/aio.py
+                    await self._queue.join()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

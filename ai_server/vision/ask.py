@@ -220,7 +220,8 @@ class VisualQuestions:
 
     async def _analysed(self, device_id: str) -> CameraView | None:
         try:
-            return await asyncio.wait_for(self.views.analysed(device_id), self.analyse_timeout_s)
+            async with asyncio.timeout(self.analyse_timeout_s):  # not wait_for: see shared/aio.py
+                return await self.views.analysed(device_id)
         except (TimeoutError, RuntimeError, OSError) as exc:
             # The detector is busy or failed: the picture without objects is still worth giving.
             log.warning("visual question: analysing %s failed (%s); using the unanalysed view", device_id, exc)

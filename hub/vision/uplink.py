@@ -196,7 +196,8 @@ class VisionUplink:
         channel = self._security.aio_channel(channel_options(self._connect_timeout_s))
         try:
             try:
-                await asyncio.wait_for(channel.channel_ready(), self._connect_timeout_s)
+                async with asyncio.timeout(self._connect_timeout_s):  # not wait_for: see shared/aio.py
+                    await channel.channel_ready()
             except TimeoutError:
                 self.metrics.vision_connect_failures += 1
                 self._outage(f"AI server {self.target} unreachable for vision; camera frames are dropped until it is")

@@ -131,7 +131,8 @@ async def stream_events(
         await resp.write(f"retry: {RETRY_MS}\n\n".encode() + b"".join(initial()))
         while True:
             try:
-                message = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):  # not wait_for: see shared/aio.py
+                    message = await sub.queue.get()
             except TimeoutError:
                 if not still_allowed():
                     break

@@ -191,7 +191,8 @@ class UploadBridge:
             except Exception as err:  # aiomqtt.MqttError, or the link dropped mid-publish
                 raise UploadError(503, f"could not publish the upload: {err}") from None
             try:
-                reply = await asyncio.wait_for(asyncio.shield(pending.future), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):  # not wait_for: see shared/aio.py
+                    reply = await asyncio.shield(pending.future)
             except TimeoutError:
                 raise UploadError(504, f"no answer from the AI server within {self.timeout_s:.0f} s") from None
         finally:
