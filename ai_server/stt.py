@@ -33,6 +33,7 @@ import numpy as np
 from ai_server.errors import StartupError, STTError
 from shared.audio import HUB_RATE, Int16Array, int16_to_float
 from shared.config import AIServerSettings
+from shared.errors import one_line
 from shared.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class WhisperSTT:
                 local_files_only=True,
             )
         except Exception as exc:  # CTranslate2 / HF errors: unreadable or incompatible files
-            raise StartupError(f"cannot load STT model {path}: {exc}".replace("\n", " ")) from exc
+            raise StartupError(f"cannot load STT model {path}: {one_line(exc, with_type=False)}") from exc
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stt")
         self._window_s = window_s
         # The one STT worker serves every room: no caller gets it for more than this (AI_MAX_UTTERANCE_S).

@@ -26,6 +26,7 @@ from ai_server.errors import StartupError, TTSError
 from shared.aio import closing
 from shared.audio import Int16Array, pcm_to_int16
 from shared.config import AIServerSettings
+from shared.errors import one_line
 from shared.registry import Registry
 from shared.threads import iterate_in_thread
 
@@ -105,7 +106,7 @@ class PiperTTS:
         try:
             self._voice: Any = _load_piper(PiperVoice, model, config, threads)
         except Exception as exc:
-            raise StartupError(f"cannot load piper voice {model}: {exc}".replace("\n", " ")) from exc
+            raise StartupError(f"cannot load piper voice {model}: {one_line(exc, with_type=False)}") from exc
         self.model = model.name.removesuffix(".onnx")
         self.sample_rate = int(self._voice.config.sample_rate)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts")

@@ -25,6 +25,7 @@ from shared.config import (
     WebRTCSettings,
     load,
 )
+from shared.errors import one_line
 
 __all__ = ["Hub", "main", "run_hub"]
 
@@ -62,7 +63,8 @@ async def serve(hub: Hub) -> None:
 
 
 def _one_line(err: Exception) -> str:
-    text = " ".join(str(err).split())
+    """shared.errors.one_line, with pydantic's field names spelled as the environment variables."""
+    text = one_line(err, with_type=False)
     # Name the environment variable, as shared.config's own messages do.
     return re.sub(r'field "([a-z0-9_]+)"', lambda m: m.group(1).upper(), text)
 

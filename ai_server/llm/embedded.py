@@ -31,6 +31,7 @@ from ai_server.llm import Message
 from ai_server.llm.models import CATALOGUE, DEFAULT_MODEL, model_path
 from ai_server.llm.prompt_states import PromptStates
 from shared.aio import closing
+from shared.errors import one_line
 from shared.threads import iterate_in_thread
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class EmbeddedLLM:
                 model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
             )
         except Exception as exc:
-            raise StartupError(f"cannot load LLM model {path}: {exc}".replace("\n", " ")) from exc
+            raise StartupError(f"cannot load LLM model {path}: {one_line(exc, with_type=False)}") from exc
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         self.generating = 0  # generations inside llama.cpp right now (0 or 1)
         self._format = _chat_formatter(self._llm)

@@ -8,6 +8,8 @@ from typing import Any, Final, TypeVar
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from shared.errors import one_line
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong. The message is one line naming the variable."""
@@ -90,4 +92,4 @@ def load(cls: type[S], **overrides: Any) -> S:
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, cls)) from None
     except SettingsError as err:  # a value pydantic-settings could not even parse (e.g. bad JSON)
-        raise ConfigError(f"invalid configuration: {err}".replace("\n", " ")) from None
+        raise ConfigError(f"invalid configuration: {one_line(err, with_type=False)}") from None
