@@ -46,7 +46,7 @@ from ai_server.assist.core import AssistServices, IntentRegistry
 from ai_server.assist.home_assistant import HomeAssistant
 from ai_server.assist.intents import Recognizer
 from ai_server.assist.router import AssistRouter, install_defaults
-from ai_server.assist.tools import ToolBox
+from ai_server.assist.tools import ToolBox, install_looking
 from ai_server.control import room_router
 from ai_server.control.alerts import Alerts
 from ai_server.control.chat import Chat
@@ -375,6 +375,7 @@ async def _assemble(
     analyser: ImageAnalyser | None = None
     selection: SourceSelection | None = None
     looker: Looker | None = None
+    history: HistoryQuestions | None = None  # past events and conversations, when the store is reachable
     warmers: list[Callable[[], None]] = []  # loaded beside the detector when warming up
     now = lambda: datetime.now().astimezone()  # noqa: E731
     if found_detector is not None:
@@ -410,8 +411,13 @@ async def _assemble(
     elif parts is not None:
         # No vision (VISION_ENABLED=false or no detector): stored events and past conversations still
         # answer "what was I asking about yesterday".
-        looker = HistoryFirst(HistoryQuestions(storage.store.events, None, now, transcripts=storage.store.transcripts,
-                                               household=settings.ai_history_household), None)
+        history = HistoryQuestions(storage.store.events, None, now, transcripts=storage.store.transcripts,
+                                   household=settings.ai_history_household)
+        looker = HistoryFirst(history, None)
+    if tools is not None:
+        # The LLM's camera and history tools answer through the same parts as a spoken question; a tool
+        # whose part is missing (no vision, no control plane) is not offered.
+        install_looking(assist.registry, camera=looker if vision is not None else None, history=history)
     # -- household commands (ai_server/assist): time, date, maths, spoken routing and "Home Assistant
     # isn't set up" first, so that the features installed after may replace them ---------------------
     recognizer = await asyncio.to_thread(_install_assist_base, assist, parts.rooms if parts is not None else None)

@@ -128,10 +128,11 @@ async def test_the_task_runs_at_start_up_then_every_interval_and_counts(store: M
     # The asyncio loop: its first pass is the start-up one, in a worker thread; cancelled cleanly.
     second = _image(store, 40 * DAY, size=7)
     task = asyncio.get_running_loop().create_task(retention.run())
-    for _ in range(200):  # the pass runs in a thread: yield until it has counted (no sleep-for-timing)
-        if retention.metrics.runs == 3:
-            break
-        await asyncio.to_thread(lambda: None)
+    # The pass runs in a thread: yield until it has counted (no sleep-for-timing); the bound is
+    # only there so a broken task fails the test instead of hanging it, on however busy a machine.
+    async with asyncio.timeout(30):
+        while retention.metrics.runs < 3:
+            await asyncio.to_thread(lambda: None)
     assert retention.metrics.runs == 3 and store.get(second) is None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
