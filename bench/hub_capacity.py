@@ -52,6 +52,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 from av import AudioFrame  # noqa: E402
 
+from bench import stats  # noqa: E402
 from shared.audio import espeak, rms_dbfs  # noqa: E402
 from shared.contract import pb, pb_grpc  # noqa: E402
 
@@ -76,10 +77,8 @@ def free_port() -> int:
 
 
 def pct(xs: list[float], p: float) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    return round(s[min(len(s) - 1, int(p / 100 * len(s)))], 2)
+    """The ``p``-th percentile (0..100) by bench/stats.py, rounded for the JSON; None when there are none."""
+    return round(stats.pct(xs, p / 100), 2) if xs else None
 
 
 # ---------------------------------------------------------------- the hub process

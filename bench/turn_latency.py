@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ai_server.app import start_server  # noqa: E402
 from ai_server.client import StreamClient, as_the_hub_sends  # noqa: E402
+from bench import stats  # noqa: E402
 from shared.audio import espeak  # noqa: E402
 from shared.config import AIServerSettings, load  # noqa: E402
 
@@ -46,10 +45,10 @@ BUDGET = {"stt_ms": "150-200", "llm_first_token_ms": "+100-300 (LLM)", "tts_firs
 
 
 def pct(values: list[float]) -> tuple[float, float]:
+    """p50 and p95 by bench/stats.py (0 when there are none, to keep the table and JSON numeric)."""
     if not values:
         return 0.0, 0.0
-    p50, p95 = np.percentile(values, [50, 95])
-    return float(p50), float(p95)
+    return stats.pct(values, 0.5), stats.pct(values, 0.95)
 
 
 async def run_set(address: str, rounds: int, device: str) -> list[dict[str, Any]]:

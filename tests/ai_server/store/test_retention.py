@@ -140,7 +140,7 @@ async def test_the_task_runs_at_start_up_then_every_interval_and_counts(store: M
 
 
 def test_the_query_benchmark_helper_runs_small(tmp_path: Path) -> None:
-    from ai_server.store.bench import query_times
+    from bench.store_queries import query_times
 
     out = query_times(n=2000, repeats=5, root=tmp_path / "bench")
     assert out["events"] == 2000

@@ -1,21 +1,33 @@
-"""Store query times at scale, for bench/media.py and the README: the queries a history question makes.
+"""Store query times at scale: the queries a history question makes.
 
-:func:`query_times` seeds a fresh store with ``n`` events (30 days, 8 cameras in 6 zones) and as many
+    python bench/store_queries.py [--events 100000] [--repeats 200]
+
+prints the times and writes bench/results/store_queries.json. :func:`query_times` seeds a fresh
+store with ``n`` events (30 days, 8 cameras in 6 zones) and as many
 transcripts as ``n // 10``, then times each query ``repeats`` times with the existing indexes.
-Returns ``{query: {"p50_ms", "p95_ms"}}`` plus the seeding time; nothing is printed.
+Returns ``{query: {"p50_ms", "p95_ms"}}`` plus the seeding time (the function prints nothing).
+(Bench support, not production: it lived in ai_server/store/ and shipped with the AI server.)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
-import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ai_server.store.media import MediaStore
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ai_server.store.media import MediaStore  # noqa: E402
+from bench.stats import pct  # noqa: E402
+
+OUT = ROOT / "bench/results/store_queries.json"
 
 _ZONES = ("front_door", "backyard", "driveway", "garage", "kitchen", "hall")
 _T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,8 +59,7 @@ def _times(fn: Callable[[], object], repeats: int) -> dict[str, float]:
         started = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - started) * 1000)
-    cuts = statistics.quantiles(samples, n=20)
-    return {"p50_ms": round(statistics.median(samples), 3), "p95_ms": round(cuts[18], 3)}
+    return {"p50_ms": round(pct(samples, 0.5), 3), "p95_ms": round(pct(samples, 0.95), 3)}
 
 
 def query_times(n: int = 100_000, repeats: int = 200, root: Path | None = None, seed: int = 1) -> dict[str, object]:
@@ -93,3 +104,19 @@ def query_times(n: int = 100_000, repeats: int = 200, root: Path | None = None, 
             return out
         finally:
             store.close()
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ns = ap.parse_args(argv)
+    out = query_times(ns.events, ns.repeats)
+    print(json.dumps(out, indent=1))
+    ns.out.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
