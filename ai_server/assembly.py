@@ -57,7 +57,7 @@ from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
 from ai_server.control.plane import SUBSCRIPTIONS, ControlPlane
-from ai_server.control.presence import Presence, server_version, will_message
+from ai_server.control.presence import Presence, will_message
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
 from ai_server.control.speech import AnnounceLimit, Speaker
@@ -94,6 +94,7 @@ from shared.contract import pb_grpc
 from shared.grpc_security import InsecureTransport, ai_server_credentials
 from shared.mqtt import TopicKind
 from shared.mqtt_link import MqttLink
+from shared.version import naila_version
 
 log = logging.getLogger("ai_server")
 
@@ -218,7 +219,7 @@ def _device_parts(
     sources: Callable[[], MediaSources | None], video: bool,
 ) -> _DeviceParts:
     control_metrics = ControlMetrics(metrics.registry)
-    version = server_version()
+    version = naila_version()
     fixed_id = settings.ai_mqtt_client_id
     link = MqttLink(
         mqtt,

@@ -13,7 +13,6 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import grpc
@@ -22,6 +21,7 @@ from ai_server.pipeline import Pipeline
 from ai_server.session import ConversationSession
 from ai_server.stream_input import LogBudget, StreamLimits
 from shared.contract import pb, pb_grpc
+from shared.version import naila_version
 
 if TYPE_CHECKING:  # the vision pipeline (OpenCV, ...) is only imported when vision is on
     from ai_server.vision.pipeline import FrameResult, VisionPipeline
@@ -31,13 +31,6 @@ log = logging.getLogger(__name__)
 #: Frames of one AnalyzeFrames stream read ahead of the answers: enough for the frames of several
 #: cameras to meet in one YOLO batch, few enough that a client that stops reading is not buffered.
 _READ_AHEAD: Final = 32
-
-
-def _version() -> str:
-    try:
-        return metadata.version("naila")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 class StatusSource(Protocol):
@@ -165,7 +158,7 @@ class NailaAIService(pb_grpc.NailaAIServicer):
                 for stage, p50, p95, n in p.metrics.latencies()
             ],
             devices=devices,
-            version=_version(),
+            version=naila_version(),
         )
 
     async def AnalyzeFrames(

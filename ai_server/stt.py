@@ -35,6 +35,7 @@ from shared.audio import HUB_RATE, Int16Array, int16_to_float
 from shared.config import AIServerSettings
 from shared.errors import one_line
 from shared.registry import Registry
+from shared.threads import engine_threads
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,6 @@ def resolve_model(spec: str) -> str:
     if not (path / "model.bin").is_file() or not os.access(path / "model.bin", os.R_OK):
         raise StartupError(f"STT model directory {path} has no readable model.bin (STT_MODEL={spec!r})")
     return str(path)
-
-
-def default_threads(requested: int) -> int:
-    return requested if requested > 0 else max(1, min(4, os.cpu_count() or 1))
 
 
 _HAS_WORD = re.compile(r"\w")
@@ -174,7 +171,7 @@ class WhisperSTT:
                 path,
                 device=device,
                 compute_type=compute_type,
-                cpu_threads=default_threads(cpu_threads),
+                cpu_threads=engine_threads(cpu_threads),
                 num_workers=workers,
                 local_files_only=True,
             )

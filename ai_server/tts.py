@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +27,7 @@ from shared.audio import Int16Array, pcm_to_int16
 from shared.config import AIServerSettings
 from shared.errors import one_line
 from shared.registry import Registry
-from shared.threads import iterate_in_thread
+from shared.threads import engine_threads, iterate_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,6 @@ def shipped_voice() -> tuple[Path, Path]:
     return Path(model_path()), Path(config_path())
 
 
-def half_the_cores() -> int:
-    """TTS runs while the LLM is still generating: give each about half the machine."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
 def _load_piper(voice_cls: Any, model: Path, config: Path, threads: int) -> Any:
     """Like ``PiperVoice.load``, but with onnxruntime thread spinning off and a thread cap.
 
@@ -89,7 +83,7 @@ class PiperTTS:
     name = "piper"
 
     def __init__(self, voice_path: str = "", *, threads: int = 0, workers: int = 1) -> None:
-        threads = threads if threads > 0 else half_the_cores()
+        threads = engine_threads(threads, share=2)  # TTS runs while the LLM is still generating
         try:
             from piper import PiperVoice
         except ImportError as exc:

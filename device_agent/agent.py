@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 from device_agent.aec import EchoCanceller, make_echo_canceller
@@ -31,15 +30,9 @@ from device_agent.ptt_button import PttButton, make_ptt_button
 from device_agent.recorder import AUDIO_FORMATS, VIDEO_FORMATS, Clip, RecordingFailed, record_audio, record_video
 from device_agent.webrtc_client import HubClient
 from shared.config import AudioSettings, DeviceSettings, MqttSettings, VideoSettings, WebRTCSettings, load
+from shared.version import naila_version
 
 log = logging.getLogger(__name__)
-
-
-def firmware_version() -> str:
-    try:
-        return metadata.version("naila")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
 
 
 class DeviceAgent:
@@ -87,7 +80,7 @@ class DeviceAgent:
                 settings,
                 self,
                 capabilities=self.capabilities,
-                firmware_version=firmware_version(),
+                firmware_version=naila_version(),
                 status_fields=self._status_fields,
                 rng=rng,
             )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.contract import pb
+from shared.timestamps import utc_iso
 
 log = logging.getLogger("naila.hub.turns")
 
@@ -71,10 +71,6 @@ def error_name(code: int) -> str:
         return f"UNKNOWN_{code}"
 
 
-def utc_now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class TurnLog:
     """Ring buffer of the last ``size`` completed turns across all devices, oldest first."""
 
@@ -84,7 +80,7 @@ class TurnLog:
 
     def add(self, turn: TurnRecord) -> None:
         if not turn.finished_at:
-            turn.finished_at = utc_now_iso()
+            turn.finished_at = utc_iso()
         self._turns.append(turn)
         # Runs on the media path: a failing listener is logged and never reaches the session.
         for listener in self._listeners:

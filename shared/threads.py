@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Executor
@@ -23,6 +24,19 @@ from typing import Final, TypeVar
 T = TypeVar("T")
 
 _END: Final = object()
+
+#: Most threads an engine gets unless configured: the engines (whisper, piper, llama.cpp) have
+#: always been capped here, so a big machine's other rooms and the hub keep cores to run on.
+MAX_ENGINE_THREADS: Final = 4
+
+
+def engine_threads(requested: int = 0, *, share: int = 1) -> int:
+    """The threads a CPU engine runs with: ``requested`` when set (> 0), else the cores divided
+    by ``share`` (how many engines compute at once: TTS speaks while the LLM still generates, so each
+    gets half), between 1 and :data:`MAX_ENGINE_THREADS`."""
+    if requested > 0:
+        return requested
+    return max(1, min(MAX_ENGINE_THREADS, (os.cpu_count() or 1) // share))
 
 
 class _Failed:

@@ -8,17 +8,9 @@ suppresses the will).
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from ai_server.control.wire import Publish, send
 from shared.mqtt import Broadcast, OutboundMessage, ServerStatus, build, outbound, server_last_will, topics
-
-
-def server_version() -> str:
-    try:
-        return metadata.version("naila")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
+from shared.version import naila_version
 
 
 def will_message(version: str) -> OutboundMessage:
@@ -31,7 +23,7 @@ def will_message(version: str) -> OutboundMessage:
 class Presence:
     def __init__(self, publish: Publish, version: str | None = None) -> None:
         self._publish = publish
-        self.version = version or server_version()
+        self.version = version or naila_version()
 
     def will(self) -> OutboundMessage:
         """Register with the broker at connect: what others see if the server dies."""

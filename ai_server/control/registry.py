@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from ai_server.control.metrics import ControlMetrics
 from shared.contract import pb
 from shared.mqtt import DeviceStatus, utc_now
+from shared.timestamps import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,8 @@ class DeviceRecord:
             room=self.room or "",
             zone=self.zone or "",
             capabilities=list(self.capabilities),
-            last_seen=iso_utc(self.last_seen),
+            last_seen=utc_iso(self.last_seen),
         )
-
-
-def iso_utc(when: datetime) -> str:
-    """``2024-01-15T10:30:00.123Z``: the spec's timestamp style."""
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class DeviceRegistry:
@@ -102,7 +98,7 @@ class DeviceRegistry:
                     "device %s%s is offline%s",
                     status.device_id,
                     where,
-                    "" if before is None else f" (last seen {iso_utc(record.last_seen)})",
+                    "" if before is None else f" (last seen {utc_iso(record.last_seen)})",
                 )
         return record
 
@@ -132,7 +128,7 @@ class DeviceRegistry:
         self.metrics.event("device_stale")
         self._refresh_gauge()
         log.info("device %s is offline: not heard from since %s (%.0f s, over 3 heartbeats)", record.device_id,
-                 iso_utc(record.last_seen), (now - record.last_seen).total_seconds())
+                 utc_iso(record.last_seen), (now - record.last_seen).total_seconds())
         return stale
 
     def in_room(self, room: str) -> list[DeviceRecord]:

@@ -32,7 +32,7 @@ from ai_server.llm.models import CATALOGUE, DEFAULT_MODEL, model_path
 from ai_server.llm.prompt_states import PromptStates
 from shared.aio import closing
 from shared.errors import one_line
-from shared.threads import iterate_in_thread
+from shared.threads import engine_threads, iterate_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class EmbeddedLLM:
         # llama.cpp's threads meet at spin barriers each layer: when the CPU is oversubscribed
         # (TTS runs alongside generation) a descheduled thread stalls all of them. On the
         # loaded 2-core dev machine 2 threads fell to ~2 tokens/s, 1 thread kept ~35-45.
-        n_threads = threads if threads > 0 else max(1, min(4, (os.cpu_count() or 2) // 2))
+        n_threads = engine_threads(threads, share=2)
         log.info("loading LLM %s (llama.cpp, %d threads, context %d)", path, n_threads, n_ctx)
         try:
             # n_threads_batch too: it defaults to every core, and prompt evaluation with 2

@@ -37,6 +37,7 @@ from hub.rooms import RoomDirectory
 from hub.turns import TurnLog, TurnRecord
 from hub.web.auth import BROWSER_ID_RE
 from hub.web.events import EventBus, format_event
+from shared import timestamps
 from shared.grpc_security import ClientSecurity
 from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, topics
 
@@ -61,8 +62,8 @@ class SessionView(Protocol):
 
 
 def utc_iso(t: dt.datetime | None = None) -> str:
-    t = t or dt.datetime.now(dt.UTC)
-    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The dashboard's timestamps: shared.timestamps' style, to the second."""
+    return timestamps.utc_iso(t, timespec="seconds")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.threads import iterate_in_thread
+from shared.threads import MAX_ENGINE_THREADS, engine_threads, iterate_in_thread
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,12 @@ async def test_a_producer_error_is_raised_to_the_consumer_wrapped_if_asked() -> 
     with pytest.raises(RuntimeError, match="engine failed: model broke") as info:
         [x async for x in iterate_in_thread(failing, error=lambda e: RuntimeError(f"engine failed: {e}"))]
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_engine_threads_takes_a_setting_or_a_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert engine_threads(3) == 3  # configured: used as is, even above the cap
+    for cores, alone, half in ((1, 1, 1), (2, 2, 1), (4, 4, 2), (16, MAX_ENGINE_THREADS, MAX_ENGINE_THREADS)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert (engine_threads(), engine_threads(0, share=2)) == (alone, half)
+    monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread
+    assert engine_threads(share=2) == 1
