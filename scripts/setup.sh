@@ -24,7 +24,7 @@ command -v "$PY" >/dev/null || PY=python3
 CACHE="${NAILA_CACHE:-$HOME/.cache/naila}"
 mkdir -p "$CACHE/wheels"
 LLAMA_VERSION=0.3.36
-if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+if ! ls "$CACHE/wheels/llama_cpp_python-$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   echo "setup: building llama-cpp-python $LLAMA_VERSION from source (about 10-13 min on 2 cores, once)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip wheel -q --no-deps -w "$CACHE/wheels" \
     "llama-cpp-python==$LLAMA_VERSION"
