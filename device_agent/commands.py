@@ -33,7 +33,6 @@ never raises.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -55,10 +54,10 @@ from shared.mqtt import (
     outbound,
     topics,
 )
+from shared.mqtt.recover import recover_id
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _RESOLUTION = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 Publisher = Callable[[OutboundMessage], Awaitable[None]]
@@ -124,13 +123,7 @@ def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) ->
 
 def _recover_request_id(payload: Payload) -> str:
     """Best effort: the request_id of a payload that failed validation, so the sender can match the error."""
-    try:
-        raw = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
-        data = json.loads(raw) if isinstance(raw, str) else None
-    except (ValueError, UnicodeDecodeError):
-        return "unknown"
-    rid = data.get("request_id") if isinstance(data, dict) else None
-    return rid if isinstance(rid, str) and _TOKEN.match(rid) else "unknown"
+    return recover_id(payload, "request_id") or "unknown"
 
 
 class CommandHandler:
