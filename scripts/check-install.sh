@@ -44,7 +44,8 @@ say "pip install '.[$EXTRAS]'"
 "$V/pip" install -q --find-links "$CACHE/wheels" "$WORK/src[$EXTRAS]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 has() { [[ ",$EXTRAS," == *",$1,"* ]]; }
 if has vision; then  # the documented second step (pyproject's vision extra says why)
-  "$V/pip" install -q --no-deps -r "$WORK/src/scripts/vision-no-deps.txt"
+  "$V/pip" install -q --no-deps -r "$WORK/src/scripts/vision-no-deps.txt" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 fi
 say "installed in $(( $(date +%s) - start )) s"
 
@@ -52,23 +53,27 @@ check() {  # check DESCRIPTION PYTHON-CODE: run in the fresh venv, outside the t
   (cd "$WORK" && "$V/python" -c "$2") || { say "FAILED: $1" >&2; exit 1; }
   say "ok: $1"
 }
+cli() {  # cli SUBCOMMAND: its --help works from the installed entry point
+  "$V/naila" "$1" --help >/dev/null || { say "FAILED: naila $1 --help" >&2; exit 1; }
+  say "ok: naila $1 --help"
+}
 cd "$WORK"
-"$V/naila" --help >/dev/null
+"$V/naila" --help >/dev/null || { say "FAILED: naila --help" >&2; exit 1; }
 check "core: shared settings" "import shared.config"
 if has hub; then
   check "hub imports" "import hub.app, webrtcvad, aiortc, grpc, cv2, pymicro_wakeword"
-  "$V/naila" hub --help >/dev/null && say "ok: naila hub --help"
+  cli hub
 fi
 if has device; then
   check "device imports, echo canceller on libspeexdsp" "
 import device_agent.agent, sounddevice, soxr
 from device_agent.speex_ctypes import EchoState
 EchoState(160, 3200, 16000)"
-  "$V/naila" device --help >/dev/null && say "ok: naila device --help"
+  cli device
 fi
 if has ai; then
   check "ai server imports and engines" "import ai_server.app, faster_whisper, piper, llama_cpp, hassil, grpc"
-  "$V/naila" ai-server --help >/dev/null && say "ok: naila ai-server --help"
+  cli ai-server
 fi
 if has vision; then
   check "vision: torch, ultralytics and headless OpenCV" "
