@@ -224,9 +224,10 @@ pattern read naila/server/broadcast
 # real device has those ids, and naila init refuses a device id equal to a service user.
 
 # ---- Hub (NUC): the WebRTC answerer for devices and the web page's image questions ------------
-# It publishes only signaling answers and image uploads (hub/web/upload.py) and reads the
-# answers to them; it never sends audio or video uploads or chat requests, and of the alerts it
-# reads only naila/alerts/all (hub/mqtt_control.py).
+# It publishes only signaling answers, image uploads (hub/web/upload.py) and the dashboard's
+# device commands (camera / microphone privacy, mute: hub/web/controls.py, the same commands the AI
+# server sends for voice) and reads the answers to them; it never sends audio or video uploads or
+# chat requests, and of the alerts it reads only naila/alerts/all (hub/mqtt_control.py).
 user naila-hub
 topic read naila/devices/+/status
 topic read naila/devices/+/signaling/offer
@@ -236,6 +237,8 @@ topic read naila/devices/+/signaling/ice
 topic write naila/uploads/+/image
 topic read naila/chat/+/reply
 topic read naila/alerts/all
+topic write naila/devices/+/command
+topic read naila/devices/+/command/response
 
 # ---- AI server (GPU box): the trusted centre ----------------------------------------------------
 # It consumes device status, command responses, media, uploads and chat requests, so it may read

@@ -392,16 +392,17 @@ def _access(writers: set[str], readers: set[str]) -> Access:
 def expected_access() -> dict[str, Access]:
     """One concrete topic per kind of the tree, with the users allowed to write and to read it.
 
-    Devices publish under their own id only; the hub answers signaling, bridges image questions
-    and reads the answers and naila/alerts/all; the AI server reads everything and sends commands,
+    Devices publish under their own id only; the hub answers signaling, bridges image questions,
+    sends the dashboard's device commands and reads the answers and naila/alerts/all; the AI server reads everything and sends commands,
     media requests, its status, broadcasts, alerts and chat replies; the web app uploads and chats and reads alerts.
     """
     table: dict[str, Access] = {}
     for d in (DEV, OTHER):
         table |= {
             topics.device_status(d): _access({d}, {HUB, AI}),
-            topics.device_command(d): _access({AI}, {d, AI}),
-            topics.device_command_response(d): _access({d}, {AI}),
+            # The dashboard's privacy / mute controls (issue 24): the hub sends the same commands as voice.
+            topics.device_command(d): _access({AI, HUB}, {d, AI}),
+            topics.device_command_response(d): _access({d}, {AI, HUB}),
             topics.signaling_offer(d): _access({d}, {HUB, AI}),
             topics.signaling_answer(d): _access({HUB}, {d, AI}),
             # The hub gathers all its candidates before answering: ICE goes device -> hub only.
