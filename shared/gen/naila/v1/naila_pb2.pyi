@@ -538,3 +538,315 @@ class VisionResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VisionResult: _TypeAlias = VisionResult  # noqa: Y015
+
+@_typing.final
+class SnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    WITHOUT_IMAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """media id"""
+    without_image: _builtins.bool
+    """only the metadata and boxes"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        without_image: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "without_image", b"without_image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotRequest: _TypeAlias = SnapshotRequest  # noqa: Y015
+
+@_typing.final
+class Snapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JPEG_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    DETECTIONS_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    jpeg: _builtins.bytes
+    width: _builtins.int
+    """of the analysed frame (the boxes' pixels); 0 when not known"""
+    height: _builtins.int
+    device_id: _builtins.str
+    zone: _builtins.str
+    timestamp_ms: _builtins.int
+    """capture time, Unix ms"""
+    format: _builtins.str
+    """"jpeg" """
+    @_builtins.property
+    def detections(self) -> _containers.RepeatedCompositeFieldContainer[Global___Detection]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        jpeg: _builtins.bytes = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        detections: _abc.Iterable[Global___Detection] | None = ...,
+        device_id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        timestamp_ms: _builtins.int = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detections", b"detections", "device_id", b"device_id", "format", b"format", "height", b"height", "id", b"id", "jpeg", b"jpeg", "timestamp_ms", b"timestamp_ms", "width", b"width", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
+
+@_typing.final
+class EventQuery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """camera; "" = every camera"""
+    zone: _builtins.str
+    """"" = every zone"""
+    since_ms: _builtins.int
+    """Unix ms, 0 = no lower bound"""
+    until_ms: _builtins.int
+    """Unix ms, 0 = no upper bound"""
+    limit: _builtins.int
+    """0 = the server's default; capped by the server"""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        since_ms: _builtins.int = ...,
+        until_ms: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "limit", b"limit", "since_ms", b"since_ms", "until_ms", b"until_ms", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventQuery: _TypeAlias = EventQuery  # noqa: Y015
+
+@_typing.final
+class HistoryEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    ALERT_TYPE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    TRACK_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MEDIA_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    timestamp_ms: _builtins.int
+    device_id: _builtins.str
+    zone: _builtins.str
+    alert_type: _builtins.str
+    label: _builtins.str
+    confidence: _builtins.float
+    track_id: _builtins.int
+    outcome: _builtins.str
+    """alerted | recorded | duplicate | overlap | queued | unpublished"""
+    media_id: _builtins.str
+    """its snapshot, "" when none"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        timestamp_ms: _builtins.int = ...,
+        device_id: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        alert_type: _builtins.str = ...,
+        label: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        track_id: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        media_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_type", b"alert_type", "confidence", b"confidence", "device_id", b"device_id", "id", b"id", "label", b"label", "media_id", b"media_id", "outcome", b"outcome", "timestamp_ms", b"timestamp_ms", "track_id", b"track_id", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryEvent: _TypeAlias = HistoryEvent  # noqa: Y015
+
+@_typing.final
+class EventList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___HistoryEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventList: _TypeAlias = EventList  # noqa: Y015
+
+@_typing.final
+class TimersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimersRequest: _TypeAlias = TimersRequest  # noqa: Y015
+
+@_typing.final
+class HouseholdTimer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
+    ENDS_AT_MS_FIELD_NUMBER: _builtins.int
+    LEFT_MS_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    RINGING_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    kind: _builtins.str
+    """"timer" | "reminder" """
+    label: _builtins.str
+    """"pasta timer", "10 minute timer", the reminder's task"""
+    device_id: _builtins.str
+    """who set it (a device id, or "chat:<session>")"""
+    room: _builtins.str
+    ends_at_ms: _builtins.int
+    """Unix ms when it rings; 0 while paused or ringing"""
+    left_ms: _builtins.int
+    """while paused"""
+    duration_ms: _builtins.int
+    """a timer's length"""
+    paused: _builtins.bool
+    ringing: _builtins.bool
+    """it is done and rings now (cancel stops it)"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        label: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        room: _builtins.str = ...,
+        ends_at_ms: _builtins.int = ...,
+        left_ms: _builtins.int = ...,
+        duration_ms: _builtins.int = ...,
+        paused: _builtins.bool = ...,
+        ringing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "duration_ms", b"duration_ms", "ends_at_ms", b"ends_at_ms", "id", b"id", "kind", b"kind", "label", b"label", "left_ms", b"left_ms", "paused", b"paused", "ringing", b"ringing", "room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdTimer: _TypeAlias = HouseholdTimer  # noqa: Y015
+
+@_typing.final
+class TimerList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMERS_FIELD_NUMBER: _builtins.int
+    SERVER_TIME_MS_FIELD_NUMBER: _builtins.int
+    server_time_ms: _builtins.int
+    """the AI server's clock, Unix ms, when the list was made"""
+    @_builtins.property
+    def timers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HouseholdTimer]: ...
+    def __init__(
+        self,
+        *,
+        timers: _abc.Iterable[Global___HouseholdTimer] | None = ...,
+        server_time_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["server_time_ms", b"server_time_ms", "timers", b"timers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimerList: _TypeAlias = TimerList  # noqa: Y015
+
+@_typing.final
+class CancelTimerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTimerRequest: _TypeAlias = CancelTimerRequest  # noqa: Y015
+
+@_typing.final
+class CancelTimerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STOPPED_RINGING_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    kind: _builtins.str
+    """"timer" | "reminder" """
+    stopped_ringing: _builtins.bool
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        kind: _builtins.str = ...,
+        stopped_ringing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "kind", b"kind", "stopped_ringing", b"stopped_ringing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTimerResponse: _TypeAlias = CancelTimerResponse  # noqa: Y015

@@ -184,3 +184,265 @@ class NailaAI:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class HouseholdStub:
+    """---- The household's state for the hub's dashboard (issue 24) ------------------------------
+    A second service on the same server and mTLS channel: the dashboard reads alert snapshots,
+    the event history and the running timers and reminders, and cancels one. Separate from
+    NailaAI so its servicer is its own module and the conversation service is untouched.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetSnapshot = channel.unary_unary(
+                '/naila.v1.Household/GetSnapshot',
+                request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.Snapshot.FromString,
+                _registered_method=True)
+        self.QueryEvents = channel.unary_unary(
+                '/naila.v1.Household/QueryEvents',
+                request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.EventQuery.SerializeToString,
+                response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.EventList.FromString,
+                _registered_method=True)
+        self.ListTimers = channel.unary_unary(
+                '/naila.v1.Household/ListTimers',
+                request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimersRequest.SerializeToString,
+                response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimerList.FromString,
+                _registered_method=True)
+        self.WatchTimers = channel.unary_stream(
+                '/naila.v1.Household/WatchTimers',
+                request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimersRequest.SerializeToString,
+                response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimerList.FromString,
+                _registered_method=True)
+        self.CancelTimer = channel.unary_unary(
+                '/naila.v1.Household/CancelTimer',
+                request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerRequest.SerializeToString,
+                response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerResponse.FromString,
+                _registered_method=True)
+
+
+class HouseholdServicer:
+    """---- The household's state for the hub's dashboard (issue 24) ------------------------------
+    A second service on the same server and mTLS channel: the dashboard reads alert snapshots,
+    the event history and the running timers and reminders, and cancels one. Separate from
+    NailaAI so its servicer is its own module and the conversation service is untouched.
+    """
+
+    def GetSnapshot(self, request, context):
+        """An alert snapshot (media id from the alert's snapshot_id or an event's media_id): the JPEG
+        (size-capped) and the boxes of what alerted. NOT_FOUND for an unknown id or another kind of media.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryEvents(self, request, context):
+        """The vision event history (the store's events table), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTimers(self, request, context):
+        """Running timers, reminders and what rings now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTimers(self, request, context):
+        """The same list now and again after every change (start, cancel, pause, ring, stop).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTimer(self, request, context):
+        """Cancel a timer or reminder by id; one that rings stops ringing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HouseholdServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnapshot,
+                    request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.SnapshotRequest.FromString,
+                    response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.Snapshot.SerializeToString,
+            ),
+            'QueryEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryEvents,
+                    request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.EventQuery.FromString,
+                    response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.EventList.SerializeToString,
+            ),
+            'ListTimers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTimers,
+                    request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimersRequest.FromString,
+                    response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimerList.SerializeToString,
+            ),
+            'WatchTimers': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTimers,
+                    request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimersRequest.FromString,
+                    response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimerList.SerializeToString,
+            ),
+            'CancelTimer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTimer,
+                    request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerRequest.FromString,
+                    response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'naila.v1.Household', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('naila.v1.Household', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Household:
+    """---- The household's state for the hub's dashboard (issue 24) ------------------------------
+    A second service on the same server and mTLS channel: the dashboard reads alert snapshots,
+    the event history and the running timers and reminders, and cancels one. Separate from
+    NailaAI so its servicer is its own module and the conversation service is untouched.
+    """
+
+    @staticmethod
+    def GetSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/naila.v1.Household/GetSnapshot',
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.SnapshotRequest.SerializeToString,
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.Snapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/naila.v1.Household/QueryEvents',
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.EventQuery.SerializeToString,
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.EventList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTimers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/naila.v1.Household/ListTimers',
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimersRequest.SerializeToString,
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimerList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTimers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/naila.v1.Household/WatchTimers',
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimersRequest.SerializeToString,
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.TimerList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTimer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/naila.v1.Household/CancelTimer',
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerRequest.SerializeToString,
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

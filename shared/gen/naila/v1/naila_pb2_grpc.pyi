@@ -81,3 +81,100 @@ class NailaAIServicer(metaclass=_abc_1.ABCMeta):
         """Motion-gated frames from the hub; one response per request, in order."""
 
 def add_NailaAIServicer_to_server(servicer: NailaAIServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class HouseholdStub:
+    """---- The household's state for the hub's dashboard (issue 24) ------------------------------
+    A second service on the same server and mTLS channel: the dashboard reads alert snapshots,
+    the event history and the running timers and reminders, and cancels one. Separate from
+    NailaAI so its servicer is its own module and the conversation service is untouched.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> HouseholdAsyncStub: ...
+    GetSnapshot: _grpc.UnaryUnaryMultiCallable[_naila_pb2.SnapshotRequest, _naila_pb2.Snapshot]
+    """An alert snapshot (media id from the alert's snapshot_id or an event's media_id): the JPEG
+    (size-capped) and the boxes of what alerted. NOT_FOUND for an unknown id or another kind of media.
+    """
+    QueryEvents: _grpc.UnaryUnaryMultiCallable[_naila_pb2.EventQuery, _naila_pb2.EventList]
+    """The vision event history (the store's events table), newest first."""
+    ListTimers: _grpc.UnaryUnaryMultiCallable[_naila_pb2.TimersRequest, _naila_pb2.TimerList]
+    """Running timers, reminders and what rings now."""
+    WatchTimers: _grpc.UnaryStreamMultiCallable[_naila_pb2.TimersRequest, _naila_pb2.TimerList]
+    """The same list now and again after every change (start, cancel, pause, ring, stop)."""
+    CancelTimer: _grpc.UnaryUnaryMultiCallable[_naila_pb2.CancelTimerRequest, _naila_pb2.CancelTimerResponse]
+    """Cancel a timer or reminder by id; one that rings stops ringing."""
+
+@_typing.type_check_only
+class HouseholdAsyncStub(HouseholdStub):
+    """---- The household's state for the hub's dashboard (issue 24) ------------------------------
+    A second service on the same server and mTLS channel: the dashboard reads alert snapshots,
+    the event history and the running timers and reminders, and cancels one. Separate from
+    NailaAI so its servicer is its own module and the conversation service is untouched.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetSnapshot: _aio.UnaryUnaryMultiCallable[_naila_pb2.SnapshotRequest, _naila_pb2.Snapshot]  # type: ignore[assignment]
+    """An alert snapshot (media id from the alert's snapshot_id or an event's media_id): the JPEG
+    (size-capped) and the boxes of what alerted. NOT_FOUND for an unknown id or another kind of media.
+    """
+    QueryEvents: _aio.UnaryUnaryMultiCallable[_naila_pb2.EventQuery, _naila_pb2.EventList]  # type: ignore[assignment]
+    """The vision event history (the store's events table), newest first."""
+    ListTimers: _aio.UnaryUnaryMultiCallable[_naila_pb2.TimersRequest, _naila_pb2.TimerList]  # type: ignore[assignment]
+    """Running timers, reminders and what rings now."""
+    WatchTimers: _aio.UnaryStreamMultiCallable[_naila_pb2.TimersRequest, _naila_pb2.TimerList]  # type: ignore[assignment]
+    """The same list now and again after every change (start, cancel, pause, ring, stop)."""
+    CancelTimer: _aio.UnaryUnaryMultiCallable[_naila_pb2.CancelTimerRequest, _naila_pb2.CancelTimerResponse]  # type: ignore[assignment]
+    """Cancel a timer or reminder by id; one that rings stops ringing."""
+
+class HouseholdServicer(metaclass=_abc_1.ABCMeta):
+    """---- The household's state for the hub's dashboard (issue 24) ------------------------------
+    A second service on the same server and mTLS channel: the dashboard reads alert snapshots,
+    the event history and the running timers and reminders, and cancels one. Separate from
+    NailaAI so its servicer is its own module and the conversation service is untouched.
+    """
+
+    @_abc_1.abstractmethod
+    def GetSnapshot(
+        self,
+        request: _naila_pb2.SnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_naila_pb2.Snapshot, _abc.Awaitable[_naila_pb2.Snapshot]]:
+        """An alert snapshot (media id from the alert's snapshot_id or an event's media_id): the JPEG
+        (size-capped) and the boxes of what alerted. NOT_FOUND for an unknown id or another kind of media.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryEvents(
+        self,
+        request: _naila_pb2.EventQuery,
+        context: _ServicerContext,
+    ) -> _typing.Union[_naila_pb2.EventList, _abc.Awaitable[_naila_pb2.EventList]]:
+        """The vision event history (the store's events table), newest first."""
+
+    @_abc_1.abstractmethod
+    def ListTimers(
+        self,
+        request: _naila_pb2.TimersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_naila_pb2.TimerList, _abc.Awaitable[_naila_pb2.TimerList]]:
+        """Running timers, reminders and what rings now."""
+
+    @_abc_1.abstractmethod
+    def WatchTimers(
+        self,
+        request: _naila_pb2.TimersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_naila_pb2.TimerList], _abc.AsyncIterator[_naila_pb2.TimerList]]:
+        """The same list now and again after every change (start, cancel, pause, ring, stop)."""
+
+    @_abc_1.abstractmethod
+    def CancelTimer(
+        self,
+        request: _naila_pb2.CancelTimerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_naila_pb2.CancelTimerResponse, _abc.Awaitable[_naila_pb2.CancelTimerResponse]]:
+        """Cancel a timer or reminder by id; one that rings stops ringing."""
+
+def add_HouseholdServicer_to_server(servicer: HouseholdServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
