@@ -30,6 +30,7 @@ from av import VideoFrame
 from hub.metrics import HubMetrics
 from hub.vision.frames import FrameError, Jpeg, encode_jpeg, to_gray
 from hub.vision.motion import GateDecision, MotionGate
+from hub.vision.views import CameraView
 from shared.contract import pb
 
 log = logging.getLogger("naila.hub.vision")
@@ -97,6 +98,7 @@ class CameraFeed:
         self.last_score = 0.0
         self.last_motion_at: float | None = None
         self.last_result: ResultSummary | None = None
+        self.view = CameraView(frame_box)  # the dashboard's latest view (hub.vision.views)
         self.last_error_logged = ""
         self.source_size: tuple[int, int] | None = None
         self._arrivals: deque[float] = deque(maxlen=FPS_WINDOW)

@@ -85,6 +85,7 @@ class VisionService:
         self._clock = clock
         self._wall = wall
         self.cameras: dict[str, CameraFeed] = {}
+        self._view_listeners: list[Callable[[], None]] = []
         self._stopping = False
         # One counter for all cameras (see the module doc): ids keep increasing across a camera's
         # reconnects, and nothing is kept per device id once its camera is gone.
@@ -94,7 +95,7 @@ class VisionService:
         self._fps = RateLimiter(MAX_FPS, FPS_BURST, clock=clock, max_keys=4096)
         self._log_budget = RateLimiter(1.0 / 30.0, 3, clock=clock)  # ingress drops: a few lines a minute
         self.uplink = VisionUplink(
-            settings.hub_ai_server,
+            settings.ai_servers[0],  # several AI servers: camera frames go to the first (docs/scale.md)
             metrics,
             backoff=Backoff(settings.hub_grpc_backoff_initial_s, settings.hub_grpc_backoff_max_s),
             queue_frames=settings.hub_vision_queue_frames,
@@ -126,6 +127,7 @@ class VisionService:
             started_at=self._clock(),
         )
         self.cameras[device_id] = feed
+        self._views_changed()
         # The stream is opened with the first camera (a hub without cameras never dials it) and then stays up.
         self.uplink.start()
         return feed
@@ -134,6 +136,7 @@ class VisionService:
         """Forget a camera whose stream ended; a newer stream of the same device is left alone."""
         if self.cameras.get(feed.device_id) is feed:
             del self.cameras[feed.device_id]
+            self._views_changed()
         st = feed.stats
         log.info(
             "%s: camera stream %s after %.1fs: %d frames, %d with motion, %d forwarded, %d refreshes, "
@@ -168,8 +171,14 @@ class VisionService:
             return
         now, wall_ms = self._clock(), int(self._wall() * 1000)  # the frame's arrival
         send = feed.judge(frame, await self._off_loop(feed.look, frame), now)
+        if feed.last_motion_at == now:
+            feed.view.motion(wall_ms)
         if send is None:
             return
+        # The dashboard's view is the frame the AI server is sent (hub.vision.views), kept even
+        # while the uplink is down, so a camera tile still shows the room.
+        feed.view.update(frame, wall_ms)
+        self._views_changed()
         if not self.uplink.connected:
             # Counted as dropped without spending an encode on a frame that cannot go anywhere.
             self.metrics.vision_frames_dropped[DROP_DISCONNECTED] += 1
@@ -223,6 +232,8 @@ class VisionService:
             round_trip_ms=round(rtt * 1000),
             at=self._clock(),
         )
+        feed.view.detections(result)
+        self._views_changed()
 
     def _on_drop(self, frame: pb.VisionFrame, reason: str) -> None:
         feed = self.cameras.get(frame.device_id)
@@ -236,6 +247,52 @@ class VisionService:
             # The AI server may be new (restarted): give it every camera's view at once.
             for feed in self.cameras.values():
                 feed.request_refresh()
+
+    # ----- the dashboard's camera views -----
+
+    def add_view_listener(self, listener: Callable[[], None]) -> None:
+        """Be told (no arguments: ask :meth:`views`) when a camera comes, goes, or has a new view or boxes."""
+        self._view_listeners.append(listener)
+
+    def _views_changed(self) -> None:
+        for listener in self._view_listeners:
+            try:
+                listener()
+            except Exception:  # the dashboard must never cost a camera its frames
+                log.exception("camera view listener failed")
+
+    def views(self) -> list[dict[str, object]]:
+        """Every streaming camera's view as the dashboard shows it (times: wall clock, ms)."""
+        out: list[dict[str, object]] = []
+        for device_id in sorted(self.cameras):
+            v = self.cameras[device_id].view
+            out.append({
+                "device_id": device_id,
+                "version": v.version,
+                "view_at_ms": v.at_ms,
+                "motion_at_ms": v.motion_at_ms,
+                "size": list(size) if (size := v.size()) else None,
+                "detections": [b.to_json() for b in v.boxes],
+            })
+        return out
+
+    async def view_jpeg(self, device_id: str) -> bytes | None:
+        """The camera's latest view as JPEG (encoded off the loop, once per chosen frame); None if none."""
+        feed = self.cameras.get(device_id)
+        if feed is None:
+            return None
+        view = feed.view
+        cached = view.cached_jpeg()
+        if cached is not None:
+            return cached
+        try:
+            encoded = await asyncio.get_running_loop().run_in_executor(self._worker, view.encode)
+        except RuntimeError:  # the hub is stopping: its worker is shut down
+            return None
+        if encoded is None:
+            return None
+        view.keep(encoded)
+        return encoded[1]
 
     # ----- reporting, lifecycle -----
 

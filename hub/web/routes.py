@@ -9,7 +9,11 @@ Routes (all but /login and /static need a login, see hub.web.auth):
   server-sent events (hub.web.events, hub.web.state);
 * ``GET /api/state``, ``GET /api/alerts?zone=&type=``: the same data as JSON;
 * ``POST /api/upload`` (multipart: image, question, session_id): an image question through
-  MQTT (hub.web.upload).
+  MQTT (hub.web.upload);
+* ``GET /api/cameras``: each streaming camera's tile (view version, zone, last motion, boxes);
+  ``GET /api/cameras/{device_id}/view``: its latest view as JPEG (hub.vision.views);
+* ``POST /api/devices/{device_id}/control`` {command: camera|microphone|mute, enabled|muted}:
+  the same MQTT command as voice (hub.web.controls).
 
 Without ``HUB_WEB_TOKEN`` none of this is served: the pages answer 503 with how to turn it on.
 Every web response carries a strict Content-Security-Policy (``default-src 'self'``, no inline
@@ -23,7 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, web
@@ -33,9 +37,10 @@ from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
 from hub.turns import TurnLog
 from hub.web.auth import BROWSER_ID_RE, COOKIE_NAME, DeviceTokenTable, ReadAccess, WebAuth, new_browser_id
+from hub.web.controls import ControlError, parse_control, send_control
 from hub.web.events import EventBus, stream_events
 from hub.web.proxy import ProxyView, limit_key
-from hub.web.state import MQTT_FILTERS, AiStatusClient, DashboardState, SessionView
+from hub.web.state import MQTT_FILTERS, AiStatusClient, CameraSource, DashboardState, SessionView
 from hub.web.upload import IMAGE_FORMATS, Publisher, UploadBridge, UploadError
 from shared.config import HubSettings, MediaSettings, load
 from shared.grpc_security import hub_client
@@ -77,6 +82,13 @@ class WebHost(Protocol):
 
     @property
     def sessions(self) -> Mapping[str, SessionView]: ...
+
+
+@runtime_checkable
+class ViewSource(Protocol):
+    """The camera views' JPEGs (hub.vision.VisionService.view_jpeg)."""
+
+    async def view_jpeg(self, device_id: str) -> bytes | None: ...
 
 
 class MqttPort(Publisher, Protocol):
@@ -140,6 +152,8 @@ class WebApp:
             mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else (lambda: None),
             rooms=host.rooms,
             statuses=host.device_status,
+            # hub.vision.VisionService when HUB_VISION is on (test hosts may have none).
+            cameras=cast(CameraSource | None, getattr(host, "vision", None)),
         )
         # The same limits as uploads arriving over MQTT (MEDIA_MAX_UPLOAD_SIZE, the image formats),
         # narrowed to the still-image formats a browser question needs.
@@ -161,6 +175,7 @@ class WebApp:
         self.global_login_limiter = RateLimiter(rate_per_s=1 / 3, burst=20)
         self._known_clients: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self.upload_limiter = RateLimiter(rate_per_s=1 / 6, burst=5)
+        self.control_limiter = RateLimiter(rate_per_s=2, burst=10)  # per client: clicks, not a script
         if mqtt is not None:
             for topic_filter in MQTT_FILTERS:
                 mqtt.add_listener(topic_filter, self.state.on_mqtt)
@@ -181,6 +196,9 @@ class WebApp:
         r.add_get("/api/state", self.api_state)
         r.add_get("/api/alerts", self.api_alerts)
         r.add_post("/api/upload", self.upload)
+        r.add_get("/api/cameras", self.api_cameras)
+        r.add_get("/api/cameras/{device_id}/view", self.camera_view)
+        r.add_post("/api/devices/{device_id}/control", self.control)
         r.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
@@ -312,6 +330,44 @@ class WebApp:
         zone = request.query.get("zone") or None
         alert_type = request.query.get("type") or None
         return web.json_response(list(self.state.alerts_matching(zone, alert_type)))
+
+    async def api_cameras(self, request: web.Request) -> web.Response:
+        self._require(request)
+        return web.json_response(self.state.camera_list())
+
+    async def camera_view(self, request: web.Request) -> web.Response:
+        """A camera's latest view: only with the login (no-store, like every /api/ answer)."""
+        self._require(request)
+        device_id = request.match_info["device_id"]
+        cameras = self.state.cameras
+        jpeg = await cameras.view_jpeg(device_id) if isinstance(cameras, ViewSource) else None
+        if jpeg is None:
+            return _error(404, "no view of that camera (it is not streaming, or has sent no frame yet)")
+        return web.Response(body=jpeg, content_type="image/jpeg")
+
+    async def control(self, request: web.Request) -> web.Response:
+        self._require(request)
+        if not _same_origin(request):
+            return _error(403, "cross-site request refused")
+        device_id = request.match_info["device_id"]
+        client = self.proxy.client(request)
+        try:
+            if device_id not in self.state.devices or not is_safe_segment(device_id):
+                raise ControlError(404, "no such device")
+            if not self.control_limiter.allow(limit_key(client)):
+                raise ControlError(429, "too many device controls; wait a moment")
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ControlError(400, "body must be JSON") from None
+            command, params = parse_control(body)
+            request_id = await send_control(self.mqtt, device_id, command, params)
+        except ControlError as err:
+            self.host.metrics.web_refused[f"control_{err.status}"] += 1
+            log.info("web control from %s for %r refused: %s", client, device_id[:80], err.message)
+            return _error(err.status, err.message)
+        # 202: sent; the page shows the change when the device's status confirms it.
+        return web.json_response({"request_id": request_id, "command": command, **params}, status=202)
 
     async def upload(self, request: web.Request) -> web.Response:
         self._require(request)

@@ -50,8 +50,24 @@ MAX_ALERTS = 200
 MAX_DEVICES = 500  # MQTT statuses kept; beyond that the oldest offline ones are forgotten
 LEVEL_FLOOR_DBFS = -90.0
 DEVICES_EVERY_S = 0.5  # at most 2 device-list updates a second to the dashboards
+CAMERAS_EVERY_S = 0.5  # camera views: a motion run chooses several frames a second; tiles need 2
 
 MQTT_FILTERS = (topics.ALERTS_ALL, topics.SERVER_STATUS)
+
+
+class CameraSource(Protocol):
+    """The hub's cameras as the dashboard reads them (hub.vision.VisionService)."""
+
+    def views(self) -> list[dict[str, object]]: ...
+
+    def add_view_listener(self, listener: Callable[[], None]) -> None: ...
+
+
+def ms_iso(ms: object) -> str | None:
+    """A wall-clock time in ms since the epoch as the page's ISO time (None stays None)."""
+    if not isinstance(ms, int):
+        return None
+    return timestamps.utc_iso(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
 
 
 class SessionView(Protocol):
@@ -139,6 +155,7 @@ class DashboardState:
         clock: Callable[[], float] = time.monotonic,
         rooms: RoomDirectory | None = None,
         statuses: DeviceStatusFeed | None = None,
+        cameras: CameraSource | None = None,
     ) -> None:
         """``rooms`` and ``statuses``: the hub's (hub.server); without them (tests) the dashboard
         makes its own and feeds its room registry from its own status feed."""
@@ -157,6 +174,11 @@ class DashboardState:
         self._levels: dict[str, float] = {}
         self._devices_dirty = False
         self._next_devices_at = float("-inf")
+        self.cameras = cameras
+        self._cameras_dirty = False
+        self._next_cameras_at = float("-inf")
+        if cameras is not None:
+            cameras.add_view_listener(self._cameras_changed)
         self._task: asyncio.Task[None] | None = None
         self._ai_task: asyncio.Task[None] | None = None
         turns.add_listener(self.on_turn)
@@ -175,6 +197,26 @@ class DashboardState:
     def _json(self, view: DeviceView) -> dict[str, object]:
         return view.to_json(self.rooms.room_of(view.device_id))
 
+    def camera_list(self) -> list[dict[str, object]]:
+        """Each streaming camera's tile: its view (hub.vision.views), zone and room from its status."""
+        if self.cameras is None:
+            return []
+        out = []
+        for view in self.cameras.views():
+            device_id = str(view["device_id"])
+            device = self.devices.get(device_id)
+            out.append({
+                "device_id": device_id,
+                "room": self.rooms.room_of(device_id) or None,
+                "zone": device.zone if device is not None else None,
+                "version": view["version"],
+                "view_at": ms_iso(view["view_at_ms"]),
+                "last_motion": ms_iso(view["motion_at_ms"]),
+                "size": view["size"],
+                "detections": view["detections"],
+            })
+        return out
+
     def health(self) -> dict[str, object]:
         return {
             "hub": self.metrics.health(),
@@ -191,6 +233,7 @@ class DashboardState:
             "devices": self.device_list(),
             "levels": dict(self._levels),
             "alerts": list(self.alerts),
+            "cameras": self.camera_list(),
             "turns": [turn_json(t) for t in self.turns.recent()],
             "health": self.health(),
         }
@@ -300,6 +343,24 @@ class DashboardState:
         self._next_devices_at = now + DEVICES_EVERY_S
         self.bus.publish("devices", self.device_list(), dashboard_only=True)
 
+    def _cameras_changed(self) -> None:
+        self._cameras_dirty = True
+
+    def flush_cameras(self) -> None:
+        """Send the camera list (not pixels: a page fetches a view whose version changed) at most
+        every CAMERAS_EVERY_S; the ticker calls this."""
+        if not self._cameras_dirty:
+            return
+        if not self.bus.dashboards:
+            self._cameras_dirty = False
+            return
+        now = self._clock()
+        if now < self._next_cameras_at:
+            return
+        self._cameras_dirty = False
+        self._next_cameras_at = now + CAMERAS_EVERY_S
+        self.bus.publish("cameras", self.camera_list(), dashboard_only=True)
+
     # ----- the ticker -----
 
     def poll_sessions(self) -> None:
@@ -341,6 +402,7 @@ class DashboardState:
             try:
                 self.poll_sessions()
                 self.flush_devices()
+                self.flush_cameras()
                 now = self._clock()
                 if self.bus.dashboards and now >= next_ai and self._ai_status_fetch is not None:
                     next_ai = now + AI_STATUS_EVERY_S

@@ -1,20 +1,40 @@
-// The dashboard: devices, alerts, recent turns and health, all pushed by the hub over
-// server-sent events (/api/events); plus a box to ask a question about a picture.
+// The dashboard: cameras, devices (with their privacy controls), alerts, latency, recent turns
+// and health, all pushed by the hub over server-sent events (/api/events); plus a box to ask a
+// question about a picture. A camera event says only that a view changed: the page then fetches
+// the image (with the login) from /api/cameras/{id}/view.
+import { stackedBars, pct, sparkline, svg } from "./charts.js";
 import { $, ago, api, clock, fill, fmtMs, h, openEvents } from "./common.js";
 
 const MAX_TURN_ROWS = 50;
 const KEY_ID = "naila.device_id";
 
+const LEVEL_POINTS = 60; // mic level sparkline: the last 12 s at the hub's 5 updates a second
+const HOUR_MS = 3600 * 1000;
+const CONTROL_WAIT_MS = 10000; // a control waits this long for the device's status to confirm it
+
 const ui = {
   live: $("live"),
+  cameras: $("cameras"),
+  camerasEmpty: $("cameras-empty"),
+  dialog: $("camera-dialog"),
+  dialogTitle: $("camera-dialog-title"),
+  dialogImg: $("camera-dialog-img"),
+  dialogBoxes: $("camera-dialog-boxes"),
+  dialogInfo: $("camera-dialog-info"),
+  latencyChart: $("latency-chart"),
+  latencySummary: $("latency-summary"),
+  latencyLegend: $("latency-legend"),
+  latencyEmpty: $("latency-empty"),
+  controlsStatus: $("controls-status"),
   hub: $("hub-health"),
   ai: $("ai-health"),
   devices: $("devices"),
   devicesEmpty: $("devices-empty"),
-  alerts: $("alerts"),
-  alertsEmpty: $("alerts-empty"),
-  zone: $("alert-zone"),
-  type: $("alert-type"),
+  // The alerts table may be replaced by the alerts panel's own script (household.js): optional here.
+  alerts: document.getElementById("alerts"),
+  alertsEmpty: document.getElementById("alerts-empty"),
+  zone: document.getElementById("alert-zone"),
+  type: document.getElementById("alert-type"),
   turns: $("turn-rows"),
   turnsEmpty: $("turns-empty"),
   form: $("upload-form"),
@@ -26,7 +46,100 @@ const ui = {
   answer: $("upload-answer"),
 };
 
-const st = { devices: [], levels: {}, alerts: [], turns: [], health: null };
+const st = { devices: [], levels: {}, levelHistory: {}, alerts: [], turns: [], health: null, cameras: [], pending: {} };
+
+// ----- cameras -----
+
+function viewUrl(cam) {
+  return `/api/cameras/${encodeURIComponent(cam.device_id)}/view?v=${cam.version}`;
+}
+
+/** The detections as SVG boxes over an image of ``size`` (boxes are fractions of the frame). */
+function drawBoxes(node, cam) {
+  const [w, hgt] = cam.size || [640, 480];
+  node.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+  const font = Math.max(10, Math.round(w / 32));
+  fill(
+    node,
+    (cam.detections || []).map((d) => {
+      const [x, y, bw, bh] = d.box;
+      const label = `${d.label} ${Math.round(d.confidence * 100)}%`;
+      return svg(
+        "g",
+        { class: "det", "data-label": d.label },
+        svg("rect", { x: x * w, y: y * hgt, width: bw * w, height: bh * hgt }),
+        svg("text", { x: x * w + 3, y: Math.max(font, y * hgt - 4), "font-size": font }, label),
+      );
+    }),
+  );
+}
+
+function camInfo(cam) {
+  const labels = [...new Set((cam.detections || []).map((d) => d.label))];
+  return [
+    cam.zone ? `zone ${cam.zone}` : null,
+    cam.room ? `room ${cam.room}` : null,
+    `motion ${cam.last_motion ? ago(cam.last_motion) : "none seen"}`,
+    labels.length ? `sees ${labels.join(", ")}` : "nothing detected",
+  ]
+    .filter(Boolean)
+    .join(" · ");
+}
+
+function cameraTile(cam) {
+  const img = h("img", { alt: `latest view of ${cam.device_id}` });
+  const boxes = svg("svg", { class: "boxes", preserveAspectRatio: "xMidYMid meet" });
+  const tile = h(
+    "figure",
+    { class: "tile", tabindex: "0", "data-camera": cam.device_id },
+    h("div", { class: "view" }, img, boxes),
+    h("figcaption", {}, h("span", { class: "id" }, cam.device_id), h("span", { class: "info small muted" }, "")),
+  );
+  tile.addEventListener("click", () => openCamera(cam.device_id));
+  tile.addEventListener("keydown", (ev) => (ev.key === "Enter" || ev.key === " ") && openCamera(cam.device_id));
+  return tile;
+}
+
+function renderCameras() {
+  const have = new Map([...ui.cameras.children].map((t) => [t.dataset.camera, t]));
+  const tiles = st.cameras.map((cam) => {
+    const tile = have.get(cam.device_id) || cameraTile(cam);
+    const img = tile.querySelector("img");
+    // Only a new version costs a fetch (and the hub encodes each chosen frame at most once).
+    if (cam.version > 0 && tile.dataset.version !== String(cam.version)) {
+      img.src = viewUrl(cam);
+      tile.dataset.version = String(cam.version);
+    }
+    drawBoxes(tile.querySelector("svg.boxes"), cam);
+    tile.querySelector(".info").textContent = camInfo(cam);
+    return tile;
+  });
+  fill(ui.cameras, tiles);
+  ui.camerasEmpty.hidden = tiles.length > 0;
+  if (ui.dialog.open) renderDialog();
+}
+
+function openCamera(id) {
+  ui.dialog.dataset.camera = id;
+  ui.dialog.dataset.version = "";
+  renderDialog();
+  if (!ui.dialog.open) ui.dialog.showModal();
+}
+
+function renderDialog() {
+  const cam = st.cameras.find((c) => c.device_id === ui.dialog.dataset.camera);
+  if (!cam) {
+    ui.dialog.close();
+    return;
+  }
+  ui.dialogTitle.textContent = cam.device_id;
+  if (cam.version > 0 && ui.dialog.dataset.version !== String(cam.version)) {
+    ui.dialogImg.src = viewUrl(cam);
+    ui.dialog.dataset.version = String(cam.version);
+  }
+  drawBoxes(ui.dialogBoxes, cam);
+  ui.dialogInfo.textContent = `${camInfo(cam)} · view from ${cam.view_at ? clock(cam.view_at) : "–"}`;
+}
 
 // ----- devices -----
 
@@ -53,16 +166,77 @@ function renderDevices() {
       h("td", { class: "last-seen", "data-iso": d.last_seen || "", title: d.last_seen || "" }, ago(d.last_seen)),
       h(
         "td",
-        {},
+        { class: "level" },
         typeof level === "number"
           ? h("meter", { min: -90, max: 0, low: -50, high: -10, value: level, title: `${level} dBFS`, "data-level": level })
           : "–",
+        st.levelHistory[d.device_id]?.length > 1 ? sparkline(st.levelHistory[d.device_id], -90, 0) : null,
       ),
+      h("td", { class: "controls" }, controls(d)),
       h("td", { class: "fw" }, d.firmware_version || "–"),
     );
   });
   fill(ui.devices, rows);
   ui.devicesEmpty.hidden = rows.length > 0;
+}
+
+// ----- device controls: the same MQTT commands as voice; the state shown is the device's status -----
+
+function controls(d) {
+  if (d.kind === "browser" || !d.mqtt_online) return "–";
+  const out = [];
+  for (const [command, field, name] of [
+    ["camera", "camera_enabled", "camera"],
+    ["microphone", "microphone_enabled", "microphone"],
+  ]) {
+    const on = d[field];
+    if (on !== true && on !== false) continue; // the device has no such switch (or did not say)
+    const key = `${d.device_id}/${command}`;
+    const pending = st.pending[key];
+    if (pending && (pending.want === on || Date.now() > pending.until)) delete st.pending[key];
+    const waiting = Boolean(st.pending[key]);
+    const btn = h(
+      "button",
+      {
+        type: "button",
+        class: `toggle ${on ? "on" : "off"}`,
+        "data-control": command,
+        "aria-pressed": String(on),
+        disabled: waiting,
+        title: on ? `turn the ${name} off` : `turn the ${name} on`,
+      },
+      waiting ? `${name}…` : `${name} ${on ? "on" : "off"}`,
+    );
+    btn.addEventListener("click", () => sendControl(d.device_id, command, !on));
+    out.push(btn);
+  }
+  return out.length ? out : "–";
+}
+
+async function sendControl(deviceId, command, want) {
+  st.pending[`${deviceId}/${command}`] = { want, until: Date.now() + CONTROL_WAIT_MS };
+  renderDevices();
+  setTimeout(renderDevices, CONTROL_WAIT_MS + 100); // give up waiting if no status came
+  try {
+    const resp = await api(`/api/devices/${encodeURIComponent(deviceId)}/control`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ command, enabled: want }),
+    });
+    if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || `HTTP ${resp.status}`);
+  } catch (err) {
+    delete st.pending[`${deviceId}/${command}`];
+    renderDevices();
+    ui.controlsStatus.textContent = `Could not send ${command} to ${deviceId}: ${err?.message || err}`;
+  }
+}
+
+function recordLevels(levels) {
+  for (const [id, v] of Object.entries(levels)) {
+    const hist = (st.levelHistory[id] ||= []);
+    hist.push(v);
+    if (hist.length > LEVEL_POINTS) hist.shift();
+  }
 }
 
 function renderLevels() {
@@ -73,6 +247,13 @@ function renderLevels() {
       meter.value = level;
       meter.dataset.level = String(level);
       meter.title = `${level} dBFS`;
+      const hist = st.levelHistory[row.dataset.device];
+      const old = row.querySelector("svg.spark");
+      if (hist?.length > 1) {
+        const line = sparkline(hist, -90, 0);
+        if (old) old.replaceWith(line);
+        else meter.after(line);
+      }
     } else if (!meter && typeof level === "number") {
       return renderDevices(); // a device just connected: rebuild once
     }
@@ -91,6 +272,7 @@ function syncOptions(select, values) {
 }
 
 function renderAlerts() {
+  if (!ui.alerts || !ui.zone || !ui.type || !ui.alertsEmpty) return;
   syncOptions(ui.zone, new Set(st.alerts.map((a) => a.zone)));
   syncOptions(ui.type, new Set(st.alerts.map((a) => a.alert_type)));
   const zone = ui.zone.value;
@@ -145,6 +327,66 @@ function turnRow(t) {
 function renderTurns() {
   fill(ui.turns, st.turns.slice().reverse().map(turnRow));
   ui.turnsEmpty.hidden = st.turns.length > 0;
+  renderLatency();
+}
+
+// ----- latency chart -----
+
+// The AI server's and the hub's timings are ms from the end of speech, so each stage is the
+// step from the previous milestone; a milestone a turn lacks adds nothing (its step is 0).
+const MILESTONES = [
+  ["stt_ms", "speech to text", "s-stt"],
+  ["llm_first_token_ms", "LLM first token", "s-llm"],
+  ["first_sentence_ms", "first sentence", "s-sentence"],
+  ["tts_first_audio_ms", "speech synthesis", "s-tts"],
+  ["hub_end_to_playout_ms", "to the speaker", "s-playout"],
+];
+
+function stagesOf(timing) {
+  let prev = 0;
+  return MILESTONES.map(([key]) => {
+    const v = timing?.[key];
+    if (typeof v !== "number" || v <= 0) return 0;
+    const step = Math.max(0, v - prev);
+    prev = Math.max(prev, v);
+    return step;
+  });
+}
+
+function renderLatency() {
+  const turns = st.turns.filter((t) => t.timing && stagesOf(t.timing).some((v) => v > 0));
+  ui.latencyEmpty.hidden = turns.length > 0;
+  const since = Date.now() - HOUR_MS;
+  const hour = turns.filter((t) => Date.parse(t.finished_at) >= since);
+  const totals = hour.map((t) => stagesOf(t.timing).reduce((a, v) => a + v, 0));
+  const p50 = pct(totals, 50);
+  const p95 = pct(totals, 95);
+  const bars = turns.map((t) => ({ key: t.conversation_id, label: `${t.device_id} ${clock(t.finished_at)}`, segments: stagesOf(t.timing) }));
+  fill(
+    ui.latencyChart,
+    turns.length
+      ? stackedBars(
+          bars,
+          MILESTONES.map(([, label, cls]) => [label, cls]),
+          [
+            { value: p50, label: `p50 ${fmtMs(p50)}`, cls: "p50" },
+            { value: p95, label: `p95 ${fmtMs(p95)}`, cls: "p95" },
+          ],
+        )
+      : null,
+  );
+  ui.latencySummary.textContent = hour.length
+    ? `End of speech to reply audio over the last hour (${hour.length} turns): p50 ${fmtMs(p50)} ms, p95 ${fmtMs(p95)} ms. ` +
+      MILESTONES.map(([, label], i) => {
+        const v = hour.map((t) => stagesOf(t.timing)[i]).filter((x) => x > 0);
+        return v.length ? `${label} p50 ${fmtMs(pct(v, 50))} / p95 ${fmtMs(pct(v, 95))}` : null;
+      })
+        .filter(Boolean)
+        .join(" · ")
+    : "";
+  if (!ui.latencyLegend.children.length) {
+    fill(ui.latencyLegend, MILESTONES.map(([, label, cls]) => h("li", {}, h("span", { class: `swatch ${cls}` }), label)));
+  }
 }
 
 // ----- health -----
@@ -193,6 +435,9 @@ const handlers = {
     st.alerts = s.alerts || [];
     st.turns = s.turns || [];
     st.health = s.health || null;
+    st.cameras = s.cameras || [];
+    recordLevels(st.levels);
+    renderCameras();
     renderDevices();
     renderAlerts();
     renderTurns();
@@ -204,7 +449,12 @@ const handlers = {
   },
   levels: (levels) => {
     st.levels = levels;
+    recordLevels(levels);
     renderLevels();
+  },
+  cameras: (list) => {
+    st.cameras = list;
+    renderCameras();
   },
   alert: (a) => {
     st.alerts.push(a);
@@ -270,11 +520,12 @@ function showPreview() {
 
 function main() {
   setLive(false);
-  ui.zone.addEventListener("change", renderAlerts);
-  ui.type.addEventListener("change", renderAlerts);
+  ui.zone?.addEventListener("change", renderAlerts);
+  ui.type?.addEventListener("change", renderAlerts);
   ui.form.addEventListener("submit", ask);
   ui.file.addEventListener("change", showPreview);
   setInterval(tickAges, 1000);
+  setInterval(() => st.cameras.length && renderCameras(), 5000); // "motion 12 s ago" keeps ageing
   openEvents("/api/events", handlers, setLive);
 }
 

@@ -1,0 +1,66 @@
+"""The dashboard's device controls: camera / microphone privacy and mute, as MQTT commands.
+
+A control on the page becomes the same :class:`shared.mqtt.Command` the AI server sends when
+someone asks by voice (device_agent/commands.py serves both), published by the hub's MQTT link on
+``naila/devices/{id}/command`` (the broker ACL lets the hub write there). The hub answers as soon
+as the command is published; the page changes its state only when the device's retained status
+says so (``camera_enabled``, ``microphone_enabled``), so what it shows is what the device did.
+
+Only the commands below, with exactly their parameter, are accepted: the page is not a general
+MQTT client. Listening modes have no device command (a device reports its configured mode), so
+the page shows them and does not offer to change them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from aiomqtt import MqttError
+
+from hub.web.upload import Publisher
+from shared.mqtt import Command, MessageError, build, outbound, topics
+
+log = logging.getLogger("naila.hub.web.controls")
+
+# command -> its one boolean parameter (device_agent/commands.py's table).
+CONTROLS = {"camera": "enabled", "microphone": "enabled", "mute": "muted"}
+
+
+class ControlError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_control(body: object) -> tuple[str, dict[str, bool]]:
+    """``{"command": "camera", "enabled": false}`` -> ("camera", {"enabled": False}); ControlError if not one."""
+    if not isinstance(body, dict):
+        raise ControlError(400, "body must be a JSON object")
+    command = body.get("command")
+    if not isinstance(command, str) or command not in CONTROLS:
+        raise ControlError(400, f"command must be one of {', '.join(sorted(CONTROLS))}")
+    param = CONTROLS[command]
+    value = body.get(param)
+    if not isinstance(value, bool):
+        raise ControlError(400, f"{command} needs {param!r}: true or false")
+    return command, {param: value}
+
+
+async def send_control(mqtt: Publisher | None, device_id: str, command: str, params: dict[str, bool]) -> str:
+    """Publish the command to the device; its request_id. ControlError when MQTT cannot take it."""
+    if mqtt is None:
+        raise ControlError(503, "the hub has no MQTT link (HUB_MQTT=false): device controls need it")
+    if not mqtt.connected:
+        raise ControlError(503, "the hub's MQTT link is down; try again shortly")
+    request_id = f"web-{secrets.token_hex(6)}"
+    try:
+        msg = build(Command, command=command, params=dict(params), request_id=request_id)
+        await mqtt.publish(outbound(topics.device_command(device_id), msg))
+    except MessageError as err:  # a device id the topic tree refuses (checked before, so a bug)
+        raise ControlError(400, str(err)) from err
+    except MqttError as err:
+        raise ControlError(503, f"the command could not be published: {err}") from err
+    log.info("web control: %s %s %s (request %s)", device_id, command, params, request_id)
+    return request_id
