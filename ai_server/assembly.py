@@ -64,6 +64,7 @@ from ai_server.control.speech import AnnounceLimit, Speaker
 from ai_server.control.uploads import Uploads
 from ai_server.conversation import Conversations
 from ai_server.errors import StartupError
+from ai_server.household import HouseholdService
 from ai_server.llm import LLMBackend
 from ai_server.llm.engines import build_llm
 from ai_server.media.analysis import Analysed, ImageAnalyser, limit_pixels
@@ -441,8 +442,9 @@ async def _assemble(
                              presence=parts.presence, rooms=parts.rooms, metrics=parts.metrics,
                              max_tasks=settings.ai_chat_max_pending)
     try:
-        resources.callback(alarms.install(assist, pipeline=pipeline, sessions=lambda: list(sessions),
-                                          speaker=parts.speaker if parts is not None else None).close)
+        alarm_set = alarms.install(assist, pipeline=pipeline, sessions=lambda: list(sessions),
+                                   speaker=parts.speaker if parts is not None else None)
+        resources.callback(alarm_set.close)
     except (OSError, RuntimeError, sqlite3.Error) as exc:
         raise StartupError(f"cannot open the timer store in {assist.data_dir} (AI_MEDIA_DIR): {exc}") from exc
     home = home_assistant.install(assist, count=metrics.count)  # HA_URL + HA_TOKEN: device control
@@ -459,6 +461,8 @@ async def _assemble(
         raise StartupError(str(exc)) from None
     server = grpc.aio.server(options=server_options(settings), maximum_concurrent_rpcs=max_concurrent_rpcs(settings))
     pb_grpc.add_NailaAIServicer_to_server(service, server)
+    # The dashboard's reads (issue 24): alert snapshots, event history, timers; same port and credentials.
+    pb_grpc.add_HouseholdServicer_to_server(HouseholdService(storage.store, alarm_set, metrics), server)
     address = f"{host}:{port}"
     try:
         bound = (server.add_insecure_port(address) if credentials is None

@@ -19,6 +19,7 @@ import importlib
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -114,8 +115,9 @@ class Reminder:
 
 class Reminders:
     def __init__(self, store: AlarmStore | None, clock: Clock, ringer: Ringer, *, missed_after_s: float = 600.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.on_change = on_change or (lambda: None)  # after a reminder is set, cancelled or due
         self.clock = clock
         self.ringer = ringer
         self.missed_after_s = missed_after_s
@@ -157,6 +159,7 @@ class Reminders:
     def _schedule(self, reminder: Reminder) -> None:
         self.reminders[reminder.id] = reminder
         reminder.job = asyncio.get_running_loop().create_task(self._run(reminder), name=f"reminder-{reminder.id}")
+        self.on_change()
 
     def _forget(self, reminder: Reminder) -> None:
         self.reminders.pop(reminder.id, None)
@@ -164,6 +167,17 @@ class Reminders:
             reminder.job.cancel()
         if self.store is not None:
             self.store.delete_reminder(reminder.id)
+        self.on_change()
+
+    def cancel_id(self, reminder_id: str) -> Reminder | None:
+        """Cancel the reminder ``reminder_id`` (the dashboard's Cancel); None when there is none."""
+        reminder = self.reminders.get(reminder_id)
+        if reminder is None:
+            return None
+        self._forget(reminder)
+        self._count("reminders_cancelled")
+        log.info("reminder %s of %s cancelled by id", reminder.id, reminder.asker)
+        return reminder
 
     async def _run(self, reminder: Reminder) -> None:
         await self.clock.sleep_until(reminder.due)
@@ -270,7 +284,7 @@ class Reminders:
 def install(services: AssistServices, *, timers: Timers, metrics: Metrics | None = None) -> Reminders:
     """Register the reminder intents on the timers' clock, store and ringer; restore stored reminders."""
     reminders = Reminders(timers.store, timers.clock, timers.ringer, missed_after_s=timers.missed_after_s,
-                          metrics=metrics)
+                          metrics=metrics, on_change=timers.on_change)
     reminders.install(services.registry)
     timers.delayed_command = reminders.remind_in
     reminders.restore()

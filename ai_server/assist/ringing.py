@@ -96,8 +96,10 @@ class Ringer:
     """Rings in progress, by key; see the module doc."""
 
     def __init__(self, player: Player, clock: Clock, *, max_s: float = 60.0, pause_s: float = 2.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None) -> None:
+        """``on_change``: called when a ring starts or ends (the dashboard's timer list shows what rings)."""
         self.player = player
+        self.on_change = on_change or (lambda: None)
         self.clock = clock
         self.max_s = max_s
         self.pause_s = pause_s
@@ -124,6 +126,7 @@ class Ringer:
         ring.task = asyncio.get_running_loop().create_task(self._run(ring, repeat), name=f"ring-{key}")
         self.rings[key] = ring
         self._count("rings_started")
+        self.on_change()
         return ring
 
     def stop(self, *, device: str | None, room: str | None) -> list[Ring]:
@@ -156,6 +159,7 @@ class Ringer:
             self.ended = [*self.ended[-15:], ring]
             self._count(f"rings_{why.replace('-', '_')}")
             log.info("ring %s on %s ended (%s) after %d cycle(s)", ring.key, ring.device, why, ring.cycles)
+            self.on_change()
         if ring.task is not None and ring.task is not asyncio.current_task():
             ring.task.cancel()
 

@@ -108,8 +108,10 @@ class Timers:
     """Every timer of the household, their tasks, and the intent handlers."""
 
     def __init__(self, store: AlarmStore | None, clock: Clock, ringer: Ringer, *, missed_after_s: float = 600.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None) -> None:
+        """``on_change``: called after every change of a timer (set, changed, cancelled, done)."""
         self.store = store
+        self.on_change = on_change or (lambda: None)
         self.clock = clock
         self.ringer = ringer
         self.missed_after_s = missed_after_s
@@ -168,6 +170,7 @@ class Timers:
     def _save(self, timer: Timer) -> None:
         if self.store is not None:
             self.store.put_timer(timer.row())
+        self.on_change()
 
     def _forget(self, timer: Timer) -> None:
         self.timers.pop(timer.id, None)
@@ -176,6 +179,17 @@ class Timers:
         timer.task = None
         if self.store is not None:
             self.store.delete_timer(timer.id)
+        self.on_change()
+
+    def cancel_id(self, timer_id: str) -> Timer | None:
+        """Cancel the timer ``timer_id`` (the dashboard's Cancel); None when no such timer runs."""
+        timer = self.timers.get(timer_id)
+        if timer is None:
+            return None
+        self._forget(timer)
+        self._count("timers_cancelled")
+        log.info("timer %s (%s) of %s cancelled by id", timer.id, timer.label, timer.asker)
+        return timer
 
     def _schedule(self, timer: Timer) -> None:
         if timer.task is not None:
@@ -365,19 +379,20 @@ class Timers:
 
 
 def install(services: AssistServices, *, player: Player, metrics: Metrics | None = None,
-            clock: Clock | None = None, store: AlarmStore | None = None) -> Timers:
+            clock: Clock | None = None, store: AlarmStore | None = None,
+            on_change: Callable[[], None] | None = None) -> Timers:
     """Register the timer intents and restore the stored timers (needs a running event loop).
 
     ``store`` defaults to the one in ``services.data_dir``; ``clock`` to ``services.now`` with
-    ``asyncio.sleep``."""
+    ``asyncio.sleep``; ``on_change`` is told of every change of a timer or ring."""
     settings = services.settings
     clock = clock or Clock(services.now)
     if store is None:
         store = AlarmStore(services.data_dir)
     ringer = Ringer(player, clock, max_s=getattr(settings, "assist_ring_max_s", 60.0),
-                    pause_s=getattr(settings, "assist_ring_pause_s", 2.0), metrics=metrics)
+                    pause_s=getattr(settings, "assist_ring_pause_s", 2.0), metrics=metrics, on_change=on_change)
     timers = Timers(store, clock, ringer, missed_after_s=getattr(settings, "assist_timer_missed_s", 600.0),
-                    metrics=metrics)
+                    metrics=metrics, on_change=on_change)
     timers.install(services.registry)
     timers.restore()
     return timers

@@ -93,6 +93,7 @@ class Alerts:
             timestamp=time or utc_now(),
             # With bytes, only a stored snapshot counts; without, the caller knows (e.g. a stream recording).
             snapshot_available=record is not None if snapshot_bytes is not None else snapshot_available,
+            snapshot_id=record.id if record is not None else None,
         )
         try:
             await self._send(alert)

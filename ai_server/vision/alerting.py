@@ -94,6 +94,14 @@ class ZoneEntry:
     at: float  # pipeline clock
     time: datetime  # UTC capture time of the frame
     jpeg: bytes = field(repr=False)  # the frame: the alert's snapshot
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x, y, w, h in the frame's pixels
+    frame_size: tuple[int, int] = (0, 0)  # width, height of the frame the box is in
+
+    def snapshot_analysis(self) -> dict[str, object]:
+        """What the dashboard draws over the snapshot (ai_server/household.py reads it back)."""
+        return {"width": self.frame_size[0], "height": self.frame_size[1], "detections": [{
+            "label": self.label, "confidence": round(self.confidence, 3), "box": [round(v, 1) for v in self.box],
+            "track_id": self.track_id, "zone": self.zone}]}
 
 
 Verdict = Literal["alert", "duplicate", "overlap"]
@@ -150,6 +158,8 @@ class AlertPolicy:
         now: float,
         time: datetime,
         jpeg: bytes,
+        box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        frame_size: tuple[int, int] = (0, 0),
     ) -> list[ZoneEntry]:
         """A tracked object is in ``zones`` (after inertia) in this frame; returns (and holds) its new entries."""
         if not self.alerts_on(label):
@@ -161,7 +171,8 @@ class AlertPolicy:
             if (zone, alert_type) in announced:
                 continue  # rule 2: this object already alerted here (a parked car, someone lingering)
             announced.add((zone, alert_type))
-            entry = ZoneEntry(device_id, zone, label, alert_type, confidence, track_id, now, time, jpeg)
+            entry = ZoneEntry(device_id, zone, label, alert_type, confidence, track_id, now, time, jpeg, box,
+                              frame_size)
             entries.append(entry)
             rank = self.rank(device_id)
             self._held.append(_Held(now + self._hold_for(device_id, rank), rank.priority, entry))
@@ -294,6 +305,8 @@ class AlertDispatcher:
             snapshot, outcome = await self._store_snapshot(entry), "recorded"
         self.metrics.event(f"alert_{outcome}")
         store = self._store()
+        if snapshot is not None:
+            await self._note_boxes(store, snapshot, entry)
         await asyncio.to_thread(
             store.events.add,
             time=entry.time, device_id=entry.device_id, zone=entry.zone, alert_type=entry.alert_type,
@@ -306,6 +319,15 @@ class AlertDispatcher:
         elif outcome not in ("alerted", "queued"):
             log.debug("vision: %s in %s from %s (track %d): %s", entry.alert_type, entry.zone, entry.device_id,
                       entry.track_id, outcome)
+
+    async def _note_boxes(self, store: MediaStore, snapshot: MediaRecord, entry: ZoneEntry) -> None:
+        """The box and label of what alerted, kept with its snapshot (the dashboard draws them over it)."""
+        try:
+            await asyncio.to_thread(store.set_analysis, snapshot.id,
+                                    {**(snapshot.analysis or {}), "alert": entry.snapshot_analysis()})
+        except Exception as exc:  # the event and its snapshot matter more than the drawing
+            self.metrics.event("snapshot_boxes_failed")
+            log.warning("vision: the box of snapshot %s not kept: %s", snapshot.id, exc)
 
     async def _store_snapshot(self, entry: ZoneEntry) -> MediaRecord | None:
         store = self._store()

@@ -467,7 +467,8 @@ class VisionPipeline:
                 current = camera.inertia.observe(track_id, inside)
                 zone = current[0] if current else ""
                 self.policy.observe(camera.device_id, track_id, track.label, box.confidence, current,
-                                    now=job.arrived, time=job.wall, jpeg=job.frame.jpeg)
+                                    now=job.arrived, time=job.wall, jpeg=job.frame.jpeg, box=box.xywh,
+                                    frame_size=(job.width, job.height))
             detections.append(Detection(box.label, box.confidence, box.xywh, track_id, zone))
         self._lifecycle(events)
         return detections

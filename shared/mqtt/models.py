@@ -266,6 +266,9 @@ class Alert(NailaMessage):
     source_device: SafeId
     timestamp: Timestamp = Field(default_factory=utc_now)
     snapshot_available: bool = False
+    #: Our addition (issue 24): the snapshot's media id in the AI server's store, which the hub's
+    #: dashboard asks for over gRPC (Household.GetSnapshot). Set only when ``snapshot_available``.
+    snapshot_id: SafeId | None = None
 
 
 class ChatRequest(NailaMessage):

@@ -46,6 +46,7 @@ AI_SERVER_LAYERS: tuple[tuple[str, Layer], ...] = (
     # MQTT plane and its gate)
     ("ai_server.service", "adapters"),
     ("ai_server.client", "adapters"),
+    ("ai_server.household", "adapters"),  # the dashboard's gRPC servicer (issue 24)
     ("ai_server.control.plane", "adapters"),
     ("ai_server.control.inbound", "adapters"),
     # engines inside domain packages: model clients that know nothing of the assistant
