@@ -14,6 +14,9 @@ Routes (all but /login and /static need a login, see hub.web.auth):
   ``GET /api/cameras/{device_id}/view``: its latest view as JPEG (hub.vision.views);
 * ``POST /api/devices/{device_id}/control`` {command: camera|microphone|mute, enabled|muted}:
   the same MQTT command as voice (hub.web.controls).
+* ``GET /api/alerts/{id}/snapshot|boxes``, ``GET /api/history``, ``GET /api/timers``,
+  ``POST /api/timers/{id}/cancel``: alert snapshots, the event timeline, timers and reminders
+  from the AI server over gRPC (hub.web.household).
 
 Without ``HUB_WEB_TOKEN`` none of this is served: the pages answer 503 with how to turn it on.
 Every web response carries a strict Content-Security-Policy (``default-src 'self'``, no inline
@@ -39,6 +42,7 @@ from hub.turns import TurnLog
 from hub.web.auth import BROWSER_ID_RE, COOKIE_NAME, DeviceTokenTable, ReadAccess, WebAuth, new_browser_id
 from hub.web.controls import ControlError, parse_control, send_control
 from hub.web.events import EventBus, stream_events
+from hub.web.household import HouseholdClient, HouseholdRoutes
 from hub.web.proxy import ProxyView, limit_key
 from hub.web.state import MQTT_FILTERS, AiStatusClient, CameraSource, DashboardState, SessionView
 from hub.web.upload import IMAGE_FORMATS, Publisher, UploadBridge, UploadError
@@ -175,6 +179,9 @@ class WebApp:
         self.global_login_limiter = RateLimiter(rate_per_s=1 / 3, burst=20)
         self._known_clients: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self.upload_limiter = RateLimiter(rate_per_s=1 / 6, burst=5)
+        # Alert snapshots, the event timeline, timers and reminders: from the AI server over gRPC (issue 24).
+        self.household = HouseholdRoutes(HouseholdClient(hub_client(s)), self.bus, host.metrics.web_refused,
+                                         require=self._require, same_origin=_same_origin)
         self.control_limiter = RateLimiter(rate_per_s=2, burst=10)  # per client: clicks, not a script
         if mqtt is not None:
             for topic_filter in MQTT_FILTERS:
@@ -196,6 +203,7 @@ class WebApp:
         r.add_get("/api/state", self.api_state)
         r.add_get("/api/alerts", self.api_alerts)
         r.add_post("/api/upload", self.upload)
+        self.household.add_routes(app)
         r.add_get("/api/cameras", self.api_cameras)
         r.add_get("/api/cameras/{device_id}/view", self.camera_view)
         r.add_post("/api/devices/{device_id}/control", self.control)
@@ -205,6 +213,7 @@ class WebApp:
 
     async def _on_startup(self, app: web.Application) -> None:
         self.state.start()
+        self.household.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # Before aiohttp waits for open handlers: end the event streams and the waiting uploads.
@@ -212,6 +221,7 @@ class WebApp:
         self.uploads.close()
         await self.state.stop()
         self._ai_status.close()
+        await self.household.stop()
 
     def _authorized(self, request: web.Request) -> bool:
         return self.auth.authenticated(request)

@@ -130,6 +130,8 @@ def alert_json(alert: Alert, received_at: str) -> dict[str, object]:
         "snapshot_available": alert.snapshot_available,
         # The hub keeps no alert images (see the module doc), so the page says where it is.
         "snapshot": "stored on the AI server" if alert.snapshot_available else None,
+        # Its id there: the page loads it through the hub (hub.web.household, behind the login).
+        "snapshot_id": alert.snapshot_id,
     }
 
 
