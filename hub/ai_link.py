@@ -58,9 +58,18 @@ CONNECT_TIMEOUT_S = 1.0
 # misses in a row and the stream is torn down and re-established. (gRPC keepalive pings would
 # need matching settings on the AI server, or it answers frequent pings with GOAWAY
 # "too_many_pings"; a GetStatus needs nothing there and measures the round trip too.)
+# With several AI servers (hub/ai_pool.py) this is also the failover bound for a host that went
+# silent, so the hub passes HUB_AI_HEARTBEAT_S / HUB_AI_HEARTBEAT_MISSES (defaults 1 s, 2).
 HEARTBEAT_PERIOD_S = 5.0
 HEARTBEAT_TIMEOUT_S = 5.0
 HEARTBEAT_MISSES = 3
+
+
+def detection_bound_s(period_s: float, timeout_s: float, misses: int) -> float:
+    """Longest time from a server going silent until its stream is torn down: each of the
+    ``misses`` beats in a row waits ``period_s`` after the previous one, then its ``timeout_s``
+    deadline (a killed process is quicker: its connection resets and the stream ends at once)."""
+    return misses * (period_s + timeout_s)
 
 
 def channel_options(connect_timeout_s: float) -> list[tuple[str, int]]:
@@ -114,8 +123,11 @@ class AiLink:
         heartbeat_timeout_s: float | None = None,
         heartbeat_misses: int | None = None,
         security: ClientSecurity | None = None,
+        wait: Callable[[threading.Event, float], bool] | None = None,
     ) -> None:
         self.target = target
+        # How the heartbeat thread waits between beats (a controllable clock in tests).
+        self._wait = wait or (lambda event, s: event.wait(s))
         # None: plaintext (a loopback AI server in tests); the hub passes shared.grpc_security.hub_client().
         self._security = security or ClientSecurity(target)
         self.ai_status = ""  # GetStatus' status at the last heartbeat; "" = not known yet
@@ -345,7 +357,7 @@ class AiLink:
     def _heartbeat(self, stub: pb_grpc.NailaAIStub, call: Any, done: threading.Event) -> None:
         """Cancel ``call`` when the AI server stops answering (a host gone without a TCP reset)."""
         misses = 0
-        while not done.wait(self._hb_period):
+        while not self._wait(done, self._hb_period):
             t = self._clock()
             try:
                 status = stub.GetStatus(pb.StatusRequest(), timeout=self._hb_timeout)

@@ -24,6 +24,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from hub.ai_link import AiLink
+from hub.ai_pool import AiPool, Link
 from hub.arbitration import Arbiter
 from hub.device_status import DeviceStatusFeed
 from hub.end_of_turn import END_OF_TURN_ENGINES, TurnJudge
@@ -105,15 +106,10 @@ class Hub:
         self._ssl: ssl.SSLContext | None = server_ssl_context(settings.hub_tls_cert, settings.hub_tls_key)
         self._deadline = HeaderDeadline(settings.hub_request_timeout_s, self.metrics)
         self._listener: asyncio.Server | None = None
-        self.link = AiLink(
-            settings.hub_ai_server,
-            self.metrics,
-            on_output=self.route_output,
-            on_connection_change=self._on_ai_connection,
-            backoff=Backoff(settings.hub_grpc_backoff_initial_s, settings.hub_grpc_backoff_max_s),
-            per_device_limit=settings.hub_device_queue_frames,
-            clock=clock,
-            security=hub_client(settings),  # HUB_AI_TLS_*; refuses plaintext to a non-loopback AI server
+        # One gRPC stream per AI server in HUB_AI_SERVER; each device sticks to one (hub/ai_pool.py).
+        self.link = AiPool(
+            settings.ai_servers, self._make_link, on_output=self.route_output,
+            on_devices_lost=self._on_ai_lost, clock=clock,
         )
         self.metrics.ai_status = lambda: self.link.ai_status
         self.metrics.active_devices = lambda: len(self.sessions)
@@ -141,6 +137,24 @@ class Hub:
             self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.device_status.on_mqtt)
             self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock)
 
+    def _make_link(self, target: str, on_output: Callable[[pb.AudioOutput], None],
+                   on_change: Callable[[bool], None]) -> Link:
+        s = self.settings
+        several = len(s.ai_servers) > 1  # one AI server: None, the link's historical 5 s beat, 3 misses
+        return AiLink(
+            target,
+            self.metrics,
+            on_output=on_output,
+            on_connection_change=on_change,
+            backoff=Backoff(s.hub_grpc_backoff_initial_s, s.hub_grpc_backoff_max_s),
+            per_device_limit=s.hub_device_queue_frames,
+            clock=self._clock,
+            heartbeat_period_s=s.hub_ai_heartbeat_s if several else None,
+            heartbeat_timeout_s=s.hub_ai_heartbeat_s if several else None,
+            heartbeat_misses=s.hub_ai_heartbeat_misses if several else None,
+            security=hub_client(s, target),  # HUB_AI_TLS_*; refuses plaintext to a non-loopback AI server
+        )
+
     # ----- lifecycle -----
 
     @property
@@ -167,7 +181,8 @@ class Hub:
         web_app = add_web_app(app, self)
         # /turns, /health?detail=1, /metrics: the web login (its cookies, revocable) or HUB_METRICS_TOKEN.
         access = read_access(self.settings, web_app)
-        add_status_routes(app, self.metrics, self.turns, self.device_details, self.vision_details, access=access)
+        add_status_routes(app, self.metrics, self.turns, self.device_details, self.vision_details, access=access,
+                          ai_servers=self.link.details)
         return app
 
     async def start(self) -> None:
@@ -325,6 +340,7 @@ class Hub:
             del self.sessions[session.device_id]
             # The device is gone: nothing per id may outlive it (H6), or made-up ids grow the hub.
             self._sequences.pop(session.device_id, None)
+            self.link.forget(session.device_id)
             if self.mqtt_signaling is not None:
                 self.mqtt_signaling.session_closed(session.device_id, session)
 
@@ -346,10 +362,12 @@ class Hub:
             return
         session.on_ai_output(out)
 
-    def _on_ai_connection(self, up: bool) -> None:
-        log.log(logging.INFO if up else logging.WARNING, "AI stream %s", "up" if up else "down")
-        for session in list(self.sessions.values()):
-            session.on_ai_connection(up)
+    def _on_ai_lost(self, device_ids: list[str]) -> None:
+        """Their AI server went away: a reply in flight will not finish (hub/ai_pool.py)."""
+        for device_id in device_ids:
+            session = self.sessions.get(device_id)
+            if session is not None:
+                session.on_ai_connection(False)
 
 
 async def run_hub(

@@ -20,14 +20,15 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from hub.ai_link import AiLink, Outbound
+from hub.ai_link import Outbound
+from hub.ai_pool import AiPool
 from hub.arbitration import Arbiter, Claim, ClaimState
 from hub.end_of_turn import TurnJudge, verdict_of
 from hub.listening import ALWAYS, WAKE_WORD, GateConfig, ListeningGate, ListeningModes
 from hub.media_in import AudioIngest, tune_jitter_buffer
 from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
-from hub.tts_track import TtsTrack
+from hub.tts_track import GapTolerantOpusEncoder, TtsTrack
 from hub.turns import TurnLog, TurnRecord, error_name, timing_to_dict
 from hub.vad import (
     END_MAX_LENGTH,
@@ -61,7 +62,7 @@ class SessionHost(Protocol):
     """What a session needs from the hub."""
 
     settings: HubSettings
-    link: AiLink
+    link: AiPool
     metrics: HubMetrics
     turns: TurnLog
 
@@ -183,7 +184,8 @@ class DeviceSession:
             self.pc.addTrack(self.tts)
             webrtc = getattr(self.host, "webrtc", None)  # WEBRTC_AUDIO_BITRATE for the reply too
             if webrtc is not None:
-                tune_answer_opus(audio, webrtc.webrtc_audio_bitrate)
+                # An Opus reply lets the track send idle frames as one pre-encoded silence packet.
+                self.tts.opus_silence = tune_answer_opus(audio, webrtc.webrtc_audio_bitrate, GapTolerantOpusEncoder())
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         return str(self.pc.localDescription.sdp)
@@ -466,11 +468,13 @@ class DeviceSession:
             m.vad_onsets += 1
             frames = event.audio.size // self.vad.config.frame_samples
             ok = self._send(pb.START, event.audio.tobytes(), frames, captured_at, self._capture_time(event.frame_index))
-            self._utterance_generation = link.generation if ok else None
+            self._utterance_generation = link.generation_of(self.device_id) if ok else None
             return
         # CONTINUE / END belong to the utterance START opened: if that START never made it,
-        # or the AI stream was re-established since, the AI server has no such utterance.
-        open_here = self._utterance_generation is not None and self._utterance_generation == link.generation
+        # or the device's AI stream was re-established (or moved to another AI server) since, the AI
+        # server has no such utterance.
+        open_here = (self._utterance_generation is not None
+                     and self._utterance_generation == link.generation_of(self.device_id))
         if kind is VadEventKind.CONTINUE:
             if open_here:
                 self._send(pb.CONTINUE, event.audio.tobytes(), 1, captured_at, captured_at)

@@ -32,6 +32,7 @@ def add_status_routes(
     vision: Callable[[], dict[str, Any]] | None = None,
     *,
     access: ReadAccess,
+    ai_servers: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> None:
     warned: set[str] = set()
 
@@ -67,6 +68,8 @@ def add_status_routes(
             body["devices"] = devices()
             if vision is not None:
                 body["vision"] = vision()
+            if ai_servers is not None:  # each AI server of HUB_AI_SERVER: its stream, status, devices on it
+                body["ai_servers"] = ai_servers()
         # 503 while the AI server is unreachable: the hub is up but cannot answer anyone.
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 

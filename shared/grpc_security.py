@@ -172,10 +172,11 @@ def client_security(
     return ClientSecurity(target, creds, server_name)
 
 
-def hub_client(settings: HubSettings) -> ClientSecurity:
-    """The hub's way to the AI server (HUB_AI_SERVER, HUB_AI_TLS_*, HUB_AI_INSECURE)."""
+def hub_client(settings: HubSettings, target: str | None = None) -> ClientSecurity:
+    """The hub's way to an AI server (HUB_AI_SERVER, HUB_AI_TLS_*, HUB_AI_INSECURE): ``target``, one
+    of HUB_AI_SERVER's addresses, by default the first."""
     return client_security(
-        settings.hub_ai_server, ca=settings.hub_ai_tls_ca, cert=settings.hub_ai_tls_cert,
+        target or settings.ai_servers[0], ca=settings.hub_ai_tls_ca, cert=settings.hub_ai_tls_cert,
         key=settings.hub_ai_tls_key, server_name=settings.hub_ai_tls_server_name,
         insecure=settings.hub_ai_insecure,
     )

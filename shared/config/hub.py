@@ -20,7 +20,19 @@ MIN_DEVICE_TOKEN_LEN = 24
 class HubSettings(NailaSettings):
     hub_host: str = Field("0.0.0.0", description="Address the hub's HTTP server binds")
     hub_port: Annotated[int, Field(ge=1, le=65535)] = Field(8080, description="Hub HTTP port (/connect, /health)")
-    hub_ai_server: str = Field("127.0.0.1:50051", description="AI server gRPC address host:port")
+    hub_ai_server: str = Field(
+        "127.0.0.1:50051",
+        description="AI server gRPC address host:port, or several comma-separated: each device sticks to one "
+        "(rendezvous hashing over those up) and moves to another while its server is down (docs/scale.md)",
+    )
+    hub_ai_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, description="With several AI servers: a GetStatus to each this often, with this deadline, s "
+        "(failure detection; a single AI server keeps a 5 s beat, 3 misses)"
+    )
+    hub_ai_heartbeat_misses: Annotated[int, Field(ge=1, le=20)] = Field(
+        2, description="Missed heartbeats in a row before an AI server counts as down and its devices move "
+        "(a silent host: at most misses x 2 x HUB_AI_HEARTBEAT_S; a killed process: at once)"
+    )
     hub_device_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         repr=False,  # secrets: never in a repr or a log line
@@ -200,6 +212,21 @@ class HubSettings(NailaSettings):
     hub_barge_in_plain_speech: bool = Field(
         False, description="In wake_word mode, let plain speech (not only the wake word) interrupt a playing reply"
     )
+
+    @field_validator("hub_ai_server")
+    @classmethod
+    def _ai_servers(cls, v: str) -> str:
+        items = [x.strip() for x in v.split(",")]
+        if not all(items):
+            raise ValueError("must be host:port, or several comma-separated, with no empty entry")
+        if len(set(items)) != len(items):
+            raise ValueError("lists an AI server twice")
+        return ",".join(items)
+
+    @property
+    def ai_servers(self) -> list[str]:
+        """HUB_AI_SERVER as a list of addresses (one for a single AI server)."""
+        return self.hub_ai_server.split(",")
 
     @field_validator("hub_listening_modes", mode="before")
     @classmethod

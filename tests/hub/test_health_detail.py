@@ -23,7 +23,9 @@ async def test_health_detail_lists_devices_with_their_rooms(make_hub: HubFactory
         status, denied = await get_json(f"{hub.url}/health?detail=1", headers={})
         assert status == 401 and set(denied) == {"error"}, "no devices, rooms or levels without the token"
         _, detail = await get_json(f"{hub.url}/health?detail=1")
-        assert set(detail) == SPEC_FIELDS | {"devices", "vision"}
+        assert set(detail) == SPEC_FIELDS | {"devices", "vision", "ai_servers"}
+        [server] = detail["ai_servers"]  # HUB_AI_SERVER's one address: its stream, status, devices on it
+        assert server["connected"] is True and server["status"] in ("", "ok")  # "" until its first heartbeat
         [entry] = detail["devices"]
         assert entry["device_id"] == "pi-kitchen" and entry["room"] == "kitchen" and entry["connected_s"] >= 0
     finally:

@@ -36,6 +36,9 @@ class FakeLink:
     generation: int = 1
     sent: list[Outbound] = field(default_factory=list)
 
+    def generation_of(self, device_id: str) -> int:
+        return self.generation
+
     def send(self, item: Outbound) -> bool:
         if not self.connected:
             return False
