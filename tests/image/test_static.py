@@ -125,6 +125,9 @@ def test_fallback_agent_unit_is_installable_and_sandboxed() -> None:
     assert values(u, "Service", "ExecStart") == ["/opt/naila/venv/bin/naila device"]
     assert values(u, "Service", "NoNewPrivileges") == ["yes"]
     assert values(u, "Service", "CapabilityBoundingSet") == [""]
+    # The privacy switches' state file sits in the unit's own writable state folder.
+    assert values(u, "Service", "Environment") == ["DEVICE_STATE_FILE=/var/lib/naila/device-state.json"]
+    assert values(u, "Service", "StateDirectory") == ["naila"]
 
 
 def test_agent_unit_from_the_package_if_present() -> None:
