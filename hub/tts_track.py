@@ -9,6 +9,14 @@ device hears a continuous stream. :meth:`flush` empties the queue at once (barge
 Frames are sent as stereo (both channels equal): aiortc's Opus encoder encodes stereo
 anyway, and libswresample's mono->stereo upmix would cost 3 dB (Chromium plays a mono
 track ~3 dB quieter, see the dependency notes).
+
+Most of the time a device hears silence, and aiortc's sender pays for every silent frame as
+for speech: an audio-level scan in Python (~100 us), a hop to its executor thread and an Opus
+encode (~200 us), about 0.017 core per stream (measured, issue 21). With ``opus_silence`` on
+(the session turns it on once Opus is negotiated and :class:`GapTolerantOpusEncoder` is the
+sender's encoder) idle frames go out as one pre-encoded Opus silence packet instead, which
+aiortc sends as is. The first silent frame after audio is still encoded, so the encoder's
+lookahead holds silence when the next reply starts.
 """
 
 from __future__ import annotations
@@ -18,11 +26,14 @@ import fractions
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.mediastreams import MediaStreamError, convert_timebase
+from av import AudioFrame, Packet
+from av.frame import Frame
 
 from shared.audio import Int16Array, StreamResampler, pcm_to_int16
 
@@ -40,6 +51,38 @@ MAX_LAG_S = 0.1
 
 PlayoutCallback = Callable[[float, float], None]  # (received_at, latency_s)
 EARCON_S = 0.12  # issue 19: the "I'm listening" tone after the wake word (100-150 ms)
+
+
+class GapTolerantOpusEncoder(OpusEncoder):
+    """aiortc's Opus encoder, with each packet's RTP timestamp taken from its frame's pts.
+
+    aiortc stamps a packet with libopus's packet pts minus the first one; after frames that
+    skipped the encoder (pre-encoded silence) libopus's first packet carries a stale pts, and the
+    RTP timestamp would jump back. The frame's own pts is right in every case.
+    """
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        payloads, _ = super().encode(frame, force_keyframe)
+        assert frame.pts is not None and frame.time_base is not None
+        return payloads, convert_timebase(frame.pts, frame.time_base, TIME_BASE)
+
+
+_SILENCE_PACKET: bytes | None = None
+
+
+def opus_silence_packet() -> bytes:
+    """One 20 ms stereo Opus packet of digital silence, from aiortc's own encoder settings."""
+    global _SILENCE_PACKET
+    if _SILENCE_PACKET is None:
+        encoder = OpusEncoder()
+        payloads: list[bytes] = []
+        for i in range(3):  # past the encoder's start-up: its steady-state silence packet
+            frame = AudioFrame(format="s16", layout="stereo", samples=FRAME_SAMPLES)
+            frame.planes[0].update(bytes(FRAME_SAMPLES * 4))
+            frame.pts, frame.sample_rate, frame.time_base = i * FRAME_SAMPLES, OUT_RATE, TIME_BASE
+            payloads, _ = encoder.encode(frame)
+        _SILENCE_PACKET = payloads[0]
+    return _SILENCE_PACKET
 
 
 def make_earcon(duration_s: float = EARCON_S, level_dbfs: float = -14.0) -> Int16Array:
@@ -92,6 +135,10 @@ class TtsTrack(MediaStreamTrack):
         # leaves it alone.
         self._earcon: Int16Array | None = None
         self._earcon_pos = 0
+        # Idle frames as a pre-encoded Opus packet (see the module doc); off until the session
+        # knows the sender encodes Opus with a GapTolerantOpusEncoder.
+        self.opus_silence = False
+        self._encode_next_silence = True  # the encoder has not seen silence since the last audio
 
     # ----- producer side (the gRPC reader) -----
 
@@ -207,7 +254,7 @@ class TtsTrack(MediaStreamTrack):
         self._mark = None
         return out
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> AudioFrame | Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         now = self._clock()
@@ -224,9 +271,16 @@ class TtsTrack(MediaStreamTrack):
         mono = self.next_frame()
         self.frames_out += 1
         if mono is None:
+            if self.opus_silence and not self._encode_next_silence:
+                packet = Packet(opus_silence_packet())
+                packet.pts = self._pts
+                packet.time_base = TIME_BASE
+                return packet
+            self._encode_next_silence = False
             data = self._silence
         else:
             self.audio_frames_out += 1
+            self._encode_next_silence = True
             data = np.repeat(mono, 2).tobytes()
         frame = AudioFrame(format="s16", layout="stereo", samples=FRAME_SAMPLES)
         frame.planes[0].update(data)

@@ -59,6 +59,16 @@ def frame_to_mono(frame: AudioFrame) -> Int16Array:
     if channels == 1 and data.dtype == np.int16:
         mono: Int16Array = data.reshape(-1)  # the common mono s16 case: no copy, no float round trip
         return mono
+    if channels == 2 and data.dtype == np.int16 and not frame.format.is_planar:
+        # aiortc's Opus decoder output, 50 times a second per stream on the hub: the same
+        # round-half-even mean in int32, 5x faster than the float path below (issue 21).
+        pairs = data.reshape(-1, 2)
+        total = pairs[:, 0].astype(np.int32)
+        total += pairs[:, 1]
+        half = total >> 1
+        half += total & half & 1  # an odd sum is a .5 mean: round it to the even neighbour
+        stereo_mean: Int16Array = half.astype(np.int16)
+        return stereo_mean
     if frame.format.is_planar:
         x = data.reshape(channels, -1).astype(np.float64).mean(axis=0)
     else:

@@ -39,11 +39,12 @@ def _can_preset(sender: RTCRtpSender) -> bool:
     return True
 
 
-def tune_opus_bitrate(sender: RTCRtpSender, bitrate: int) -> bool:
-    """Opus at ``bitrate`` bit/s instead of aiortc's 96 kbit/s; False when it could not be set."""
+def tune_opus_bitrate(sender: RTCRtpSender, bitrate: int, encoder: OpusEncoder | None = None) -> bool:
+    """Opus at ``bitrate`` bit/s instead of aiortc's 96 kbit/s (on ``encoder``, an OpusEncoder or a
+    subclass, when given); False when it could not be set."""
     if not _can_preset(sender):
         return False
-    encoder = OpusEncoder()
+    encoder = OpusEncoder() if encoder is None else encoder
     encoder.codec.bit_rate = bitrate
     setattr(sender, _ENCODER, encoder)
     return True
@@ -86,7 +87,7 @@ def negotiated_mime(transceiver: Any) -> str | None:
     return str(codecs[0].mimeType).lower() if codecs else None
 
 
-def tune_answer_opus(transceiver: Any, bitrate: int) -> bool:
+def tune_answer_opus(transceiver: Any, bitrate: int, encoder: OpusEncoder | None = None) -> bool:
     """The answering side (the hub): preset Opus only when the offer made Opus the codec.
 
     A browser may offer other audio codecs first; then aiortc's own encoder for it stays.
@@ -94,4 +95,4 @@ def tune_answer_opus(transceiver: Any, bitrate: int) -> bool:
     if negotiated_mime(transceiver) != "audio/opus":
         log.info("reply audio is not Opus (%s): WEBRTC_AUDIO_BITRATE not applied", negotiated_mime(transceiver))
         return False
-    return tune_opus_bitrate(transceiver.sender, bitrate)
+    return tune_opus_bitrate(transceiver.sender, bitrate, encoder)

@@ -24,6 +24,17 @@ def test_packed_stereo_s16_like_aiortcs_opus_decoder() -> None:
     assert np.array_equal(frame_to_mono(f), x)
 
 
+def test_packed_stereo_s16_mean_matches_the_float_mean_rounded_half_to_even() -> None:
+    """The integer fast path (issue 21) gives the float path's samples, extremes and .5 ties included."""
+    rng = np.random.default_rng(21)
+    edges = np.array([-32768, -32768, 32767, 32767, -32768, 32767, 1, 2, -1, -2, 3, 0, -3, 0, 1, 0, -1, 0])
+    inter = np.concatenate([edges, rng.integers(-32768, 32768, 1920 - edges.size)]).astype(np.int16)
+    f = AudioFrame.from_ndarray(inter.reshape(1, -1), format="s16", layout="stereo")
+    f.sample_rate = 48000
+    expected = np.round(inter.reshape(-1, 2).astype(np.float64).mean(axis=1)).astype(np.int16)
+    assert np.array_equal(frame_to_mono(f), expected)
+
+
 def test_planar_float_and_mono() -> None:
     x = sine(48000, 960).astype(np.float32)
     f = AudioFrame.from_ndarray(np.stack([x, x]), format="fltp", layout="stereo")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from av import AudioFrame
 
-from hub.tts_track import FRAME_SAMPLES, TtsTrack
+from hub.tts_track import FRAME_SAMPLES, GapTolerantOpusEncoder, TtsTrack, opus_silence_packet
 from shared.audio import rms_dbfs
 
 pytestmark = pytest.mark.unit
@@ -143,3 +144,40 @@ def test_the_earcon_is_mixed_in_without_counting_as_a_reply() -> None:
     assert all(f is not None for f in frames)
     assert len(frames) == -(-make_earcon().size // FRAME_SAMPLES) and 0.1 <= EARCON_S <= 0.15
     assert track.next_frame() is None  # back to silence
+
+
+async def test_idle_frames_go_out_as_one_opus_silence_packet_once_the_encoder_has_heard_silence() -> None:
+    """issue 21: idle frames skip aiortc's audio-level scan, executor hop and Opus encode."""
+    t = FakeTime()
+    track = TtsTrack(clock=t.clock, sleep=t.sleep)
+    track.opus_silence = True
+    kinds = [type(await track.recv()).__name__ for _ in range(3)]
+    assert kinds == ["AudioFrame", "Packet", "Packet"]  # the encoder sees one silent frame first
+    track.push(tone_pcm(48_000, 0.04), 48_000)
+    track.end_reply()
+    out = [await track.recv() for _ in range(5)]
+    assert [type(f).__name__ for f in out] == ["AudioFrame", "AudioFrame", "AudioFrame", "Packet", "Packet"]
+    assert [f.pts for f in out] == [FRAME_SAMPLES * i for i in range(3, 8)]  # one clock for both kinds
+    assert bytes(out[-1]) == opus_silence_packet() and 0 < len(opus_silence_packet()) < 10
+    assert track.frames_out == 8 and track.audio_frames_out == 2
+
+
+async def test_the_encoder_stamps_packets_with_their_frame_time_across_skipped_frames() -> None:
+    """aiortc's encoder would stamp the first packet after a run of pre-encoded silence with a stale time."""
+    t = FakeTime()
+    track = TtsTrack(clock=t.clock, sleep=t.sleep)
+    track.opus_silence = True
+    encoder = GapTolerantOpusEncoder()
+    stamps = []
+    for i in range(60):
+        if i == 30:
+            track.push(tone_pcm(48_000, 0.1), 48_000)
+        item = await track.recv()
+        if isinstance(item, AudioFrame):
+            payloads, ts = encoder.encode(item)
+            assert payloads
+            stamps.append(ts)
+        else:
+            assert encoder.pack(item)[1] == item.pts
+            stamps.append(item.pts)
+    assert stamps == [FRAME_SAMPLES * i for i in range(60)]
