@@ -58,7 +58,7 @@ function viewUrl(cam) {
 function drawBoxes(node, cam) {
   const [w, hgt] = cam.size || [640, 480];
   node.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
-  const font = Math.max(10, Math.round(w / 32));
+  const font = Math.max(10, Math.round(w / 18)); // readable on a small tile
   fill(
     node,
     (cam.detections || []).map((d) => {
