@@ -193,8 +193,8 @@ class PiCameraSource:
             from picamera2 import Picamera2
         except ImportError as exc:
             raise ConfigError(
-                "DEVICE_CAMERA=picamera2 needs picamera2 "
-                f"(Raspberry Pi OS, pip install 'naila[camera]'): {exc}"
+                "DEVICE_CAMERA=picamera2 needs Raspberry Pi OS's python3-picamera2 seen from the venv "
+                f"(scripts/install-pi-os.sh --camera): {exc}"
             ) from None
         self.width, self.height = width, height
         self.name = f"picamera2 {width}x{height}@{fps}"

@@ -29,7 +29,7 @@ HEAVY_AI = {"torch", "torchvision", "faster-whisper", "ctranslate2", "ultralytic
 
 
 def test_device_agent_is_light() -> None:
-    got = _install_set("device", "camera")
+    got = _install_set("device")
     assert not got & (HEAVY_AI | {"grpcio-tools", "grpcio"}), got & (HEAVY_AI | {"grpcio-tools"})
 
 
