@@ -13,7 +13,6 @@ const MAX_ALERT_CARDS = 12;
 // ----- alerts with snapshots -----
 
 const alertCards = h("div", { id: "alert-cards", class: "alert-cards" });
-const alertsEmpty = h("p", { id: "alert-cards-empty", class: "muted" }, "No alerts.");
 
 function snapshotUrl(id, what) {
   return `/api/alerts/${encodeURIComponent(id)}/${what}`;
@@ -70,7 +69,6 @@ function alertCard(a) {
 function addAlert(a) {
   alertCards.prepend(alertCard(a));
   while (alertCards.children.length > MAX_ALERT_CARDS) alertCards.lastElementChild.remove();
-  alertsEmpty.hidden = alertCards.children.length > 0;
 }
 
 async function loadAlerts() {
@@ -78,7 +76,6 @@ async function loadAlerts() {
   if (!r.ok) return;
   fill(alertCards);
   for (const a of (await r.json()).slice(-MAX_ALERT_CARDS)) addAlert(a);
-  alertsEmpty.hidden = alertCards.children.length > 0;
 }
 
 // ----- the event timeline -----
@@ -194,7 +191,11 @@ async function loadTimers() {
 // ----- the panels -----
 
 function mount() {
-  fill($("alerts-panel"), h("h2", {}, "Alerts"), alertCards, alertsEmpty);
+  // The cards go above the panel's alert table (dashboard.js keeps the table and its filters).
+  const alertsPanel = $("alerts-panel");
+  const heading = alertsPanel.querySelector("h2");
+  if (heading) heading.after(alertCards);
+  else alertsPanel.prepend(alertCards);
   fill($("timeline-panel"), h("h2", {}, "Event timeline"),
     h("div", { class: "row small" },
       h("label", {}, "Camera ", tl.camera), h("label", {}, "Zone ", tl.zone),
