@@ -157,6 +157,7 @@ async def test_camera_tile_follows_the_view_and_the_image_needs_the_login(
     tile_box = await tile.locator(".view").bounding_box()
     assert tile_box is not None and tile_box["width"] > 150
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None
     x, y, w, h = (int(tile_box[k]) for k in ("x", "y", "width", "height"))
     assert float(img[y : y + h, x : x + w].std()) > 20, "the camera tile is one flat colour in the screenshot"
     await tile.click()
@@ -215,7 +216,7 @@ async def test_privacy_toggle_turns_a_real_devices_camera_off(
             # The device obeys and says so in its MQTT status ...
             async with asyncio.timeout(10):
                 async for msg in watch.messages:
-                    status = decode(DeviceStatus, bytes(msg.payload))  # type: ignore[arg-type]
+                    status = decode(DeviceStatus, bytes(msg.payload))
                     if status.camera_enabled is False:
                         break
             # ... and only then does the page show it.
