@@ -66,6 +66,7 @@ class HubMetrics:
         # MQTT (hub/mqtt_control.py, hub/mqtt_signaling.py).
         self.mqtt_offers = 0  # messages on naila/devices/+/signaling/offer
         self.mqtt_answers = 0  # SDP answers published
+        self.mqtt_offers_other_hub = 0  # offers another hub answers (issue 21: several hubs)
         self.mqtt_offers_rejected: Counter[str] = Counter()  # offers refused, by reason
         self.mqtt_ice: Counter[str] = Counter()  # trickled device candidates, by outcome
         self.mqtt_listener_errors = 0  # exceptions raised by hub MQTT listeners
@@ -208,6 +209,7 @@ class _CounterCollector(Collector):
             "sessions_opened": (m.sessions_opened, "WebRTC sessions opened"),
             "mqtt_offers": (m.mqtt_offers, "Messages received on naila/devices/+/signaling/offer"),
             "mqtt_answers": (m.mqtt_answers, "SDP answers published on naila/devices/<id>/signaling/answer"),
+            "mqtt_offers_other_hub": (m.mqtt_offers_other_hub, "MQTT offers left to the hub elected to answer them"),
             "mqtt_listener_errors": (m.mqtt_listener_errors, "Exceptions raised by hub MQTT listeners"),
             "vision_frames_in": (m.vision_frames_in, "Decoded camera frames through the motion gate"),
             "vision_motion_frames": (m.vision_motion_frames, "Camera frames with motion"),

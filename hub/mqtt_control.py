@@ -75,10 +75,15 @@ class HubMqtt:
         metrics: HubMetrics,
         *,
         backoff: Backoff | None = None,
+        goodbye: OutboundMessage | None = None,
     ) -> None:
+        """``goodbye``: the link's last will and what :meth:`stop` publishes (the hub's offline
+        presence, hub.hub_directory, issue 21)."""
         self.metrics = metrics
         self._listeners: list[Listener] = []
         self._subscribing: set[asyncio.Task[None]] = set()
+        self._goodbye = goodbye
+        self._connect_hooks: list[Callable[[], Awaitable[None]]] = []
         self.link = MqttLink(
             settings,
             client_id=f"naila-hub-{hub_id}",
@@ -87,6 +92,8 @@ class HubMqtt:
             # replies while it reconnects or restarts (finding M1).
             persistent=True,
             backoff=backoff or Backoff(0.5, 30.0),
+            will=goodbye,
+            on_connect=self._connected,
         )
         metrics.mqtt_connected = self.link.connected.is_set
 
@@ -147,6 +154,19 @@ class HubMqtt:
                 self.metrics.mqtt_listener_errors += 1
                 log.exception("MQTT listener for %s failed on %s", listener.topic_filter, topic)
 
+    def on_connect(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after every (re)connect (e.g. republish retained state); errors are logged."""
+        self._connect_hooks.append(hook)
+
+    async def _connected(self, _link: MqttLink) -> None:
+        for hook in list(self._connect_hooks):
+            try:
+                await hook()
+            except aiomqtt.MqttError as exc:
+                log.info("MQTT connect hook deferred to the next connect: %s", exc)
+            except Exception:
+                log.exception("MQTT connect hook failed")
+
     # -- publishing and lifecycle ---------------------------------------------------------
     async def publish(self, msg: OutboundMessage) -> None:
         """Publish with the message's QoS/retain; raises ``aiomqtt.MqttError`` while disconnected."""
@@ -162,4 +182,4 @@ class HubMqtt:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await self.link.stop()
+        await self.link.stop(goodbye=self._goodbye)

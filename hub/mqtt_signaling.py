@@ -6,6 +6,13 @@ attempt) on ``naila/devices/{id}/signaling/offer``; the hub answers on
 The session itself is :meth:`hub.server.Hub.connect_device`, exactly as for HTTP: a new
 offer replaces the device's old session once it has been accepted.
 
+Several hubs on one broker (issue 21): every hub hears every offer, and only the hub that
+:class:`~hub.hub_directory.HubDirectory` elects answers it (the offer's ``hub_id`` when that hub
+is online, else the hub already serving the device, else the least loaded); the others count it
+in ``naila_hub_mqtt_offers_other_hub_total`` and stay silent. An offer that cannot be read (or
+is over the rate limit) is refused only by the hub elected without its ``hub_id``. Answers carry
+the answering hub's ``hub_id``, which the device sends back in its next offer (stickiness).
+
 Checks on every offer, in this order (each refusal counted in
 ``naila_hub_mqtt_offers_rejected_total{reason}``):
 
@@ -109,6 +116,14 @@ class SignalingHub(Protocol):
     async def connect_device(self, device_id: str, sdp: str) -> str: ...
 
 
+class OfferElection(Protocol):
+    """Which hub answers an offer (hub.hub_directory.HubDirectory)."""
+
+    hub_id: str
+
+    def answers(self, device_id: str, target: str | None) -> bool: ...
+
+
 class MqttPort(Protocol):
     """The hub's broker connection (hub.mqtt_control.HubMqtt)."""
 
@@ -140,9 +155,13 @@ class MqttSignaling:
         metrics: HubMetrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        directory: OfferElection | None = None,
     ) -> None:
+        """``directory``: None answers every offer (a hub alone on its broker, tests)."""
         self._hub = hub
+        self._directory = directory
         self._mqtt = mqtt
+        self._hub_id = settings.hub_id
         self._tokens = settings.hub_device_tokens
         self._open = settings.hub_allow_unauthenticated
         self._max_negotiations = settings.hub_max_negotiations
@@ -191,12 +210,18 @@ class MqttSignaling:
             await self._refuse(None, None, "bad_message", f"not a signaling offer topic: {topic[:100]!r}")
             return
         if not self.offer_limit.allow(device_id):
-            await self._refuse(device_id, _session_id_of(payload), "rate_limited", "too many offers; slow down")
+            if self._answers(device_id, None):
+                await self._refuse(device_id, _session_id_of(payload), "rate_limited", "too many offers; slow down")
             return
         try:
             offer = decode(SignalingDescription, payload)
         except MessageError as err:
-            await self._refuse(device_id, _session_id_of(payload), "bad_message", str(err))
+            if self._answers(device_id, None):
+                await self._refuse(device_id, _session_id_of(payload), "bad_message", str(err))
+            return
+        if not self._answers(device_id, offer.hub_id):
+            self.metrics.mqtt_offers_other_hub += 1
+            log.debug("%s: offer %s is for another hub (hub_id %s)", device_id, offer.session_id, offer.hub_id)
             return
         try:
             check_consistent(parsed, offer)
@@ -226,6 +251,10 @@ class MqttSignaling:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _answers(self, device_id: str, target: str | None) -> bool:
+        # Decided synchronously in the receive loop: see hub.hub_directory on why hubs agree.
+        return self._directory is None or self._directory.answers(device_id, target)
+
     async def _negotiate(self, device_id: str, sdp: str, negotiation: _Negotiation) -> None:
         session_id = negotiation.session_id
         try:
@@ -253,7 +282,8 @@ class MqttSignaling:
 
     async def _publish_answer(self, device_id: str, session_id: str, sdp: str) -> None:
         try:
-            reply = build(SignalingDescription, type="answer", sdp=sdp, device_id=device_id, session_id=session_id)
+            reply = build(SignalingDescription, type="answer", sdp=sdp, device_id=device_id, session_id=session_id,
+                          hub_id=self._hub_id)
             await self._mqtt.publish(outbound(topics.signaling_answer(device_id), reply))
         except (MessageError, aiomqtt.MqttError) as err:
             # The session stays open; the device times out, redials and replaces it.
@@ -277,7 +307,8 @@ class MqttSignaling:
         error = f"{reason}: {message}"[:MAX_ERROR_LEN]
         try:
             reply = build(
-                SignalingDescription, type="answer", sdp="", error=error, device_id=device_id, session_id=session_id
+                SignalingDescription, type="answer", sdp="", error=error, device_id=device_id, session_id=session_id,
+                hub_id=self._hub_id,
             )
             await self._mqtt.publish(outbound(topics.signaling_answer(device_id), reply))
         except (MessageError, aiomqtt.MqttError) as err:

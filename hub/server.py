@@ -28,6 +28,7 @@ from hub.ai_pool import AiPool, Link
 from hub.arbitration import Arbiter
 from hub.device_status import DeviceStatusFeed
 from hub.end_of_turn import END_OF_TURN_ENGINES, TurnJudge
+from hub.hub_directory import HubDirectory, presence
 from hub.http_guard import HeaderDeadline, HostGuard, server_ssl_context
 from hub.listening import ListeningModes
 from hub.metrics import HubMetrics
@@ -124,6 +125,8 @@ class Hub:
         # HUB_MQTT: offers over MQTT (hub/mqtt_signaling.py), and hub.mqtt.add_listener for other modules.
         self.mqtt: HubMqtt | None = None
         self.mqtt_signaling: MqttSignaling | None = None
+        # Several hubs on one broker (issue 21): every hub's presence, and which hub answers an offer.
+        self.hubs: HubDirectory | None = None
         self.rooms = RoomDirectory()
         # Device statuses decoded once, then handed to the rooms, the listening modes and the dashboard.
         self.device_status = DeviceStatusFeed(self.metrics, clock=clock)
@@ -133,9 +136,13 @@ class Hub:
         self.listening_modes.on_change(self._listening_mode_changed)
         self.device_status.add_listener(self.listening_modes.on_status)
         if settings.hub_mqtt:
-            self.mqtt = HubMqtt(mqtt or MqttSettings(), settings.hub_id, self.metrics)
+            self.mqtt = HubMqtt(mqtt or MqttSettings(), settings.hub_id, self.metrics,
+                                goodbye=presence(settings.hub_id, [], online=False))
             self.mqtt.add_listener(topics.ALL_DEVICE_STATUS, self.device_status.on_mqtt)
-            self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock)
+            self.hubs = HubDirectory(settings.hub_id, self.mqtt, lambda: list(self.sessions))
+            self.mqtt.on_connect(self.hubs.publish_now)
+            self.mqtt_signaling = MqttSignaling(self, self.mqtt, settings, self.metrics, clock=clock,
+                                                directory=self.hubs)
 
     def _make_link(self, target: str, on_output: Callable[[pb.AudioOutput], None],
                    on_change: Callable[[bool], None]) -> Link:
@@ -240,6 +247,8 @@ class Hub:
         if self._listener is not None:
             await self._listener.wait_closed()
             self._listener = None
+        if self.hubs is not None:
+            await self.hubs.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
         self.device_status.close()
@@ -305,6 +314,8 @@ class Hub:
                 await session.close("answer_failed")
                 raise
             session.start()
+            if self.hubs is not None and old is None:
+                self.hubs.sessions_changed()
             log.info("%s connected (conversation %s)", device_id, session.conversation_id)
             return answer
 
@@ -343,6 +354,8 @@ class Hub:
             self.link.forget(session.device_id)
             if self.mqtt_signaling is not None:
                 self.mqtt_signaling.session_closed(session.device_id, session)
+            if self.hubs is not None:
+                self.hubs.sessions_changed()
 
     def next_sequence(self, device_id: str) -> int:
         return next(self._sequences.setdefault(device_id, itertools.count()))

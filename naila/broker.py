@@ -233,6 +233,9 @@ topic read naila/devices/+/status
 topic read naila/devices/+/signaling/offer
 topic write naila/devices/+/signaling/answer
 topic read naila/devices/+/signaling/ice
+# Several hubs on one broker (issue 21): each publishes its retained presence (and will) and
+# reads the others', to agree which hub answers an offer and to show the whole household.
+topic readwrite naila/hubs/+/status
 # Server status: the pattern lines above.
 topic write naila/uploads/+/image
 topic read naila/chat/+/reply

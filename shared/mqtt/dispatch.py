@@ -39,6 +39,7 @@ MODEL_FOR_KIND: Final[MappingProxyType[TopicKind, type[NailaMessage]]] = Mapping
         TopicKind.ALERTS_ALL: m.Alert,
         TopicKind.CHAT_REQUEST: m.ChatRequest,
         TopicKind.CHAT_REPLY: m.ChatReply,
+        TopicKind.HUB_STATUS: m.HubStatus,
     }
 )
 
@@ -49,6 +50,7 @@ _SAME: Final = (
     ("zone", "zone"),
     ("alert_type", "alert_type"),
     ("upload_kind", "media_type"),
+    ("hub_id", "hub_id"),
 )
 _EXPECTED_SDP_TYPE: Final = {TopicKind.SIGNALING_OFFER: "offer", TopicKind.SIGNALING_ANSWER: "answer"}
 

@@ -56,6 +56,7 @@ __all__ = [
     "DetectedObject",
     "DeviceEvent",
     "DeviceStatus",
+    "HubStatus",
     "IceCandidate",
     "LastWill",
     "MediaRequest",
@@ -107,8 +108,11 @@ class SignalingDescription(NailaMessage):
     new for every offer and the answer repeats it, so a late answer to an abandoned offer is
     recognised and ignored.
 
-    Our additions, both optional:
+    Our additions, all optional:
 
+    * ``hub_id`` (issue 21, several hubs on one broker): on an offer, the hub the device wants
+      (``DEVICE_HUB_ID``, or the hub that answered it last); on an answer, the hub that answered.
+      An offer without it is answered by the hub the hubs' presence elects (hub/hub_directory.py).
     * ``error``: the hub refused the offer (bad SDP, rate limit, wrong token...). Only on an
       answer, and then ``sdp`` is ``""``: the device learns why on the topic it already waits on,
       instead of waiting for a timeout.
@@ -123,6 +127,7 @@ class SignalingDescription(NailaMessage):
     device_id: SafeId
     session_id: SafeId
     token: Label | None = Field(None, repr=False)
+    hub_id: SafeId | None = None
 
     @field_validator("sdp")
     @classmethod
@@ -246,6 +251,21 @@ class ServerStatus(NailaMessage):
 
     online: bool
     version: Label
+    timestamp: Timestamp = Field(default_factory=utc_now)
+
+
+class HubStatus(NailaMessage):
+    """``naila/hubs/{hub_id}/status`` (retained; our addition, issue 21): a hub's presence.
+
+    Published by each hub when it connects to the broker and whenever the devices it serves
+    change; ``online: false`` is its last will and its goodbye. ``devices``: the ids with a live
+    WebRTC session on that hub (the first MAX_OBJECTS, sorted; ``device_count`` is the total).
+    """
+
+    hub_id: SafeId
+    online: bool
+    devices: Annotated[list[SafeId], Field(max_length=MAX_OBJECTS)] = Field(default_factory=list)
+    device_count: Annotated[int, Field(ge=0)] = 0
     timestamp: Timestamp = Field(default_factory=utc_now)
 
 

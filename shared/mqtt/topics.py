@@ -18,6 +18,7 @@ Tree (root ``naila/``)::
     devices/{device_id}/media/request          MediaRequest, server -> device
     devices/{device_id}/events                 DeviceEvent
     server/status                              retained ServerStatus
+    hubs/{hub_id}/status                       retained HubStatus: a hub's presence (our addition)
     server/broadcast                           Broadcast
     uploads/{session_id}/{image|audio|video}   WebUpload
     alerts/{zone}/{alert_type}                 Alert
@@ -39,6 +40,9 @@ Choices the spec leaves open:
   and to ``alerts/all``, so a consumer that wants everything subscribes once without a
   wildcard ACL. To get zone alerts by wildcard use :data:`ALL_ZONE_ALERTS`.
 * ``chat/...`` carries typed text conversations (web UI, CLI) that the spec does not cover.
+* ``hubs/{hub_id}/status`` (issue 21): each hub's retained presence and the devices it serves,
+  so that several hubs on one broker agree which of them answers an MQTT offer
+  (hub/hub_directory.py) and every dashboard shows the whole household.
 * Segments are ``[A-Za-z0-9_.-]{1,64}`` and may not be ``.`` or ``..`` (ids end up in file
   names and URLs too).
 """
@@ -95,6 +99,7 @@ class TopicKind(StrEnum):
     ALERTS_ALL = "alerts_all"
     CHAT_REQUEST = "chat_request"
     CHAT_REPLY = "chat_reply"
+    HUB_STATUS = "hub_status"
 
 
 # Levels after naila/devices/{device_id}/ for each per-device kind: one table for build and parse.
@@ -176,6 +181,11 @@ SERVER_BROADCAST: Final = f"{ROOT}/server/broadcast"
 ALERTS_ALL: Final = f"{ROOT}/alerts/all"
 
 
+def hub_status(hub_id: str) -> str:
+    """``naila/hubs/{hub_id}/status``: a hub's retained presence (HUB_ID), and its last will."""
+    return f"{ROOT}/hubs/{check_segment(hub_id, 'hub_id')}/status"
+
+
 def upload(session_id: str, kind: str) -> str:
     """``naila/uploads/{session_id}/{image|audio|video}``: media from the web service or any client."""
     check_segment(session_id, "session_id")
@@ -215,6 +225,7 @@ ALL_UPLOADS: Final = f"{ROOT}/uploads/+/+"
 ALL_ZONE_ALERTS: Final = f"{ROOT}/alerts/+/+"
 ALL_CHAT_REQUESTS: Final = f"{ROOT}/chat/+/request"
 ALL_CHAT_REPLIES: Final = f"{ROOT}/chat/+/reply"
+ALL_HUB_STATUS: Final = f"{ROOT}/hubs/+/status"
 EVERYTHING: Final = f"{ROOT}/#"
 
 
@@ -233,6 +244,7 @@ class ParsedTopic:
     zone: str | None = None
     alert_type: str | None = None
     upload_kind: UploadKind | None = None
+    hub_id: str | None = None
 
     @property
     def topic(self) -> str:
@@ -252,6 +264,8 @@ def build_topic(parsed: ParsedTopic) -> str:
     if kind in _CHAT_SUFFIX:
         session_id = check_segment(_need(parsed.session_id, "session_id"), "session_id")
         return f"{ROOT}/chat/{session_id}/{_CHAT_SUFFIX[kind]}"
+    if kind is TopicKind.HUB_STATUS:
+        return hub_status(_need(parsed.hub_id, "hub_id"))
     return {
         TopicKind.SERVER_STATUS: SERVER_STATUS,
         TopicKind.SERVER_BROADCAST: SERVER_BROADCAST,
@@ -313,6 +327,8 @@ def _parse_branch(branch: str, rest: list[str]) -> ParsedTopic | None:
             zone = check_segment(rest[0], "zone")
             return ParsedTopic(TopicKind.ALERT, zone=zone, alert_type=check_segment(rest[1], "alert_type"))
         return None
+    if branch == "hubs" and len(rest) == 2 and rest[1] == "status":
+        return ParsedTopic(TopicKind.HUB_STATUS, hub_id=check_segment(rest[0], "hub_id"))
     if branch == "chat" and len(rest) == 2:
         chat_kind = _CHAT_KIND_BY_SUFFIX.get(rest[1])
         if chat_kind is None:
@@ -365,6 +381,7 @@ TOPIC_POLICY: Final[MappingProxyType[TopicKind, TopicPolicy]] = MappingProxyType
         TopicKind.ALERTS_ALL: _AT_LEAST_ONCE,
         TopicKind.CHAT_REQUEST: _AT_LEAST_ONCE,
         TopicKind.CHAT_REPLY: _AT_LEAST_ONCE,
+        TopicKind.HUB_STATUS: _RETAINED,
     }
 )
 

@@ -424,6 +424,8 @@ def expected_access() -> dict[str, Access]:
         topics.ALERTS_ALL: _access({AI}, {HUB, AI, APP}),
         topics.chat_request(SESSION): _access({APP}, {AI}),
         topics.chat_reply(SESSION): _access({AI}, {HUB, AI, APP}),
+        # Issue 21: hubs publish their presence and read each other's (one hub user for all hubs).
+        topics.hub_status("main"): _access({HUB}, {HUB, AI}),
     }
     return table
 

@@ -27,6 +27,7 @@ from shared.mqtt import (
     DetectedObject,
     DeviceEvent,
     DeviceStatus,
+    HubStatus,
     IceCandidate,
     MediaRequest,
     MediaUpload,
@@ -114,6 +115,7 @@ signaling = st.builds(
     sdp=st.text(min_size=1, max_size=500),
     device_id=safe_ids,
     session_id=safe_ids,
+    hub_id=opt(safe_ids),
 )
 ice_candidates = st.builds(
     IceCandidate,
@@ -159,6 +161,14 @@ web_uploads = st.builds(
     data=blobs,
 )
 server_statuses = st.builds(ServerStatus, online=st.booleans(), version=labels, timestamp=timestamps)
+hub_statuses = st.builds(
+    HubStatus,
+    hub_id=safe_ids,
+    online=st.booleans(),
+    devices=st.lists(safe_ids, max_size=4),
+    device_count=st.integers(0, 10_000),
+    timestamp=timestamps,
+)
 broadcasts = st.builds(Broadcast, message=non_empty_texts, room=opt(safe_ids), timestamp=timestamps)
 alerts = st.builds(
     Alert,
@@ -233,6 +243,7 @@ ALL_MESSAGES: dict[type[NailaMessage], st.SearchStrategy[Any]] = {
     MediaUpload: media_uploads,
     WebUpload: web_uploads,
     ServerStatus: server_statuses,
+    HubStatus: hub_statuses,
     Broadcast: broadcasts,
     Alert: alerts,
     ChatRequest: chat_requests,

@@ -86,6 +86,8 @@ def parsed_topics(draw: st.DrawFn) -> ParsedTopic:
         return ParsedTopic(kind, session_id=draw(safe_ids), upload_kind=draw(upload_kinds))
     if kind is TopicKind.ALERT:
         return ParsedTopic(kind, zone=draw(safe_ids), alert_type=draw(safe_ids))
+    if kind is TopicKind.HUB_STATUS:
+        return ParsedTopic(kind, hub_id=draw(safe_ids))
     return ParsedTopic(kind)
 
 
@@ -123,6 +125,7 @@ def parsed_topics(draw: st.DrawFn) -> ParsedTopic:
         ("naila/alerts/all", ParsedTopic(TopicKind.ALERTS_ALL)),
         ("naila/chat/web-1/request", ParsedTopic(TopicKind.CHAT_REQUEST, session_id="web-1")),
         ("naila/chat/web-1/reply", ParsedTopic(TopicKind.CHAT_REPLY, session_id="web-1")),
+        ("naila/hubs/hall/status", ParsedTopic(TopicKind.HUB_STATUS, hub_id="hall")),
     ],
 )
 def test_parse_spec_topics(topic: str, expected: ParsedTopic) -> None:
