@@ -42,10 +42,16 @@ def _time(ms: int) -> datetime | None:
 
 def _timer(a: AlarmView) -> pb.HouseholdTimer:
     return pb.HouseholdTimer(
-        id=a.id, kind=a.kind, label=a.label, device_id=a.asker, room=a.room,
+        id=a.id,
+        kind=a.kind,
+        label=a.label,
+        device_id=a.asker,
+        room=a.room,
         ends_at_ms=_ms(a.ends_at) if a.ends_at is not None else 0,
-        left_ms=round((a.left_s or 0.0) * 1000), duration_ms=round(a.duration_s * 1000),
-        paused=a.paused, ringing=a.ringing,
+        left_ms=round((a.left_s or 0.0) * 1000),
+        duration_ms=round(a.duration_s * 1000),
+        paused=a.paused,
+        ringing=a.ringing,
     )
 
 
@@ -58,9 +64,15 @@ def _detections(analysis: dict[str, object] | None) -> tuple[int, int, list[pb.D
     for d in alert.get("detections") or []:
         try:
             x, y, w, h = (float(v) for v in d["box"])
-            found.append(pb.Detection(label=str(d["label"]), confidence=float(d["confidence"]),
-                                      bbox=pb.BoundingBox(x=x, y=y, w=w, h=h), track_id=int(d.get("track_id", -1)),
-                                      zone=str(d.get("zone") or "")))
+            found.append(
+                pb.Detection(
+                    label=str(d["label"]),
+                    confidence=float(d["confidence"]),
+                    bbox=pb.BoundingBox(x=x, y=y, w=w, h=h),
+                    track_id=int(d.get("track_id", -1)),
+                    zone=str(d.get("zone") or ""),
+                )
+            )
         except (KeyError, TypeError, ValueError):
             continue  # a row written by other code: show the image without that box
     return int(alert.get("width") or 0), int(alert.get("height") or 0), found
@@ -70,8 +82,14 @@ class HouseholdService(pb_grpc.HouseholdServicer):
     """``store``: the media/event store; ``alarms``: the timers and reminders (None: the timer store
     could not be opened, the lists are empty)."""
 
-    def __init__(self, store: MediaStore, alarms: Alarms | None, metrics: Metrics, *,
-                 max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES) -> None:
+    def __init__(
+        self,
+        store: MediaStore,
+        alarms: Alarms | None,
+        metrics: Metrics,
+        *,
+        max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
+    ) -> None:
         self.store = store
         self.alarms = alarms
         self.metrics = metrics
@@ -91,8 +109,11 @@ class HouseholdService(pb_grpc.HouseholdServicer):
         if record is None or record.source != SNAPSHOT_SOURCE or not record.stored:
             await self._refuse(context, grpc.StatusCode.NOT_FOUND, f"no alert snapshot {request.id}")
         if record.size > self.max_snapshot_bytes:
-            await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
-                               f"snapshot {request.id} is {record.size} bytes, over {self.max_snapshot_bytes}")
+            await self._refuse(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"snapshot {request.id} is {record.size} bytes, over {self.max_snapshot_bytes}",
+            )
         data = b""
         if not request.without_image:
             try:
@@ -101,9 +122,17 @@ class HouseholdService(pb_grpc.HouseholdServicer):
                 await self._refuse(context, grpc.StatusCode.NOT_FOUND, f"no alert snapshot {request.id}")
         width, height, detections = _detections(record.analysis)
         self.metrics.count("household_snapshots")
-        return pb.Snapshot(id=record.id, jpeg=data, width=width, height=height, detections=detections,
-                           device_id=record.device_id or "", zone=record.zone or "",
-                           timestamp_ms=_ms(record.time), format=record.format)
+        return pb.Snapshot(
+            id=record.id,
+            jpeg=data,
+            width=width,
+            height=height,
+            detections=detections,
+            device_id=record.device_id or "",
+            zone=record.zone or "",
+            timestamp_ms=_ms(record.time),
+            format=record.format,
+        )
 
     async def QueryEvents(self, request: pb.EventQuery, context: Any) -> pb.EventList:
         for value, what in ((request.device_id, "device_id"), (request.zone, "zone")):
@@ -113,14 +142,30 @@ class HouseholdService(pb_grpc.HouseholdServicer):
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "since must be before until")
         limit = min(request.limit or DEFAULT_EVENTS, MAX_EVENTS)
         rows = await asyncio.to_thread(
-            self.store.events.query, since=_time(request.since_ms), until=_time(request.until_ms),
-            device_id=request.device_id or None, zone=request.zone or None, limit=limit)
-        return pb.EventList(events=[
-            pb.HistoryEvent(id=r.id, timestamp_ms=_ms(r.time), device_id=r.device_id, zone=r.zone,
-                            alert_type=r.alert_type, label=r.label, confidence=r.confidence, track_id=r.track_id,
-                            outcome=r.outcome, media_id=r.media_id or "")
-            for r in rows
-        ])
+            self.store.events.query,
+            since=_time(request.since_ms),
+            until=_time(request.until_ms),
+            device_id=request.device_id or None,
+            zone=request.zone or None,
+            limit=limit,
+        )
+        return pb.EventList(
+            events=[
+                pb.HistoryEvent(
+                    id=r.id,
+                    timestamp_ms=_ms(r.time),
+                    device_id=r.device_id,
+                    zone=r.zone,
+                    alert_type=r.alert_type,
+                    label=r.label,
+                    confidence=r.confidence,
+                    track_id=r.track_id,
+                    outcome=r.outcome,
+                    media_id=r.media_id or "",
+                )
+                for r in rows
+            ]
+        )
 
     def _timers(self) -> pb.TimerList:
         board = self.alarms.board() if self.alarms is not None else []
@@ -148,6 +193,9 @@ class HouseholdService(pb_grpc.HouseholdServicer):
         if self.alarms is None:
             return pb.CancelTimerResponse(found=False)
         done = self.alarms.cancel(request.id)
-        log.info("household: cancel %s from the dashboard: %s", request.id,
-                 f"{done.kind}{' (stopped ringing)' if done.stopped_ringing else ''}" if done.found else "not found")
+        log.info(
+            "household: cancel %s from the dashboard: %s",
+            request.id,
+            f"{done.kind}{' (stopped ringing)' if done.stopped_ringing else ''}" if done.found else "not found",
+        )
         return pb.CancelTimerResponse(found=done.found, kind=done.kind or "", stopped_ringing=done.stopped_ringing)

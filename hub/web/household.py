@@ -42,10 +42,6 @@ log = logging.getLogger("naila.hub.web")
 
 CALL_TIMEOUT_S: Final = 5.0
 MAX_HISTORY: Final = 500
-#: Answers of the AI server that mean "it is not there" (503), not "you asked wrongly".
-_UNREACHABLE: Final = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-                       grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                       grpc.StatusCode.UNIMPLEMENTED}
 
 
 class HouseholdError(Exception):
@@ -57,9 +53,16 @@ class HouseholdError(Exception):
 
 def timer_json(t: pb.HouseholdTimer) -> dict[str, object]:
     return {
-        "id": t.id, "kind": t.kind, "label": t.label, "device_id": t.device_id, "room": t.room or None,
-        "ends_at_ms": t.ends_at_ms or None, "left_ms": t.left_ms, "duration_ms": t.duration_ms,
-        "paused": t.paused, "ringing": t.ringing,
+        "id": t.id,
+        "kind": t.kind,
+        "label": t.label,
+        "device_id": t.device_id,
+        "room": t.room or None,
+        "ends_at_ms": t.ends_at_ms or None,
+        "left_ms": t.left_ms,
+        "duration_ms": t.duration_ms,
+        "paused": t.paused,
+        "ringing": t.ringing,
     }
 
 
@@ -69,19 +72,39 @@ def timers_json(r: pb.TimerList) -> dict[str, object]:
 
 def event_json(e: pb.HistoryEvent) -> dict[str, object]:
     return {
-        "id": e.id, "timestamp": datetime.fromtimestamp(e.timestamp_ms / 1000, UTC).isoformat(timespec="seconds"),
-        "camera": e.device_id, "zone": e.zone, "alert_type": e.alert_type, "label": e.label,
-        "confidence": round(e.confidence, 3), "track_id": e.track_id, "outcome": e.outcome,
+        "id": e.id,
+        "timestamp": datetime.fromtimestamp(e.timestamp_ms / 1000, UTC).isoformat(timespec="seconds"),
+        "camera": e.device_id,
+        "zone": e.zone,
+        "alert_type": e.alert_type,
+        "label": e.label,
+        "confidence": round(e.confidence, 3),
+        "track_id": e.track_id,
+        "outcome": e.outcome,
         "snapshot_id": e.media_id or None,
     }
 
 
 def boxes_json(s: pb.Snapshot) -> dict[str, object]:
     return {
-        "id": s.id, "width": s.width, "height": s.height, "camera": s.device_id, "zone": s.zone,
+        "id": s.id,
+        "width": s.width,
+        "height": s.height,
+        "camera": s.device_id,
+        "zone": s.zone,
         "timestamp": datetime.fromtimestamp(s.timestamp_ms / 1000, UTC).isoformat(timespec="seconds"),
-        "boxes": [{"label": d.label, "confidence": round(d.confidence, 3), "zone": d.zone,
-                   "x": d.bbox.x, "y": d.bbox.y, "w": d.bbox.w, "h": d.bbox.h} for d in s.detections],
+        "boxes": [
+            {
+                "label": d.label,
+                "confidence": round(d.confidence, 3),
+                "zone": d.zone,
+                "x": d.bbox.x,
+                "y": d.bbox.y,
+                "w": d.bbox.w,
+                "h": d.bbox.h,
+            }
+            for d in s.detections
+        ],
     }
 
 
@@ -143,8 +166,14 @@ def _translate(err: grpc.aio.AioRpcError) -> HouseholdError:
 class TimerWatch:
     """One WatchTimers stream, redialled with backoff; each list goes to the dashboards as ``timers``."""
 
-    def __init__(self, client: HouseholdClient, bus: EventBus, *, backoff: Backoff | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        client: HouseholdClient,
+        bus: EventBus,
+        *,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.client = client
         self.bus = bus
         self.backoff = backoff or Backoff(0.5, 15.0)
@@ -186,8 +215,15 @@ class TimerWatch:
 class HouseholdRoutes:
     """The routes of the module doc. ``require`` raises 401 without a login; ``same_origin`` checks POSTs."""
 
-    def __init__(self, client: HouseholdClient, bus: EventBus, refused: Counter[str], *,
-                 require: Callable[[web.Request], None], same_origin: Callable[[web.Request], bool]) -> None:
+    def __init__(
+        self,
+        client: HouseholdClient,
+        bus: EventBus,
+        refused: Counter[str],
+        *,
+        require: Callable[[web.Request], None],
+        same_origin: Callable[[web.Request], bool],
+    ) -> None:
         self.client = client
         self.refused = refused
         self.require = require
@@ -209,8 +245,9 @@ class HouseholdRoutes:
         await self.watch.stop()
         await self.client.close()
 
-    async def _answer(self, request: web.Request, make: Callable[[], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, make: Callable[[], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         self.require(request)
         try:
             return await make()
@@ -222,18 +259,24 @@ class HouseholdRoutes:
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         async def make() -> web.StreamResponse:
-            snap = await self.client.call("GetSnapshot", pb.SnapshotRequest(id=_id_param(request.match_info["id"],
-                                                                                          "snapshot id")))
+            snap = await self.client.call(
+                "GetSnapshot", pb.SnapshotRequest(id=_id_param(request.match_info["id"], "snapshot id"))
+            )
             # private, not no-store: the browser may keep it for this page, no shared cache may.
-            return web.Response(body=snap.jpeg, content_type="image/jpeg",
-                                headers={"Cache-Control": "private, max-age=3600"})
+            return web.Response(
+                body=snap.jpeg, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+            )
+
         return await self._answer(request, make)
 
     async def boxes(self, request: web.Request) -> web.StreamResponse:
         async def make() -> web.StreamResponse:
-            snap = await self.client.call("GetSnapshot", pb.SnapshotRequest(
-                id=_id_param(request.match_info["id"], "snapshot id"), without_image=True))
+            snap = await self.client.call(
+                "GetSnapshot",
+                pb.SnapshotRequest(id=_id_param(request.match_info["id"], "snapshot id"), without_image=True),
+            )
             return web.json_response(boxes_json(snap))
+
         return await self._answer(request, make)
 
     async def history(self, request: web.Request) -> web.StreamResponse:
@@ -250,14 +293,17 @@ class HouseholdRoutes:
                 raise HouseholdError(400, "limit must be a whole number") from None
             if not 1 <= limit <= MAX_HISTORY:
                 raise HouseholdError(400, f"limit must be 1 to {MAX_HISTORY}")
-            found = await self.client.call("QueryEvents", pb.EventQuery(
-                device_id=camera, zone=zone, since_ms=since, until_ms=until, limit=limit))
+            found = await self.client.call(
+                "QueryEvents", pb.EventQuery(device_id=camera, zone=zone, since_ms=since, until_ms=until, limit=limit)
+            )
             return web.json_response({"events": [event_json(e) for e in found.events]})
+
         return await self._answer(request, make)
 
     async def timers(self, request: web.Request) -> web.StreamResponse:
         async def make() -> web.StreamResponse:
             return web.json_response(timers_json(await self.client.call("ListTimers", pb.TimersRequest())))
+
         return await self._answer(request, make)
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
@@ -268,7 +314,9 @@ class HouseholdRoutes:
             done = await self.client.call("CancelTimer", pb.CancelTimerRequest(id=timer_id))
             if not done.found:
                 raise HouseholdError(404, f"no timer or reminder {timer_id}")
-            log.info("dashboard: %s %s cancelled%s", done.kind, timer_id, " (it was ringing)" if done.stopped_ringing
-                     else "")
+            log.info(
+                "dashboard: %s %s cancelled%s", done.kind, timer_id, " (it was ringing)" if done.stopped_ringing else ""
+            )
             return web.json_response({"id": timer_id, "kind": done.kind, "stopped_ringing": done.stopped_ringing})
+
         return await self._answer(request, make)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -91,8 +91,9 @@ async def home(tmp_path: Path) -> AsyncIterator[Household]:
 
 async def _alert(home: Household, *, device: str, zone: str, at: dt.datetime, box: tuple[float, ...]) -> None:
     dispatcher = AlertDispatcher(lambda: home.store, home.vision_metrics)  # MQTT off: recorded
-    entry = ZoneEntry(device, zone, "person", "person_detected", 0.91, 7, 0.0, at, jpeg(), (box[0], box[1], box[2],
-                      box[3]), (64, 48))
+    entry = ZoneEntry(
+        device, zone, "person", "person_detected", 0.91, 7, 0.0, at, jpeg(), (box[0], box[1], box[2], box[3]), (64, 48)
+    )
     dispatcher.submit([Decision(entry, "alert")])
     await dispatcher.drain()
     await dispatcher.close()
@@ -114,8 +115,11 @@ async def test_an_alert_snapshot_comes_back_with_the_box_of_what_alerted(home: H
 
 async def test_bad_and_unknown_snapshot_ids_are_refused_in_one_line_and_counted(home: Household) -> None:
     upload = home.store.add(jpeg(), source="mqtt_upload", media_type="image", format="jpeg")
-    for wanted, code in (("../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT), ("f" * 32, grpc.StatusCode.NOT_FOUND),
-                         (upload.id, grpc.StatusCode.NOT_FOUND)):  # an upload is not an alert snapshot
+    for wanted, code in (
+        ("../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT),
+        ("f" * 32, grpc.StatusCode.NOT_FOUND),
+        (upload.id, grpc.StatusCode.NOT_FOUND),
+    ):  # an upload is not an alert snapshot
         with pytest.raises(Aborted) as caught:
             await home.service.GetSnapshot(pb.SnapshotRequest(id=wanted), Context())
         assert caught.value.code == code and "\n" not in caught.value.details
@@ -132,20 +136,24 @@ async def test_an_oversized_snapshot_is_refused(home: Household) -> None:
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
 async def test_the_event_history_filters_by_camera_zone_and_time(home: Household) -> None:
     hour = dt.timedelta(hours=1)
     await _alert(home, device="door-cam", zone="front_door", at=T0, box=(1, 1, 2, 2))
     await _alert(home, device="yard-cam", zone="backyard", at=T0 + hour, box=(1, 1, 2, 2))
     await _alert(home, device="door-cam", zone="front_door", at=T0 + 2 * hour, box=(1, 1, 2, 2))
-    ms = lambda t: int(t.timestamp() * 1000)  # noqa: E731
     every = await home.service.QueryEvents(pb.EventQuery(), Context())
     assert [e.device_id for e in every.events] == ["door-cam", "yard-cam", "door-cam"]  # newest first
     door = await home.service.QueryEvents(pb.EventQuery(device_id="door-cam"), Context())
     assert [e.timestamp_ms for e in door.events] == [ms(T0 + 2 * hour), ms(T0)]
     yard = await home.service.QueryEvents(pb.EventQuery(zone="backyard"), Context())
     assert [e.device_id for e in yard.events] == ["yard-cam"] and yard.events[0].media_id
-    window = await home.service.QueryEvents(pb.EventQuery(since_ms=ms(T0 + hour), until_ms=ms(T0 + 2 * hour)),
-                                            Context())
+    window = await home.service.QueryEvents(
+        pb.EventQuery(since_ms=ms(T0 + hour), until_ms=ms(T0 + 2 * hour)), Context()
+    )
     assert [e.zone for e in window.events] == ["backyard"]
     for bad in (pb.EventQuery(zone="a/b"), pb.EventQuery(since_ms=ms(T0 + hour), until_ms=ms(T0))):
         with pytest.raises(Aborted) as caught:
@@ -154,7 +162,8 @@ async def test_the_event_history_filters_by_camera_zone_and_time(home: Household
 
 
 async def test_the_timer_list_follows_every_change_and_a_cancel_stops_the_ringing(home: Household) -> None:
-    stream = home.service.WatchTimers(pb.TimersRequest(), Context()).__aiter__()
+    stream = home.service.WatchTimers(pb.TimersRequest(), Context())
+    assert isinstance(stream, AsyncGenerator)
     first = await stream.__anext__()
     assert list(first.timers) == []
     assert await home.say("HassStartTimer", name="pasta", minutes=8) == "Pasta timer set for 8 minutes."

@@ -21,8 +21,13 @@ async def test_household_endpoints_need_the_login_and_check_their_input(make_web
         async with http.post(f"{hub.url}/api/timers/abc/cancel") as r:
             assert r.status == 401
         await login(http, hub.url)
-        for path in ("/api/alerts/a%20b/snapshot", "/api/history?camera=a/b", "/api/history?since=yesterday",
-                     "/api/history?since=2026-03-10T12:00:00Z&until=2026-03-10T11:00:00Z", "/api/history?limit=0"):
+        for path in (
+            "/api/alerts/a%20b/snapshot",
+            "/api/history?camera=a/b",
+            "/api/history?since=yesterday",
+            "/api/history?since=2026-03-10T12:00:00Z&until=2026-03-10T11:00:00Z",
+            "/api/history?limit=0",
+        ):
             async with http.get(f"{hub.url}{path}") as r:
                 body = await r.json()
                 assert r.status == 400 and "\n" not in body["error"], (path, body)

@@ -48,24 +48,58 @@ async def test_alert_snapshot_and_a_voice_timer_on_the_dashboard(
     said = ["set a timer for 5 minutes"]
     settings = load(AIServerSettings, vision_enabled=False, ai_media_dir=str(tmp_path / "ai"), assist_ring_max_s=60.0)
     tts = FakeTTS()
-    ai = await start_server(settings, stt=FakeSTT(lambda _audio: said[0]), llm=FakeLLM(), tts=tts,
-                            host="127.0.0.1", port=0, metrics_port=0, warm=False)
+    ai = await start_server(
+        settings,
+        stt=FakeSTT(lambda _audio: said[0]),
+        llm=FakeLLM(),
+        tts=tts,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        warm=False,
+    )
     try:
         hub = await make_web_hub(broker=mosquitto, hub_ai_server=ai.address)
         # An alert snapshot in the AI server's store, with the box the vision pipeline keeps beside it.
         store = ai.storage.store
-        snap = store.add(_jpeg(), source="alert_snapshot", media_type="image", format="jpeg", device_id="door-cam",
-                         zone="front_door")
-        store.set_analysis(snap.id, {"alert": {"width": 320, "height": 240, "detections": [
-            {"label": "person", "confidence": 0.9, "box": [40, 30, 100, 180], "track_id": 3, "zone": "front_door"}]}})
+        snap = store.add(
+            _jpeg(), source="alert_snapshot", media_type="image", format="jpeg", device_id="door-cam", zone="front_door"
+        )
+        store.set_analysis(
+            snap.id,
+            {
+                "alert": {
+                    "width": 320,
+                    "height": 240,
+                    "detections": [
+                        {
+                            "label": "person",
+                            "confidence": 0.9,
+                            "box": [40, 30, 100, 180],
+                            "track_id": 3,
+                            "zone": "front_door",
+                        }
+                    ],
+                }
+            },
+        )
 
         browser = await browser_factory()
         page = await (await browser.new_context()).new_page()
         await browser_login(page, hub.url, "/dashboard")
         async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"household-{time.monotonic_ns()}") as mq:
-            out = outbound(topics.ALERTS_ALL, build(Alert, alert_type="person_detected", zone="front_door",
-                                                     confidence=0.9, source_device="door-cam",
-                                                     snapshot_available=True, snapshot_id=snap.id))
+            out = outbound(
+                topics.ALERTS_ALL,
+                build(
+                    Alert,
+                    alert_type="person_detected",
+                    zone="front_door",
+                    confidence=0.9,
+                    source_device="door-cam",
+                    snapshot_available=True,
+                    snapshot_id=snap.id,
+                ),
+            )
             await mq.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
         card = page.locator(f'#alert-cards figure[data-snapshot-id="{snap.id}"]')
         await expect(card).to_have_count(1, timeout=10_000)

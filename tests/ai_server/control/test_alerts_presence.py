@@ -16,7 +16,8 @@ from tests.conftest import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-ALERT_FIELDS = {"alert_type", "zone", "confidence", "source_device", "timestamp", "snapshot_available"}
+# The spec's fields, plus our snapshot_id (issue 24: the dashboard fetches the snapshot by it).
+ALERT_FIELDS = {"alert_type", "zone", "confidence", "source_device", "timestamp", "snapshot_available", "snapshot_id"}
 
 
 async def test_an_alert_goes_to_its_zone_topic_and_to_all_with_qos_1_and_its_snapshot_is_stored(
@@ -53,6 +54,7 @@ async def test_an_alert_goes_to_its_zone_topic_and_to_all_with_qos_1_and_its_sna
     assert record is not None and record.path.read_bytes() == jpeg
     assert (record.source, record.device_id, record.zone, record.format) == ("alert_snapshot", cam, zone, "jpeg")
     assert plane.media.store.get(record.id) == record
+    assert data["snapshot_id"] == record.id
 
 
 async def test_an_alert_whose_snapshot_is_bad_goes_out_without_one(
