@@ -12,7 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -107,15 +107,19 @@ async def start_device(
     connect_timeout: float = 20.0,
     room: str = "test",
     camera_file: str = "",
+    camera: Literal["file", "v4l2"] = "file",
     token: str | None = None,
 ) -> SimDevice:
     """A device agent on memory sound cards; with ``camera_file`` (an image or a video, looped) it
-    also streams that as its camera. ``token``: its HUB_DEVICE_TOKENS token; by default the one
-    the stack started the hub at ``hub_url`` with."""
+    also streams that as its camera: through the file camera, or with ``camera="v4l2"`` through the
+    USB webcam's code (``DEVICE_CAMERA=v4l2``, a recorded MJPEG/H.264 stream as ``DEVICE_CAMERA_DEVICE``).
+    ``token``: its HUB_DEVICE_TOKENS token; by default the one the stack started the hub at ``hub_url`` with."""
     token = token if token is not None else DEVICE_TOKENS.get(hub_url, "")
     settings = load(DeviceSettings, device_id=device_id, device_hub_url=hub_url, device_room=room,
                     device_audio_backend="file", device_mqtt=mqtt is not None, device_hub_token=token,
-                    device_camera="file" if camera_file else "none", device_camera_file=camera_file)
+                    device_camera=camera if camera_file else "none",
+                    device_camera_file=camera_file if camera == "file" else "",
+                    device_camera_device=camera_file if camera == "v4l2" else "/dev/video0")
     backend = MemoryAudioBackend(echo_path=echo_path)
     mqtt_settings = load(MqttSettings, mqtt_host=mqtt[0], mqtt_port=mqtt[1]) if mqtt else load(MqttSettings)
     agent = DeviceAgent(

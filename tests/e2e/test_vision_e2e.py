@@ -5,7 +5,8 @@ Real stack as processes (mosquitto, the AI server with the shipped models and th
 checkpoint, the hub). One device films a still photo (ultralytics' bus.jpg): the hub only sends
 its no-motion refreshes and the AI server runs no YOLO on them, until someone asks "what do you
 see?", which looks once. Another device films a person walking (a video made here from
-zidane.jpg's person): motion reaches YOLO, the track enters the camera's zone and exactly one
+zidane.jpg's person) through the USB webcam's code (DEVICE_CAMERA=v4l2 reading the clip as the
+raw MJPEG stream a webcam sends, issue 22): motion reaches YOLO, the track enters the camera's zone and exactly one
 ``person_detected`` alert goes out. Then that camera disconnects mid-stream and the hub lets go
 of it while the still camera carries on.
 """
@@ -47,11 +48,12 @@ ASSETS = _ultralytics_assets()
 
 
 def walking_video(path: Path, frames: int = 60, fps: int = 10) -> Path:
-    """An MJPEG clip (640x480) of zidane.jpg's right-hand person crossing a plain room, left to right."""
+    """A raw MJPEG stream (640x480, as a USB webcam sends it) of zidane.jpg's right-hand person crossing
+    a plain room, left to right."""
     src = cv2.imread(str(ASSETS / "zidane.jpg"))
     assert src is not None
     person = cv2.resize(src[40:720, 700:1230], (150, 190))
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format="mjpeg") as out:
         stream = out.add_stream("mjpeg", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 640, 480, "yuvj420p"
         for i in range(frames):
@@ -112,7 +114,7 @@ async def test_a_still_camera_costs_no_yolo_until_asked_and_a_walker_alerts_once
         async with aiomqtt.Client(stack.mqtt_host, stack.mqtt_port) as mqtt:
             await mqtt.subscribe(topics.ALERTS_ALL, qos=1)
             walker = await start_device("vis-walk", stack.hub_url, mqtt=broker, room="porch",
-                                        camera_file=str(walking_video(tmp_path / "walk.avi")))
+                                        camera_file=str(walking_video(tmp_path / "walk.mjpeg")), camera="v4l2")
             try:
                 alerts = []
 
