@@ -68,6 +68,9 @@ RATE = 48_000
 FRAME = 960
 REPLY_RATE = 22_050
 UPLINK_P95_LIMIT_MS = 60.0
+# Smart Turn's CPU per question, from bench/end_of_turn.py (bench/results/end_of_turn.json): how much
+# of the hub's CPU per stream is the end-of-turn model, which scales with turns, not with streams.
+MODEL_CPU_S_PER_CHECK = 0.0688
 DOWNLINK_P95_LIMIT_MS = 60.0
 
 
@@ -492,6 +495,10 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
     }
     # The devices and the sink share this process: if it could not keep its microphones on
     # time (> 1% of frames late), the step measured the load generator, not the hub.
+    checks = sum(v for k, v in end_of_turn.items() if k in ("complete", "incomplete", "late"))
+    result["end_of_turn_checks_per_device_minute"] = round(checks / n / wall * 60, 1)
+    result["hub_cpu_per_stream_without_end_of_turn_model"] = round(
+        max(0.0, hub_cpu - checks * MODEL_CPU_S_PER_CHECK) / wall / n, 4)
     result["generator_kept_up"] = bool(result["client_late_frames"] <= 0.01 * n * wall * 50)
     p95s = (result["uplink_ms"]["p95"], result["downlink_ms"]["p95"])  # type: ignore[index]
     result["real_time"] = bool(
@@ -567,11 +574,12 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(f"{'N':>3} {'rt':>3} {'gen ok':>6} {'hub cpu/stream':>14} {'up p50/p95 ms':>14} "
+    print(f"{'N':>3} {'rt':>3} {'gen ok':>6} {'hub cpu/stream':>14} {'w/o model':>9} {'up p50/p95 ms':>14} "
           f"{'down p50/p95 ms':>16} {'dropped':>7}")
     for r in report["steps"]:
         print(f"{r['devices']:>3} {'yes' if r['real_time'] else 'no':>3} "
               f"{'yes' if r['generator_kept_up'] else 'no':>6} {r['hub_cpu_per_stream']:>14.3f} "
+              f"{r['hub_cpu_per_stream_without_end_of_turn_model']:>9.3f} "
               f"{r['uplink_ms']['p50']!s:>6}/{r['uplink_ms']['p95']!s:<7} "
               f"{r['downlink_ms']['p50']!s:>7}/{r['downlink_ms']['p95']!s:<8} {r['frames_dropped']:>7} "
               f"turns {r['turns_started']}/{r['turns_answered']}")
