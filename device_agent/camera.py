@@ -3,8 +3,8 @@ snapshots, and the privacy switch (camera off: the source is closed and the trac
 
 Sources are blocking (``read()`` returns the next frame) and are called from a worker thread,
 so a slow camera or decoder never stalls the event loop that also carries the audio.
-``picamera2`` exists only on Raspberry Pi OS; it is imported lazily (optional ``camera`` extra)
-and nothing else needs it.
+``picamera2`` is Raspberry Pi OS's apt package, seen from a ``--system-site-packages`` venv
+(scripts/install-pi-os.sh --camera); it is imported lazily and nothing else needs it.
 """
 
 from __future__ import annotations
