@@ -94,7 +94,9 @@ class MqttAgent:
         self.connected = self.link.connected
         self.signaling: MqttSignaling | None = None
         if device.device_signaling == "mqtt":
-            self.signaling = MqttSignaling(self.link, self.device_id, token=device.device_hub_token)
+            self.signaling = MqttSignaling(
+                self.link, self.device_id, token=device.device_hub_token, hub_id=device.device_hub_id or None
+            )
             self.link.subscriptions.append(self.signaling.answer_topic)
 
     @staticmethod

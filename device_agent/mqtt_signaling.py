@@ -13,6 +13,11 @@ monitor) is the same for both transports.
   device never applies an answer whose hub session has already been replaced.
 * An answer with ``error`` set is the hub refusing the offer (bad SDP, rate limit, token): the
   attempt fails at once with that reason, and the normal backoff applies.
+* Several hubs on one broker (issue 21): the offer carries ``hub_id``, the hub it is meant for:
+  ``DEVICE_HUB_ID`` when set, else the hub that answered the last offer (stickiness: the device
+  goes back to the hub that has its session and conversation). The hubs answer an offer for a
+  hub that is offline themselves (hub/hub_directory.py), so a device whose hub died lands on
+  another at its next offer. After an offer to a hub that timed out, the next one names no hub.
 * No answer within ``timeout_s`` (waiting for the broker connection included) fails the attempt
   like an HTTP timeout.
 """
@@ -46,12 +51,16 @@ class MqttSignaling:
         device_id: str,
         *,
         token: str | None = None,
+        hub_id: str | None = None,
         timeout_s: float = 10.0,
         session_ids: Callable[[], str] = new_session_id,
     ) -> None:
         self.link = link
         self.device_id = device_id
         self.token = token or None
+        self.home_hub = hub_id or None  # DEVICE_HUB_ID
+        self.last_hub: str | None = None  # the hub that answered the last offer
+        self._skip_target = False
         self.timeout_s = timeout_s
         self._session_ids = session_ids
         self.offer_topic = topics.signaling_offer(device_id)
@@ -60,12 +69,19 @@ class MqttSignaling:
         self.stale_answers = 0
         self.bad_answers = 0
 
+    @property
+    def target_hub(self) -> str | None:
+        """The hub the next offer names (None: let the hubs elect one)."""
+        return None if self._skip_target else self.home_hub or self.last_hub
+
     def describe(self) -> str:
         return f"mqtt://{self.link.address}/{self.offer_topic}"
 
     async def exchange(self, offer_sdp: str) -> str:
         """Publish the offer and return the hub's answer SDP; raises :class:`ConnectError`."""
         session_id = self._session_ids()
+        target = self.target_hub
+        self._skip_target = False
         answered: asyncio.Future[SignalingDescription] = asyncio.get_running_loop().create_future()
         self._waiting = (session_id, answered)
         try:
@@ -76,6 +92,7 @@ class MqttSignaling:
                 device_id=self.device_id,
                 session_id=session_id,
                 token=self.token,
+                hub_id=target,
             )
             message = outbound(self.offer_topic, offer)
             async with asyncio.timeout(self.timeout_s):
@@ -85,6 +102,7 @@ class MqttSignaling:
                 log.info("offer %s published on %s", session_id, self.offer_topic)
                 answer = await answered
         except TimeoutError:
+            self._skip_target = target is not None  # that hub may be alive but stuck: ask any hub next
             where = "from the hub" if self.link.connected.is_set() else f"(broker {self.link.address} unreachable)"
             raise ConnectError(f"no answer {where} within {self.timeout_s:g} s on {self.answer_topic}") from None
         except aiomqtt.MqttError as exc:
@@ -95,6 +113,9 @@ class MqttSignaling:
             self._waiting = None
         if answer.error is not None:
             raise ConnectError(f"hub refused the offer: {answer.error}")
+        if answer.hub_id is not None and answer.hub_id != self.last_hub:
+            log.info("answered by hub %s", answer.hub_id)
+            self.last_hub = answer.hub_id
         return answer.sdp
 
     async def on_answer(self, topic: str, payload: bytes) -> None:

@@ -4,6 +4,8 @@ One session = one RTCPeerConnection: offer (all ICE candidates gathered, no tric
 ``POST {hub}/connect`` -> answer. The session lives until :class:`LinkMonitor` declares the link
 dead (failed/closed, disconnected for a few seconds, no audio from the hub) or a restart is
 requested; then the client redials after an exponential backoff with full jitter, forever.
+With several hubs in ``DEVICE_HUB_URL`` a failed attempt moves to the next one
+(:class:`~device_agent.hub_choice.HubChoice`, issue 21).
 With ``DEVICE_SIGNALING=mqtt`` a :class:`SignalingTransport`
 (``device_agent.mqtt_signaling.MqttSignaling``) carries the offer and answer instead of HTTP.
 """
@@ -34,6 +36,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from device_agent.audio_pipeline import AudioPipeline
 from device_agent.camera import Camera
+from device_agent.hub_choice import HubChoice
 from device_agent.link_monitor import LinkMonitor
 from device_agent.tracks import MicTrack
 from shared import control_channel
@@ -71,16 +74,17 @@ def hub_ssl_context(device: DeviceSettings) -> ssl.SSLContext | None:
     Warns when the device token would cross the network in clear. Raises ValueError (one line,
     naming the setting) for a CA file that cannot be read.
     """
-    url = urlsplit(device.device_hub_url)
-    if url.scheme != "https":
-        if device.device_hub_ca:
-            log.warning("DEVICE_HUB_CA is set but DEVICE_HUB_URL is not https: it is not used")
-        if device.device_hub_token and not _is_loopback(url.hostname or ""):
+    urls = [urlsplit(u) for u in device.hub_urls]
+    for url in urls:
+        if url.scheme != "https" and device.device_hub_token and not _is_loopback(url.hostname or ""):
             log.warning(
                 "DEVICE_HUB_URL is plain http to %s: the device token and the WebRTC fingerprints cross the "
                 "network in clear (anyone on the LAN can take this device's place); use https with DEVICE_HUB_CA",
                 url.hostname,
             )
+    if all(url.scheme != "https" for url in urls):
+        if device.device_hub_ca:
+            log.warning("DEVICE_HUB_CA is set but DEVICE_HUB_URL is not https: it is not used")
         return None
     if not device.device_hub_ca:
         return ssl.create_default_context()
@@ -133,10 +137,9 @@ class HubClient:
         self.webrtc = webrtc
         self.pipeline = pipeline
         self.camera = camera
-        self.url = device.device_hub_url.rstrip("/") + "/connect"
+        self.hubs = HubChoice([url.rstrip("/") + "/connect" for url in device.hub_urls])
         self._ssl = hub_ssl_context(device) if signaling is None else None
         self.signaling = signaling  # None: POST self.url
-        self.target = signaling.describe() if signaling is not None else self.url
         self._clock = clock
         self.backoff = Backoff(device.device_reconnect_initial_s, device.device_reconnect_max_s, rand=rng)
         self._http_timeout = http_timeout_s
@@ -162,6 +165,15 @@ class HubClient:
         self._control: Any = None
 
     # -- public ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The /connect URL of the hub in use (DEVICE_HUB_URL may list several)."""
+        return self.hubs.current
+
+    @property
+    def target(self) -> str:
+        return self.signaling.describe() if self.signaling is not None else self.url
+
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("hub client already started")
@@ -209,6 +221,7 @@ class HubClient:
         while True:
             self.attempts += 1
             self._restart.clear()
+            next_hub_now = False
             try:
                 reason = await self._session()
                 log.warning("hub link down: %s", reason)
@@ -216,12 +229,17 @@ class HubClient:
             except ConnectError as exc:
                 self.last_error = str(exc)
                 log.warning("connect to %s failed: %s", self.target, exc)
+                if self.signaling is None and len(self.hubs.urls) > 1:
+                    next_hub_now = self.hubs.failed()
+                    log.info("next hub: %s", self.url)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("hub session error")
             if self._restart.is_set():
                 self._restart.clear()
                 self.backoff.reset()
+                delay = 0.0
+            elif next_hub_now:  # another hub that has not failed yet: no reason to wait
                 delay = 0.0
             else:
                 delay = self.backoff.next_delay()
@@ -349,6 +367,7 @@ class HubClient:
                 return reason
             if monitor.state == "connected" and not self._connected.is_set():
                 self.connects += 1
+                self.hubs.succeeded()
                 self._connected.set()
                 self._set_state("connected")
                 elapsed_ms = 1e3 * (self._clock() - t0)

@@ -14,7 +14,16 @@ class DeviceSettings(NailaSettings):
     device_id: str = Field("pi-1", description="Device identity (letters, digits, _ . -)")
     device_room: str = Field("", description="Room the device is in")
     device_zone: str = Field("", description="Zone for camera alerts")
-    device_hub_url: str = Field("http://127.0.0.1:8080", description="Hub base URL")
+    device_hub_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Hub base URL; several hubs comma-separated, in order: the device stays on the hub that "
+        "works and moves to the next when an attempt fails (issue 21)",
+    )
+    device_hub_id: str = Field(
+        "",
+        description="DEVICE_SIGNALING=mqtt: the HUB_ID of the hub this device belongs to, sent with its offers; "
+        "while that hub is offline another one answers. Empty = the hub that answered last, else the hubs elect one",
+    )
     device_hub_token: str = Field("", description="Bearer token for the hub (naila init writes one per device)")
     device_hub_ca: str = Field(
         "", description="PEM CA that signed the hub's HTTPS certificate (naila init: ca.crt); empty = system CAs"
@@ -134,3 +143,24 @@ class DeviceSettings(NailaSettings):
     @classmethod
     def _safe_id(cls, v: str) -> str:
         return check_id(v, "device id")
+
+    @field_validator("device_hub_id")
+    @classmethod
+    def _safe_hub_id(cls, v: str) -> str:
+        return check_id(v.strip(), "hub id") if v.strip() else ""
+
+    @field_validator("device_hub_url")
+    @classmethod
+    def _hub_urls(cls, v: str) -> str:
+        urls = [u.strip() for u in v.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("needs at least one hub URL")
+        for url in urls:
+            if not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"{url[:80]!r} is not an http:// or https:// URL")
+        return ",".join(urls)
+
+    @property
+    def hub_urls(self) -> list[str]:
+        """DEVICE_HUB_URL as a list, in the configured order."""
+        return self.device_hub_url.split(",")
