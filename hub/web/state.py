@@ -39,7 +39,7 @@ from hub.web.auth import BROWSER_ID_RE
 from hub.web.events import EventBus, format_event
 from shared import timestamps
 from shared.grpc_security import ClientSecurity
-from shared.mqtt import Alert, DeviceStatus, MessageError, ServerStatus, decode_message, topics
+from shared.mqtt import Alert, DeviceStatus, HubStatus, MessageError, ServerStatus, decode_message, topics
 
 log = logging.getLogger("naila.hub.web")
 
@@ -52,7 +52,9 @@ LEVEL_FLOOR_DBFS = -90.0
 DEVICES_EVERY_S = 0.5  # at most 2 device-list updates a second to the dashboards
 CAMERAS_EVERY_S = 0.5  # camera views: a motion run chooses several frames a second; tiles need 2
 
-MQTT_FILTERS = (topics.ALERTS_ALL, topics.SERVER_STATUS)
+# naila/hubs/+/status (issue 21): which hub serves each device, so every hub's dashboard shows the
+# whole household, devices on other hubs included.
+MQTT_FILTERS = (topics.ALERTS_ALL, topics.SERVER_STATUS, topics.ALL_HUB_STATUS)
 
 
 class CameraSource(Protocol):
@@ -95,10 +97,11 @@ class DeviceView:
     # issue 22: the privacy switches from the device's status (None: it has no such switch or did not say).
     camera_enabled: bool | None = None
     microphone_enabled: bool | None = None
+    hub: str | None = None  # issue 21: the hub whose presence lists the device (this one or another)
 
     @property
     def online(self) -> bool:
-        return self.connected or bool(self.mqtt_online)
+        return self.connected or bool(self.mqtt_online) or self.hub is not None
 
     def to_json(self, room: str | None) -> dict[str, object]:
         """``room``: the device's room from hub.rooms, the one place it is kept."""
@@ -116,6 +119,7 @@ class DeviceView:
             "listening_mode": self.listening_mode,
             "camera_enabled": self.camera_enabled,
             "microphone_enabled": self.microphone_enabled,
+            "hub": self.hub,
         }
 
 
@@ -172,6 +176,8 @@ class DashboardState:
         self.devices: dict[str, DeviceView] = {}
         self.alerts: deque[dict[str, object]] = deque(maxlen=MAX_ALERTS)
         self.server_status: dict[str, object] | None = None  # naila/server/status (retained)
+        self.hubs: dict[str, dict[str, object]] = {}  # naila/hubs/+/status: hub id -> online, devices served
+        self._hub_devices: dict[str, set[str]] = {}
         self.ai_status: dict[str, object] = {"reachable": None}
         self._levels: dict[str, float] = {}
         self._devices_dirty = False
@@ -225,6 +231,7 @@ class DashboardState:
             "mqtt_connected": self._mqtt_connected(),
             "ai_server": self.ai_status,
             "ai_server_mqtt": self.server_status,
+            "hubs": dict(self.hubs),
         }
 
     def hello(self) -> dict[str, object]:
@@ -273,6 +280,20 @@ class DashboardState:
                 "timestamp": utc_iso(message.timestamp),
             }
             self.bus.publish("health", self.health(), dashboard_only=True)
+        elif isinstance(message, HubStatus):
+            self.on_hub_status(message)
+
+    def on_hub_status(self, status: HubStatus) -> None:
+        """A hub's presence: mark which hub serves each device, adding devices only it knows of."""
+        self.hubs[status.hub_id] = {"online": status.online, "devices": status.device_count}
+        self._hub_devices[status.hub_id] = set(status.devices) if status.online else set()
+        for device_id in status.devices if status.online else ():
+            if device_id not in self.devices:
+                self._make_room()
+                self.devices[device_id] = DeviceView(device_id)
+        for device_id, view in self.devices.items():
+            view.hub = next((h for h, ids in sorted(self._hub_devices.items()) if device_id in ids), None)
+        self._devices_changed()
 
     def _cleared(self, device_id: str) -> None:
         """An empty retained message deletes a status: forget what it said."""

@@ -57,3 +57,28 @@ def test_the_hub_list_stays_on_a_working_hub_and_moves_on_failure() -> None:
 def test_a_single_hub_always_backs_off() -> None:
     choice = HubChoice(["http://a/connect"])
     assert choice.failed() is False and choice.current == "http://a/connect"
+
+
+async def test_the_dashboard_lists_devices_served_by_other_hubs_with_their_hub() -> None:
+    from hub.metrics import HubMetrics
+    from hub.turns import TurnLog
+    from hub.web.events import EventBus
+    from hub.web.state import MQTT_FILTERS, DashboardState
+    from shared.mqtt import outbound, topics
+
+    assert topics.ALL_HUB_STATUS in MQTT_FILTERS
+    state = DashboardState(EventBus(), HubMetrics(), TurnLog(10), {}, hub_instance="i")
+    for status in (
+        HubStatus(hub_id="hall", online=True, devices=["pi-hall"], device_count=1),
+        HubStatus(hub_id="attic", online=True, devices=["pi-attic"], device_count=1),
+    ):
+        msg = outbound(topics.hub_status(status.hub_id), status)
+        await state.on_mqtt(msg.topic, msg.payload)
+    listed = {d["device_id"]: d for d in state.device_list()}
+    assert listed["pi-hall"]["hub"] == "hall" and listed["pi-attic"]["hub"] == "attic"
+    assert listed["pi-attic"]["online"] is True and listed["pi-attic"]["connected"] is False
+    assert state.health()["hubs"] == {"hall": {"online": True, "devices": 1}, "attic": {"online": True, "devices": 1}}
+    gone = outbound(topics.hub_status("attic"), HubStatus(hub_id="attic", online=False))
+    await state.on_mqtt(gone.topic, gone.payload)
+    listed = {d["device_id"]: d for d in state.device_list()}
+    assert listed["pi-attic"]["hub"] is None and listed["pi-attic"]["online"] is False
