@@ -276,7 +276,8 @@ PHRASES = [
 ]
 
 
-def device_script(index: int, seed: int, seconds: float = 40.0) -> tuple[np.ndarray, dict[str, Any]]:
+def device_script(index: int, seed: int, seconds: float = 40.0,
+                  pause_s: tuple[float, float] = (2.0, 6.0)) -> tuple[np.ndarray, dict[str, Any]]:
     """One device's microphone for ``seconds`` (looped): its own voice, sentences and pauses.
 
     Seeded per device: silence 0-4 s, then utterances of random phrases (its voice, 140-185 wpm)
@@ -291,7 +292,7 @@ def device_script(index: int, seed: int, seconds: float = 40.0) -> tuple[np.ndar
     total, utterances = parts[0].size, 0
     while total < seconds * RATE:
         speech = speak(rng.choice(PHRASES), voice, wpm)
-        pause = np.zeros(int(RATE * rng.uniform(2.0, 6.0)), dtype=np.int16)
+        pause = np.zeros(int(RATE * rng.uniform(*pause_s)), dtype=np.int16)
         parts += [speech, pause]
         total += speech.size + pause.size
         utterances += 1
@@ -515,6 +516,7 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     loopback_only()
+    load_before = os.getloadavg()
     steps = [int(x) for x in args.steps.split(",")] if args.steps else [1, 2, 4, 6, 8, 12, 16, 24, 32]
     steps = [n for n in steps if n <= args.max_devices]
     made = [device_script(i, args.seed) for i in range(max(steps, default=0))]
@@ -537,7 +539,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "hub_capacity",
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  "note": "devices, sink AI and the hub share this host's cores",
-                 "loadavg_before": os.getloadavg()},
+                 "loadavg_before": load_before},
         "seconds_per_step": args.seconds,
         "hub_settings": {"defaults": True, "hub_listening_mode": args.listening_mode},
         "speech": {"seed": args.seed, "devices": [m[1] for m in made]},
