@@ -127,6 +127,10 @@ class AiPool:
     def server_of(self, device_id: str) -> str | None:
         return self._server.get(device_id)
 
+    def in_flight(self, device_id: str) -> bool:
+        """The device has an utterance open or a reply still coming."""
+        return self._busy(device_id)
+
     def generation_of(self, device_id: str) -> int:
         """Changes whenever the stream this device's messages go on is a different one."""
         target = self._server.get(device_id)

@@ -1,0 +1,67 @@
+"""One real AI server process with fast stand-in engines, for the scale tests (kill it, restart it).
+
+    python -m tests.scale.ai_process --name A --port 50061 --mqtt 127.0.0.1:1883 --data /tmp/a
+
+The gRPC service, the conversation pipeline, the MQTT control plane (shared subscriptions) and the
+store are the real ones; STT, LLM and TTS are ai_server/fakes.py (the LLM answers "server A says
+hello", a word each 0.3 s, so a test can tell which server answered and kill it mid-reply). It
+prints "ready <port>" once it listens and runs until SIGTERM or SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from ai_server.assembly import start_server
+from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
+from shared.config import AIServerSettings, MediaSettings, MqttSettings, load
+
+
+def reply_of(name: str) -> str:
+    return f"server {name} says hello"
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--name", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mqtt", default="", help="host:port of the broker; empty = no control plane")
+    p.add_argument("--data", required=True, help="this server's store folder (AI_MEDIA_DIR)")
+    p.add_argument("--llm-base-url", default="", help="an OpenAI-compatible LLM server instead of the fake LLM")
+    args = p.parse_args()
+    host, _, port = args.mqtt.partition(":")
+    overrides: dict[str, object] = {}
+    if args.llm_base_url:
+        overrides.update(llm_backend="openai", llm_base_url=args.llm_base_url, llm_model="shared")
+    settings = load(
+        AIServerSettings,
+        ai_mqtt=bool(args.mqtt),
+        ai_mqtt_client_id=f"naila-ai-server-{args.name}",
+        vision_enabled=False,
+        ai_media_dir=args.data,
+        **overrides,
+    )
+    mqtt = load(MqttSettings, mqtt_host=host, mqtt_port=int(port), mqtt_keepalive_s=5) if args.mqtt else None
+    server = await start_server(
+        settings,
+        stt=FakeSTT("tell me something nice"),
+        llm=None if args.llm_base_url else FakeLLM(reply_of(args.name), piece_delay_s=0.3),
+        tts=FakeTTS(),
+        host="127.0.0.1",
+        port=args.port,
+        metrics_port=0,
+        warm=False,
+        mqtt=mqtt,
+        media=load(MediaSettings),
+    )
+    print(f"ready {server.port}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(grace=0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
