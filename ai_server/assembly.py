@@ -56,7 +56,7 @@ from ai_server.control.media import DeviceMedia
 from ai_server.control.media_check import MediaPolicy
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.outbox import OUTBOX_NAME, AlertOutbox
-from ai_server.control.plane import SUBSCRIPTIONS, ControlPlane
+from ai_server.control.plane import ControlPlane, subscriptions
 from ai_server.control.presence import Presence, will_message
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.room_router import RoomRouter
@@ -225,7 +225,7 @@ def _device_parts(
     link = MqttLink(
         mqtt,
         client_id=fixed_id or f"naila-ai-server-{uuid.uuid4().hex[:8]}",
-        subscriptions=SUBSCRIPTIONS,
+        subscriptions=subscriptions(settings.ai_mqtt_share_group),  # several AI servers: one answer each
         # The link calls the plane, which is built last from parts that publish through this link.
         on_message=lambda topic, payload: plane().on_message(topic, payload),
         on_connect=lambda link: plane().on_connect(link),

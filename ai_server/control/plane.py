@@ -83,6 +83,19 @@ SUBSCRIPTIONS: Final = (
     topics.ALL_UPLOADS,
     topics.ALL_CHAT_REQUESTS,
 )
+# Requests that exactly one AI server must answer, however many share the broker (issue 21). Device
+# statuses stay plain (every server keeps the registry), and so do command responses and media:
+# they answer the request of the one server that sent it, which must be the one that receives them.
+SHARED_REQUESTS: Final = (topics.ALL_UPLOADS, topics.ALL_CHAT_REQUESTS)
+
+
+def subscriptions(share_group: str) -> tuple[str, ...]:
+    """The control plane's topic filters: AI_MQTT_SHARE_GROUP's requests as shared subscriptions
+    (``$share/<group>/<filter>``: the broker hands each message to one member of the group), or all
+    plain when the group is empty (one AI server, as before)."""
+    if not share_group:
+        return SUBSCRIPTIONS
+    return tuple(f"$share/{share_group}/{f}" if f in SHARED_REQUESTS else f for f in SUBSCRIPTIONS)
 
 # Topics whose sender waits for a ChatReply: naila/{chat|uploads}/{session_id}/...
 _REPLYABLE: Final = re.compile(r"^naila/(?:chat|uploads)/([^/]+)/[^/]+$")

@@ -289,6 +289,12 @@ class AIServerSettings(NailaSettings):
         "chat and upload requests sent while it is down are delivered when it returns; empty = a random id "
         "and a clean session (tests)"
     )
+    ai_mqtt_share_group: str = Field(
+        "naila-ai", pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="Chat requests and uploads are taken through the MQTT shared subscription "
+        "$share/<group>/..., so with several AI servers on one broker exactly one answers each; empty = plain "
+        "subscriptions. Give every server its own AI_MQTT_CLIENT_ID (docs/scale.md)",
+    )
     ai_mqtt_queue_bytes: Annotated[int, Field(ge=1_000_000)] = Field(
         160 * 1024**2, description="Received MQTT payloads waiting to be handled, bytes; more are refused "
         "(counted, chat and uploads answered 'busy'). At least two of the largest uploads"
