@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 
 from ai_server.assembly import start_server
@@ -30,11 +31,14 @@ async def main() -> None:
     p.add_argument("--mqtt", default="", help="host:port of the broker; empty = no control plane")
     p.add_argument("--data", required=True, help="this server's store folder (AI_MEDIA_DIR)")
     p.add_argument("--llm-base-url", default="", help="an OpenAI-compatible LLM server instead of the fake LLM")
+    p.add_argument("--share-group", default="naila-ai", help="AI_MQTT_SHARE_GROUP (empty: plain subscriptions)")
     args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format=f"ai-{args.name} %(levelname)s %(name)s: %(message)s")
     host, _, port = args.mqtt.partition(":")
     overrides: dict[str, object] = {}
     if args.llm_base_url:
-        overrides.update(llm_backend="openai", llm_base_url=args.llm_base_url, llm_model="shared")
+        # Short answers: the shared LLM server is CPU-only on the test box and runs requests one by one.
+        overrides.update(llm_backend="openai", llm_base_url=args.llm_base_url, llm_model="shared", llm_max_tokens=48)
     settings = load(
         AIServerSettings,
         ai_mqtt=bool(args.mqtt),

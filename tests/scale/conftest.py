@@ -21,8 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class AiProcess:
     """One AI server process on a fixed port (so a restart is the same HUB_AI_SERVER entry)."""
 
-    def __init__(self, name: str, data: Path, mqtt: str = "", llm_base_url: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        data: Path,
+        mqtt: str = "",
+        llm_base_url: str = "",
+        share_group: str = "naila-ai",
+    ) -> None:
         self.name, self.data, self.mqtt, self.llm_base_url = name, data, mqtt, llm_base_url
+        self.share_group = share_group
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
 
