@@ -28,8 +28,8 @@ from hub.ai_pool import AiPool, Link
 from hub.arbitration import Arbiter
 from hub.device_status import DeviceStatusFeed
 from hub.end_of_turn import END_OF_TURN_ENGINES, TurnJudge
-from hub.hub_directory import HubDirectory, presence
 from hub.http_guard import HeaderDeadline, HostGuard, server_ssl_context
+from hub.hub_directory import HubDirectory, presence
 from hub.listening import ListeningModes
 from hub.metrics import HubMetrics
 from hub.mqtt_control import HubMqtt
