@@ -393,8 +393,9 @@ def expected_access() -> dict[str, Access]:
     """One concrete topic per kind of the tree, with the users allowed to write and to read it.
 
     Devices publish under their own id only; the hub answers signaling, bridges image questions,
-    sends the dashboard's device commands and reads the answers and naila/alerts/all; the AI server reads everything and sends commands,
-    media requests, its status, broadcasts, alerts and chat replies; the web app uploads and chats and reads alerts.
+    sends the dashboard's device commands and reads the answers and naila/alerts/all; the AI
+    server reads everything and sends commands, media requests, its status, broadcasts, alerts and
+    chat replies; the web app uploads and chats and reads alerts.
     """
     table: dict[str, Access] = {}
     for d in (DEV, OTHER):

@@ -106,7 +106,7 @@ async def test_what_the_inbox_has_no_room_for_is_answered_busy(mosquitto: Broker
         assert plane is not None
         # What the link hands over when its inbox is full (tests/integration/test_mqtt_link.py fills one).
         payload = json.dumps({"session_id": session, "text": "hello", "conversation_id": "c-9"}).encode()
-        plane._on_overflow(topics.chat_request(session), payload)
+        plane.on_overflow(topics.chat_request(session), payload)
         reply = await next_reply(app)
         assert reply["conversation_id"] == "c-9" and reply["error"].startswith("refused (busy)")
         assert plane.metrics.rejected["busy"] == 1

@@ -160,7 +160,10 @@ async def test_dashboard_shows_devices_alerts_and_turns_live(
         save_screenshot(shot, tmp_path, "dashboard.png")
         for device_id in (kitchen, hall, evil):  # leave the session-wide broker clean
             await mq.publish(topics.device_status(device_id), b"", qos=1, retain=True)
-    assert not [e for e in errors if "favicon" not in e], errors
+    # This hub's AI server is unreachable on purpose (health "degraded"), so the household panels'
+    # requests (timers, history) are answered 503, which the browser logs as a failed resource.
+    unexpected = [e for e in errors if "favicon" not in e and "status of 503" not in e]
+    assert not unexpected, errors
 
 
 async def test_browser_device_push_to_talk_level_and_offline(
