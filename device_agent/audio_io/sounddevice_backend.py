@@ -6,7 +6,8 @@ the mic block of the same period (the fixed card latency in between is inside th
 ``sounddevice`` is imported only when this backend starts (it needs ``libportaudio2``).
 
 Devices are chosen by index or by part of their name (``DEVICE_SOUND_INPUT``/``OUTPUT``, see
-``naila device --list-devices``). A card that cannot run at 48 kHz (a USB mic at 16 or 44.1 kHz on
+``naila device --list-devices``), or ``auto`` (the default, :mod:`.device_choice`): a USB
+microphone, and a speaker that goes with it. A card that cannot run at 48 kHz (a USB mic at 16 or 44.1 kHz on
 a ``hw:`` device) is opened at its own default rate and :class:`RateAdapter` resamples both ways,
 so the pipeline and WebRTC always see 48 kHz.
 """
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Any
 
 import numpy as np
 
 from device_agent.audio_io.base import BACKEND_RATE, BLOCK_MS, AudioBackend, DuplexCallback
+from device_agent.audio_io.device_choice import AUTO, SoundDevice, choose, from_portaudio
 from shared.audio import Int16Array, StreamResampler
 from shared.config import ConfigError
 
@@ -83,6 +86,38 @@ def _device(spec: str) -> int | str | None:
     return int(spec) if spec.isdigit() else spec
 
 
+def _is_auto(spec: str) -> bool:
+    return spec.strip().lower() == AUTO
+
+
+def resolve_devices(
+    sd: Any, input_spec: str, output_spec: str, alsa_card: str = ""
+) -> tuple[int | str | None, int | str | None]:
+    """The (input, output) PortAudio devices: explicit specs as they are, ``auto`` ones chosen.
+
+    Raises ConfigError (one line) for an explicit microphone name that matches no device or several.
+    """
+    inp, out = _device(input_spec), _device(output_spec)
+    if not (_is_auto(input_spec) or _is_auto(output_spec)):
+        return inp, out
+    devices = from_portaudio(sd.query_devices())
+    mic: SoundDevice | None = None
+    if not _is_auto(input_spec):  # only the speaker is auto: it goes with the configured microphone
+        if inp is None:
+            return None, None
+        try:
+            info = sd.query_devices(inp, "input")
+        except ValueError as exc:
+            raise ConfigError(f"sound device: {exc} (naila device --list-devices lists them)") from None
+        mic = from_portaudio([info])[0]
+    choice = choose(devices, mic, alsa_card)
+    log.info("sound devices (auto): %s", choice.describe(devices))
+    return (
+        choice.input if _is_auto(input_spec) else inp,
+        choice.output if _is_auto(output_spec) else out,
+    )
+
+
 class SoundDeviceBackend(AudioBackend):
     """Mic and speaker of a PortAudio device, mono int16 at 48 kHz, 10 ms blocks."""
 
@@ -101,6 +136,7 @@ class SoundDeviceBackend(AudioBackend):
         self.output_device = output_device
         self.latency = latency
         self._stream: Any = None
+        self._devices: tuple[int | str | None, int | str | None] = (None, None)  # resolved at start
         self._callback: DuplexCallback | None = None
         self._out_channels = 1
         self.card_rate = rate  # what the sound card runs at; differs from ``rate`` when it refuses 48 kHz
@@ -131,7 +167,7 @@ class SoundDeviceBackend(AudioBackend):
         return sd.Stream(
             samplerate=self.card_rate,
             blocksize=self.card_rate * self.block_ms // 1000,
-            device=(_device(self.input_device), _device(self.output_device)),
+            device=self._devices,
             channels=(1, out_channels),
             dtype="int16",
             latency=self.latency,
@@ -141,7 +177,8 @@ class SoundDeviceBackend(AudioBackend):
     def _start_blocking(self) -> None:
         import sounddevice as sd
 
-        self.card_rate = card_rate(sd, _device(self.input_device), _device(self.output_device), self.rate)
+        self._devices = resolve_devices(sd, self.input_device, self.output_device, os.environ.get("ALSA_CARD", ""))
+        self.card_rate = card_rate(sd, *self._devices, self.rate)
         if self.card_rate != self.rate and self._callback is not None:
             self._callback = RateAdapter(self._callback, self.card_rate, self.rate, self.block_ms)
         try:
@@ -155,8 +192,8 @@ class SoundDeviceBackend(AudioBackend):
         in_lat, out_lat = stream.latency
         log.info(
             "sound card open: in=%s out=%s, %d Hz, %d-sample blocks, latency in %.1f ms / out %.1f ms",
-            self.input_device or "default",
-            self.output_device or "default",
+            "default" if self._devices[0] is None else self._devices[0],
+            "default" if self._devices[1] is None else self._devices[1],
             self.card_rate,
             self.card_rate * self.block_ms // 1000,
             1e3 * in_lat,

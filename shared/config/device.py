@@ -82,8 +82,17 @@ class DeviceSettings(NailaSettings):
     device_aec_ref_delay_ms: Annotated[int, Field(ge=0, le=500)] = Field(
         0, description="Known speaker-to-mic device latency removed from the AEC reference, ms"
     )
-    device_sound_input: str = Field("", description="sounddevice input device (name or index; empty = default)")
-    device_sound_output: str = Field("", description="sounddevice output device (name or index; empty = default)")
+    device_sound_input: str = Field(
+        "auto",
+        description="Microphone: PortAudio device index or part of its name; empty = the default device; "
+        "auto = a USB microphone if there is one, else the default",
+    )
+    device_sound_output: str = Field(
+        "auto",
+        description="Speaker: PortAudio device index or part of its name; empty = the default device; "
+        "auto = with a USB microphone its own card, else a USB speaker, else the Pi's headphone jack; "
+        "else the default",
+    )
     device_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
         1, description="aiortc jitter-buffer prefetch for hub audio, packets (aiortc default 4)"
     )
