@@ -1,28 +1,17 @@
 """What the device does with MQTT commands and media requests (no broker here: a publisher is injected).
 
 Commands (``naila/devices/{id}/command``, reply on ``.../command/response`` with the request_id):
+the vocabulary, its params and results are the table in shared/mqtt/commands.py; this handler has
+one method per entry (``_handlers``), and a name missing from its dict gets the error reply
+``unknown command 'x'``.
 
-============== ===================================== ==========================================
-command        params                                effect / result
-============== ===================================== ==========================================
-volume         ``{"level": 0-100}``                  speaker volume; ``{"volume": level}``
-mute           ``{"muted": bool}``                   microphone mute (privacy); ``{"muted": b}``
-restart_stream ``{}``                                redial the hub now
-snapshot       ``{"quality": 1-100,                  JPEG published on ``media/snapshot`` as a
-                 "resolution": "WxH"}`` (optional)   MediaUpload with the same request_id
-status         ``{}``                                republish the retained status; its fields
-camera         ``{"enabled": bool}``                 privacy switch: off closes the camera, the
-                                                     stream carries black frames; ``{"camera_enabled": b}``
-microphone     ``{"enabled": bool}``                 privacy switch (same as ``mute`` inverted);
-                                                     ``{"microphone_enabled": b}``
-============== ===================================== ==========================================
+The privacy switches (``camera``, ``microphone``) show in the retained status (``camera_enabled``,
+``microphone_enabled``) and are kept across reconnects (and restarts with ``DEVICE_STATE_FILE``).
 
-Both switches show in the retained status (``camera_enabled``, ``microphone_enabled``) and are
-kept across reconnects (and restarts with ``DEVICE_STATE_FILE``).
-
-Media requests (``.../media/request``): ``snapshot`` as above; ``recording`` with
+Media requests (``.../media/request``): ``snapshot`` as the command; ``recording`` with
 ``{"media_type": "audio"|"video", "duration_ms": 100-DEVICE_RECORDING_MAX_S, "format": "opus"|"wav"|"webm"}``
-(defaults: audio if the device has a microphone, 5000 ms, opus / webm) publishes a
+(:class:`~shared.mqtt.commands.RecordingParams`; defaults: audio if the device has a microphone,
+5000 ms, opus / webm) publishes a
 :class:`MediaUpload` on ``media/recording`` (spec §8.6). A media request that cannot be served
 is answered on ``.../command/response`` with its request_id, ``ok: false`` and the reason.
 
@@ -34,10 +23,9 @@ never raises.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from device_agent.camera import Snapshot
 from device_agent.recorder import Clip
@@ -54,11 +42,26 @@ from shared.mqtt import (
     outbound,
     topics,
 )
+from shared.mqtt.commands import (
+    CameraResult,
+    CommandParams,
+    CommandResult,
+    MicrophoneResult,
+    MuteParams,
+    MuteResult,
+    NoParams,
+    RecordingParams,
+    SnapshotParams,
+    SnapshotResult,
+    SwitchParams,
+    VolumeParams,
+    VolumeResult,
+    parse_params,
+    validate_params,
+)
 from shared.mqtt.recover import recover_id
 
 log = logging.getLogger(__name__)
-
-_RESOLUTION = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 Publisher = Callable[[OutboundMessage], Awaitable[None]]
 
@@ -109,16 +112,24 @@ class UnknownCommand(CommandFailed):
     """The command name is not one this device knows."""
 
 
-def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
-    if name not in params:
-        if default is ...:
-            raise CommandFailed(f"missing parameter {name!r}")
-        return default
-    value = params[name]
-    # bool is an int in Python: do not accept true as a volume level.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise CommandFailed(f"parameter {name!r} must be {kind.__name__}, got {type(value).__name__}")
-    return value
+P = TypeVar("P", bound=CommandParams)
+
+
+def _params(cmd: Command, model: type[P]) -> P:
+    """The command's params as its table model; bad params are the sender's fault: an error reply."""
+    try:
+        return parse_params(cmd, model)
+    except MessageError as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+def _validate(model: type[P], params: dict[str, Any]) -> P:
+    """A media request's params as ``model``; CommandFailed (an error reply) when they do not fit."""
+    try:
+        validated: P = validate_params(model, params)
+    except MessageError as exc:
+        raise CommandFailed(str(exc)) from None
+    return validated
 
 
 def _recover_request_id(payload: Payload) -> str:
@@ -138,6 +149,16 @@ class CommandHandler:
         self.recording_topic = topics.media_recording(device_id)
         self.handled: Counter[str] = Counter()  # command name -> successful runs
         self.errors: Counter[str] = Counter()  # reason -> count ("malformed", "unknown", "failed", ...)
+        # One handler per entry of shared/mqtt/commands.py's table (a test checks they match).
+        self._handlers: dict[str, Callable[[Command], Awaitable[dict[str, Any]]]] = {
+            "volume": self._volume,
+            "mute": self._mute,
+            "restart_stream": self._restart_stream,
+            "snapshot": self._snapshot_command,
+            "status": self._status,
+            "camera": self._camera,
+            "microphone": self._microphone,
+        }
 
     async def on_command(self, payload: Payload) -> CommandResponse:
         try:
@@ -165,37 +186,50 @@ class CommandHandler:
         return await self._reply(cmd.request_id, result=result)
 
     async def _run(self, cmd: Command) -> dict[str, Any]:
-        p = dict(cmd.params)
-        if cmd.command == "volume":
-            level = _param(p, "level", int)
-            if not 0 <= level <= 100:
-                raise CommandFailed(f"volume level must be 0-100, got {level}")
-            self.control.set_volume(level)
-            await self._refresh_status()
-            return {"volume": level}
-        if cmd.command == "mute":
-            muted = _param(p, "muted", bool)
-            self.control.set_mic_muted(muted)
-            await self._refresh_status()
-            return {"muted": muted}
-        if cmd.command == "restart_stream":
-            self.control.restart_stream()
-            return {}
-        if cmd.command == "snapshot":
-            return await self._snapshot(cmd.request_id, p)
-        if cmd.command == "status":
-            return await self.control.publish_status()
-        if cmd.command == "camera":
-            enabled = _param(p, "enabled", bool)
-            self._media("camera").set_camera_enabled(enabled)
-            await self._refresh_status()
-            return {"camera_enabled": enabled}
-        if cmd.command == "microphone":
-            enabled = _param(p, "enabled", bool)
-            self._media("microphone").set_microphone_enabled(enabled)
-            await self._refresh_status()
-            return {"microphone_enabled": enabled}
-        raise UnknownCommand(f"unknown command {cmd.command!r}")
+        handler = self._handlers.get(cmd.command)
+        if handler is None:
+            raise UnknownCommand(f"unknown command {cmd.command!r}")
+        return await handler(cmd)
+
+    @staticmethod
+    def _result(result: CommandResult) -> dict[str, Any]:
+        return result.model_dump(mode="json")
+
+    async def _volume(self, cmd: Command) -> dict[str, Any]:
+        level = _params(cmd, VolumeParams).level
+        self.control.set_volume(level)
+        await self._refresh_status()
+        return self._result(VolumeResult(volume=level))
+
+    async def _mute(self, cmd: Command) -> dict[str, Any]:
+        muted = _params(cmd, MuteParams).muted
+        self.control.set_mic_muted(muted)
+        await self._refresh_status()
+        return self._result(MuteResult(muted=muted))
+
+    async def _restart_stream(self, cmd: Command) -> dict[str, Any]:
+        _params(cmd, NoParams)  # {} only: a stray parameter is refused, as for every command
+        self.control.restart_stream()
+        return {}
+
+    async def _snapshot_command(self, cmd: Command) -> dict[str, Any]:
+        return await self._snapshot(cmd.request_id, _params(cmd, SnapshotParams))
+
+    async def _status(self, cmd: Command) -> dict[str, Any]:
+        _params(cmd, NoParams)
+        return await self.control.publish_status()
+
+    async def _camera(self, cmd: Command) -> dict[str, Any]:
+        enabled = _params(cmd, SwitchParams).enabled
+        self._media("camera").set_camera_enabled(enabled)
+        await self._refresh_status()
+        return self._result(CameraResult(camera_enabled=enabled))
+
+    async def _microphone(self, cmd: Command) -> dict[str, Any]:
+        enabled = _params(cmd, SwitchParams).enabled
+        self._media("microphone").set_microphone_enabled(enabled)
+        await self._refresh_status()
+        return self._result(MicrophoneResult(microphone_enabled=enabled))
 
     async def _refresh_status(self) -> None:
         """Keep the retained status (volume, muted) in step with a change; best effort."""
@@ -213,9 +247,9 @@ class CommandHandler:
             return
         try:
             if req.request_type == "snapshot":
-                await self._snapshot(req.request_id, dict(req.params))
+                await self._snapshot(req.request_id, _validate(SnapshotParams, req.params))
             else:
-                await self._recording(req.request_id, dict(req.params))
+                await self._recording(req.request_id, _validate(RecordingParams, req.params))
             self.handled[req.request_type] += 1
             return
         except CommandFailed as exc:
@@ -234,16 +268,11 @@ class CommandHandler:
             raise CommandFailed(f"this device has no {what}")
         return self.control
 
-    async def _recording(self, request_id: str, params: dict[str, Any]) -> None:
+    async def _recording(self, request_id: str, params: RecordingParams) -> None:
         control = self._media("recorder")
-        media_type = _param(params, "media_type", str, "")
-        if not media_type:
-            media_type = "audio" if control.has_microphone else "video"
-        duration_ms = _param(params, "duration_ms", int, 5000)
-        if duration_ms < 100:
-            raise CommandFailed(f"duration_ms must be at least 100, got {duration_ms}")
-        fmt = _param(params, "format", str, "opus" if media_type == "audio" else "webm").lower()
-        clip = await control.record(media_type, duration_ms / 1000, fmt)
+        media_type = params.media_type or ("audio" if control.has_microphone else "video")
+        fmt = (params.format or ("opus" if media_type == "audio" else "webm")).lower()
+        clip = await control.record(media_type, params.duration_ms / 1000, fmt)
         upload = build(
             MediaUpload,
             request_id=request_id,
@@ -259,23 +288,8 @@ class CommandHandler:
         log.info("%s recording %s, %d ms (%d bytes) published for request %s", clip.media_type, clip.format,
                  clip.duration_ms, len(clip.data), request_id)
 
-    async def _snapshot(self, request_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        quality = _param(params, "quality", int, 85)
-        if not 1 <= quality <= 100:
-            raise CommandFailed(f"quality must be 1-100, got {quality}")
-        fmt = _param(params, "format", str, "jpeg")
-        if fmt.lower() not in ("jpeg", "jpg"):
-            raise CommandFailed(f"only jpeg snapshots are supported, not {fmt!r}")
-        size = None
-        resolution = _param(params, "resolution", str, "")
-        if resolution:
-            m = _RESOLUTION.match(resolution)
-            if m is None:
-                raise CommandFailed(f"resolution must look like 640x480, got {resolution!r}")
-            size = (int(m.group(1)), int(m.group(2)))
-            if not (16 <= size[0] <= 4096 and 16 <= size[1] <= 4096):
-                raise CommandFailed(f"resolution {resolution} is out of range")
-        snap = await self.control.snapshot(quality, size)
+    async def _snapshot(self, request_id: str, params: SnapshotParams) -> dict[str, Any]:
+        snap = await self.control.snapshot(params.quality, params.size)
         if snap is None:
             raise CommandFailed("this device has no camera")
         upload = build(
@@ -291,7 +305,8 @@ class CommandHandler:
         self.handled["snapshot_upload"] += 1
         log.info("snapshot %dx%d (%d bytes) published for request %s", snap.width, snap.height,
                  len(snap.jpeg), request_id)
-        return {"topic": self.snapshot_topic, "bytes": len(snap.jpeg), "width": snap.width, "height": snap.height}
+        result = SnapshotResult(topic=self.snapshot_topic, bytes=len(snap.jpeg), width=snap.width, height=snap.height)
+        return self._result(result)
 
     async def _reply(
         self, request_id: str, *, result: dict[str, Any] | None = None, error: str | None = None
