@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -86,7 +87,7 @@ def list_devices() -> str:
         sound, error = list_sound_devices(), ""
     except ConfigError as exc:
         sound, error = [], str(exc)
-    return describe_devices(sound, list_cameras(), error)
+    return describe_devices(sound, list_cameras(), error, alsa_card=os.environ.get("ALSA_CARD", ""))
 
 
 def main(argv: list[str]) -> int:

@@ -132,8 +132,12 @@ def list_sound_devices() -> list[SoundDeviceInfo]:
     return out
 
 
-def describe_devices(sound: list[SoundDeviceInfo], cameras: list[CameraInfo], sound_error: str = "") -> str:
+def describe_devices(
+    sound: list[SoundDeviceInfo], cameras: list[CameraInfo], sound_error: str = "", *, alsa_card: str = ""
+) -> str:
     """The text ``naila device --list-devices`` prints."""
+    from device_agent.audio_io.device_choice import SoundDevice, choose
+
     lines = ["Microphones (DEVICE_SOUND_INPUT = index or part of the name):"]
     lines += [
         f"  {d.index:>3}  {d.name}  ({d.inputs} ch, {d.default_rate} Hz, {d.host_api})" for d in sound if d.inputs
@@ -144,6 +148,10 @@ def describe_devices(sound: list[SoundDeviceInfo], cameras: list[CameraInfo], so
     ] or ["  none"]
     if sound_error:
         lines.append(f"  ({sound_error})")
+    else:
+        found = [SoundDevice(d.index, d.name, d.inputs, d.outputs) for d in sound]
+        auto = choose(found, alsa_card=alsa_card).describe(found)
+        lines.append(f"DEVICE_SOUND_INPUT/OUTPUT=auto (the default): {auto}")
     lines.append("Cameras (DEVICE_CAMERA=v4l2, DEVICE_CAMERA_DEVICE = path or part of the name):")
     for c in cameras:
         lines.append(f"  {c.path}  {c.name or '?'}")

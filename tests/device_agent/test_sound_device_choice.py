@@ -16,6 +16,7 @@ import pytest
 
 from device_agent.audio_io.device_choice import choose, from_portaudio
 from device_agent.audio_io.sounddevice_backend import SoundDeviceBackend, resolve_devices
+from device_agent.devices import SoundDeviceInfo, describe_devices
 from shared.audio import Int16Array
 from shared.config import ConfigError, DeviceSettings, load
 
@@ -126,6 +127,17 @@ def test_auto_is_the_shipped_default_in_any_case() -> None:
     settings = load(DeviceSettings)
     assert (settings.device_sound_input, settings.device_sound_output) == ("auto", "auto")
     assert pick(PI4_USB_MIC, inp="AUTO", out=" Auto ") == (2, 0)
+
+
+def test_list_devices_says_what_auto_picks() -> None:
+    infos = [
+        SoundDeviceInfo(d["index"], d["name"], d["max_input_channels"], d["max_output_channels"], 48000, "ALSA")
+        for d in PI4_USB_MIC
+    ]
+    text = describe_devices(infos, [])
+    assert "DEVICE_SOUND_INPUT/OUTPUT=auto (the default): microphone 2 'USB PnP Sound Device: USB Audio" in text
+    assert "speaker 0 'bcm2835 Headphones: - (hw:0,0)' (USB microphone, the headphone jack)" in text
+    assert "microphone default, speaker default (ALSA_CARD=Device" in describe_devices(infos, [], alsa_card="Device")
 
 
 def test_choice_reads_sounddevice_infos_and_says_why() -> None:
