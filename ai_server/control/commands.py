@@ -1,10 +1,11 @@
 """Commands to devices: publish a :class:`Command`, wait for its :class:`CommandResponse`.
 
 The device answers on ``naila/devices/{id}/command/response`` with the command's
-``request_id`` (device_agent/commands.py lists the commands it knows). Callers get the
-device's ``result`` or an exception: :class:`DeviceOffline` before anything is sent when the
-registry says so, :class:`CommandFailed` with the device's own error text, :class:`CommandTimeout`,
-or :class:`BrokerUnavailable`.
+``request_id``; the commands and their params are the table in shared/mqtt/commands.py. Callers
+get the device's ``result`` or an exception: :class:`DeviceOffline` before anything is sent when
+the registry says so, :class:`CommandRefused` (a :class:`CommandFailed`) before anything is sent
+when the name or params do not fit the table, :class:`CommandFailed` with the device's own error
+text, :class:`CommandTimeout`, or :class:`BrokerUnavailable`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ai_server.control.errors import CommandFailed, CommandTimeout, DeviceOffline
+from ai_server.control.errors import CommandFailed, CommandRefused, CommandTimeout, DeviceOffline
 from ai_server.control.metrics import ControlMetrics
 from ai_server.control.pending import PendingReplies
 from ai_server.control.registry import DeviceRegistry
 from ai_server.control.wire import Publish, send
-from shared.mqtt import Command, CommandResponse, build, new_request_id, outbound, topics
+from shared.mqtt import CommandResponse, MessageError, outbound, topics
+from shared.mqtt.commands import command_from
 from shared.mqtt.fields import JsonDict
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,12 @@ class Commands:
         """Run ``command`` on ``device_id`` and return the device's ``result`` object."""
         require_online(self.registry, device_id)
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
-        request_id = new_request_id()
-        message = build(Command, command=command, params=dict(params or {}), request_id=request_id)
+        try:
+            message = command_from(command, params or {})
+        except MessageError as exc:
+            self.metrics.event("command_refused")
+            raise CommandRefused(device_id, command, str(exc)) from None
+        request_id = message.request_id
         reply = self.pending.expect(device_id, request_id)
         try:
             await send(self._publish, outbound(topics.device_command(device_id), message))

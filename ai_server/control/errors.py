@@ -65,6 +65,14 @@ class CommandFailed(ControlError):
         super().__init__(f"{command} on {device_id!r} failed: {error}")
 
 
+class CommandRefused(CommandFailed):
+    """The command or its params do not fit the command table (shared/mqtt/commands.py): nothing was
+    sent. A :class:`CommandFailed`, so callers handle both the same way; ``request_id`` is empty."""
+
+    def __init__(self, device_id: str, command: str, error: str) -> None:
+        super().__init__(device_id, command, "", error)
+
+
 class MediaRejected(ControlError):
     """Media from a device (or a client) failed the format / content / size checks."""
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ai_server.control.errors import CommandFailed, CommandTimeout, DeviceOffline
+from ai_server.control.errors import CommandFailed, CommandRefused, CommandTimeout, DeviceOffline
 from shared.config import MqttSettings
 from shared.mqtt import topics
 from tests.ai_server.control.conftest import ControlFactory, Watch, announce_device, real_device, uid, until
@@ -28,13 +28,19 @@ async def test_a_command_round_trip_returns_the_device_result_and_errors_are_rai
         assert await plane.send_command(dev, "mute", {"muted": True}, timeout_s=5) == {"muted": True}
         assert control.muted
 
-        with pytest.raises(CommandFailed) as failed:
+        # Not in the command table: refused before anything is published (issue 23).
+        with pytest.raises(CommandRefused) as failed:
             await plane.send_command(dev, "dance", timeout_s=5)
         assert failed.value.device_id == dev and "unknown command 'dance'" in failed.value.error
-        with pytest.raises(CommandFailed) as bad_level:
+        with pytest.raises(CommandRefused) as bad_level:
             await plane.send_command(dev, "volume", {"level": 300}, timeout_s=5)
-        assert "0-100" in bad_level.value.error
-        assert plane.metrics.events["command_ok"] == 2 and plane.metrics.events["command_failed"] == 2
+        assert "0-100" in bad_level.value.error and isinstance(bad_level.value, CommandFailed)
+        # A valid command the device cannot do: the device's own error (this fake has no camera).
+        with pytest.raises(CommandFailed) as no_camera:
+            await plane.send_command(dev, "camera", {"enabled": False}, timeout_s=5)
+        assert not isinstance(no_camera.value, CommandRefused) and no_camera.value.error == "this device has no camera"
+        events = plane.metrics.events
+        assert (events["command_ok"], events["command_refused"], events["command_failed"]) == (2, 2, 1)
     assert len(plane.commands.pending) == 0
     # The agent's clean goodbye is a retained offline status: commands now fail before publishing.
     await until(lambda: (r := plane.registry.get(dev)) is not None and not r.online)
