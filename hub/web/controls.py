@@ -6,9 +6,10 @@ someone asks by voice (device_agent/commands.py serves both), published by the h
 as the command is published; the page changes its state only when the device's retained status
 says so (``camera_enabled``, ``microphone_enabled``), so what it shows is what the device did.
 
-Only the commands below, with exactly their parameter, are accepted: the page is not a general
-MQTT client. Listening modes have no device command (a device reports its configured mode), so
-the page shows them and does not offer to change them.
+Only the commands below, with exactly their parameters (the command table's models in
+shared/mqtt/commands.py), are accepted: the page is not a general MQTT client. Listening modes
+have no device command (a device reports its configured mode), so the page shows them and does
+not offer to change them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import secrets
 from aiomqtt import MqttError
 
 from hub.web.upload import Publisher
-from shared.mqtt import Command, MessageError, build, outbound, topics
+from shared.mqtt import MessageError, outbound, topics
+from shared.mqtt.commands import COMMANDS, command_from, validate_params
 
 log = logging.getLogger("naila.hub.web.controls")
 
-# command -> its one boolean parameter (device_agent/commands.py's table).
-CONTROLS = {"camera": "enabled", "microphone": "enabled", "mute": "muted"}
+# The commands the page may send (each takes one boolean: see shared/mqtt/commands.py).
+CONTROLS = ("camera", "microphone", "mute")
 
 
 class ControlError(Exception):
@@ -34,21 +36,23 @@ class ControlError(Exception):
         self.message = message
 
 
-def parse_control(body: object) -> tuple[str, dict[str, bool]]:
+def parse_control(body: object) -> tuple[str, dict[str, object]]:
     """``{"command": "camera", "enabled": false}`` -> ("camera", {"enabled": False}); ControlError if not one."""
     if not isinstance(body, dict):
         raise ControlError(400, "body must be a JSON object")
     command = body.get("command")
     if not isinstance(command, str) or command not in CONTROLS:
         raise ControlError(400, f"command must be one of {', '.join(sorted(CONTROLS))}")
-    param = CONTROLS[command]
-    value = body.get(param)
-    if not isinstance(value, bool):
-        raise ControlError(400, f"{command} needs {param!r}: true or false")
-    return command, {param: value}
+    params = {key: value for key, value in body.items() if key != "command"}
+    try:
+        checked = validate_params(COMMANDS[command], params)
+    except MessageError as err:  # e.g. "camera: parameter 'enabled' must be bool (true or false), got str"
+        raise ControlError(400, str(err)) from None
+    wire: dict[str, object] = checked.model_dump(mode="json")
+    return command, wire
 
 
-async def send_control(mqtt: Publisher | None, device_id: str, command: str, params: dict[str, bool]) -> str:
+async def send_control(mqtt: Publisher | None, device_id: str, command: str, params: dict[str, object]) -> str:
     """Publish the command to the device; its request_id. ControlError when MQTT cannot take it."""
     if mqtt is None:
         raise ControlError(503, "the hub has no MQTT link (HUB_MQTT=false): device controls need it")
@@ -56,7 +60,7 @@ async def send_control(mqtt: Publisher | None, device_id: str, command: str, par
         raise ControlError(503, "the hub's MQTT link is down; try again shortly")
     request_id = f"web-{secrets.token_hex(6)}"
     try:
-        msg = build(Command, command=command, params=dict(params), request_id=request_id)
+        msg = command_from(command, params, request_id=request_id)
         await mqtt.publish(outbound(topics.device_command(device_id), msg))
     except MessageError as err:  # a device id the topic tree refuses (checked before, so a bug)
         raise ControlError(400, str(err)) from err
