@@ -10,7 +10,8 @@ import pytest
 from device_agent.camera import Snapshot
 from device_agent.commands import CommandFailed, CommandHandler
 from device_agent.recorder import Clip
-from shared.mqtt import CommandResponse, MediaUpload, OutboundMessage, decode, topics
+from shared.mqtt import CommandResponse, MediaUpload, OutboundMessage, decode, encode, topics
+from shared.mqtt.commands import COMMANDS, build_command
 
 pytestmark = pytest.mark.unit
 
@@ -257,3 +258,14 @@ async def test_a_device_without_switches_or_recorder_says_so() -> None:
     assert not resp.ok and resp.error == "this device has no camera"
     await handler.on_media_request(b'{"request_type": "recording", "request_id": "r9"}')
     assert pub.responses()[-1].error == "recording: this device has no recorder"
+
+
+async def test_every_command_of_the_table_has_a_handler(setup: Any) -> None:
+    handler, _dev, _pub = setup
+    switch = {"enabled": True}
+    needs = {"volume": {"level": 5}, "mute": {"muted": False}, "camera": switch, "microphone": switch}
+    for name in COMMANDS:
+        resp = await handler.on_command(encode(build_command(name, request_id=f"t-{name}", **needs.get(name, {}))))
+        assert resp.ok, (name, resp.error)
+        assert "unknown command" not in (resp.error or ""), name
+    assert handler.errors["unknown"] == 0
