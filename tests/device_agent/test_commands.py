@@ -262,8 +262,13 @@ async def test_a_device_without_switches_or_recorder_says_so() -> None:
 
 async def test_every_command_of_the_table_has_a_handler(setup: Any) -> None:
     handler, _dev, _pub = setup
-    switch = {"enabled": True}
-    needs = {"volume": {"level": 5}, "mute": {"muted": False}, "camera": switch, "microphone": switch}
+    switch: dict[str, Any] = {"enabled": True}
+    needs: dict[str, dict[str, Any]] = {
+        "volume": {"level": 5},
+        "mute": {"muted": False},
+        "camera": switch,
+        "microphone": switch,
+    }
     for name in COMMANDS:
         resp = await handler.on_command(encode(build_command(name, request_id=f"t-{name}", **needs.get(name, {}))))
         assert resp.ok, (name, resp.error)
