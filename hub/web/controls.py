@@ -1,8 +1,9 @@
 """The dashboard's device controls: camera / microphone privacy and mute, as MQTT commands.
 
 A control on the page becomes the same :class:`shared.mqtt.Command` the AI server sends when
-someone asks by voice (device_agent/commands.py serves both), published by the hub's MQTT link on
-``naila/devices/{id}/command`` (the broker ACL lets the hub write there). The hub answers as soon
+someone asks by voice (built from the table in shared/mqtt/commands.py; device_agent/commands.py
+serves both), published by the hub's MQTT link on ``naila/devices/{id}/command`` (the broker ACL
+lets the hub write there). The hub answers as soon
 as the command is published; the page changes its state only when the device's retained status
 says so (``camera_enabled``, ``microphone_enabled``), so what it shows is what the device did.
 
