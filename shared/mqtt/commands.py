@@ -213,6 +213,11 @@ def build_command(name: str, /, *, request_id: str | None = None, **params: Any)
     Raises :class:`MessageError` (one line naming the command and the parameter) for an unknown
     command or bad params. ``request_id`` defaults to a fresh one.
     """
+    return command_from(name, params, request_id=request_id)
+
+
+def command_from(name: str, params: Mapping[str, Any], *, request_id: str | None = None) -> Command:
+    """:func:`build_command` for params already in a dict (a caller's JSON); the same checks."""
     spec = spec_for(name)
     checked = validate_params(spec, params)
     # Only what the caller gave goes on the wire (as before): defaults belong to the device.
