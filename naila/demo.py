@@ -24,7 +24,7 @@ from pathlib import Path
 from naila.stack import Stack, new_workdir, wait_until
 
 
-def _demo_photo() -> Path | None:
+def demo_photo() -> Path | None:
     """ultralytics' bus.jpg, found without importing ultralytics (seconds of torch import)."""
     spec = importlib.util.find_spec("ultralytics")
     if spec is None or not spec.submodule_search_locations:
@@ -32,10 +32,46 @@ def _demo_photo() -> Path | None:
     photo = Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
     return photo if photo.is_file() else None
 
+
+def demo_camera_clip(photo: Path, path: Path, *, fps: int = 15, zoom_s: float = 3.0, hold_s: float = 57.0,
+                     size: tuple[int, int] = (640, 480)) -> Path:
+    """An H.264 clip (looped by the file camera) of the camera zooming out onto ``photo``'s street, then
+    holding still. A still photo never moves, so the hub's motion gate sends only refreshes and no
+    person ever "enters" the camera's zone: the zoom is motion, so YOLO sees the people for a few
+    seconds (past the zone inertia) and a ``person_detected`` alert with a snapshot goes out; the
+    minute-long hold keeps YOLO idle and alerts to one a loop (VISION_ALERT_DEDUP_S is 60 s)."""
+    import av
+    import cv2
+    import numpy as np
+
+    src = cv2.imread(str(photo))
+    if src is None:
+        raise RuntimeError(f"cannot read {photo}")
+    w, h = size
+    fit = min(w / src.shape[1], h / src.shape[0])
+    pw, ph = round(src.shape[1] * fit), round(src.shape[0] * fit)
+    zoom_frames = max(2, int(zoom_s * fps))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(zoom_frames + int(hold_s * fps)):
+            if i < zoom_frames:  # the hold repeats the last frame
+                zoom = 1.6 - 0.6 * i / (zoom_frames - 1)  # 1.6x onto the people, out to the whole photo
+                big = cv2.resize(src, (round(pw * zoom), round(ph * zoom)), interpolation=cv2.INTER_AREA)
+                x0, y0 = (big.shape[1] - pw) // 2, round((big.shape[0] - ph) * 0.6)
+                img = np.full((h, w, 3), 40, np.uint8)  # pillarboxed: the photo is portrait
+                img[(h - ph) // 2:(h - ph) // 2 + ph, (w - pw) // 2:(w - pw) // 2 + pw] = big[y0:y0 + ph, x0:x0 + pw]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
 # Whisper tiny hears piper say this one right ("the capital of France" came out as "friends").
 DEFAULT_QUESTION = "What is the largest planet in our solar system?"
 TIMER_COMMAND = "Set a timer for five seconds."  # answered by the intent fast path, no LLM
 TIMER_S = 5.0
+STAY_TIMER_COMMAND = "Set a timer for ten minutes."  # --stay: long enough to watch and cancel on the dashboard
 RING_MAX_S = 15.0  # the demo's ASSIST_RING_MAX_S: "stop" ends the ring, this bounds it if it is missed
 LEAD_SILENCE_S = 2.0  # the agent connects to the hub while this plays
 WAKE_WORD = "okay_nabu"  # the hub's HUB_WAKE_WORD default
@@ -133,6 +169,31 @@ def _speaker_has_speech(wav: Path) -> float:
     return voiced * 0.02
 
 
+def _stay(stack: Stack, workdir: Path, photo: Path | None) -> None:
+    """What ``--stay`` keeps up for the dashboard: the device again (the scripted run stopped it to close
+    its speaker WAV), saying "Okay Nabu. Set a timer for ten minutes." (a timer that lasts long enough to
+    be seen counting down and cancelled on the page), and its camera zooming onto the photo's street so a
+    person alert with a snapshot is raised (a still photo raises none: no motion, no detection)."""
+    import numpy as np
+
+    from shared.audio import write_wav
+    from shared.wakeword import piper_speech
+
+    rate = 48_000
+    audio = np.concatenate([np.zeros(int(LEAD_SILENCE_S * rate), np.int16), piper_speech("Okay Nabu.", rate),
+                            np.zeros(int(WAKE_PAUSE_S * rate), np.int16), piper_speech(STAY_TIMER_COMMAND, rate),
+                            np.zeros(rate, np.int16)])
+    write_wav(workdir / "stay.wav", audio, rate)
+    stack.extra_env.update(DEVICE_MIC_FILE=str(workdir / "stay.wav"),
+                           DEVICE_SPEAKER_FILE=str(workdir / "stay-reply.wav"))
+    if photo is not None:
+        clip = demo_camera_clip(photo, workdir / "camera.mp4")
+        stack.extra_env.update(DEVICE_CAMERA="file", DEVICE_CAMERA_FILE=str(clip))
+    print(f"[demo] the device again: 'Okay Nabu.' {STAY_TIMER_COMMAND!r}"
+          + (", its camera zooming out onto the street in bus.jpg (a person alert)" if photo else ""), flush=True)
+    stack._spawn("device", [sys.executable, "-m", "naila", "device"])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="naila demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,13 +241,13 @@ def main(argv: list[str]) -> int:
               f"{ns.question!r})", flush=True)
         stack.extra_env.update(
             DEVICE_ID="demo-device",
-            DEVICE_ROOM="demo",
+            DEVICE_ROOM="Hall",  # the camera's zone too (no VISION_ZONES polygons): its alerts say hall
             DEVICE_HUB_URL=stack.hub_url,
             DEVICE_AUDIO_BACKEND="file",
             DEVICE_MIC_FILE=str(question_wav),
             DEVICE_SPEAKER_FILE=str(reply_wav),
         )
-        photo = _demo_photo()
+        photo = demo_photo()
         if photo is not None:
             stack.extra_env.update(DEVICE_CAMERA="file", DEVICE_CAMERA_FILE=str(photo))
             print(f"[demo] the device's camera films {photo.name} (ask --question 'What do you see?')", flush=True)
@@ -235,9 +296,11 @@ def main(argv: list[str]) -> int:
             return 1
         if ns.stay:
             staying = True
-            print(f"[demo] still running: open {stack.hub_url}/ in a browser on this machine, log in with "
-                  f"{web_token}, press Start and ask something; {stack.hub_url}/dashboard shows the turns. "
-                  "Ctrl-C stops everything.", flush=True)
+            _stay(stack, workdir, photo)
+            print(f"[demo] still running: open {stack.hub_url}/dashboard in a browser on this machine, log in with "
+                  f"{web_token}: the camera, its alert with the snapshot, the turns' latency and the ten-minute "
+                  f"timer (Cancel it there); {stack.hub_url}/ talks (press Start and ask). Ctrl-C stops everything.",
+                  flush=True)
             while all(p.proc.poll() is None for p in stack.parts.values()):
                 time.sleep(1.0)
             print("[demo] a part of the stack exited; shutting down", file=sys.stderr)
