@@ -204,7 +204,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
     parser.add_argument("--stay", action="store_true",
                         help="after the spoken turn, keep everything running (Ctrl-C stops) so you can talk to "
-                             "the assistant from the browser page and watch the dashboard")
+                             "the assistant from the browser page and watch the dashboard: the device comes back, "
+                             "sets a ten-minute timer and its camera raises a person alert")
     ns = parser.parse_args(argv)
 
     workdir = ns.out or new_workdir("naila-demo-")
