@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from device_agent.aec import EchoCanceller, make_echo_canceller
@@ -95,6 +96,7 @@ class DeviceAgent:
             rng=rng,
             signaling=signaling,
             audio=self.has_audio,
+            listening_mode=self.listening_mode,
         )
         # DEVICE_PTT_GPIO: a push-to-talk button (gpiozero is imported only then); raises ValueError.
         self.ptt: PttButton | None = make_ptt_button(
@@ -121,7 +123,10 @@ class DeviceAgent:
         return [*caps, "recording", "privacy"]
 
     def _status_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"camera_enabled": self.camera.enabled if self.camera is not None else None}
+        fields: dict[str, Any] = {
+            "camera_enabled": self.camera.enabled if self.camera is not None else None,
+            "listening_mode": self.listening_mode or None,
+        }
         if self.has_audio:
             fields.update(volume=self.pipeline.volume, muted=self.pipeline.mic_muted,
                           microphone_enabled=not self.pipeline.mic_muted)
@@ -185,7 +190,7 @@ class DeviceAgent:
         if not self.has_audio:
             raise CommandFailed("this device has no microphone")
         self.pipeline.mic_muted = not enabled
-        self._keep(Privacy(camera=self.privacy.camera, microphone=enabled))
+        self._keep(replace(self.privacy, microphone=enabled))
         log.info("microphone %s", "on" if enabled else "off (muted)")
 
     def set_camera_enabled(self, enabled: bool) -> None:
@@ -193,7 +198,18 @@ class DeviceAgent:
         if self.camera is None:
             raise CommandFailed("this device has no camera")
         self.camera.set_enabled(enabled)
-        self._keep(Privacy(camera=enabled, microphone=self.privacy.microphone))
+        self._keep(replace(self.privacy, camera=enabled))
+
+    @property
+    def listening_mode(self) -> str:
+        """The last ``listening_mode`` command's mode (kept), else DEVICE_LISTENING_MODE ("" = the hub decides)."""
+        return self.privacy.listening_mode or self.settings.device_listening_mode
+
+    def set_listening_mode(self, mode: str) -> None:
+        """What starts a turn: kept, shown in the status, and told to the hub over the open control channel."""
+        self._keep(replace(self.privacy, listening_mode=mode))
+        self.hub.set_listening_mode(mode)
+        log.info("listening mode %s", mode)
 
     def _keep(self, state: Privacy) -> None:
         self.privacy = state

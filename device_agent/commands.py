@@ -5,8 +5,9 @@ the vocabulary, its params and results are the table in shared/mqtt/commands.py;
 one method per entry (``_handlers``), and a name missing from its dict gets the error reply
 ``unknown command 'x'``.
 
-The privacy switches (``camera``, ``microphone``) show in the retained status (``camera_enabled``,
-``microphone_enabled``) and are kept across reconnects (and restarts with ``DEVICE_STATE_FILE``).
+The privacy switches (``camera``, ``microphone``) and the ``listening_mode`` show in the retained
+status (``camera_enabled``, ``microphone_enabled``, ``listening_mode``) and are kept across
+reconnects (and restarts with ``DEVICE_STATE_FILE``).
 
 Media requests (``.../media/request``): ``snapshot`` as the command; ``recording`` with
 ``{"media_type": "audio"|"video", "duration_ms": 100-DEVICE_RECORDING_MAX_S, "format": "opus"|"wav"|"webm"}``
@@ -46,6 +47,8 @@ from shared.mqtt.commands import (
     CameraResult,
     CommandParams,
     CommandResult,
+    ListeningModeParams,
+    ListeningModeResult,
     MicrophoneResult,
     MuteParams,
     MuteResult,
@@ -104,6 +107,15 @@ class MediaControl(DeviceControl, Protocol):
         ...
 
 
+@runtime_checkable
+class ListeningControl(Protocol):
+    """A device whose listening mode can be changed (the agent)."""
+
+    def set_listening_mode(self, mode: str) -> None:
+        """Keep ``mode`` (wake_word, always, push_to_talk) and show it in the status."""
+        ...
+
+
 class CommandFailed(Exception):
     """A command was understood but cannot be done (becomes an error reply)."""
 
@@ -158,6 +170,7 @@ class CommandHandler:
             "status": self._status,
             "camera": self._camera,
             "microphone": self._microphone,
+            "listening_mode": self._listening_mode,
         }
 
     async def on_command(self, payload: Payload) -> CommandResponse:
@@ -230,6 +243,14 @@ class CommandHandler:
         self._media("microphone").set_microphone_enabled(enabled)
         await self._refresh_status()
         return self._result(MicrophoneResult(microphone_enabled=enabled))
+
+    async def _listening_mode(self, cmd: Command) -> dict[str, Any]:
+        mode = _params(cmd, ListeningModeParams).mode
+        if not isinstance(self.control, ListeningControl):
+            raise CommandFailed("this device cannot change its listening mode")
+        self.control.set_listening_mode(mode)
+        await self._refresh_status()
+        return self._result(ListeningModeResult(listening_mode=mode))
 
     async def _refresh_status(self) -> None:
         """Keep the retained status (volume, muted) in step with a change; best effort."""

@@ -134,7 +134,7 @@ class MqttAgent:
             camera_enabled=fields.get("camera_enabled"),
             microphone_enabled=fields.get("microphone_enabled"),
             # The hub runs the wake word for this device; None leaves the mode to the hub's settings.
-            listening_mode=self.device.device_listening_mode or None,
+            listening_mode=fields.get("listening_mode", self.device.device_listening_mode) or None,
         )
 
     async def publish_status(self, online: bool = True) -> dict[str, Any]:

@@ -131,8 +131,11 @@ class HubClient:
         disconnected_grace_s: float = 3.0,
         signaling: SignalingTransport | None = None,
         audio: bool = True,
+        listening_mode: str | None = None,
     ) -> None:
         self.device = device
+        # What starts a turn, told to the hub when the control channel opens ("" = the hub decides).
+        self.listening_mode = device.device_listening_mode if listening_mode is None else listening_mode
         self.audio = audio  # False: a camera-only device (DEVICE_AUDIO_BACKEND=none), no audio section
         self.webrtc = webrtc
         self.pipeline = pipeline
@@ -403,6 +406,12 @@ class HubClient:
                 samples = resampler.process(samples)
             self.pipeline.playback.push(samples)
 
+    def set_listening_mode(self, mode: str) -> None:
+        """A new listening mode (the ``listening_mode`` command): the hub hears it now if the channel is open."""
+        self.listening_mode = mode
+        if mode:
+            self._send_control(control_channel.LISTENING, mode=mode)
+
     def set_ptt(self, pressed: bool) -> None:
         """The push-to-talk button went down or up: tell the hub now if the channel is open."""
         self.ptt_pressed = pressed
@@ -412,7 +421,7 @@ class HubClient:
         """Tell the hub this device's listening mode and, with a button, whether it is held now."""
         if channel is not self._control:
             return
-        mode = self.device.device_listening_mode
+        mode = self.listening_mode
         if mode:
             self._send_control(control_channel.LISTENING, mode=mode)
         if self.ptt_pressed is not None:

@@ -1,16 +1,17 @@
-"""The dashboard's device controls: camera / microphone privacy and mute, as MQTT commands.
+"""The dashboard's device controls: camera / microphone privacy, mute and listening mode, as MQTT commands.
 
 A control on the page becomes the same :class:`shared.mqtt.Command` the AI server sends when
 someone asks by voice (built from the table in shared/mqtt/commands.py; device_agent/commands.py
 serves both), published by the hub's MQTT link on ``naila/devices/{id}/command`` (the broker ACL
 lets the hub write there). The hub answers as soon
 as the command is published; the page changes its state only when the device's retained status
-says so (``camera_enabled``, ``microphone_enabled``), so what it shows is what the device did.
+says so (``camera_enabled``, ``microphone_enabled``, ``listening_mode``), so what it shows is what
+the device did.
 
 Only the commands below, with exactly their parameters (the command table's models in
-shared/mqtt/commands.py), are accepted: the page is not a general MQTT client. Listening modes
-have no device command (a device reports its configured mode), so the page shows them and does
-not offer to change them.
+shared/mqtt/commands.py), are accepted: the page is not a general MQTT client. The
+``listening_mode`` command (``{"mode": "wake_word"|"always"|"push_to_talk"}``) is kept by the
+device and reported in its status, which the hub's listening modes follow.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from shared.mqtt.commands import COMMANDS, command_from, validate_params
 
 log = logging.getLogger("naila.hub.web.controls")
 
-# The commands the page may send (each takes one boolean: see shared/mqtt/commands.py).
-CONTROLS = ("camera", "microphone", "mute")
+# The commands the page may send (params: shared/mqtt/commands.py's table).
+CONTROLS = ("camera", "microphone", "mute", "listening_mode")
 
 
 class ControlError(Exception):

@@ -18,6 +18,8 @@ camera         ``{"enabled": bool}``                 privacy switch: off closes 
                                                      stream carries black frames; ``{"camera_enabled": b}``
 microphone     ``{"enabled": bool}``                 privacy switch (same as ``mute`` inverted);
                                                      ``{"microphone_enabled": b}``
+listening_mode ``{"mode": "wake_word"|"always"|      what starts a turn; kept, shown in the
+                 "push_to_talk"}``                   status; ``{"listening_mode": mode}``
 ============== ===================================== ==========================================
 
 The media request ``recording`` (``.../media/request``) has its params here too
@@ -83,6 +85,15 @@ class SwitchParams(CommandParams):
     """A privacy switch (``camera``, ``microphone``)."""
 
     enabled: bool
+
+
+ListeningMode = Literal["wake_word", "always", "push_to_talk"]
+
+
+class ListeningModeParams(CommandParams):
+    """What starts a turn on the device (the hub's listening modes, issue 19)."""
+
+    mode: ListeningMode
 
 
 class SnapshotParams(CommandParams):
@@ -167,6 +178,10 @@ class MicrophoneResult(CommandResult):
     microphone_enabled: bool
 
 
+class ListeningModeResult(CommandResult):
+    listening_mode: str
+
+
 # --- the table -------------------------------------------------------------------------------
 
 
@@ -191,6 +206,7 @@ COMMANDS: Final[Mapping[str, CommandSpec]] = MappingProxyType(
             CommandSpec("status", NoParams, StatusResult, "republish the retained status"),
             CommandSpec("camera", SwitchParams, CameraResult, "camera privacy switch (off: black frames)"),
             CommandSpec("microphone", SwitchParams, MicrophoneResult, "microphone privacy switch"),
+            CommandSpec("listening_mode", ListeningModeParams, ListeningModeResult, "what starts a turn (kept)"),
         )
     }
 )

@@ -27,6 +27,10 @@ class FakeDevice:
         self.camera_on = True
         self.has_microphone = True
         self.record_args: tuple[str, float, str] | None = None
+        self.listening_mode = "wake_word"
+
+    def set_listening_mode(self, mode: str) -> None:
+        self.listening_mode = mode
 
     def set_camera_enabled(self, enabled: bool) -> None:
         if not self.camera:
@@ -185,6 +189,25 @@ async def test_privacy_commands_switch_and_refresh_the_status(setup: Any) -> Non
     assert not resp.ok and resp.error == "this device has no camera"
 
 
+async def test_listening_mode_command_switches_the_mode_and_refreshes_the_status(setup: Any) -> None:
+    handler, dev, pub = setup
+    resp = await handler.on_command(cmd("listening_mode", "l1", mode="always"))
+    assert resp.ok and resp.result == {"listening_mode": "always"} and dev.listening_mode == "always"
+    assert dev.status_publishes == 1
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({}, "missing parameter 'mode'"),
+        ({"mode": "never"}, "input should be 'wake_word'"),
+        ({"mode": "always", "loud": True}, "unknown parameter 'loud'"),
+    ]
+    for params, why in bad:
+        resp = await handler.on_command(cmd("listening_mode", "l2", **params))
+        assert not resp.ok and resp.request_id == "l2" and why in (resp.error or "")
+    assert dev.listening_mode == "always" and handler.errors == {"failed": 3}
+    plain = CommandHandler("kitchen", PlainDevice(), pub)
+    resp = await plain.on_command(cmd("listening_mode", "l3", mode="always"))
+    assert not resp.ok and resp.error == "this device cannot change its listening mode"
+
+
 async def test_unknown_command_is_answered_and_counted(setup: Any) -> None:
     handler, _dev, _pub = setup
     resp = await handler.on_command(cmd("self_destruct", "req_x"))
@@ -268,6 +291,7 @@ async def test_every_command_of_the_table_has_a_handler(setup: Any) -> None:
         "mute": {"muted": False},
         "camera": switch,
         "microphone": switch,
+        "listening_mode": {"mode": "push_to_talk"},
     }
     for name in COMMANDS:
         resp = await handler.on_command(encode(build_command(name, request_id=f"t-{name}", **needs.get(name, {}))))

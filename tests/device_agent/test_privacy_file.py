@@ -20,7 +20,15 @@ def test_switches_round_trip_and_no_file_means_both_on(tmp_path: Path) -> None:
     save_privacy("", Privacy(camera=False))  # no file configured: nothing written, no error
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", '{"camera": "off"}'])
+def test_the_listening_mode_is_kept_and_an_old_file_without_it_leaves_it_to_the_settings(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    save_privacy(str(path), Privacy(camera=True, microphone=False, listening_mode="always"))
+    assert load_privacy(str(path)) == Privacy(camera=True, microphone=False, listening_mode="always")
+    path.write_text('{"camera": false, "microphone": true}')  # written before the listening_mode command
+    assert load_privacy(str(path)) == Privacy(camera=False, microphone=True, listening_mode="")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"camera": "off"}', '{"listening_mode": "loud"}'])
 def test_an_unreadable_state_file_turns_both_off(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -125,6 +125,10 @@ async def test_camera_and_microphone_off_and_on_over_mqtt_survive_a_reconnect_an
         await asyncio.sleep(1.5)
         assert rms_dbfs(hub.received(since=t0)) < -80  # silence went out, not the words
 
+        resp = await command(server, dev, "listening_mode", "mode-always", mode="always")
+        assert resp.ok and resp.result == {"listening_mode": "always"}
+        assert (await status_until(server, dev, listening_mode="always")).camera_enabled is False
+
         for bad, why in [({}, "missing parameter 'enabled'"), ({"enabled": "off"}, "must be bool")]:
             resp = await command(server, dev, "camera", "cam-bad", **bad)
             assert not resp.ok and resp.request_id == "cam-bad" and why in (resp.error or "")
@@ -137,7 +141,7 @@ async def test_camera_and_microphone_off_and_on_over_mqtt_survive_a_reconnect_an
         assert max(hub.video_levels[seen:]) < 2 and agent.pipeline.mic_muted
     finally:
         await agent.stop()
-    assert json.loads(state.read_text()) == {"camera": False, "microphone": False}
+    assert json.loads(state.read_text()) == {"camera": False, "microphone": False, "listening_mode": "always"}
 
     # A restart (power cut) too: DEVICE_STATE_FILE is read before anything streams.
     again = make_agent(
@@ -147,6 +151,7 @@ async def test_camera_and_microphone_off_and_on_over_mqtt_survive_a_reconnect_an
     try:
         status = await status_until(server, dev, online=True, camera_enabled=False)
         assert status.microphone_enabled is False and again.pipeline.mic_muted
+        assert status.listening_mode == "always" and again.hub.listening_mode == "always"
         resp = await command(server, dev, "camera", "cam-on", enabled=True)
         assert resp.ok and (await status_until(server, dev, camera_enabled=True)).online
         assert await again.wait_connected(10)

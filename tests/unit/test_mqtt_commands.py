@@ -13,6 +13,7 @@ from shared.mqtt import Command, MessageError, build, decode, encode
 from shared.mqtt.commands import (
     COMMANDS,
     CommandParams,
+    ListeningModeParams,
     MuteParams,
     NoParams,
     RecordingParams,
@@ -45,6 +46,7 @@ PARAMS: dict[type[CommandParams], st.SearchStrategy[CommandParams]] = {
     VolumeParams: st.builds(VolumeParams, level=st.integers(min_value=0, max_value=100)),
     MuteParams: st.builds(MuteParams, muted=st.booleans()),
     SwitchParams: st.builds(SwitchParams, enabled=st.booleans()),
+    ListeningModeParams: st.builds(ListeningModeParams, mode=st.sampled_from(["wake_word", "always", "push_to_talk"])),
     SnapshotParams: some_of(
         SnapshotParams,
         quality=st.integers(min_value=1, max_value=100),
@@ -60,9 +62,12 @@ PARAMS: dict[type[CommandParams], st.SearchStrategy[CommandParams]] = {
 }
 
 
+COMMAND_NAMES = ("volume", "mute", "restart_stream", "snapshot", "status", "camera", "microphone", "listening_mode")
+
+
 def test_every_command_has_a_params_strategy() -> None:
     assert {spec.params for spec in COMMANDS.values()} <= set(PARAMS)
-    assert set(COMMANDS) == {"volume", "mute", "restart_stream", "snapshot", "status", "camera", "microphone"}
+    assert set(COMMANDS) == set(COMMAND_NAMES)
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
@@ -88,6 +93,7 @@ def test_params_round_trip_through_the_wire(name: str, data: st.DataObject) -> N
         ("status", {}),
         ("camera", {"enabled": False}),
         ("microphone", {"enabled": True}),
+        ("listening_mode", {"mode": "always"}),
     ],
 )
 def test_the_wire_bytes_are_those_of_the_untyped_command(name: str, params: dict[str, Any]) -> None:
@@ -112,6 +118,9 @@ def test_the_wire_bytes_are_those_of_the_untyped_command(name: str, params: dict
         ("snapshot", {"resolution": "8x8000"}, "resolution", "snapshot: resolution must look like 640x480"),
         ("snapshot", {"resolution": "10x480"}, "resolution", "snapshot: resolution 10x480 is out of range"),
         ("snapshot", {"format": "png"}, "format", "snapshot: only jpeg snapshots are supported, not 'png'"),
+        ("listening_mode", {}, "mode", "listening_mode: missing parameter 'mode'"),
+        ("listening_mode", {"mode": "whenever"}, "mode", "listening_mode: parameter 'mode': input should be 'wake_"),
+        ("listening_mode", {"mode": 1}, "mode", "listening_mode: parameter 'mode': input should be"),
         ("dance", {}, "command", "unknown command 'dance'"),
     ],
 )
@@ -149,6 +158,7 @@ def test_asking_for_another_model_than_the_tables_is_a_bug() -> None:
 def test_results_are_read_with_the_tables_models() -> None:
     assert parse_result("volume", {"volume": 30}) == COMMANDS["volume"].result(volume=30)
     assert parse_result("camera", {"camera_enabled": False, "newer_field": 1}).model_dump() == {"camera_enabled": False}
+    assert parse_result("listening_mode", {"listening_mode": "always"}).model_dump() == {"listening_mode": "always"}
     status = parse_result("status", {"device_id": "pi", "online": True})
     assert status.model_dump() == {"device_id": "pi", "online": True}  # the device's status fields, as sent
     with pytest.raises(MessageError, match=r"^snapshot result: missing parameter 'bytes'"):

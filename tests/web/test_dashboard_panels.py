@@ -223,6 +223,19 @@ async def test_privacy_toggle_turns_a_real_devices_camera_off(
             await expect(toggle).to_have_attribute("aria-pressed", "false", timeout=5000)
             await expect(page.locator(f'tr[data-device="{dev}"] [data-privacy="camera"]')).to_have_text("camera off")
             await expect(toggle).to_be_enabled()
+
+            # The listening mode: the same path, the listening_mode command, shown once the status says so.
+            mode = page.locator(f'tr[data-device="{dev}"] select[data-control="listening_mode"]')
+            await mode.select_option("always")
+            async with asyncio.timeout(10):
+                async for msg in watch.messages:
+                    if decode(DeviceStatus, bytes(msg.payload)).listening_mode == "always":
+                        break
+            assert agent.listening_mode == "always"
+            cell = page.locator(f'tr[data-device="{dev}"] td.listening-mode')
+            await expect(cell).to_have_attribute("data-mode", "always", timeout=5000)
+            await expect(mode).to_have_value("always")
+            await expect(mode).to_be_enabled()
     finally:
         await agent.stop()
 
@@ -252,6 +265,8 @@ async def test_control_endpoint_refuses_bad_requests(make_web_hub: HubMaker, mos
         for body, why in (
             ({"command": "reboot"}, "command must be one of"),
             ({"command": "camera", "enabled": "no"}, "true or false"),
+            ({"command": "listening_mode", "mode": "whenever"}, "input should be 'wake_word'"),
+            ({"command": "listening_mode"}, "missing parameter 'mode'"),
             ([1, 2], "JSON object"),
         ):
             async with http.post(url, json=body) as r:
@@ -262,6 +277,8 @@ async def test_control_endpoint_refuses_bad_requests(make_web_hub: HubMaker, mos
             assert r.status == 403
         async with http.post(url, json={"command": "mute", "muted": True}) as r:
             assert r.status == 202 and (await r.json())["muted"] is True
+        async with http.post(url, json={"command": "listening_mode", "mode": "push_to_talk"}) as r:
+            assert r.status == 202 and (await r.json())["mode"] == "push_to_talk"
 
 
 async def test_latency_chart_has_a_bar_per_turn_and_the_page_fits_a_phone(

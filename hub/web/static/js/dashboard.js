@@ -161,7 +161,7 @@ function renderDevices() {
         d.microphone_enabled === false ? h("span", { class: "tag privacy", "data-privacy": "microphone" }, "mic off") : null,
       ),
       h("td", { class: "room" }, d.room || "–"),
-      h("td", { class: "listening-mode", "data-mode": d.listening_mode || "" }, (d.listening_mode || "–").replace(/_/g, " ")),
+      h("td", { class: "listening-mode", "data-mode": d.listening_mode || "" }, listeningMode(d)),
       h("td", {}, h("span", { class: `badge ${d.online ? "on" : "off"}`, "data-status": status }, status), via ? ` ${via}` : ""),
       h("td", { class: "last-seen", "data-iso": d.last_seen || "", title: d.last_seen || "" }, ago(d.last_seen)),
       h(
@@ -213,7 +213,28 @@ function controls(d) {
   return out.length ? out : "–";
 }
 
-async function sendControl(deviceId, command, want) {
+// The listening mode: a select sending the listening_mode command; its value is the device's status.
+const MODES = ["wake_word", "always", "push_to_talk"];
+
+function listeningMode(d) {
+  const shown = (d.listening_mode || "–").replace(/_/g, " ");
+  if (d.kind === "browser" || !d.mqtt_online) return shown;
+  const key = `${d.device_id}/listening_mode`;
+  const pending = st.pending[key];
+  if (pending && (pending.want === d.listening_mode || Date.now() > pending.until)) delete st.pending[key];
+  const waiting = Boolean(st.pending[key]);
+  const options = MODES.map((m) => h("option", { value: m, selected: m === d.listening_mode }, m.replace(/_/g, " ")));
+  if (!MODES.includes(d.listening_mode)) options.unshift(h("option", { value: "", selected: true, disabled: true }, shown));
+  const select = h(
+    "select",
+    { "data-control": "listening_mode", "aria-label": `listening mode of ${d.device_id}`, disabled: waiting },
+    ...options,
+  );
+  select.addEventListener("change", () => sendControl(d.device_id, "listening_mode", select.value, { mode: select.value }));
+  return waiting ? [select, h("span", { class: "muted" }, " …")] : select;
+}
+
+async function sendControl(deviceId, command, want, params = { enabled: want }) {
   st.pending[`${deviceId}/${command}`] = { want, until: Date.now() + CONTROL_WAIT_MS };
   renderDevices();
   setTimeout(renderDevices, CONTROL_WAIT_MS + 100); // give up waiting if no status came
@@ -221,7 +242,7 @@ async function sendControl(deviceId, command, want) {
     const resp = await api(`/api/devices/${encodeURIComponent(deviceId)}/control`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ command, enabled: want }),
+      body: JSON.stringify({ command, ...params }),
     });
     if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || `HTTP ${resp.status}`);
   } catch (err) {
