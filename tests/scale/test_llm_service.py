@@ -10,12 +10,7 @@ both requests are answered once, with real text, and the LLM server saw both.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +20,8 @@ import pytest
 
 from ai_server.llm.embedded import shipped_model_path
 from shared.mqtt import topics
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker
+from tests.llama_server import llama_cpp_server
 from tests.scale.conftest import AiProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -34,56 +30,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 @pytest.fixture
 def llm_server(tmp_path: Path) -> Iterator[str]:
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
-    port = free_port()
-    log = tmp_path / "llama-server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(shipped_model_path()),
-                "--model_alias",
-                "shared",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                "1",
-                "--n_threads_batch",
-                "1",
-                # Its default cuts a streaming answer off when another request arrives: with several AI
-                # servers that is every concurrent turn (measured: one of two answers came back empty).
-                "--interrupt_requests",
-                "false",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,  # a file: a full pipe would stall it
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # waiting for a process to come up, not timing logic
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{url}/models", timeout=2).close()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not answer within 120 s")
-            time.sleep(0.25)
+    # Its default cuts a streaming answer off when another request arrives: with several AI
+    # servers that is every concurrent turn (measured: one of two answers came back empty).
+    with llama_cpp_server(shipped_model_path(), tmp_path / "llama-server.log", "--model_alias", "shared",
+                          "--interrupt_requests", "false") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def test_two_ai_servers_answer_with_one_shared_llm_server_at_once(

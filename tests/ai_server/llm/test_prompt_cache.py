@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from ai_server.llm.embedded import EmbeddedLLM, shipped_model_path
 from ai_server.llm.openai_compat import OpenAICompatLLM
 from shared.aio import closing
 from shared.config.ai_server import DEFAULT_SYSTEM_PROMPT
-from tests.conftest import free_port
+from tests.llama_server import llama_cpp_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -150,38 +147,9 @@ def prefix_hits(log: Path) -> list[tuple[int, int]]:
 def llama_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """llama-cpp-python's own OpenAI-compatible server with the shipped model, logging its prefix reuse."""
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
-    port = free_port()
     log = tmp_path / "llama-server.log"
-    args = [
-        "--model",
-        str(shipped_model_path()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        "1",
-        "--n_threads_batch",
-        "1",
-        "--verbose",
-        "true",
-    ]
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", *args], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 60  # loading the model on a busy 2-core machine
-        while "Uvicorn running" not in log.read_text():
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1", log
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with llama_cpp_server(shipped_model_path(), log, "--verbose", "true") as url:
+        yield url, log
 
 
 async def test_the_openai_backend_against_llama_cpp_python_s_server_reuses_the_history(

@@ -9,13 +9,7 @@ reaches them with the right slots and that their result is what the model says.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +19,7 @@ from ai_server.assist.tools import ToolBox, assist_context
 from ai_server.llm.models import model_path
 from ai_server.llm.openai_compat import OpenAICompatLLM
 from shared.aio import closing
+from tests.llama_server import llama_cpp_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -32,43 +27,12 @@ NOW = dt.datetime(2026, 3, 4, 10, 42, tzinfo=dt.UTC)
 SYSTEM = "You are NAILA, a voice assistant in the user's home. Answer in one short spoken sentence."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def qwen_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     gguf = model_path("qwen2.5-0.5b")  # joined once into ~/.cache/naila/models, sha256-checked
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "qwen",
-         "--n_ctx", "2048", "--n_threads", "2", "--n_threads_batch", "2", "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),  # a file: a full pipe would stall it
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # waiting for a process to come up, not timing logic
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{url}/models", timeout=2).close()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not answer within 120 s")
-            time.sleep(0.25)
+    with llama_cpp_server(gguf, log_path, "--model_alias", "qwen", threads=2) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class FakeHousehold:
