@@ -198,7 +198,7 @@ async def test_recording_requests_get_a_clip_or_an_error_result(mqtt_settings: M
         bad: list[tuple[str, dict[str, Any], str]] = [
             ("rec-long", {"duration_ms": 60_000}, "DEVICE_RECORDING_MAX_S"),
             ("rec-mp3", {"format": "mp3"}, "audio recordings are opus or wav"),
-            ("rec-what", {"media_type": "smell"}, "media_type must be audio or video"),
+            ("rec-what", {"media_type": "smell"}, "parameter 'media_type'"),
         ]
         for rid, params, why in bad:
             await request(rid, **params)

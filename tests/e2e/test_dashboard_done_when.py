@@ -11,6 +11,7 @@ processes the demo runs.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,18 @@ async def test_the_demo_camera_its_alert_the_latency_and_a_voice_timer_cancelled
 
                 # The voice timer (whisper writes "10 minutes") and its turn in the latency chart; said once
                 # the zoom is over and the camera holds still, as in the demo.
-                device.say("Set a timer for ten minutes.")
                 row = page.locator("#timer-list li[data-kind=timer]")
-                await expect(row).to_have_count(1, timeout=60_000)
+                # Said at most twice: what is checked here is the dashboard showing a voice timer, and on a
+                # loaded 2-core runner (YOLO, Whisper and the browser at once) the first request was once
+                # never heard as a turn at all (seen in CI, not reproduced alone).
+                for _ in range(2):
+                    before = len(device.turns())
+                    device.say("Set a timer for ten minutes.")
+                    with contextlib.suppress(TimeoutError):
+                        await device.wait_turn(before, 60)
+                    if await row.count():
+                        break
+                await expect(row).to_have_count(1, timeout=30_000)
                 await expect(row).to_contain_text("10 minute")
                 # The turn is recorded once its reply has played out, after the timer shows.
                 await expect(page.locator("#latency-chart rect").first).to_be_attached(timeout=30_000)

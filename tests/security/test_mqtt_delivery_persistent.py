@@ -32,7 +32,10 @@ def uid(prefix: str) -> str:
 
 
 async def server(broker: Broker, client_id: str, answer: str) -> AIServer:
-    settings = load(AIServerSettings, ai_mqtt_client_id=client_id, vision_enabled=False)
+    # A share group of its own: the session-wide broker still holds other tests' persistent AI server
+    # sessions, and mosquitto hands a shared subscription's message to members that are offline too.
+    settings = load(AIServerSettings, ai_mqtt_client_id=client_id, vision_enabled=False,
+                    ai_mqtt_share_group=uid("naila-ai"))
     mqtt = load(MqttSettings, mqtt_host=broker.host, mqtt_port=broker.port, mqtt_keepalive_s=5)
     ai = await start_server(settings, stt=FakeSTT(), llm=FakeLLM(answer), tts=FakeTTS(), host="127.0.0.1", port=0,
                             metrics_port=0, warm=False, mqtt=mqtt, media=load(MediaSettings))
