@@ -98,7 +98,10 @@ def test_a_truncated_big_jpeg_is_still_refused() -> None:
 async def test_an_upload_of_the_bomb_is_answered_oversized_and_the_server_carries_on(
     mosquitto: Broker, bomb: bytes
 ) -> None:
-    settings = load(AIServerSettings, ai_mqtt_client_id="", vision_enabled=False)
+    # A share group of its own: the session-wide broker keeps other tests' offline persistent AI server
+    # sessions in the default group, and mosquitto hands shared-subscription messages to those too.
+    settings = load(AIServerSettings, ai_mqtt_client_id="", vision_enabled=False,
+                    ai_mqtt_share_group=f"bombs-{uuid.uuid4().hex[:8]}")
     mqtt = load(MqttSettings, mqtt_host=mosquitto.host, mqtt_port=mosquitto.port, mqtt_keepalive_s=5)
     ai = await start_server(settings, stt=FakeSTT(), llm=FakeLLM("fine"), tts=FakeTTS(), host="127.0.0.1", port=0,
                             metrics_port=0, warm=False, mqtt=mqtt, media=load(MediaSettings))
