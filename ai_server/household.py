@@ -30,6 +30,7 @@ MAX_SNAPSHOT_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_EVENTS: Final = 100
 MAX_EVENTS: Final = 500
 SNAPSHOT_SOURCE: Final = "alert_snapshot"
+MAX_LABEL: Final = 60  # a timer's name or room from the dashboard's form
 
 
 def _ms(t: datetime) -> int:
@@ -199,3 +200,21 @@ class HouseholdService(pb_grpc.HouseholdServicer):
             f"{done.kind}{' (stopped ringing)' if done.stopped_ringing else ''}" if done.found else "not found",
         )
         return pb.CancelTimerResponse(found=done.found, kind=done.kind or "", stopped_ringing=done.stopped_ringing)
+
+    async def SetTimer(self, request: pb.SetTimerRequest, context: Any) -> pb.HouseholdTimer:
+        """The dashboard's form: the same timer as "set a pasta timer for 5 minutes" said on the device."""
+        if not is_safe_id(request.device_id):
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"device_id must be {ID_RULE}")
+        for text, what in ((request.label, "label"), (request.room, "room")):
+            if len(text) > MAX_LABEL or not text.isprintable():
+                message = f"{what} must be 0-{MAX_LABEL} printable characters"
+                await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, message)
+        if self.alarms is None:
+            await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "timers are off on this AI server")
+        try:
+            timer = self.alarms.timers.set_timer(request.device_id, request.room, request.label, request.duration_s)
+        except ValueError as exc:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log.info("household: timer %s (%s) set from the dashboard to ring on %s", timer.id, timer.label, timer.asker)
+        views = [a for a in self.alarms.board() if a.id == timer.id]
+        return _timer(views[0]) if views else pb.HouseholdTimer(id=timer.id, kind="timer", label=timer.label)

@@ -237,6 +237,25 @@ class Timers:
         labels = " and ".join(f"a {t.label}" for t in found[:4])
         return AssistReply(f"Which one? You have {labels}.", match.intent)
 
+    def set_timer(self, asker: str, room: str, name: Any, seconds: float) -> Timer:
+        """Start a timer for ``asker`` (it rings there): a voice request and the dashboard's form
+        (ai_server/household.py) both come here. ValueError, counted, when it cannot be set."""
+        if not 0 < seconds <= MAX_TIMER_S:
+            self._count("timers_refused")
+            raise ValueError("Timers can be at most 24 hours long." if seconds > 0 else "A timer needs a duration.")
+        if sum(1 for t in self.timers.values() if t.asker == asker) >= MAX_TIMERS_PER_ASKER:
+            self._count("timers_refused")
+            raise ValueError(f"You already have {MAX_TIMERS_PER_ASKER} timers; cancel one first.")
+        now = self.clock.now()
+        timer = Timer(uuid.uuid4().hex, asker, room, _clean_name(name), seconds, seconds,
+                      now + dt.timedelta(seconds=seconds), None, now)
+        self.timers[timer.id] = timer
+        self._save(timer)
+        self._schedule(timer)
+        self._count("timers_started")
+        log.info("timer %s (%s, %.0f s) set by %s", timer.id, timer.label, seconds, asker)
+        return timer
+
     # ---- handlers ----------------------------------------------------------------------------
 
     async def start(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
@@ -251,21 +270,11 @@ class Timers:
             return done or AssistReply("I can't run a command on a timer yet.", match.intent)
         if seconds <= 0:
             return AssistReply("How long should the timer be?", match.intent)
-        if seconds > MAX_TIMER_S:
-            self._count("timers_refused")
-            return AssistReply("Timers can be at most 24 hours long.", match.intent)
-        if sum(1 for t in self.timers.values() if t.asker == ctx.asker) >= MAX_TIMERS_PER_ASKER:
-            self._count("timers_refused")
-            return AssistReply(f"You already have {MAX_TIMERS_PER_ASKER} timers; cancel one first.", match.intent)
-        name = _clean_name(match.slots.get("name"))
-        now = self.clock.now()
-        timer = Timer(uuid.uuid4().hex, ctx.asker, ctx.room or "", name, seconds, seconds,
-                      now + dt.timedelta(seconds=seconds), None, now)
-        self.timers[timer.id] = timer
-        self._save(timer)
-        self._schedule(timer)
-        self._count("timers_started")
-        log.info("timer %s (%s, %.0f s) set by %s", timer.id, timer.label, seconds, ctx.asker)
+        try:
+            timer = self.set_timer(ctx.asker, ctx.room or "", match.slots.get("name"), seconds)
+        except ValueError as exc:
+            return AssistReply(str(exc), match.intent)
+        name = timer.name
         what = f"{name.capitalize()} timer" if name else "Timer"
         return AssistReply(f"{what} set for {say_duration(seconds)}.", match.intent,
                            data={"timer_id": timer.id, "seconds": seconds, "name": name})

@@ -850,3 +850,35 @@ class CancelTimerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelTimerResponse: _TypeAlias = CancelTimerResponse  # noqa: Y015
+
+@_typing.final
+class SetTimerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
+    duration_s: _builtins.int
+    """1 s to 24 h"""
+    label: _builtins.str
+    """optional name ("pasta"); "" = named by its duration"""
+    device_id: _builtins.str
+    """the device it rings on (it is the timer's asker, as if it had asked)"""
+    room: _builtins.str
+    """that device's room, "" when not known"""
+    def __init__(
+        self,
+        *,
+        duration_s: _builtins.int = ...,
+        label: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        room: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "duration_s", b"duration_s", "label", b"label", "room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTimerRequest: _TypeAlias = SetTimerRequest  # noqa: Y015

@@ -224,6 +224,11 @@ class HouseholdStub:
                 request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerRequest.SerializeToString,
                 response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerResponse.FromString,
                 _registered_method=True)
+        self.SetTimer = channel.unary_unary(
+                '/naila.v1.Household/SetTimer',
+                request_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.SetTimerRequest.SerializeToString,
+                response_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.HouseholdTimer.FromString,
+                _registered_method=True)
 
 
 class HouseholdServicer:
@@ -269,6 +274,14 @@ class HouseholdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTimer(self, request, context):
+        """Set a timer from the dashboard: the same timer a voice request starts (persisted, rings on
+        device_id). INVALID_ARGUMENT with a one-line message for a bad duration, label or device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HouseholdServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -296,6 +309,11 @@ def add_HouseholdServicer_to_server(servicer, server):
                     servicer.CancelTimer,
                     request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerRequest.FromString,
                     response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerResponse.SerializeToString,
+            ),
+            'SetTimer': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTimer,
+                    request_deserializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.SetTimerRequest.FromString,
+                    response_serializer=shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.HouseholdTimer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +455,33 @@ class Household:
             '/naila.v1.Household/CancelTimer',
             shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerRequest.SerializeToString,
             shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.CancelTimerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTimer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/naila.v1.Household/SetTimer',
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.SetTimerRequest.SerializeToString,
+            shared_dot_gen_dot_naila_dot_v1_dot_naila__pb2.HouseholdTimer.FromString,
             options,
             channel_credentials,
             insecure,

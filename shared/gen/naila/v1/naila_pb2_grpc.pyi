@@ -105,6 +105,10 @@ class HouseholdStub:
     """The same list now and again after every change (start, cancel, pause, ring, stop)."""
     CancelTimer: _grpc.UnaryUnaryMultiCallable[_naila_pb2.CancelTimerRequest, _naila_pb2.CancelTimerResponse]
     """Cancel a timer or reminder by id; one that rings stops ringing."""
+    SetTimer: _grpc.UnaryUnaryMultiCallable[_naila_pb2.SetTimerRequest, _naila_pb2.HouseholdTimer]
+    """Set a timer from the dashboard: the same timer a voice request starts (persisted, rings on
+    device_id). INVALID_ARGUMENT with a one-line message for a bad duration, label or device.
+    """
 
 @_typing.type_check_only
 class HouseholdAsyncStub(HouseholdStub):
@@ -127,6 +131,10 @@ class HouseholdAsyncStub(HouseholdStub):
     """The same list now and again after every change (start, cancel, pause, ring, stop)."""
     CancelTimer: _aio.UnaryUnaryMultiCallable[_naila_pb2.CancelTimerRequest, _naila_pb2.CancelTimerResponse]  # type: ignore[assignment]
     """Cancel a timer or reminder by id; one that rings stops ringing."""
+    SetTimer: _aio.UnaryUnaryMultiCallable[_naila_pb2.SetTimerRequest, _naila_pb2.HouseholdTimer]  # type: ignore[assignment]
+    """Set a timer from the dashboard: the same timer a voice request starts (persisted, rings on
+    device_id). INVALID_ARGUMENT with a one-line message for a bad duration, label or device.
+    """
 
 class HouseholdServicer(metaclass=_abc_1.ABCMeta):
     """---- The household's state for the hub's dashboard (issue 24) ------------------------------
@@ -176,5 +184,15 @@ class HouseholdServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_naila_pb2.CancelTimerResponse, _abc.Awaitable[_naila_pb2.CancelTimerResponse]]:
         """Cancel a timer or reminder by id; one that rings stops ringing."""
+
+    @_abc_1.abstractmethod
+    def SetTimer(
+        self,
+        request: _naila_pb2.SetTimerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_naila_pb2.HouseholdTimer, _abc.Awaitable[_naila_pb2.HouseholdTimer]]:
+        """Set a timer from the dashboard: the same timer a voice request starts (persisted, rings on
+        device_id). INVALID_ARGUMENT with a one-line message for a bad duration, label or device.
+        """
 
 def add_HouseholdServicer_to_server(servicer: HouseholdServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
