@@ -273,6 +273,7 @@ class VisionService:
                 "motion_at_ms": v.motion_at_ms,
                 "size": list(size) if (size := v.size()) else None,
                 "detections": [b.to_json() for b in v.boxes],
+                "analysed_at_ms": v.analysed_at_ms,
             })
         return out
 

@@ -69,6 +69,9 @@ class CameraView:
         self.motion_at_ms: int | None = None  # wall clock of the last frame with motion
         self.boxes: tuple[Box, ...] = ()
         self.boxes_frame_id = 0
+        # Wall clock of the frame the boxes are of (the AI server echoes it); None: no frame of
+        # this camera analysed yet. A tile then says "not analysed yet", never "nothing detected".
+        self.analysed_at_ms: int | None = None
         self._jpeg: tuple[int, bytes] | None = None  # (version, bytes)
 
     def update(self, frame: VideoFrame, at_ms: int) -> None:
@@ -87,6 +90,7 @@ class CameraView:
         analysed = fit(frame.width, frame.height, self.frame_box) if frame is not None else self.frame_box
         self.boxes = boxes_of(result, analysed)
         self.boxes_frame_id = result.frame_id
+        self.analysed_at_ms = int(result.timestamp_ms) or self.at_ms
 
     def cached_jpeg(self) -> bytes | None:
         """The view's JPEG if it was encoded since the last chosen frame, else None (encode it)."""

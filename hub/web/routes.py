@@ -179,9 +179,17 @@ class WebApp:
         self.global_login_limiter = RateLimiter(rate_per_s=1 / 3, burst=20)
         self._known_clients: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
         self.upload_limiter = RateLimiter(rate_per_s=1 / 6, burst=5)
-        # Alert snapshots, the event timeline, timers and reminders: from the AI server over gRPC (issue 24).
-        self.household = HouseholdRoutes(HouseholdClient(hub_client(s)), self.bus, host.metrics.web_refused,
-                                         require=self._require, same_origin=_same_origin)
+        # Alert snapshots, the event timeline, timers and reminders: from every AI server over gRPC (issue 24).
+        pool = getattr(host, "link", None)  # hub.ai_pool.AiPool (test hosts may have none)
+        self.household = HouseholdRoutes(
+            HouseholdClient([hub_client(s, t) for t in s.ai_servers]),
+            self.bus,
+            host.metrics.web_refused,
+            require=self._require,
+            same_origin=_same_origin,
+            room_of=host.rooms.room_of,
+            server_of=getattr(pool, "server_of", lambda _device: None),
+        )
         self.control_limiter = RateLimiter(rate_per_s=2, burst=10)  # per client: clicks, not a script
         if mqtt is not None:
             for topic_filter in MQTT_FILTERS:

@@ -15,8 +15,8 @@ Every change goes out on the :class:`~hub.web.events.EventBus`; a new page gets 
 A status flood (M8) must not cost O(devices) of JSON and fan-out per message on the media
 event loop: the device list goes out at most DEVICES_EVERY_S apart (changes in between are
 folded into the next one), and hub.device_status rate limits each device's statuses.
-Alert snapshots: the hub stores no alert images, so an alert with ``snapshot_available`` is
-shown as "snapshot stored on the AI server".
+Alert snapshots: the hub stores no alert images; an alert with a ``snapshot_id`` links to its
+image through the hub (``/api/alerts/{id}/snapshot``, hub.web.household, behind the login).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ TICK_S = 0.2  # session poll and level meter rate: 5 updates a second look live 
 HEALTH_EVERY_S = 2.0
 AI_STATUS_EVERY_S = 5.0
 MAX_ALERTS = 200
+CHART_TURNS = 50  # turns sent to a new dashboard (the chart's bars and the table); the hour's stay here
 MAX_DEVICES = 500  # MQTT statuses kept; beyond that the oldest offline ones are forgotten
 LEVEL_FLOOR_DBFS = -90.0
 DEVICES_EVERY_S = 0.5  # at most 2 device-list updates a second to the dashboards
@@ -132,10 +133,10 @@ def alert_json(alert: Alert, received_at: str) -> dict[str, object]:
         "timestamp": utc_iso(alert.timestamp),
         "received_at": received_at,
         "snapshot_available": alert.snapshot_available,
-        # The hub keeps no alert images (see the module doc), so the page says where it is.
-        "snapshot": "stored on the AI server" if alert.snapshot_available else None,
-        # Its id there: the page loads it through the hub (hub.web.household, behind the login).
+        # The snapshot's id on the AI server and where the page loads it: through the hub
+        # (hub.web.household, behind the login; the hub keeps no alert images).
         "snapshot_id": alert.snapshot_id,
+        "snapshot": f"/api/alerts/{alert.snapshot_id}/snapshot" if alert.snapshot_id else None,
     }
 
 
@@ -222,6 +223,8 @@ class DashboardState:
                 "last_motion": ms_iso(view["motion_at_ms"]),
                 "size": view["size"],
                 "detections": view["detections"],
+                # When the frame the detections are of was taken (None: none analysed yet).
+                "analysed_at": ms_iso(view.get("analysed_at_ms")),
             })
         return out
 
@@ -243,7 +246,9 @@ class DashboardState:
             "levels": dict(self._levels),
             "alerts": list(self.alerts),
             "cameras": self.camera_list(),
-            "turns": [turn_json(t) for t in self.turns.recent()],
+            # The chart's bars: the newest turns; its p50/p95 lines: the hour's, computed here.
+            "turns": [turn_json(t) for t in self.turns.recent(limit=CHART_TURNS)],
+            "latency": self.turns.latency(),
             "health": self.health(),
         }
 
@@ -261,6 +266,7 @@ class DashboardState:
 
     def on_turn(self, turn: TurnRecord) -> None:
         self.bus.publish("turn", turn_json(turn), device_id=turn.device_id)
+        self.bus.publish("latency", self.turns.latency(), dashboard_only=True)
 
     async def on_mqtt(self, topic: str, payload: bytes) -> None:
         """Handler for the hub's MQTT link (registered for every filter in MQTT_FILTERS)."""

@@ -103,6 +103,7 @@ async def test_dashboard_shows_devices_alerts_and_turns_live(
                 confidence=0.92,
                 source_device=kitchen,
                 snapshot_available=True,
+                snapshot_id="snap-front-1",
             ),
         )
         await _publish(
@@ -110,9 +111,11 @@ async def test_dashboard_shows_devices_alerts_and_turns_live(
         )
         alerts = page.locator("#alerts tr")
         await expect(alerts).to_have_count(2, timeout=5000)
-        await expect(page.locator('#alerts tr[data-zone="front_door"] td').last).to_have_text(
-            "snapshot stored on the AI server"
-        )
+        # The row links its snapshot through the hub (loaded with the login; 503 here: no AI server).
+        link = page.locator('#alerts tr[data-zone="front_door"] td.snapshot-cell a')
+        await expect(link).to_have_attribute("href", "/api/alerts/snap-front-1/snapshot")
+        await expect(link.locator("img.thumb")).to_have_count(1)
+        await expect(page.locator('#alerts tr[data-zone="garden"] td.snapshot-cell')).to_have_text("none")
         await page.select_option("#alert-zone", "garden")
         await expect(alerts).to_have_count(1)
         await expect(alerts.first).to_have_attribute("data-type", "motion")

@@ -78,11 +78,14 @@ async def test_device_status_alerts_and_bad_messages() -> None:
     await state.statuses.on_mqtt(topics.device_status("pi-a"), b"")
     assert state.devices == {}
     for zone, kind in (("door", "person"), ("garden", "motion"), ("door", "motion")):
-        alert = build(Alert, alert_type=kind, zone=zone, confidence=0.5, source_device="cam", snapshot_available=True)
+        alert = build(
+            Alert, alert_type=kind, zone=zone, confidence=0.5, source_device="cam", snapshot_available=True,
+            snapshot_id=f"snap-{zone}-{kind}",
+        )
         await state.on_mqtt(topics.ALERTS_ALL, encode(alert))
     assert [a["alert_type"] for a in state.alerts_matching("door", None)] == ["person", "motion"]
     assert [a["zone"] for a in state.alerts_matching(None, "motion")] == ["garden", "door"]
-    assert state.alerts[0]["snapshot"] == "stored on the AI server"
+    assert state.alerts[0]["snapshot"] == "/api/alerts/snap-door-person/snapshot", "served by the hub, behind the login"
     kinds = [k for k, _ in drain(sub)]
     assert kinds.count("devices") == 3 and kinds.count("alert") == 3
 
@@ -105,7 +108,7 @@ def test_sessions_and_levels_are_polled() -> None:
     assert not state.devices["web-x"].online
     turns.add(TurnRecord("web-x", "c", transcript="hi"))
     events = drain(dash)
-    assert [k for k, _ in events] == ["devices", "levels", "levels", "devices", "levels", "turn"]
+    assert [k for k, _ in events] == ["devices", "levels", "levels", "devices", "levels", "turn", "latency"]
     assert events[1][1] == {"web-x": -30.0} and events[2][1] == {"web-x": -90.0}
     assert [k for k, _ in drain(page)] == ["turn"], "a device page gets only its own turns"
 

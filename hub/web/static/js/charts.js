@@ -22,7 +22,7 @@ export function pct(values, p) {
  * Stacked bars: ``bars`` = [{key, label, segments: [ms per stage]}], ``stages`` = [[name, colour class]],
  * ``lines`` = [{value, label, cls}] drawn across (p50 / p95).
  */
-export function stackedBars(bars, stages, lines = [], { width = 720, height = 220 } = {}) {
+export function stackedBars(bars, stages, lines = [], { width = 720, height = 220, caption = "ms, one bar per turn (oldest left)" } = {}) {
   const pad = { l: 48, r: 8, t: 10, b: 22 };
   const totals = bars.map((b) => b.segments.reduce((a, v) => a + v, 0));
   const top = Math.max(1, ...totals, ...lines.map((l) => l.value || 0)) * 1.08;
@@ -50,12 +50,14 @@ export function stackedBars(bars, stages, lines = [], { width = 720, height = 22
     g.append(svg("title", {}, `${b.label}: ${Math.round(acc)} ms`));
     root.append(g);
   });
-  for (const l of lines) {
-    if (typeof l.value !== "number") continue;
+  lines.forEach((l, i) => {
+    if (typeof l.value !== "number") return;
     root.append(svg("line", { x1: pad.l, x2: width - pad.r, y1: y(l.value), y2: y(l.value), class: `mark ${l.cls}` }));
-    root.append(svg("text", { x: width - pad.r - 2, y: y(l.value) - 3, class: `axis ${l.cls}`, "text-anchor": "end" }, l.label));
-  }
-  root.append(svg("text", { x: pad.l, y: height - 6, class: "axis" }, "ms, one bar per turn (oldest left)"));
+    // The first line's label under it, the others' over theirs: close p50 and p95 stay apart.
+    const ty = i === 0 ? Math.min(height - pad.b - 2, y(l.value) + 13) : y(l.value) - 4;
+    root.append(svg("text", { x: width - pad.r - 2, y: ty, class: `axis ${l.cls}`, "text-anchor": "end" }, l.label));
+  });
+  root.append(svg("text", { x: pad.l, y: height - 6, class: "axis" }, caption));
   return root;
 }
 

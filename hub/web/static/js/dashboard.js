@@ -2,14 +2,14 @@
 // and health, all pushed by the hub over server-sent events (/api/events); plus a box to ask a
 // question about a picture. A camera event says only that a view changed: the page then fetches
 // the image (with the login) from /api/cameras/{id}/view.
-import { stackedBars, pct, sparkline, svg } from "./charts.js";
+import { stackedBars, sparkline, svg } from "./charts.js";
 import { $, ago, api, clock, fill, fmtMs, h, openEvents } from "./common.js";
 
 const MAX_TURN_ROWS = 50;
 const KEY_ID = "naila.device_id";
 
 const LEVEL_POINTS = 60; // mic level sparkline: the last 12 s at the hub's 5 updates a second
-const HOUR_MS = 3600 * 1000;
+const MIN_BAR_PX = 14; // a narrow chart (a phone) shows fewer, wider bars: the newest that fit
 const CONTROL_WAIT_MS = 10000; // a control waits this long for the device's status to confirm it
 
 const ui = {
@@ -46,7 +46,7 @@ const ui = {
   answer: $("upload-answer"),
 };
 
-const st = { devices: [], levels: {}, levelHistory: {}, alerts: [], turns: [], health: null, cameras: [], pending: {} };
+const st = { devices: [], levels: {}, levelHistory: {}, alerts: [], turns: [], latency: null, health: null, cameras: [], pending: {} };
 
 // ----- cameras -----
 
@@ -74,13 +74,21 @@ function drawBoxes(node, cam) {
   );
 }
 
-function camInfo(cam) {
+/** What the AI server last saw, with its age: never "nothing" for a view it has not analysed. */
+function detectionsInfo(cam) {
+  if (!cam.analysed_at) return "not analysed yet";
   const labels = [...new Set((cam.detections || []).map((d) => d.label))];
+  const what = labels.length ? `sees ${labels.join(", ")}` : "nothing detected";
+  const newer = cam.view_at && Date.parse(cam.view_at) > Date.parse(cam.analysed_at);
+  return `${what} ${ago(cam.analysed_at)}${newer ? " (this view not analysed yet)" : ""}`;
+}
+
+function camInfo(cam) {
   return [
     cam.zone ? `zone ${cam.zone}` : null,
     cam.room ? `room ${cam.room}` : null,
     `motion ${cam.last_motion ? ago(cam.last_motion) : "none seen"}`,
-    labels.length ? `sees ${labels.join(", ")}` : "nothing detected",
+    detectionsInfo(cam),
   ]
     .filter(Boolean)
     .join(" · ");
@@ -292,6 +300,17 @@ function syncOptions(select, values) {
   for (const v of [...values].sort()) if (!have.has(v)) select.append(h("option", { value: v }, v));
 }
 
+/** The alert's snapshot as a thumbnail linking to the full image (both through the hub, with the login). */
+function snapshotLink(a) {
+  if (!a.snapshot_id) return h("span", { class: "muted" }, a.snapshot_available ? "no snapshot id" : "none");
+  const url = `/api/alerts/${encodeURIComponent(a.snapshot_id)}/snapshot`;
+  const thumb = h("img", { class: "thumb", alt: `snapshot of the ${(a.alert_type || "").replace(/_/g, " ")} alert`, loading: "lazy" });
+  thumb.src = url;
+  const link = h("a", { target: "_blank", rel: "noopener", title: "open the snapshot" }, thumb);
+  link.href = url; // a URL the page builds from an encoded id (h() refuses href by design)
+  return link;
+}
+
 function renderAlerts() {
   if (!ui.alerts || !ui.zone || !ui.type || !ui.alertsEmpty) return;
   syncOptions(ui.zone, new Set(st.alerts.map((a) => a.zone)));
@@ -311,8 +330,7 @@ function renderAlerts() {
         h("td", {}, a.alert_type),
         h("td", {}, `${Math.round(a.confidence * 100)} %`),
         h("td", {}, a.source_device),
-        // The hub keeps no alert images: say where the snapshot is rather than show a broken image.
-        h("td", { class: "muted" }, a.snapshot_available ? "snapshot stored on the AI server" : "none"),
+        h("td", { class: "snapshot-cell" }, snapshotLink(a)),
       ),
     );
   fill(ui.alerts, rows);
@@ -354,13 +372,15 @@ function renderTurns() {
 // ----- latency chart -----
 
 // The AI server's and the hub's timings are ms from the end of speech, so each stage is the
-// step from the previous milestone; a milestone a turn lacks adds nothing (its step is 0).
+// step from the previous milestone; a milestone a turn lacks adds nothing (its step is 0). The
+// p50/p95 of the last hour come from the hub (hub/turns.py keeps the hour's turns), the bars are
+// the newest turns.
 const MILESTONES = [
-  ["stt_ms", "speech to text", "s-stt"],
-  ["llm_first_token_ms", "LLM first token", "s-llm"],
-  ["first_sentence_ms", "first sentence", "s-sentence"],
-  ["tts_first_audio_ms", "speech synthesis", "s-tts"],
-  ["hub_end_to_playout_ms", "to the speaker", "s-playout"],
+  ["stt_ms", "speech to text", "s-stt", "stt"],
+  ["llm_first_token_ms", "LLM first token", "s-llm", "llm"],
+  ["first_sentence_ms", "first sentence", "s-sentence", "sentence"],
+  ["tts_first_audio_ms", "speech synthesis", "s-tts", "tts"],
+  ["hub_end_to_playout_ms", "to the speaker", "s-playout", "playout"],
 ];
 
 function stagesOf(timing) {
@@ -377,30 +397,33 @@ function stagesOf(timing) {
 function renderLatency() {
   const turns = st.turns.filter((t) => t.timing && stagesOf(t.timing).some((v) => v > 0));
   ui.latencyEmpty.hidden = turns.length > 0;
-  const since = Date.now() - HOUR_MS;
-  const hour = turns.filter((t) => Date.parse(t.finished_at) >= since);
-  const totals = hour.map((t) => stagesOf(t.timing).reduce((a, v) => a + v, 0));
-  const p50 = pct(totals, 50);
-  const p95 = pct(totals, 95);
-  const bars = turns.map((t) => ({ key: t.conversation_id, label: `${t.device_id} ${clock(t.finished_at)}`, segments: stagesOf(t.timing) }));
+  // Drawn at the container's own pixel width, so axis labels keep their size on a phone; as many
+  // of the newest turns as fit at MIN_BAR_PX each.
+  const width = Math.max(280, Math.round(ui.latencyChart.clientWidth || 720));
+  const narrow = width < 560;
+  const shown = turns.slice(-Math.max(1, Math.floor((width - 56) / MIN_BAR_PX)));
+  const stages = st.latency?.stages || {};
+  const total = stages.total || {};
+  const bars = shown.map((t) => ({ key: t.conversation_id, label: `${t.device_id} ${clock(t.finished_at)}`, segments: stagesOf(t.timing) }));
   fill(
     ui.latencyChart,
-    turns.length
+    shown.length
       ? stackedBars(
           bars,
           MILESTONES.map(([, label, cls]) => [label, cls]),
           [
-            { value: p50, label: `p50 ${fmtMs(p50)}`, cls: "p50" },
-            { value: p95, label: `p95 ${fmtMs(p95)}`, cls: "p95" },
+            { value: total.p50 ?? null, label: `p50 ${fmtMs(total.p50)}`, cls: "p50" },
+            { value: total.p95 ?? null, label: `p95 ${fmtMs(total.p95)}`, cls: "p95" },
           ],
+          { width, height: narrow ? 240 : 220, caption: `ms, the newest ${shown.length} turn${shown.length > 1 ? "s" : ""}; lines: the hour's p50 / p95` },
         )
       : null,
   );
-  ui.latencySummary.textContent = hour.length
-    ? `End of speech to reply audio over the last hour (${hour.length} turns): p50 ${fmtMs(p50)} ms, p95 ${fmtMs(p95)} ms. ` +
-      MILESTONES.map(([, label], i) => {
-        const v = hour.map((t) => stagesOf(t.timing)[i]).filter((x) => x > 0);
-        return v.length ? `${label} p50 ${fmtMs(pct(v, 50))} / p95 ${fmtMs(pct(v, 95))}` : null;
+  ui.latencySummary.textContent = total.count
+    ? `End of speech to reply audio over the last hour (${total.count} turns): p50 ${fmtMs(total.p50)} ms, p95 ${fmtMs(total.p95)} ms. ` +
+      MILESTONES.map(([, label, , name]) => {
+        const v = stages[name];
+        return v?.count ? `${label} p50 ${fmtMs(v.p50)} / p95 ${fmtMs(v.p95)}` : null;
       })
         .filter(Boolean)
         .join(" · ")
@@ -455,6 +478,7 @@ const handlers = {
     st.levels = s.levels || {};
     st.alerts = s.alerts || [];
     st.turns = s.turns || [];
+    st.latency = s.latency || null;
     st.health = s.health || null;
     st.cameras = s.cameras || [];
     recordLevels(st.levels);
@@ -486,6 +510,10 @@ const handlers = {
     st.turns.push(t);
     if (st.turns.length > MAX_TURN_ROWS) st.turns.shift();
     renderTurns();
+  },
+  latency: (l) => {
+    st.latency = l;
+    renderLatency();
   },
   health: (hh) => {
     st.health = hh;
@@ -547,6 +575,13 @@ function main() {
   ui.file.addEventListener("change", showPreview);
   setInterval(tickAges, 1000);
   setInterval(() => st.cameras.length && renderCameras(), 5000); // "motion 12 s ago" keeps ageing
+  let drawnWidth = ui.latencyChart.clientWidth;
+  new ResizeObserver(() => {
+    if (ui.latencyChart.clientWidth !== drawnWidth) {
+      drawnWidth = ui.latencyChart.clientWidth;
+      renderLatency();
+    }
+  }).observe(ui.latencyChart);
   openEvents("/api/events", handlers, setLive);
 }
 

@@ -132,6 +132,50 @@ async function loadTimeline() {
 
 // ----- timers and reminders -----
 
+// Set a timer from the page: the same timer as a voice request, ringing on the chosen device.
+const setForm = {
+  form: h("form", { id: "timer-form", class: "timer-form small" }),
+  minutes: h("input", { id: "timer-minutes", type: "number", min: "0", max: "1440", step: "1", value: "5", "aria-label": "minutes" }),
+  seconds: h("input", { id: "timer-seconds", type: "number", min: "0", max: "59", step: "1", value: "0", "aria-label": "seconds" }),
+  label: h("input", { id: "timer-label", type: "text", maxlength: "60", placeholder: "name (optional)", "aria-label": "timer name" }),
+  device: h("select", { id: "timer-device", "aria-label": "device to ring on", required: true }),
+  submit: h("button", { id: "timer-set", type: "submit" }, "Set timer"),
+  status: h("span", { id: "timer-form-status", class: "muted", "aria-live": "polite" }),
+};
+
+function showDevices(devices) {
+  const current = setForm.device.value;
+  const usable = (devices || []).filter((d) => d.online);
+  fill(setForm.device, usable.map((d) => h("option", { value: d.device_id, selected: d.device_id === current },
+    d.room ? `${d.device_id} (${d.room})` : d.device_id)));
+  setForm.submit.disabled = usable.length === 0;
+  if (!usable.length) setForm.status.textContent = "No device online to ring on.";
+  else if (setForm.status.textContent === "No device online to ring on.") setForm.status.textContent = "";
+}
+
+async function setTimer(ev) {
+  ev.preventDefault();
+  const whole = (input) => (input.value === "" ? 0 : Number(input.value));
+  setForm.submit.disabled = true;
+  setForm.status.textContent = "Setting…";
+  try {
+    const r = await api("/api/timers", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ minutes: whole(setForm.minutes), seconds: whole(setForm.seconds),
+        label: setForm.label.value.trim(), device_id: setForm.device.value }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+    setForm.status.textContent = `Set: ${body.label}.`; // the list itself arrives over the event stream
+    setForm.label.value = "";
+  } catch (err) {
+    setForm.status.textContent = `Not set: ${err?.message || err}`;
+  } finally {
+    setForm.submit.disabled = setForm.device.options.length === 0;
+  }
+}
+
 const timerList = h("ul", { id: "timer-list", class: "timers" });
 const timersEmpty = h("p", { id: "timers-empty", class: "muted" }, "No timers or reminders.");
 let skewMs = 0; // the AI server's clock minus ours, from the list's server_time_ms
@@ -204,7 +248,11 @@ function mount() {
       h("thead", {}, h("tr", {}, ["Time", "Camera", "Zone", "What", "Confidence", "Outcome", "Snapshot"].map((c) => h("th", {}, c)))),
       tl.rows),
     tl.status);
-  fill($("timers-panel"), h("h2", {}, "Timers and reminders"), timerList, timersEmpty);
+  fill(setForm.form,
+    h("label", {}, setForm.minutes, " min "), h("label", {}, setForm.seconds, " s "),
+    setForm.label, setForm.device, setForm.submit, setForm.status);
+  setForm.form.addEventListener("submit", setTimer);
+  fill($("timers-panel"), h("h2", {}, "Timers and reminders"), timerList, timersEmpty, setForm.form);
   tl.show.addEventListener("click", () => loadTimeline());
   const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
   tl.since.value = new Date(dayAgo.getTime() - dayAgo.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
@@ -214,6 +262,8 @@ function mount() {
     hello: () => { loadTimers(); loadAlerts(); },
     alert: (a) => addAlert(a),
     timers: (data) => showTimers(data),
+    snapshot: (s) => showDevices(s.devices),
+    devices: (list) => showDevices(list),
   });
   loadTimeline();
 }
