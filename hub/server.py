@@ -51,7 +51,7 @@ from shared.mqtt import topics
 
 log = logging.getLogger("naila.hub")
 
-TURN_HISTORY = 50
+TURN_HISTORY = 2000  # at most; the log keeps the last hour's turns (hub/turns.py)
 LINGER_S = 1.0  # how long aiohttp keeps reading a refused request's unread body before it closes
 
 
