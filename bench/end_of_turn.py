@@ -5,8 +5,9 @@ spoken whole, and again with a mid-sentence pause inserted by sox (``pad``) at a
 ("what is the weather like in | Paris tomorrow"), for several pause lengths. Every signal runs
 through the hub's own VAD state machine (hub/vad.py) frame by frame, exactly as a session feeds it.
 
-* End of turn: for the silence hangover (today: 300 ms) and for smart_turn configurations (check
-  after N ms of silence, threshold, silence fallback), END latency after the end of speech (p50 /
+* End of turn: for the silence hangover (300 ms) and for smart_turn policies (check after N ms of
+  silence; P >= threshold ends at once, P >= the hangover threshold after the 300 ms hangover,
+  lower after the fallback), the hub's defaults first, END latency after the end of speech (p50 /
   p95, complete sentences) and the cut-off rate: paused sentences whose turn ended during the
   pause (the question split in two). The model's verdict reaches the state machine
   ``verdict_ms`` after the check (80 ms: features + inference on one free core; 160 ms for a busy
@@ -15,7 +16,8 @@ through the hub's own VAD state machine (hub/vad.py) frame by frame, exactly as 
   delay (START after the first speech sample), false starts per minute in sox-made noise and
   music, CPU per second of audio.
 
-Writes bench/results/end_of_turn.json. Run: ``.venv/bin/python bench/end_of_turn.py [--quick]``.
+Writes bench/results/end_of_turn.json. Run: ``.venv/bin/python bench/end_of_turn.py [--quick] [--grid]``
+(``--grid`` adds the search over check time and thresholds the default was picked from).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import pct
 from hub.end_of_turn import load_smart_turn
 from hub.silero import SileroVoiceDetector
-from hub.vad import END_MODEL, VadConfig, VadEventKind, VadStateMachine, VoiceDetector, WebRtcVoiceDetector
+from hub.vad import END_MODEL, TurnCheck, VadConfig, VadEventKind, VadStateMachine, VoiceDetector, WebRtcVoiceDetector
 from shared.audio import Int16Array, espeak, read_wav, write_wav
+from shared.config import HubSettings
 from shared.wakeword import piper_speech
 
 RATE = 16_000
@@ -64,21 +67,43 @@ NOISE_FLOOR = 30  # int16 amplitude of the room noise under everything (about -6
 class Mode:
     name: str
     check_ms: int = 0  # 0 = silence only
-    threshold: float = 0.5
-    hangover_ms: int = 300  # the silence that ends a turn (the fallback with a model)
+    threshold: float = 0.5  # P(complete) that ends the turn at once
+    fallback_ms: int = 1000  # the silence that ends a turn the model doubts
+    hangover_threshold: float = 1.0  # P that ends it after hangover_ms (1.0: no middle tier, as before issue 20)
+    hangover_ms: int = 300
     verdict_ms: int = 80  # check -> verdict back: features + inference on one free core (~70 ms CPU measured)
 
 
+_HUB = HubSettings.model_fields
+DEFAULT = Mode(
+    "smart_turn_default",
+    check_ms=_HUB["hub_end_of_turn_check_ms"].default,
+    threshold=_HUB["hub_end_of_turn_threshold"].default,
+    fallback_ms=_HUB["hub_end_of_turn_fallback_ms"].default,
+    hangover_threshold=_HUB["hub_end_of_turn_hangover_threshold"].default,
+    hangover_ms=_HUB["hub_vad_hangover_ms"].default,
+)
 MODES = [
     Mode("silence_300ms"),
-    Mode("smart_turn_200ms_t0.5_fb1000", 200, 0.5, 1000),
-    Mode("smart_turn_200ms_t0.5_fb1000_verdict160ms", 200, 0.5, 1000, 160),  # a busy hub: the verdict is late
-    Mode("smart_turn_200ms_t0.8_fb1000", 200, 0.8, 1000),
-    Mode("smart_turn_160ms_t0.5_fb1000", 160, 0.5, 1000),
-    Mode("smart_turn_120ms_t0.5_fb1000", 120, 0.5, 1000),
-    Mode("smart_turn_120ms_t0.9_fb1000", 120, 0.9, 1000),
+    DEFAULT,
+    replace(DEFAULT, name="smart_turn_default_verdict160ms", verdict_ms=160),  # a busy hub: the verdict is late
+    Mode("smart_turn_200ms_t0.5_fb1000 (before)", 200, 0.5),
+    Mode("smart_turn_120ms_t0.5_fb1000", 120, 0.5),
+    Mode("smart_turn_120ms_t0.9_fb1000", 120, 0.9),
+    Mode("smart_turn_120ms_t0.9_h0.5", 120, 0.9, hangover_threshold=0.5),
     Mode("smart_turn_200ms_t0.5_fb700", 200, 0.5, 700),
 ]
+
+
+def grid() -> list[Mode]:
+    """The policies searched for the default (``--grid``): when to ask, and the two thresholds."""
+    return [
+        Mode(f"grid_{c}ms_t{t}_h{h}", c, t, hangover_threshold=h)
+        for c in (100, 120, 160)
+        for t in (0.5, 0.7, 0.8, 0.9, 0.95)
+        for h in (0.05, 0.1, 0.2, 0.3, 0.5)
+        if h < t
+    ]
 
 
 @dataclass
@@ -168,10 +193,17 @@ def model_verdict(case: Case, frame_index: int, audio: Int16Array) -> tuple[floa
 
 def run_case(case: Case, mode: Mode) -> dict[str, object]:
     cfg = VadConfig.from_ms(
-        onset_frames=3, hangover_ms=mode.hangover_ms, preroll_ms=200, barge_in_frames=5, check_ms=mode.check_ms
+        onset_frames=3,
+        hangover_ms=mode.hangover_ms,
+        preroll_ms=200,
+        barge_in_frames=5,
+        check_ms=mode.check_ms,
+        fallback_ms=mode.fallback_ms if mode.check_ms else 0,
+        end_threshold=mode.threshold,
+        hangover_threshold=mode.hangover_threshold,
     )
     vad = VadStateMachine(WebRtcVoiceDetector(3), cfg)
-    pending: list[tuple[int, object, bool]] = []  # (frame the verdict arrives, check, complete)
+    pending: list[tuple[int, TurnCheck, float]] = []  # (frame the verdict arrives, check, P(complete))
     ends: list[tuple[float, str]] = []
     n = case.audio.size // FRAME
     for i in range(n):
@@ -181,9 +213,9 @@ def run_case(case: Case, mode: Mode) -> dict[str, object]:
             p, _ = model_verdict(case, check.frame_index, check.audio)
             # A fixed delay, not this run's measured one: the box's other load would make the
             # cut-off rate itself vary from run to run (a late verdict finds the speaker going on).
-            pending.append((i + max(1, -(-mode.verdict_ms // 20)), check, p >= mode.threshold))
-        for _arrive, chk, complete in [x for x in pending if x[0] == i]:
-            events += vad.verdict(chk, complete)  # type: ignore[arg-type]
+            pending.append((i + max(1, -(-mode.verdict_ms // 20)), check, p))
+        for _arrive, chk, probability in [x for x in pending if x[0] == i]:
+            events += vad.verdict(chk, probability)
         pending = [x for x in pending if x[0] > i]
         for e in events:
             if e.kind is VadEventKind.END:
@@ -200,10 +232,10 @@ def run_case(case: Case, mode: Mode) -> dict[str, object]:
     }
 
 
-def end_of_turn_bench(cases: list[Case]) -> dict[str, object]:
+def end_of_turn_bench(cases: list[Case], modes: list[Mode]) -> dict[str, object]:
     out: dict[str, object] = {}
     load_smart_turn().complete_probability(np.zeros(RATE, np.int16))  # load and warm up outside the timing
-    for mode in MODES:
+    for mode in modes:
         rows = [(c, run_case(c, mode)) for c in cases]
         complete = [r for c, r in rows if c.pause is None]
         lat = [float(r["end_latency_ms"]) for r in complete if r["end_latency_ms"] is not None]  # type: ignore[arg-type]
@@ -224,7 +256,7 @@ def end_of_turn_bench(cases: list[Case]) -> dict[str, object]:
             "cut_off_rate_by_pause_ms": per_pause,
         }
         print(
-            f"{mode.name:32s} END p50 {pct(lat, 0.5):6.0f} ms p95 {pct(lat, 0.95):6.0f} ms  "
+            f"{mode.name:40s} END p50 {pct(lat, 0.5):6.0f} ms p95 {pct(lat, 0.95):6.0f} ms  "
             f"cut-offs {cut_rate:.2f} {per_pause}"
         )
     infer = [s for _, s in _probs.values()]
@@ -316,6 +348,7 @@ def vad_bench(cases: list[Case], noise_s: float) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 sentences, pauses for one voice only")
+    ap.add_argument("--grid", action="store_true", help="also search check time and thresholds (the default's search)")
     ap.add_argument("--noise-s", type=float, default=60.0, help="seconds of each noise for false starts")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "end_of_turn.json"))
     args = ap.parse_args(argv)
@@ -330,7 +363,7 @@ def main(argv: list[str]) -> int:
         "signals": len(cases),
         "voices": [v for v, _ in ESPEAK_VOICES] + [f"piper x{s}" for s in PIPER_SPEEDS],
         "sentences": [f"{a} | {b}" for a, b in PAIRS],
-        "end_of_turn": end_of_turn_bench(cases),
+        "end_of_turn": end_of_turn_bench(cases, MODES + (grid() if args.grid else [])),
         "vad": vad_bench(cases, args.noise_s),
         "wall_s": 0.0,
     }

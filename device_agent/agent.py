@@ -64,6 +64,7 @@ class DeviceAgent:
             rate=self.backend.rate,
             ref_delay_ms=settings.device_aec_ref_delay_ms,
             echo_guard_s=settings.device_echo_guard_s,
+            prebuffer_ms=settings.device_playback_prebuffer_ms,
         )
         self.camera = camera if camera is not None else make_camera(settings, self.video_settings)
         self.has_audio = not isinstance(self.backend, NoAudioBackend)

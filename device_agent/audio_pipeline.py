@@ -24,7 +24,11 @@ import numpy as np
 from device_agent.aec import EchoCanceller, EchoCancellerStream
 from device_agent.echo_guard import EchoGuard
 from shared.aio import wait_event
-from shared.audio import Int16Array, drain_chunks
+from shared.audio import Int16Array, drain_chunks, rms_dbfs
+
+#: A chunk at or below this RMS level is silence the hub sends between (and within) replies.
+QUIET_DBFS = -60.0
+PREBUFFER_MS = 30  # DEVICE_PLAYBACK_PREBUFFER_MS's default
 
 
 class PlaybackBuffer:
@@ -33,9 +37,17 @@ class PlaybackBuffer:
     The hub's RTP clock and the sound card's clock drift apart and packets arrive in bursts, so
     playback starts (and restarts after an underrun) only once ``prebuffer_ms`` is queued, and the
     queue is capped at ``max_ms`` by dropping the oldest audio, which bounds the added latency.
+
+    The hub sends silence whenever it has no reply. A burst (the device's or the hub's event loop
+    stalled, then caught up; the sound card's clock a little slower than the hub's) leaves the
+    queue longer than the prebuffer, and nothing ever drained it again: every later reply started
+    that much later (issue 20: +50 ms at the speaker by the fifth turn). So a quiet chunk that
+    arrives while the prebuffer is already queued is dropped: the queue shrinks back to the
+    prebuffer during silence, where dropping is inaudible, and each reply starts with the same short
+    queue. Speech is never dropped below ``max_ms``.
     """
 
-    def __init__(self, rate: int = 48_000, *, prebuffer_ms: int = 40, max_ms: int = 400) -> None:
+    def __init__(self, rate: int = 48_000, *, prebuffer_ms: int = PREBUFFER_MS, max_ms: int = 400) -> None:
         self.rate = rate
         self._prebuffer = rate * prebuffer_ms // 1000
         self._max = rate * max_ms // 1000
@@ -45,6 +57,11 @@ class PlaybackBuffer:
         self._lock = threading.Lock()
         self.underruns = 0
         self.dropped_samples = 0
+        self.trimmed_samples = 0  # quiet audio dropped to keep the queue at the prebuffer
+
+    @property
+    def prebuffer_ms(self) -> float:
+        return 1000 * self._prebuffer / self.rate
 
     @property
     def buffered_ms(self) -> float:
@@ -54,7 +71,11 @@ class PlaybackBuffer:
     def push(self, samples: Int16Array) -> None:
         if samples.size == 0:
             return
+        quiet = rms_dbfs(samples) <= QUIET_DBFS
         with self._lock:
+            if quiet and self._size >= max(self._prebuffer, 1):
+                self.trimmed_samples += samples.size
+                return
             self._chunks.append(samples)
             self._size += samples.size
             excess = self._size - self._max
@@ -181,6 +202,7 @@ class PipelineStats:
     aec_cpu_s: float = 0.0
     playback_underruns: int = 0
     playback_dropped_ms: float = 0.0
+    playback_trimmed_ms: float = 0.0
     mic_dropped_ms: float = 0.0
 
 
@@ -194,9 +216,10 @@ class AudioPipeline:
         rate: int = 48_000,
         ref_delay_ms: int = 0,
         echo_guard_s: float = 0.0,
+        prebuffer_ms: int = PREBUFFER_MS,
     ) -> None:
         self.rate = rate
-        self.playback = PlaybackBuffer(rate)
+        self.playback = PlaybackBuffer(rate, prebuffer_ms=prebuffer_ms)
         self.mic_out = MicBuffer(rate)
         self.aec = EchoCancellerStream(canceller, rate, ref_delay_ms)
         # Only meaningful with a real canceller: it covers the canceller's convergence.
@@ -244,6 +267,7 @@ class AudioPipeline:
             aec_cpu_s=self.aec.cpu_s,
             playback_underruns=self.playback.underruns,
             playback_dropped_ms=self.playback.dropped_samples * ms,
+            playback_trimmed_ms=self.playback.trimmed_samples * ms,
             mic_dropped_ms=self.mic_out.dropped_samples * ms,
         )
 

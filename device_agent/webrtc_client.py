@@ -29,12 +29,11 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpReceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from device_agent.audio_pipeline import AudioPipeline
+from device_agent.audio_pipeline import QUIET_DBFS, AudioPipeline
 from device_agent.camera import Camera
 from device_agent.hub_choice import HubChoice
 from device_agent.link_monitor import LinkMonitor
@@ -45,13 +44,12 @@ from shared.audio import StreamResampler, frame_to_mono, rms_dbfs
 from shared.backoff import Backoff
 from shared.config import DeviceSettings, WebRTCSettings
 from shared.errors import one_line
-from shared.rtc_tuning import prefer_codec, tune_opus_bitrate, tune_vp8_bitrate
+from shared.rtc_tuning import prefer_codec, tune_jitter_buffer, tune_opus_bitrate, tune_vp8_bitrate
 
 log = logging.getLogger(__name__)
 
 CHECK_PERIOD_S = 0.2
-# After a flush, in-flight reply audio louder than this is dropped for at most FLUSH_DRAIN_S.
-QUIET_DBFS = -60.0
+# After a flush, in-flight reply audio louder than QUIET_DBFS is dropped for at most FLUSH_DRAIN_S.
 FLUSH_DRAIN_S = 0.3
 
 
@@ -101,17 +99,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _tune_jitter_prefetch(receiver: RTCRtpReceiver, prefetch: int) -> None:
-    """aiortc waits for 4 packets (80 ms) before decoding audio; the LAN needs less."""
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    if not hasattr(receiver, attr):
-        log.debug("cannot tune the jitter buffer on this aiortc version")
-        return
-    from aiortc.jitterbuffer import JitterBuffer
-
-    setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=prefetch))
 
 
 class HubClient:
@@ -273,7 +260,7 @@ class HubClient:
                 audio = pc.addTransceiver(MicTrack(self.pipeline.mic_out), direction="sendrecv")
                 prefer_codec(audio, "audio", "audio/opus")
                 tune_opus_bitrate(audio.sender, self.webrtc.webrtc_audio_bitrate)
-                _tune_jitter_prefetch(audio.receiver, self.device.device_jitter_prefetch)
+                tune_jitter_buffer(audio.receiver, self.device.device_jitter_prefetch)
             if self.camera is not None:
                 video = pc.addTransceiver(self.camera.track(), direction="sendonly")
                 # VP8 only (what the hub decodes), so WEBRTC_VIDEO_BITRATE lands on the right encoder.

@@ -4,10 +4,12 @@ Engines (AUDIO_END_OF_TURN, :data:`END_OF_TURN_ENGINES`):
 
 * ``silence``: no model; HUB_VAD_HANGOVER_MS of silence ends the turn (the spec's behaviour).
 * ``smart_turn``: after HUB_END_OF_TURN_CHECK_MS of silence the utterance so far (its last 8 s) goes
-  to the model; P(complete) >= HUB_END_OF_TURN_THRESHOLD ends the turn at once, otherwise the turn
-  ends after HUB_END_OF_TURN_FALLBACK_MS of silence unless speech resumes. The model is right about
-  short commands and questions (0.97-0.99 complete, 0.06-0.28 cut mid-way, per the dependency notes)
-  but not always about long sentences, hence the fallback.
+  to the model; P(complete) >= HUB_END_OF_TURN_THRESHOLD ends the turn at once,
+  P >= HUB_END_OF_TURN_HANGOVER_THRESHOLD after the ordinary HUB_VAD_HANGOVER_MS, and a lower P
+  only after HUB_END_OF_TURN_FALLBACK_MS of silence unless speech resumes (the policy itself is
+  the VAD machine's, hub/vad.py, on the frame clock). The model is right about short commands and
+  questions (0.97-0.99 complete, 0.06-0.28 cut mid-way, per the dependency notes) but not always
+  about long sentences, hence the middle tier and the fallback.
 
 The model takes ~70 ms of CPU; the hub serves many devices from one event loop, so
 :class:`TurnJudge` runs it on its own worker thread and hands the probability back as an asyncio
@@ -96,9 +98,8 @@ class TurnJudge:
     busy hub does not work through a backlog of questions nobody waits for.
     """
 
-    def __init__(self, model: EndOfTurnModel, threshold: float, workers: int = 1) -> None:
+    def __init__(self, model: EndOfTurnModel, workers: int = 1) -> None:
         self.model = model
-        self.threshold = threshold
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="end-of-turn")
 
     def ask(self, audio: Int16Array, still_wanted: Callable[[], bool]) -> asyncio.Future[float | None]:

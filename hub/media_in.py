@@ -1,14 +1,13 @@
 """Inbound media: decoded WebRTC audio frames -> 16 kHz mono 20 ms frames for the VAD.
 
-Also the one place where the hub reaches into aiortc's receiver to lower its jitter-buffer
-prefetch (see :func:`tune_jitter_buffer`).
+(The receiver's jitter-buffer prefetch is lowered by shared.rtc_tuning.tune_jitter_buffer, shared
+with the device's receiver.)
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from av import AudioFrame
 
@@ -39,27 +38,3 @@ class AudioIngest:
             self._resampler = StreamResampler(rate, self.out_rate, quality=UPLINK_RESAMPLER_QUALITY)
         yield from self._framer.push(self._resampler.process(mono))
 
-
-def tune_jitter_buffer(receiver: Any, prefetch: int) -> bool:
-    """Give an aiortc audio RTCRtpReceiver a jitter buffer with ``prefetch`` packets.
-
-    aiortc 1.16 hard-codes ``JitterBuffer(capacity=16, prefetch=4)`` for audio in
-    RTCRtpReceiver.__init__ and exposes no setting. Prefetch 4 holds ~4 Opus packets before
-    releasing the first, ~80 ms of receive latency measured here (browser->hub 91 ms vs 42 ms
-    with prefetch 1). On a LAN reordering is rare, so the hub swaps in a buffer with
-    HUB_JITTER_PREFETCH packets. This must run before any RTP arrives (right after
-    setRemoteDescription, before the answer goes out), while the buffer is still empty.
-    Returns False (and logs) if aiortc's internals changed, leaving its default in place.
-    """
-    try:
-        from aiortc.jitterbuffer import JitterBuffer
-    except ImportError:  # pragma: no cover - aiortc layout changed
-        log.warning("aiortc.jitterbuffer not found; jitter prefetch left at aiortc's default")
-        return False
-    attr = "_RTCRtpReceiver__jitter_buffer"  # name-mangled private attribute
-    current = getattr(receiver, attr, None)
-    if not isinstance(current, JitterBuffer):
-        log.warning("aiortc receiver has no %s; jitter prefetch left at aiortc's default", attr)
-        return False
-    setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
-    return True

@@ -55,8 +55,9 @@ class HubMetrics:
         self.wake_words: Counter[str] = Counter()
         self.utterances_ignored: Counter[str] = Counter()
         self.control_rejected: Counter[str] = Counter()
-        # End of turn by a model (issue 20, AUDIO_END_OF_TURN=smart_turn): verdicts by outcome (complete,
-        # incomplete, late = after speech resumed, stale = skipped unasked, error).
+        # End of turn by a model (issue 20, AUDIO_END_OF_TURN=smart_turn): verdicts by outcome (complete =
+        # END at once, likely = END after the hangover, incomplete = the fallback; late = after speech resumed,
+        # stale = skipped unasked, error).
         self.end_of_turn: Counter[str] = Counter()
         self.sessions_opened = 0
         self.sessions_closed: Counter[str] = Counter()  # by reason (dead peers: ice_failed, no_rtp)

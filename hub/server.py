@@ -90,7 +90,7 @@ class Hub:
         self._detector_factory()  # fail at construction, not at the first device, if unavailable
         # AUDIO_END_OF_TURN: one model for all sessions, asked on a worker thread (None: silence decides).
         eot_model = END_OF_TURN_ENGINES.build(self.audio.audio_end_of_turn, settings)
-        self.turn_judge = TurnJudge(eot_model, settings.hub_end_of_turn_threshold) if eot_model else None
+        self.turn_judge = TurnJudge(eot_model) if eot_model else None
         self.metrics = HubMetrics(clock)
         self.turns = TurnLog(TURN_HISTORY)
         self.sessions: dict[str, DeviceSession] = {}

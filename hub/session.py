@@ -25,7 +25,7 @@ from hub.ai_pool import AiPool
 from hub.arbitration import Arbiter, Claim, ClaimState
 from hub.end_of_turn import TurnJudge, verdict_of
 from hub.listening import ALWAYS, WAKE_WORD, GateConfig, ListeningGate, ListeningModes
-from hub.media_in import AudioIngest, tune_jitter_buffer
+from hub.media_in import AudioIngest
 from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
 from hub.tts_track import GapTolerantOpusEncoder, TtsTrack
@@ -45,7 +45,7 @@ from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
 from shared.contract import pb
-from shared.rtc_tuning import tune_answer_opus
+from shared.rtc_tuning import tune_answer_opus, tune_jitter_buffer
 from shared.wakeword import WAKE_WORDS, WakeWordDetector
 
 log = logging.getLogger("naila.hub.session")
@@ -106,8 +106,11 @@ class DeviceSession:
         self._going_up = False  # the open VAD utterance's START passed the listening gate
         config = VadConfig.from_ms(
             onset_frames=s.hub_vad_onset_frames,
-            hangover_ms=s.hub_end_of_turn_fallback_ms if self._judge else s.hub_vad_hangover_ms,
+            hangover_ms=s.hub_vad_hangover_ms,
             check_ms=s.hub_end_of_turn_check_ms if self._judge else 0,
+            fallback_ms=s.hub_end_of_turn_fallback_ms if self._judge else 0,
+            end_threshold=s.hub_end_of_turn_threshold,
+            hangover_threshold=s.hub_end_of_turn_hangover_threshold,
             preroll_ms=s.hub_vad_preroll_ms,
             barge_in_frames=s.hub_barge_in_frames,
             frame_ms=FRAME_MS,
@@ -270,7 +273,7 @@ class DeviceSession:
                 # Talk that never goes upstream (wake_word mode, nobody woke it) is not worth ~70 ms
                 # of model CPU; it ends at the first short pause instead of holding the VAD open for
                 # the fallback, so a question right after it still gets its own START.
-                self._dispatch(self.vad.verdict(check, complete=True), captured_at)
+                self._dispatch(self.vad.verdict(check, probability=1.0), captured_at)
         if self._arbiter is not None:
             self._arbiter.poll(captured_at)  # every live stream ticks every 20 ms: decisions are on time
 
@@ -304,9 +307,9 @@ class DeviceSession:
             m.end_of_turn[outcome] += 1  # stale / error / cancelled: the silence fallback decides
             return
         m.end_of_turn_latency.observe(self._clock() - asked_at)
-        complete = probability >= judge.threshold
-        events = self.vad.verdict(check, complete)
-        m.end_of_turn["complete" if events else "incomplete" if not complete else "late"] += 1
+        current = self.vad.is_current(check)  # not "late": the speaker has not gone on meanwhile
+        events = self.vad.verdict(check, probability)
+        m.end_of_turn[self.vad.config.tier(probability) if current else "late"] += 1  # complete / likely / incomplete
         if events:
             log.debug("%s: end of turn by the model (P=%.2f)", self.device_id, probability)
             self._dispatch(events, self._times[-1] if self._times else self._clock())

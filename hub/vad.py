@@ -7,12 +7,16 @@ The machine is pure: no asyncio, no wall clock. Time is the frame count (each fr
 arrive. What counts as "voiced" comes from a pluggable :class:`VoiceDetector` (webrtcvad or
 Silero, :data:`VAD_ENGINES`).
 
-When a pause ends a turn: ``hangover_frames`` of silence always do. With ``check_frames`` set
-(an end-of-turn model, hub/end_of_turn.py), the machine also asks a question after that many
+When a pause ends a turn: without a model, ``hangover_frames`` of silence. With ``check_frames``
+set (an end-of-turn model, hub/end_of_turn.py), the machine asks a question after that many
 silent frames: it hands out a :class:`TurnCheck` (the utterance's recent audio) through
-:meth:`VadStateMachine.take_check`; the caller runs the model elsewhere and later feeds the
-answer back with :meth:`VadStateMachine.verdict`, which ends the turn if it is still the same
-pause. The verdict's late arrival is explicit, so tests drive it frame by frame like the rest.
+:meth:`VadStateMachine.take_check`; the caller runs the model elsewhere and later feeds its
+P(complete) back with :meth:`VadStateMachine.verdict`. The answer sets how long this pause may
+last (:meth:`VadConfig.tier`): P >= ``end_threshold`` ends the turn at once, P >=
+``hangover_threshold`` after the ordinary hangover, anything lower (or no answer yet) only after
+``fallback_frames``. Confident answers save the hangover; doubtful ones cost no cut-off that the
+plain hangover would not have made; only "incomplete" waits for the long fallback. The verdict's
+late arrival is explicit, so tests drive it frame by frame like the rest.
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ END_SILENCE = "silence"
 END_MODEL = "model"  # the end-of-turn model judged the turn complete before the hangover ran out
 END_MAX_LENGTH = "max_length"  # HUB_MAX_UTTERANCE_S of speech without a pause long enough to end the turn
 
+# What an end-of-turn verdict does to the pause (VadConfig.tier); also the hub's metric labels.
+TIER_END = "complete"  # confident: END at once
+TIER_HANGOVER = "likely"  # END after the ordinary hangover
+TIER_FALLBACK = "incomplete"  # END only after the long fallback, unless speech resumes
+
 
 @dataclass(frozen=True)
 class VadConfig:
@@ -106,6 +115,28 @@ class VadConfig:
     max_utterance_frames: int = 0  # 0 = no cap; else END after this many frames of one utterance (H4)
     check_frames: int = 0  # 0 = silence alone ends a turn; else ask the end-of-turn model after this many
     check_window_frames: int = 400  # the utterance audio a check carries: its last 8 s (Smart Turn's input)
+    # With a model: the silence that ends a turn the model doubts (or has not judged yet); 0 = the hangover.
+    fallback_frames: int = 0
+    end_threshold: float = 0.5  # P(complete) that ends the turn as soon as the verdict arrives
+    hangover_threshold: float = 0.5  # P(complete) that ends it after hangover_frames (>= end_threshold: no such tier)
+
+    @property
+    def longest_pause_frames(self) -> int:
+        """Silence that ends a turn whatever the model says (before its verdict, or when it doubts)."""
+        return max(self.hangover_frames, self.fallback_frames) if self.check_frames else self.hangover_frames
+
+    def tier(self, probability: float) -> str:
+        """What a verdict of P(complete) = ``probability`` does: TIER_END, TIER_HANGOVER or TIER_FALLBACK."""
+        if probability >= self.end_threshold:
+            return TIER_END
+        if probability >= self.hangover_threshold:
+            return TIER_HANGOVER
+        return TIER_FALLBACK
+
+    def pause_limit(self, probability: float) -> int:
+        """Silent frames that end the turn after a verdict of ``probability`` (0 = at once)."""
+        tier = self.tier(probability)
+        return 0 if tier == TIER_END else self.hangover_frames if tier == TIER_HANGOVER else self.longest_pause_frames
 
     @classmethod
     def from_ms(
@@ -119,6 +150,9 @@ class VadConfig:
         sample_rate: int = 16_000,
         max_utterance_ms: float = 0,
         check_ms: int = 0,
+        fallback_ms: int = 0,
+        end_threshold: float = 0.5,
+        hangover_threshold: float = 0.5,
     ) -> VadConfig:
         return cls(
             onset_frames=max(1, onset_frames),
@@ -129,6 +163,9 @@ class VadConfig:
             frame_ms=frame_ms,
             max_utterance_frames=max(0, round(max_utterance_ms / frame_ms)),
             check_frames=max(0, -(-check_ms // frame_ms)),
+            fallback_frames=max(0, -(-fallback_ms // frame_ms)),
+            end_threshold=end_threshold,
+            hangover_threshold=hangover_threshold,
         )
 
 
@@ -177,6 +214,7 @@ class VadStateMachine:
         self._heard: deque[Int16Array] = deque(maxlen=max(1, config.check_window_frames))
         self._new_check: TurnCheck | None = None
         self._asked: TurnCheck | None = None
+        self._limit = config.longest_pause_frames  # silent frames that end this pause (a verdict may lower it)
 
     @property
     def in_utterance(self) -> bool:
@@ -206,21 +244,24 @@ class VadStateMachine:
         """Whether a verdict on ``check`` would still count (same pause, turn not ended)."""
         return check is self._asked
 
-    def verdict(self, check: TurnCheck, complete: bool) -> list[VadEvent]:
-        """The model's answer to ``check``: END now if the turn is complete and it is still the
-        same pause; nothing if incomplete (the hangover decides) or stale (speech resumed, the
-        turn already ended, or the machine was reset)."""
+    def verdict(self, check: TurnCheck, probability: float) -> list[VadEvent]:
+        """The model's P(complete) for ``check``, if it is still the same pause: END now when the
+        pause has already lasted as long as that answer allows (:meth:`VadConfig.pause_limit`),
+        else the pause's new limit. Nothing if stale (speech resumed, the turn already ended, or
+        the machine was reset)."""
         if check is not self._asked:
             return []
         self._asked = None
-        if not complete:
-            return []
-        return [self._end(self._index - 1, END_MODEL)]
+        self._limit = min(self._limit, self.config.pause_limit(probability))
+        if self._silent >= self._limit:
+            return [self._end(self._index - 1, END_MODEL)]
+        return []
 
     def _forget_checks(self) -> None:
         self._heard.clear()
         self._new_check = None
         self._asked = None
+        self._limit = self.config.longest_pause_frames
 
     def process(self, frame: Int16Array, is_playing: bool = False) -> list[VadEvent]:
         if frame.size != self.config.frame_samples:
@@ -257,10 +298,12 @@ class VadStateMachine:
             self._silent = 0
             self.state = VadState.SPEAKING
             self._asked = self._new_check = None  # the speaker went on: an answer about that pause is stale
+            self._limit = self.config.longest_pause_frames
         else:
             self._silent += 1
             self.state = VadState.MAYBE_SILENCE
-            if self._silent >= self.config.hangover_frames:
+            if self._silent >= self._limit:
+                # The hangover (no model, or the model's "likely" verdict) or the fallback.
                 events.append(self._end(index, END_SILENCE))
                 return events
             if checking and self._silent == self.config.check_frames:

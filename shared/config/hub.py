@@ -71,6 +71,11 @@ class HubSettings(NailaSettings):
     hub_end_of_turn_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
         0.5, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn ends at once"
     )
+    hub_end_of_turn_hangover_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn "
+        "ends after HUB_VAD_HANGOVER_MS of silence (below it: after HUB_END_OF_TURN_FALLBACK_MS); "
+        ">= HUB_END_OF_TURN_THRESHOLD: no such middle tier"
+    )
     hub_end_of_turn_fallback_ms: Annotated[int, Field(ge=20, le=10_000)] = Field(
         1000, description="AUDIO_END_OF_TURN=smart_turn: silence that ends the turn whatever the model said, ms"
     )

@@ -112,7 +112,7 @@ class FakeModel:
 
 async def test_the_judge_runs_the_model_off_the_event_loop_and_skips_stale_checks() -> None:
     model = FakeModel(0.9)
-    judge = TurnJudge(model, 0.5)
+    judge = TurnJudge(model)
     try:
         assert await judge.ask(TAIL, still_wanted=lambda: True) == 0.9
         assert model.threads == [model.threads[0]] and model.threads[0] != threading.current_thread().name
@@ -130,7 +130,7 @@ class JudgedHost(FakeHost):
 async def judged() -> AsyncIterator[tuple[DeviceSession, JudgedHost, FakeModel]]:
     model = FakeModel(0.95)
     host = JudgedHost(settings=load(HubSettings, hub_end_of_turn_check_ms=200, hub_end_of_turn_fallback_ms=1000))
-    host.turn_judge = TurnJudge(model, 0.5)
+    host.turn_judge = TurnJudge(model)
     s = DeviceSession("pi-eot", RTCPeerConnection(), host)  # type: ignore[arg-type]
     yield s, host, model
     await s.close("test")
@@ -185,7 +185,7 @@ async def test_utterances_that_do_not_go_upstream_are_not_judged() -> None:
     """wake_word mode, nobody said the wake word: room talk is dropped and costs no model runs."""
     model = FakeModel(0.95)
     host = JudgedHost(settings=load(HubSettings, hub_end_of_turn_check_ms=200))
-    host.turn_judge = TurnJudge(model, 0.5)
+    host.turn_judge = TurnJudge(model)
     host.listening_modes = ListeningModes("wake_word", {})  # type: ignore[attr-defined]
     s = DeviceSession("pi-idle", RTCPeerConnection(), host)  # type: ignore[arg-type]
     try:

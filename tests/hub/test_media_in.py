@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from av import AudioFrame
 
-from hub.media_in import AudioIngest, tune_jitter_buffer
+from hub.media_in import AudioIngest
 from shared.audio import frame_to_mono
 
 pytestmark = pytest.mark.unit
@@ -58,7 +58,3 @@ def test_ingest_makes_320_sample_frames_at_16k(rate: int, per_frame: int) -> Non
     assert 46 <= len(frames) <= 50  # 1 s in, 50 frames minus what the resampler holds back (< 80 ms)
     mid = np.concatenate(frames)[3200:12800].astype(np.float64)
     assert 20 * np.log10(np.sqrt(np.mean(mid**2)) / 32768) == pytest.approx(-9.0, abs=0.5)
-
-
-def test_tune_jitter_buffer_leaves_unknown_objects_alone() -> None:
-    assert tune_jitter_buffer(object(), 1) is False

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from hub.vad import (
     END_MODEL,
     END_SILENCE,
+    TIER_END,
+    TIER_FALLBACK,
+    TIER_HANGOVER,
     TurnCheck,
     VadConfig,
     VadEvent,
@@ -216,12 +219,12 @@ def test_complete_verdict_ends_the_turn_at_once() -> None:
     check = vad.take_check()
     assert check is not None
     feed(vad, "000", 30)  # the model takes 3 frames to answer; the pause goes on
-    events = vad.verdict(check, complete=True)
+    events = vad.verdict(check, probability=1.0)
     assert kinds(events) == [END]
     assert events[0].reason == END_MODEL and events[0].frame_index == 32
     assert vad.state is VadState.SILENCE and not vad.in_utterance
     assert not vad.is_current(check)
-    assert vad.verdict(check, complete=True) == []  # a second answer to the same check changes nothing
+    assert vad.verdict(check, probability=1.0) == []  # a second answer to the same check changes nothing
 
 
 def test_incomplete_verdict_waits_for_the_fallback_hangover() -> None:
@@ -229,7 +232,7 @@ def test_incomplete_verdict_waits_for_the_fallback_hangover() -> None:
     feed(vad, "1" * 20 + "0" * 10)
     check = vad.take_check()
     assert check is not None
-    assert vad.verdict(check, complete=False) == []
+    assert vad.verdict(check, probability=0.0) == []
     events = feed(vad, "0" * 39, 30)
     assert END not in kinds(events)  # 49 silent frames: not yet
     events = feed(vad, "0", 69)
@@ -243,12 +246,12 @@ def test_verdict_after_speech_resumed_is_stale_and_the_next_pause_asks_again() -
     assert first is not None
     feed(vad, "11", 30)  # "set a timer for ... ten minutes": the speaker goes on before the answer
     assert not vad.is_current(first)
-    assert vad.verdict(first, complete=True) == []  # late "complete" must not cut the sentence
+    assert vad.verdict(first, probability=1.0) == []  # late "complete" must not cut the sentence
     assert vad.in_utterance
     feed(vad, "1" * 10 + "0" * 10, 32)
     second = vad.take_check()
     assert second is not None and second is not first and vad.is_current(second)
-    assert kinds(vad.verdict(second, complete=True)) == [END]
+    assert kinds(vad.verdict(second, probability=1.0)) == [END]
 
 
 def test_verdict_after_the_fallback_ended_the_turn_is_ignored() -> None:
@@ -258,9 +261,9 @@ def test_verdict_after_the_fallback_ended_the_turn_is_ignored() -> None:
     assert check is not None
     events = feed(vad, "0" * 40, 30)
     assert kinds(events)[-1] is END  # the model never answered in time
-    assert vad.verdict(check, complete=True) == []
+    assert vad.verdict(check, probability=1.0) == []
     feed(vad, "000", 70)
-    assert vad.verdict(check, complete=True) == []
+    assert vad.verdict(check, probability=1.0) == []
 
 
 def test_reset_and_max_length_drop_a_pending_check() -> None:
@@ -269,7 +272,7 @@ def test_reset_and_max_length_drop_a_pending_check() -> None:
     check = vad.take_check()
     assert check is not None
     vad.reset()
-    assert vad.verdict(check, complete=True) == []
+    assert vad.verdict(check, probability=1.0) == []
 
 
 def test_without_check_frames_no_check_is_ever_raised() -> None:
@@ -278,13 +281,112 @@ def test_without_check_frames_no_check_is_ever_raised() -> None:
     assert vad.take_check() is None
 
 
+# ----- the tiered policy (the default since issue 20): confident ends at once, likely after the
+# hangover, doubtful after the fallback -----
+
+TCFG = VadConfig.from_ms(
+    onset_frames=3,
+    hangover_ms=300,
+    preroll_ms=200,
+    barge_in_frames=5,
+    check_ms=120,
+    fallback_ms=1000,
+    end_threshold=0.9,
+    hangover_threshold=0.3,
+)
+
+
+def paused(vad: VadStateMachine) -> TurnCheck:
+    """20 voiced frames (0-19) then the 6 silent frames (20-25) that raise the check."""
+    feed(vad, "1" * 20 + "0" * 6)
+    check = vad.take_check()
+    assert check is not None and check.frame_index == 25
+    return check
+
+
+def test_tiers_and_frames_from_settings() -> None:
+    assert (TCFG.check_frames, TCFG.hangover_frames, TCFG.fallback_frames) == (6, 15, 50)
+    assert TCFG.longest_pause_frames == 50
+    assert [TCFG.tier(p) for p in (0.95, 0.9, 0.5, 0.3, 0.29, 0.0)] == [
+        TIER_END,
+        TIER_END,
+        TIER_HANGOVER,
+        TIER_HANGOVER,
+        TIER_FALLBACK,
+        TIER_FALLBACK,
+    ]
+    assert [TCFG.pause_limit(p) for p in (0.95, 0.5, 0.1)] == [0, 15, 50]
+    # No model: the hangover alone, whatever fallback_frames says.
+    assert CFG.longest_pause_frames == CFG.hangover_frames == 15
+
+
+def test_confident_verdict_ends_the_turn_when_it_arrives() -> None:
+    vad = VadStateMachine(Scripted(), TCFG)
+    check = paused(vad)
+    feed(vad, "0000", 26)  # the verdict takes 4 frames (80 ms)
+    events = vad.verdict(check, 0.95)
+    assert kinds(events) == [END] and events[0].reason == END_MODEL and events[0].frame_index == 29
+
+
+def test_likely_verdict_ends_the_turn_after_the_ordinary_hangover() -> None:
+    vad = VadStateMachine(Scripted(), TCFG)
+    check = paused(vad)
+    feed(vad, "0000", 26)
+    assert vad.verdict(check, 0.5) == []  # 10 silent frames so far: the hangover is 15
+    assert END not in kinds(feed(vad, "0" * 4, 30))  # silent frames 11-14
+    events = feed(vad, "0", 34)  # the 15th
+    assert kinds(events) == [CONT, END] and events[-1].reason == END_SILENCE
+
+
+def test_likely_verdict_arriving_after_the_hangover_ends_the_turn_at_once() -> None:
+    vad = VadStateMachine(Scripted(), TCFG)
+    check = paused(vad)
+    assert END not in kinds(feed(vad, "0" * 12, 26))  # a busy hub: 18 silent frames, no answer yet
+    events = vad.verdict(check, 0.5)
+    assert kinds(events) == [END] and events[0].frame_index == 37
+
+
+def test_doubtful_verdict_waits_for_the_fallback() -> None:
+    vad = VadStateMachine(Scripted(), TCFG)
+    check = paused(vad)
+    assert vad.verdict(check, 0.1) == []
+    assert END not in kinds(feed(vad, "0" * 43, 26))  # 49 silent frames
+    events = feed(vad, "0", 69)
+    assert kinds(events) == [CONT, END] and events[-1].reason == END_SILENCE
+
+
+def test_speech_after_a_likely_verdict_restores_the_fallback_for_the_next_pause() -> None:
+    """ "set a timer for ... ten minutes": a "likely" pause the speaker ends himself does not
+    shorten the next pause, which waits for its own verdict."""
+    vad = VadStateMachine(Scripted(), TCFG)
+    check = paused(vad)
+    assert vad.verdict(check, 0.5) == []
+    feed(vad, "0" * 4 + "1" * 10, 26)  # speech resumes after 10 silent frames (200 ms)
+    assert vad.in_utterance
+    events = feed(vad, "0" * 20, 40)  # a new pause, longer than the hangover: its check is pending
+    assert END not in kinds(events)
+    second = vad.take_check()
+    assert second is not None and second.frame_index == 45
+    assert kinds(vad.verdict(second, 0.5)) == [END]  # 20 silent frames >= the hangover
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), min_size=1, max_size=400))
-def test_event_grammar_holds_with_verdicts_arriving_any_time(steps: list[tuple[bool, bool, bool]]) -> None:
-    """Frames, and verdicts (complete or not) delivered at arbitrary later frames, never break
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.sampled_from([0.0, 0.5, 1.0])), min_size=1, max_size=400))
+def test_event_grammar_holds_with_verdicts_arriving_any_time(steps: list[tuple[bool, bool, float]]) -> None:
+    """Frames, and verdicts (of any tier) delivered at arbitrary later frames, never break
     START/CONTINUE/END pairing or produce two ENDs."""
     vad = VadStateMachine(
-        Scripted(), VadConfig.from_ms(onset_frames=2, hangover_ms=200, preroll_ms=40, barge_in_frames=3, check_ms=60)
+        Scripted(),
+        VadConfig.from_ms(
+            onset_frames=2,
+            hangover_ms=100,
+            preroll_ms=40,
+            barge_in_frames=3,
+            check_ms=60,
+            fallback_ms=200,
+            end_threshold=0.9,
+            hangover_threshold=0.3,
+        ),
     )
     pending: list[TurnCheck] = []
     open_utt = False

@@ -1,0 +1,74 @@
+"""The reply's playout path at the device (issue 20): a playback queue that does not grow from
+turn to turn. The buffers of a live session: test_playout_buffers_live.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device_agent.audio_pipeline import PlaybackBuffer
+from shared.audio import Int16Array
+from shared.rtc_tuning import tune_jitter_buffer
+
+pytestmark = pytest.mark.unit
+
+RATE = 48_000
+CHUNK = 960  # one 20 ms packet from the hub
+BLOCK = 480  # one 10 ms sound-card block
+SILENCE: Int16Array = np.zeros(CHUNK, np.int16)
+
+
+def speech(n: int = CHUNK) -> Int16Array:
+    return (8000 * np.sin(2 * np.pi * 440 * np.arange(n) / RATE)).astype(np.int16)
+
+
+def ms_until_heard(pb: PlaybackBuffer, limit_blocks: int = 100) -> float:
+    """Sound-card time (10 ms blocks) until the first non-silent sample plays."""
+    for k in range(limit_blocks):
+        block = pb.pull(BLOCK)
+        nz = np.flatnonzero(block)
+        if nz.size:
+            return (k * BLOCK + int(nz[0])) * 1000 / RATE
+    raise AssertionError("the reply never played")
+
+
+def test_a_faster_hub_clock_does_not_grow_the_queue_between_replies() -> None:
+    """The hub sends 21 packets while the card plays 20 (a 5 % faster clock, exaggerated): the
+    extra silence is dropped, so the reply after a minute of idle starts as soon as the first."""
+    pb = PlaybackBuffer(RATE, prebuffer_ms=30)
+    for i in range(3000):  # 60 s of idle
+        pb.push(SILENCE)
+        if i % 21 != 20:
+            pb.pull(BLOCK)
+            pb.pull(BLOCK)
+        assert pb.buffered_ms <= 50  # prebuffer + one packet, never more
+    assert pb.trimmed_samples > 0
+    pb.push(speech())
+    assert ms_until_heard(pb) <= 50
+
+
+def test_a_burst_of_silence_after_a_stall_is_dropped_not_played() -> None:
+    pb = PlaybackBuffer(RATE, prebuffer_ms=30)
+    for _ in range(5):
+        pb.push(SILENCE)
+        pb.pull(BLOCK)
+        pb.pull(BLOCK)
+    for _ in range(10):  # 200 ms of silence arriving at once (an event-loop stall caught up)
+        pb.push(SILENCE)
+    assert pb.buffered_ms <= 50
+    pb.push(speech())
+    assert ms_until_heard(pb) <= 50
+
+
+def test_speech_is_never_trimmed_and_pauses_inside_a_reply_only_shrink() -> None:
+    pb = PlaybackBuffer(RATE, prebuffer_ms=30)
+    reply = [speech(), speech(), SILENCE, speech(), speech()]
+    for chunk in reply * 4:  # the whole reply arrives in one burst
+        pb.push(chunk)
+    assert pb.buffered_ms == pytest.approx(20 * 16)  # every speech packet kept, the pauses dropped
+    played = np.concatenate([pb.pull(BLOCK) for _ in range(32)])
+    assert np.count_nonzero(played) == np.count_nonzero(np.concatenate([speech()] * 16))
+
+
+def test_tune_jitter_buffer_leaves_unknown_objects_alone() -> None:
+    assert tune_jitter_buffer(object(), 1) is False
