@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,24 @@ def pytest_configure(config: pytest.Config) -> None:
     gets this session's temporary one."""
     if "AI_MEDIA_DIR" not in os.environ:
         os.environ["AI_MEDIA_DIR"] = tempfile.mkdtemp(prefix="naila-test-data-")
+    # An AI server a test starts without naming AI_MQTT_CLIENT_ID gets a random id and a clean session
+    # (the product default is the persistent "naila-ai-server"): see ai_server_share_group below.
+    os.environ.setdefault("AI_MQTT_CLIENT_ID", "")
+
+
+@pytest.fixture(autouse=True)
+def ai_server_share_group(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test's AI servers (in process, and the subprocesses naila.stack and tests/scale start,
+    which copy os.environ) take chat requests and uploads through a shared-subscription group of the
+    test's own, unless the test names one.
+
+    The session-wide broker keeps the persistent sessions of AI servers that chose a fixed client id
+    (tests/scale's, the delivery tests') after they stop, and mosquitto hands a shared subscription's
+    messages round-robin to offline members too: in the default group "naila-ai" a later test's chat
+    request or upload could be queued for a server that is gone, and time out."""
+    group = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("AI_MQTT_SHARE_GROUP", group)
+    return group
 
 
 def free_port() -> int:
