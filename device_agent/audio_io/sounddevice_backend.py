@@ -9,7 +9,9 @@ Devices are chosen by index or by part of their name (``DEVICE_SOUND_INPUT``/``O
 ``naila device --list-devices``), or ``auto`` (the default, :mod:`.device_choice`): a USB
 microphone, and a speaker that goes with it. A card that cannot run at 48 kHz (a USB mic at 16 or 44.1 kHz on
 a ``hw:`` device) is opened at its own default rate and :class:`RateAdapter` resamples both ways,
-so the pipeline and WebRTC always see 48 kHz.
+so the pipeline and WebRTC always see 48 kHz. A card that refuses mono (a stereo-only USB mic or
+``hw:`` speaker) is opened with 2 or all its channels (:mod:`.card_channels`): the mic averaged to
+mono, the reply on every channel.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.audio_io.base import BACKEND_RATE, BLOCK_MS, AudioBackend, DuplexCallback
+from device_agent.audio_io.card_channels import channel_choices, downmix, open_with_channels
 from device_agent.audio_io.device_choice import AUTO, SoundDevice, choose, from_portaudio
 from shared.audio import Int16Array, StreamResampler
 from shared.config import ConfigError
@@ -63,13 +66,14 @@ class RateAdapter:
 
 
 def card_rate(sd: Any, input_device: int | str | None, output_device: int | str | None, rate: int) -> int:
-    """``rate`` when both devices take it, else the input device's default rate.
+    """``rate`` when both devices take it (with any channel count they open with), else the input
+    device's default rate.
 
     Raises ConfigError (one line) for a device name that matches no device or several.
     """
     try:
-        sd.check_input_settings(input_device, channels=1, dtype="int16", samplerate=rate)
-        sd.check_output_settings(output_device, dtype="int16", samplerate=rate)
+        _check(sd.check_input_settings, input_device, channel_choices(sd, input_device, "input"), rate, sd)
+        _check(sd.check_output_settings, output_device, channel_choices(sd, output_device, "output"), rate, sd)
         return rate
     except ValueError as exc:  # sounddevice: no device, or several, match the name
         raise ConfigError(f"sound device: {exc} (naila device --list-devices lists them)") from None
@@ -77,6 +81,22 @@ def card_rate(sd: Any, input_device: int | str | None, output_device: int | str 
         native = round(float(sd.query_devices(input_device, "input")["default_samplerate"]))
         log.info("sound card refuses %d Hz (%s): opening it at %d Hz and resampling", rate, exc, native)
         return native
+
+
+def _check(check: Any, device: int | str | None, channels: list[int], rate: int, sd: Any) -> None:
+    """``check(device, ...)`` passes for one of ``channels`` at ``rate``, else its first refusal is raised.
+
+    A stereo-only mic refuses mono at every rate: that must not read as a refused rate.
+    """
+    first: BaseException | None = None
+    for n in channels:
+        try:
+            check(device, channels=n, dtype="int16", samplerate=rate)
+            return
+        except sd.PortAudioError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 def _device(spec: str) -> int | str | None:
@@ -119,7 +139,7 @@ def resolve_devices(
 
 
 class SoundDeviceBackend(AudioBackend):
-    """Mic and speaker of a PortAudio device, mono int16 at 48 kHz, 10 ms blocks."""
+    """Mic and speaker of a PortAudio device, mono int16 at 48 kHz, 10 ms blocks (to the pipeline)."""
 
     def __init__(
         self,
@@ -138,7 +158,7 @@ class SoundDeviceBackend(AudioBackend):
         self._stream: Any = None
         self._devices: tuple[int | str | None, int | str | None] = (None, None)  # resolved at start
         self._callback: DuplexCallback | None = None
-        self._out_channels = 1
+        self.channels = (1, 1)  # (in, out) the card is open with; more than 1 when it refuses mono
         self.card_rate = rate  # what the sound card runs at; differs from ``rate`` when it refuses 48 kHz
         self.xruns = 0
         self.callback_errors = 0
@@ -150,9 +170,8 @@ class SoundDeviceBackend(AudioBackend):
             self.xruns += 1
         assert self._callback is not None
         try:
-            mic = np.array(indata[:, 0], dtype=np.int16)
-            speaker = self._callback(mic)
-            outdata[:] = np.asarray(speaker, dtype=np.int16).reshape(-1, 1)
+            speaker = self._callback(downmix(indata))
+            outdata[:] = np.asarray(speaker, dtype=np.int16).reshape(-1, 1)  # onto every channel
         except Exception:
             self.callback_errors += 1
             outdata.fill(0)
@@ -160,19 +179,20 @@ class SoundDeviceBackend(AudioBackend):
                 self._error_logged.set()
                 log.exception("audio callback failed (further errors are only counted)")
 
-    def _open(self, out_channels: int) -> Any:
+    def _open(self, in_channels: int, out_channels: int) -> Any:
         import sounddevice as sd
 
-        self._out_channels = out_channels
-        return sd.Stream(
+        stream = sd.Stream(
             samplerate=self.card_rate,
             blocksize=self.card_rate * self.block_ms // 1000,
             device=self._devices,
-            channels=(1, out_channels),
+            channels=(in_channels, out_channels),
             dtype="int16",
             latency=self.latency,
             callback=self._audio_callback,
         )
+        self.channels = (in_channels, out_channels)
+        return stream
 
     def _start_blocking(self) -> None:
         import sounddevice as sd
@@ -181,20 +201,22 @@ class SoundDeviceBackend(AudioBackend):
         self.card_rate = card_rate(sd, *self._devices, self.rate)
         if self.card_rate != self.rate and self._callback is not None:
             self._callback = RateAdapter(self._callback, self.card_rate, self.rate, self.block_ms)
-        try:
-            stream = self._open(1)
-        except sd.PortAudioError as exc:
-            # Some ALSA hw devices only play stereo: the callback broadcasts mono to both channels.
-            log.info("mono output refused (%s); opening the speaker in stereo", exc)
-            stream = self._open(2)
+        # Mono both ways if the card takes it; else a stereo-only USB mic or hw: speaker gets 2 (or all).
+        stream = open_with_channels(
+            self._open,
+            channel_choices(sd, self._devices[0], "input"),
+            channel_choices(sd, self._devices[1], "output"),
+            sd.PortAudioError,
+        )
         stream.start()
         self._stream = stream
         in_lat, out_lat = stream.latency
         log.info(
-            "sound card open: in=%s out=%s, %d Hz, %d-sample blocks, latency in %.1f ms / out %.1f ms",
+            "sound card open: in=%s out=%s, %d Hz, %d/%d channels, %d-sample blocks, latency in %.1f ms / out %.1f ms",
             "default" if self._devices[0] is None else self._devices[0],
             "default" if self._devices[1] is None else self._devices[1],
             self.card_rate,
+            *self.channels,
             self.card_rate * self.block_ms // 1000,
             1e3 * in_lat,
             1e3 * out_lat,
