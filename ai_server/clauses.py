@@ -3,9 +3,15 @@
 TTS cannot start on half a word, and speaking word by word sounds robotic; a clause is
 the smallest unit that still sounds natural. The first clause of a reply is cut at the
 first sentence end, or at a comma/semicolon/colon once it has ``first_min_words`` words,
-or before a conjunction ("and", "but", ...) once it has one word more, or forcibly at a
-word boundary after ``first_max_words`` - it gates the first audio the user hears, and
-piper's time grows with the clause's length. Later clauses only need to stay ahead of playback, so they are longer
+or before a conjunction ("and", "but", ...) once it has one word more, or, once it has
+``first_cut_words`` words, before a word that opens a new phrase (a preposition, a verb like
+"is"/"will", "which"...) when the word before it closes one (not a number, an article or another
+word that leaves the phrase hanging): "The forecast for Paris tomorrow | is sunny", "It will be
+25 degrees | in Paris". Failing all that, it is forced at a word boundary after
+``first_max_words`` (not inside a number said in words). It gates the first audio the user
+hears, and piper's time grows with the clause's length (issue 20: later replies began with
+longer sentences, +40 ms to generate and +30 ms to synthesise by the fifth turn; these cuts keep
+the first clause short on every turn). Later clauses only need to stay ahead of playback, so they are longer
 (``min_words`` before a comma cut), which gives better prosody.
 
 A boundary counts only once the next character is known (whitespace after the mark), so
@@ -26,6 +32,36 @@ CONJUNCTIONS = frozenset({"and", "but", "so", "or", "because", "which", "while",
 ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "prof", "mt", "approx", "no", "fig"}
 )
+# A first clause is not cut right after these: the phrase would hang ("set a timer for |").
+HANGING_WORDS = frozenset(
+    {
+        "a", "an", "the", "to", "of", "in", "on", "at", "for", "with", "by", "from", "into", "about", "as",
+        "than", "per", "over", "under", "after", "before", "between", "my", "your", "his", "her", "its",
+        "our", "their", "this", "that", "these", "those", "is", "are", "was", "were", "be", "been", "will",
+        "would", "can", "could", "should", "may", "might", "must", "do", "does", "did", "have", "has", "had",
+        "not", "very", "i", "you", "we", "they", "he", "she", "it", "it's", "i'm", "you're", "there", "some",
+        "any", "no", "every", "each", "all", "more", "most", "less", "just", "also", "really", "quite",
+    }
+)  # fmt: skip
+# Nor inside a number said in words ("twenty | five", "three hundred | and").
+NUMBER_WORDS = frozenset(
+    {
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+        "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million",
+        "billion", "half", "quarter", "point", "minus",
+    }
+)  # fmt: skip
+# Words that open a new phrase: a first clause may be cut right before one. Not the particles of
+# phrasal verbs ("put the kettle on", "turn it off"): "on", "off", "up", "over", "about", "by".
+PHRASE_STARTERS = frozenset(
+    {
+        "in", "at", "for", "with", "from", "into", "after", "before", "during", "until", "since", "near",
+        "through", "across", "between", "without", "within", "to",
+        "is", "are", "was", "were", "will", "would", "can", "could", "should", "may", "might", "must", "has",
+        "have", "had", "which", "who", "where", "when", "if", "unless", "whereas",
+    }
+)  # fmt: skip
 _MARKDOWN = re.compile(r"[*_#`~|<>\[\]]+")
 _BULLET = re.compile(r"(?m)^\s*(?:[-•]|\d+[.)])\s+")
 _SPACES = re.compile(r"\s+")
@@ -37,6 +73,15 @@ def speakable(text: str) -> str:
     text = _BULLET.sub("", text)
     text = _MARKDOWN.sub("", text)
     return _SPACES.sub(" ", text).strip()
+
+
+def ends_a_phrase(word: str) -> bool:
+    """Whether a first clause may stop after ``word``: not a number, nor a word that needs the next.
+    (A word ending in punctuation is cut at its mark by the other rules.)"""
+    bare = word.lower().strip("\"'()[]{}“”‘’")
+    if not bare or any(c.isdigit() for c in bare):
+        return False
+    return bare not in HANGING_WORDS and bare not in NUMBER_WORDS and bare.replace("-", "").replace("'", "").isalpha()
 
 
 def _is_abbreviation(buf: str, dot: int) -> bool:
@@ -52,12 +97,14 @@ class ClauseSplitter:
         self,
         first_min_words: int = 3,
         min_words: int = 8,
-        first_max_words: int = 14,
+        first_max_words: int = 10,
         max_words: int = 30,
+        first_cut_words: int = 5,
     ) -> None:
         self.first_min_words = first_min_words
         self.min_words = min_words
         self.first_max_words = first_max_words
+        self.first_cut_words = first_cut_words
         self.max_words = max_words
         self._buf = ""
         self._emitted = 0
@@ -102,16 +149,28 @@ class ClauseSplitter:
         words = 0
         in_word = False
         word_start = 0
+        previous = ""  # the word before the current one
         for i, ch in enumerate(buf):
             if ch.isspace():
                 if in_word:
                     words += 1
-                    if first and words - 1 >= self.first_min_words + 1 and buf[word_start:i].lower() in CONJUNCTIONS:
+                    word = buf[word_start:i].lower()
+                    if first and words - 1 >= self.first_min_words + 1 and word in CONJUNCTIONS:
                         return word_start  # "Set a timer for ten minutes | and play music."
+                    if (
+                        first
+                        and words - 1 >= self.first_cut_words
+                        and word in PHRASE_STARTERS
+                        and ends_a_phrase(previous)
+                    ):
+                        return word_start  # "The forecast for Paris tomorrow | is sunny."
+                    previous = word
                 in_word = False
                 if ch == "\n" and words > 0:
                     return i + 1
-                if words >= max_words:
+                # A forced first cut waits a word or two past a number word ("... twenty | five").
+                hold = first and not ends_a_phrase(previous) and words < max_words + 3
+                if words >= max_words and not hold:
                     return i + 1
                 continue
             if not in_word:

@@ -65,14 +65,15 @@ class HubSettings(NailaSettings):
     hub_vad_preroll_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
         200, description="Audio before the onset sent with START, ms"
     )
+    # The policy's defaults were picked with bench/end_of_turn.py --grid (docs/benchmarks.md, End of turn).
     hub_end_of_turn_check_ms: Annotated[int, Field(ge=20, le=2000)] = Field(
-        200, description="AUDIO_END_OF_TURN=smart_turn: silence after speech before the end-of-turn model is asked, ms"
+        120, description="AUDIO_END_OF_TURN=smart_turn: silence after speech before the end-of-turn model is asked, ms"
     )
     hub_end_of_turn_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.5, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn ends at once"
+        0.95, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn ends at once"
     )
     hub_end_of_turn_hangover_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.5, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn "
+        0.1, description="AUDIO_END_OF_TURN=smart_turn: the model's P(turn complete) at which the turn "
         "ends after HUB_VAD_HANGOVER_MS of silence (below it: after HUB_END_OF_TURN_FALLBACK_MS); "
         ">= HUB_END_OF_TURN_THRESHOLD: no such middle tier"
     )

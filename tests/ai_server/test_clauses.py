@@ -68,6 +68,30 @@ def test_long_first_clause_without_punctuation_is_forced_at_a_word_boundary() ->
     assert out[1] == " ".join(["word"] * 6)
 
 
+def test_a_long_first_sentence_is_cut_where_a_new_phrase_opens() -> None:
+    """Issue 20: a first clause of 5+ words is cut before a preposition or verb that opens a new
+    phrase, so its synthesis stays short on every turn; never after a hanging word or a number."""
+    assert split("The forecast for Paris tomorrow is sunny and warm.") == [
+        "The forecast for Paris tomorrow",
+        "is sunny and warm.",
+    ]
+    assert split("It will be twenty five degrees in Paris tomorrow afternoon.")[0] == ("It will be twenty five degrees")
+    # Before 5 words, or after a word that leaves the phrase hanging, or after a number: no cut.
+    assert split("Set a timer for ten minutes.") == ["Set a timer for ten minutes."]
+    assert split("I have put the kettle on for you.") == ["I have put the kettle on for you."]  # "on |"
+    assert split("The total comes to 25 in all.") == ["The total comes to 25 in all."]
+    # Later clauses are not cut this way (they only need to stay ahead of playback).
+    assert split("Okay. The forecast for Paris tomorrow is sunny and warm.") == [
+        "Okay.",
+        "The forecast for Paris tomorrow is sunny and warm.",
+    ]
+
+
+def test_a_forced_first_cut_does_not_split_a_number_said_in_words() -> None:
+    out = split("one two three four five six seven eight nine twenty five cats sat", first_max_words=10)
+    assert out[0] == "one two three four five six seven eight nine twenty five cats"
+
+
 def test_markdown_and_bullets_are_not_spoken() -> None:
     assert speakable("**Bold** and `code`") == "Bold and code"
     assert split("Here:\n- first item\n- second item\n") == ["Here:", "first item", "second item"]

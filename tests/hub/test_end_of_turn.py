@@ -162,13 +162,25 @@ async def test_session_ends_the_turn_when_the_model_says_complete(judged) -> Non
 
 async def test_session_waits_for_the_fallback_when_the_model_says_incomplete(judged) -> None:  # type: ignore[no-untyped-def]
     s, host, model = judged
-    model.probability = 0.1
+    model.probability = 0.05  # below HUB_END_OF_TURN_HANGOVER_THRESHOLD
     _feed(s, "1" * 20 + "0" * 10, 10.0)
     await _settle(host)
     assert pb.END not in events(host) and host.metrics.end_of_turn["incomplete"] == 1
     _feed(s, "0" * 39, 10.6)  # 980 ms of silence in all: still the same turn
     assert pb.END not in events(host)
     _feed(s, "0", 11.38)  # the 1000 ms fallback
+    assert events(host)[-1] == pb.END and events(host).count(pb.START) == 1
+
+
+async def test_session_ends_a_likely_turn_after_the_ordinary_hangover(judged) -> None:  # type: ignore[no-untyped-def]
+    s, host, model = judged
+    model.probability = 0.5  # between the hangover threshold and the threshold
+    _feed(s, "1" * 20 + "0" * 10, 10.0)
+    await _settle(host)
+    assert pb.END not in events(host) and host.metrics.end_of_turn["likely"] == 1
+    _feed(s, "0" * 4, 10.6)  # 280 ms of silence
+    assert pb.END not in events(host)
+    _feed(s, "0", 10.68)  # 300 ms: HUB_VAD_HANGOVER_MS, not the 1000 ms fallback
     assert events(host)[-1] == pb.END and events(host).count(pb.START) == 1
 
 

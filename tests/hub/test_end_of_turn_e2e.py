@@ -107,7 +107,8 @@ async def test_a_mid_sentence_pause_does_not_split_the_question(
     up_s = sum(len(m.audio_pcm) for m in run) / 2 / HUB_RATE
     assert up_s > paused_question.size / RATE  # the whole question went up as one utterance, pause included
     verdicts = hub.metrics.end_of_turn
-    assert verdicts["incomplete"] >= 1 and verdicts["complete"] == 1, verdicts  # asked at the pause, then at the end
+    # Asked at the pause (incomplete: wait), then at the end (complete: END now, or likely: END after the hangover).
+    assert verdicts["incomplete"] >= 1 and verdicts["complete"] + verdicts["likely"] == 1, verdicts
     # The AI server's reply path still works with the model's END: transcript and tone come back.
     await until(lambda: len(hub.turns) == 1, 10, "the turn recorded")
 
