@@ -154,7 +154,12 @@ async function connect() {
       if (st.mode === "ptt") sendControl({ type: "ptt", pressed: st.pttDown });
     };
     for (const track of st.mic.getAudioTracks()) pc.addTrack(track, st.mic);
-    pc.ontrack = (ev) => attachRemote(ev.streams[0] || new MediaStream([ev.track]));
+    pc.ontrack = (ev) => {
+      // Issue 20: play the reply as soon as it arrives. 0 asks for the smallest jitter buffer the
+      // browser allows (Chromium adapts it upwards on a lossy link); browsers without it ignore it.
+      if (ev.track.kind === "audio" && "jitterBufferTarget" in ev.receiver) ev.receiver.jitterBufferTarget = 0;
+      attachRemote(ev.streams[0] || new MediaStream([ev.track]));
+    };
     pc.onconnectionstatechange = () => onPeerState(pc, gen);
     await pc.setLocalDescription(await pc.createOffer());
     await waitIceGathering(pc, 3000);
