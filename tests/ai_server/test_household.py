@@ -204,3 +204,26 @@ async def test_a_running_timer_and_a_reminder_are_cancelled_by_id(home: Househol
     with pytest.raises(Aborted) as caught:
         await home.service.CancelTimer(pb.CancelTimerRequest(id="x y"), Context())
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_timer_set_from_the_dashboard_is_a_voice_timer_and_rings_on_its_device(home: Household) -> None:
+    timer = await home.service.SetTimer(
+        pb.SetTimerRequest(duration_s=90, label="Tea", device_id="hall-pi", room="hall"), Context()
+    )
+    assert (timer.kind, timer.label, timer.device_id, timer.room) == ("timer", "tea timer", "hall-pi", "hall")
+    assert timer.ends_at_ms == int((T0 + dt.timedelta(seconds=90)).timestamp() * 1000)
+    # The same timer as a voice one: "how long is left on the tea timer" from that device finds it.
+    assert "tea" in await home.say("HassTimerStatus", device="hall-pi", name="tea")
+    assert home.alarms.timers.store is not None and home.alarms.timers.store.timers(), "not persisted"
+    await home.clock.advance(90)
+    assert [(target, text) for _, target, text in home.player.played] == [("hall-pi", "Your tea timer is done.")]
+    for bad, wanted in (
+        (pb.SetTimerRequest(duration_s=0, device_id="hall-pi"), "duration"),
+        (pb.SetTimerRequest(duration_s=25 * 3600, device_id="hall-pi"), "24 hours"),
+        (pb.SetTimerRequest(duration_s=60, device_id="../x"), "device_id"),
+        (pb.SetTimerRequest(duration_s=60, device_id="hall-pi", label="a\nb"), "label"),
+    ):
+        with pytest.raises(Aborted) as caught:
+            await home.service.SetTimer(bad, Context())
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and wanted in caught.value.details
+        assert "\n" not in caught.value.details

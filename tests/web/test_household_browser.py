@@ -5,7 +5,9 @@
   the login) with the box drawn over it; the same URL without the login is refused with 401;
 * a timer set by voice (an utterance on StreamConversation, as the hub sends it) appears on the
   page and counts down; Cancel on the page ends it on the AI server;
-* a timer that rings shows as ringing, and Stop on the page ends the ringing.
+* a timer that rings shows as ringing, and Stop on the page ends the ringing;
+* a timer set from the page's form (POST /api/timers -> Household.SetTimer) for a device appears
+  and counts down, Cancel ends it; a bad duration is answered in one line on the form.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from playwright.async_api import expect
 from ai_server.client import StreamClient, silence
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
 from shared.config import AIServerSettings, load
-from shared.mqtt import Alert, build, outbound, topics
+from shared.mqtt import Alert, DeviceStatus, build, outbound, topics
 from tests.web.conftest import HubMaker, browser_login, save_screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -147,5 +149,44 @@ async def test_alert_snapshot_and_a_voice_timer_on_the_dashboard(
             assert rings >= 1, tts.texts
             await page.wait_for_timeout(4000)  # a ring cycle is the chime, the words and a 2 s pause
             assert sum("is done" in t for t in tts.texts) == rings, "it kept ringing after Stop"
+
+        # A timer from the page's form, to ring on a device the hub knows (its MQTT status).
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"household-{time.monotonic_ns()}") as mq:
+            status = outbound(
+                topics.device_status("hall-pi"),
+                build(
+                    DeviceStatus,
+                    device_id="hall-pi",
+                    online=True,
+                    capabilities=["audio"],
+                    firmware_version="1",
+                    room="Hall",
+                ),
+            )
+            await mq.publish(status.topic, status.payload, qos=1, retain=False)
+        await expect(page.locator('#timer-device option[value="hall-pi"]')).to_have_count(1, timeout=10_000)
+        await page.fill("#timer-minutes", "0")
+        await page.fill("#timer-seconds", "0")
+        await page.click("#timer-set")
+        await expect(page.locator("#timer-form-status")).to_contain_text("1 second to 24 hours", timeout=10_000)
+        await page.fill("#timer-minutes", "3")
+        await page.fill("#timer-label", "Eggs")
+        await page.select_option("#timer-device", "hall-pi")
+        await page.click("#timer-set")
+        row = page.locator("#timer-list li[data-kind=timer]")
+        await expect(row).to_have_count(1, timeout=10_000)
+        await expect(row.locator(".label")).to_have_text("eggs timer")
+        countdown = row.locator(".countdown")
+        first = await countdown.text_content()
+        await page.wait_for_timeout(2200)
+        second = await countdown.text_content()
+        secs = [int(m) * 60 + int(sec) for m, sec in (str(t).split(":") for t in (first, second))]
+        assert 170 <= secs[1] < secs[0] <= 180, (first, second)
+        [made] = (await (await page.request.get(f"{hub.url}/api/timers")).json())["timers"]
+        assert (made["device_id"], made["room"], made["duration_ms"]) == ("hall-pi", "Hall", 180_000)
+        save_screenshot(await page.screenshot(full_page=True), tmp_path, "dashboard-timer-form.png")
+        await row.locator("button.cancel").click()
+        await expect(row).to_have_count(0, timeout=10_000)
+        assert (await (await page.request.get(f"{hub.url}/api/timers")).json())["timers"] == []
     finally:
         await ai.stop()
