@@ -68,9 +68,6 @@ RATE = 48_000
 FRAME = 960
 REPLY_RATE = 22_050
 UPLINK_P95_LIMIT_MS = 60.0
-# Smart Turn's CPU per question, from bench/end_of_turn.py (bench/results/end_of_turn.json): how much
-# of the hub's CPU per stream is the end-of-turn model, which scales with turns, not with streams.
-MODEL_CPU_S_PER_CHECK = 0.0688
 DOWNLINK_P95_LIMIT_MS = 60.0
 
 
@@ -87,6 +84,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process by thread kind (Python thread names with their numbers dropped;
+    threads Python did not start, such as gRPC's and libuv's, as "native <OS name>"), from /proc (Linux)."""
+    import re
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: re.sub(r"[-_ ]?\d+$|^Thread-\d+ \((.*)\)$", r"\1", t.name) for t in threading.enumerate()}
+    out: dict[str, float] = defaultdict(float)
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                head, _, tail = Path(f"/proc/self/task/{tid}/stat").read_text().rpartition(")")
+                fields = tail.split()
+                native = "native " + re.sub(r"[-_ ]?\d+$", "", head.partition("(")[2])  # the OS thread name
+                out[names.get(int(tid), native) or "thread"] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
 def pct(xs: list[float], p: float) -> float | None:
     """The ``p``-th percentile (0..100) by bench/stats.py, rounded for the JSON; None when there are none."""
     return round(stats.pct(xs, p / 100), 2) if xs else None
@@ -101,6 +117,7 @@ def serve_hub(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
+    from hub.runtime import run
     from hub.server import Hub
     from hub.session import DeviceSession
     from shared.config import HubSettings, WebRTCSettings, load
@@ -116,13 +133,15 @@ def serve_hub(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.01)
             samples["loop_lag"].append(time.monotonic() - t - 0.01)
 
+    # A loopback bench: an explicitly open hub without per-address limits (all devices share 127.0.0.1).
+    settings = load(HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{args.ai_port}",
+                    hub_allow_unauthenticated=True, hub_connect_per_min=60_000,
+                    # Devices speak plain phrases; the wake word's CPU is measured by bench/wake_word.py.
+                    hub_listening_mode=args.listening_mode)
+
     async def main() -> None:
-        # A loopback bench: an explicitly open hub without per-address limits (all devices share 127.0.0.1).
-        settings = load(HubSettings, hub_host="127.0.0.1", hub_ai_server=f"127.0.0.1:{args.ai_port}",
-                        hub_allow_unauthenticated=True, hub_connect_per_min=60_000,
-                        # Devices speak plain phrases; the wake word's CPU is measured by bench/wake_word.py.
-                        hub_listening_mode=args.listening_mode)
         hub = Hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=args.port)
+        model = hub.turn_judge.model if hub.turn_judge is not None else None  # hub.end_of_turn.SmartTurn
         # Frames held while arbitration decides (window + compare, ~0.36 s by design) go out in a
         # burst when the claim is won: their wait is the arbiter's, not the hub's CPU. They are
         # sampled apart ("held") and left out of the uplink figure the real-time test uses.
@@ -162,6 +181,11 @@ def serve_hub(args: argparse.Namespace) -> int:
             async def bench(request: web.Request) -> web.Response:
                 body = {
                     "cpu_s": time.process_time(),
+                    "thread_cpu_s": thread_cpu_s(),
+                    # The end-of-turn model's own CPU (features + inference), which scales with turns,
+                    # not with streams: reported apart from the per-stream figure.
+                    "model_cpu_s": getattr(model, "cpu_s", 0.0),
+                    "model_calls": getattr(model, "calls", 0),
                     "wall_s": time.monotonic(),
                     "uplink_ms": [v * 1000 for v in samples["uplink"]],
                     "downlink_ms": [v * 1000 for v in samples["downlink"]],
@@ -191,7 +215,7 @@ def serve_hub(args: argparse.Namespace) -> int:
         lag.cancel()
         await hub.stop()
 
-    asyncio.run(main())
+    run(main(), use_uvloop=settings.hub_uvloop)  # the hub's own loop choice (HUB_UVLOOP), as `naila hub`
     return 0
 
 
@@ -399,16 +423,30 @@ async def wait_for(cond: Any, seconds: float) -> bool:
     return False
 
 
-def start_hub_process(port: int, ai_port: int, listening_mode: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, "--serve-hub", "--port", str(port),
-                             "--ai-port", str(ai_port), "--listening-mode", listening_mode], cwd=ROOT)
+def start_hub_process(port: int, ai_port: int, listening_mode: str, env: dict[str, str] | None = None,
+                      root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """This bench's hub (``--serve-hub``) from ``root``: this checkout, or another one to compare with."""
+    return subprocess.Popen([sys.executable, str(root / "bench" / "hub_capacity.py"), "--serve-hub",
+                             "--port", str(port), "--ai-port", str(ai_port), "--listening-mode", listening_mode],
+                            cwd=root, env={**os.environ, **(env or {})})
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """``["HUB_UVLOOP=false", ...]`` -> a dict (a one-line error for anything not KEY=VALUE)."""
+    env = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"hub_capacity: --compare wants KEY=VALUE settings, got {pair!r}")
+        env[key] = value
+    return env
 
 
 async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts: list[np.ndarray],
-                   listening_mode: str) -> dict[str, Any]:
+                   listening_mode: str, env: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_hub_process(port, sink.port, listening_mode)
+    proc = start_hub_process(port, sink.port, listening_mode, env, root)
     devices: list[Device] = []
     try:
         async with aiohttp.ClientSession() as http:
@@ -455,6 +493,9 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
             proc.kill()
 
     hub_cpu = after["cpu_s"] - before["cpu_s"]
+    # (A hub from an older checkout, --compare-root, may not report threads or the model apart.)
+    by_thread = {k: round((v - before["thread_cpu_s"].get(k, 0.0)) / (after["wall_s"] - before["wall_s"]), 3)
+                 for k, v in after.get("thread_cpu_s", {}).items()}
     dropped = sum(after["frames_dropped"].values()) - sum(before["frames_dropped"].values())
     forwarded = after["frames_forwarded"] - before["frames_forwarded"]
     got_frames = sum(sink.frames.values())
@@ -470,6 +511,9 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
         "hub_cpu_core_fraction": round(hub_cpu / wall, 3),
         "hub_cpu_per_stream": round(hub_cpu / wall / n, 4),
         "client_process_cpu_core_fraction": round(client_cpu / wall, 3),
+        # Which hub threads the CPU went to (core fraction): the event loop (MainThread), aiortc's
+        # audio decoder threads, the end-of-turn model, the gRPC link's threads, native threads.
+        "hub_cpu_by_thread": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])),
         "uplink_ms": {"p50": pct(up, 50), "p95": pct(up, 95), "max": round(max(up), 2) if up else None,
                       "n": len(up)},
         "downlink_ms": {"p50": pct(down, 50), "p95": pct(down, 95), "max": round(max(down), 2) if down else None,
@@ -496,10 +540,12 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
     }
     # The devices and the sink share this process: if it could not keep its microphones on
     # time (> 1% of frames late), the step measured the load generator, not the hub.
-    checks = sum(v for k, v in end_of_turn.items() if k in ("complete", "incomplete", "late"))
+    checks = after.get("model_calls", 0) - before.get("model_calls", 0)
+    model_cpu = after.get("model_cpu_s", 0.0) - before.get("model_cpu_s", 0.0)
     result["end_of_turn_checks_per_device_minute"] = round(checks / n / wall * 60, 1)
-    result["hub_cpu_per_stream_without_end_of_turn_model"] = round(
-        max(0.0, hub_cpu - checks * MODEL_CPU_S_PER_CHECK) / wall / n, 4)
+    result["end_of_turn_model_ms_per_check"] = round(model_cpu / checks * 1000, 1) if checks else None
+    result["hub_cpu_per_stream_without_end_of_turn_model"] = (
+        round(max(0.0, hub_cpu - model_cpu) / wall / n, 4) if "model_calls" in after else None)
     result["generator_kept_up"] = bool(result["client_late_frames"] <= 0.01 * n * wall * 50)
     p95s = (result["uplink_ms"]["p95"], result["downlink_ms"]["p95"])
     result["real_time"] = bool(
@@ -524,12 +570,24 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     sink = SinkAI()  # type: ignore[abstract]  # serves StreamConversation only
     await sink.start()
     results = []
+    # --compare: each step also runs with the hub under these settings, right after the defaults'
+    # run, so a change's before/after CPU comes from one run under the same load.
+    variant = parse_env(args.compare)
+    variant_root = Path(args.compare_root) if args.compare_root else ROOT  # made absolute by main()
+    compare = bool(variant) or variant_root != ROOT
+    compared: list[dict[str, Any]] = []
     largest = 0
     for n in steps:
         print(f"--- {n} device(s), {args.seconds:.0f}s ...", flush=True)
         r = await run_step(n, args.seconds, args.warmup, sink, scripts, args.listening_mode)
         results.append(r)
         print(json.dumps(r), flush=True)
+        if compare:
+            print(f"--- {n} device(s) with {variant} from {variant_root} ...", flush=True)
+            c = await run_step(n, args.seconds, args.warmup, sink, scripts, args.listening_mode, variant,
+                               variant_root)
+            compared.append(c)
+            print(json.dumps(c), flush=True)
         if r["real_time"] and r["generator_kept_up"]:
             largest = n
         elif not args.keep_going:
@@ -551,6 +609,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "largest_real_time_devices": largest,
         "loadavg_after": os.getloadavg(),
         "steps": results,
+        **({"compare": {"hub_env": variant, "hub_root": str(variant_root), "steps": compared}} if compare else {}),
     }
 
 
@@ -564,6 +623,11 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=21, help="seeds every device's voice, sentences and timing")
     p.add_argument("--listening-mode", default="always", choices=["always", "wake_word", "push_to_talk"],
                    help="HUB_LISTENING_MODE (default always: espeak does not say the wake word reliably)")
+    p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                   help="also run each step with this hub setting (repeatable; e.g. HUB_UVLOOP=false)")
+    p.add_argument("--compare-root", default="", metavar="DIR",
+                   help="also run each step with the hub of another checkout (e.g. a git worktree of the "
+                   "commit before a change; its bench/hub_capacity.py serves it)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "hub_capacity.json"))
     p.add_argument("--serve-hub", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -571,6 +635,7 @@ def main() -> int:
     args = p.parse_args()
     if args.serve_hub:
         return serve_hub(args)
+    args.compare_root = os.path.abspath(args.compare_root) if args.compare_root else ""
     report = asyncio.run(bench(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -578,13 +643,20 @@ def main() -> int:
     print()
     print(f"{'N':>3} {'rt':>3} {'gen ok':>6} {'hub cpu/stream':>14} {'w/o model':>9} {'up p50/p95 ms':>14} "
           f"{'down p50/p95 ms':>16} {'dropped':>7}")
-    for r in report["steps"]:
+    rows = [("", r) for r in report["steps"]]
+    if "compare" in report:
+        label = ",".join(f"{k}={v}" for k, v in report["compare"]["hub_env"].items())
+        if report["compare"]["hub_root"] != str(ROOT):
+            label = f"{label} hub from {report['compare']['hub_root']}".strip()
+        rows = [row for pair in zip(rows, [(label, c) for c in report["compare"]["steps"]], strict=False)
+                for row in pair]
+    for tag, r in rows:
         print(f"{r['devices']:>3} {'yes' if r['real_time'] else 'no':>3} "
               f"{'yes' if r['generator_kept_up'] else 'no':>6} {r['hub_cpu_per_stream']:>14.3f} "
-              f"{r['hub_cpu_per_stream_without_end_of_turn_model']:>9.3f} "
+              f"{r['hub_cpu_per_stream_without_end_of_turn_model'] or float('nan'):>9.3f} "
               f"{r['uplink_ms']['p50']!s:>6}/{r['uplink_ms']['p95']!s:<7} "
               f"{r['downlink_ms']['p50']!s:>7}/{r['downlink_ms']['p95']!s:<8} {r['frames_dropped']:>7} "
-              f"turns {r['turns_started']}/{r['turns_answered']}")
+              f"turns {r['turns_started']}/{r['turns_answered']} {tag}")
     print(f"largest N in real time: {report['largest_real_time_devices']} -> {out}")
     return 0
 

@@ -148,6 +148,10 @@ class AiLink:
         self._call: Any = None  # the current call (to cancel it from stop())
         self._thread: threading.Thread | None = None
         self._thread_generation = 0  # gRPC thread only
+        # Written messages waiting for the loop to account for them: the gRPC thread appends, and
+        # wakes the loop only when the list was empty, so a busy loop takes many per wake-up.
+        self._written: list[tuple[int, Outbound, float]] = []
+        self._written_lock = threading.Lock()
         # Event-loop state.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: Counter[str] = Counter()
@@ -295,7 +299,26 @@ class AiLink:
                 self._post(self._not_sent, entry.generation, entry.item)
                 continue
             yield entry.item.msg
-            self._post(self._sent, generation, entry.item, self._clock())
+            self._wrote(generation, entry.item, self._clock())
+
+    def _wrote(self, generation: int, item: Outbound, at: float) -> None:
+        """(gRPC thread) ``item`` was written at ``at``: have the loop account for it.
+
+        One ``call_soon_threadsafe`` per written frame woke the loop (a self-pipe write and a
+        callback) ~50 times a second per speaking device; batching what was written while the
+        loop had not got round to it keeps the order and the write times, with fewer wake-ups.
+        """
+        with self._written_lock:
+            self._written.append((generation, item, at))
+            if len(self._written) > 1:
+                return  # a drain is already on its way to the loop
+        self._post(self._account_written)
+
+    def _account_written(self) -> None:
+        with self._written_lock:
+            written, self._written = self._written, []
+        for generation, item, at in written:
+            self._sent(generation, item, at)
 
     def _attempt(self) -> None:
         channel = self._security.channel(self._channel_options())

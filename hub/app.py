@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from hub.runtime import run
 from hub.server import Hub, run_hub
 from shared.config import (
     AudioSettings,
@@ -106,7 +107,7 @@ def main(argv: list[str]) -> int:
         f"motion frame(s), refresh {settings.hub_vision_refresh_s:g}s" if settings.hub_vision else "off",
     )
     try:
-        asyncio.run(serve(hub))
+        run(serve(hub), use_uvloop=settings.hub_uvloop)
     except OSError as err:  # e.g. the port is taken
         print(f"naila hub: cannot listen on {settings.hub_host}:{settings.hub_port}: {err}", file=sys.stderr)
         return 1

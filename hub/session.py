@@ -25,7 +25,7 @@ from hub.ai_pool import AiPool
 from hub.arbitration import Arbiter, Claim, ClaimState
 from hub.end_of_turn import TurnJudge, verdict_of
 from hub.listening import ALWAYS, WAKE_WORD, GateConfig, ListeningGate, ListeningModes
-from hub.media_in import AudioIngest
+from hub.media_in import AudioIngest, decode_audio_inline
 from hub.metrics import HubMetrics
 from hub.rooms import RoomDirectory
 from hub.tts_track import GapTolerantOpusEncoder, TtsTrack
@@ -179,6 +179,7 @@ class DeviceSession:
         for t in self.pc.getTransceivers():
             if t.kind == "audio":
                 tune_jitter_buffer(t.receiver, self.host.settings.hub_jitter_prefetch)
+                decode_audio_inline(t.receiver)  # no decoder thread per device (hub/media_in.py)
 
     async def answer(self) -> str:
         """Attach the TTS track (not for a camera-only device) and build the answer (waits for ICE gathering)."""

@@ -105,6 +105,11 @@ class HubSettings(NailaSettings):
     hub_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
         1, description="aiortc jitter-buffer prefetch, packets (aiortc default 4)"
     )
+    hub_uvloop: bool = Field(
+        True,
+        description="Run the hub's event loop on uvloop (libuv) instead of asyncio's default loop: less CPU per "
+        "device stream (docs/benchmarks.md, Hub); false = asyncio's loop (also when uvloop is not installed)",
+    )
     hub_id: str = Field("main", description="Hub identity (letters, digits, _ . -); MQTT client id naila-hub-<id>")
     hub_mqtt: bool = Field(
         True,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -74,3 +77,38 @@ async def test_reply_for_an_unknown_device_is_counted_and_ignored() -> None:
     hub.route_output(pb.AudioOutput(device_id="nobody", is_final=True))
     assert hub.metrics.unknown_device_outputs == 2 and hub.metrics.tts_frames_routed == 0
     assert b"naila_hub_unknown_device_outputs_total 2.0" in hub.metrics.exposition()
+
+
+async def test_written_messages_are_accounted_in_order_with_one_loop_wakeup_per_batch() -> None:
+    """The gRPC thread's "written" reports reach the loop batched (issue 21): one callback for
+    what was written while the loop was busy, in write order, with each message's own write time."""
+    link, m = make()
+    loop = asyncio.get_running_loop()
+    link._loop = loop
+    link._apply_connected(True, 1)
+    sent_at: list[float] = []
+    items = [Outbound(pb.AudioInput(device_id="a", event=pb.CONTINUE), frames=1, captured_at=0.0,
+                      on_sent=sent_at.append) for _ in range(3)]
+    for it in items:
+        assert link.send(it)
+    posts: list[object] = []
+    real_post = link._post
+
+    def counting_post(fn: Callable[..., None], *args: Any) -> None:
+        posts.append(fn)
+        real_post(fn, *args)
+
+    def grpc_writes() -> None:
+        for i, it in enumerate(items):
+            link._wrote(1, it, 10.0 + i)
+
+    link._post = counting_post  # type: ignore[method-assign]
+    grpc_thread = threading.Thread(target=grpc_writes)
+    grpc_thread.start()
+    grpc_thread.join()  # blocks the loop: the gRPC thread writes three while the loop is busy
+    assert len(posts) == 1 and m.frames_forwarded == 0  # one wake-up queued, nothing accounted yet
+    await asyncio.sleep(0)
+    assert sent_at == [10.0, 11.0, 12.0] and m.frames_forwarded == 3 and link.pending("a") == 0
+    link._wrote(1, items[0], 13.0)  # the next write wakes the loop again
+    await asyncio.sleep(0)
+    assert len(posts) == 2 and sent_at[-1] == 13.0

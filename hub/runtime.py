@@ -1,0 +1,56 @@
+"""The hub process's runtime: its event loop (uvloop by default, HUB_UVLOOP) and one BLAS thread.
+
+Event loop: every device stream wakes the loop ~100 times a second (its RTP packets in and out,
+its decoded frames, the gRPC link's "written" callbacks), so the loop's own cost per wake-up is a
+share of the hub's CPU per stream; uvloop (libuv, in Cython) does the same selector, timer and
+callback work in fewer instructions than asyncio's pure-Python loop. aiortc (datagram endpoints),
+aiohttp, aiomqtt and grpc.aio (the vision uplink, the Household client) use only the public
+asyncio loop API, which uvloop implements. Without uvloop installed the hub logs it and runs on
+asyncio's loop.
+
+BLAS: numpy's OpenBLAS starts one thread per core, and after each matrix product (the end-of-turn
+model's log-mel filterbank, hub/log_mel.py) those threads spin-wait for more work: measured in
+bench/hub_capacity.py as ~0.07 core of pure spinning at 8 devices, ~15% of the hub's CPU, for a
+product that takes ~1 ms on one thread. The hub's parallelism is its streams, not its matrices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger("naila.hub.runtime")
+
+T = TypeVar("T")
+
+
+def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` when wanted and installed, else None (asyncio's default loop)."""
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("HUB_UVLOOP is on but uvloop is not installed: running on asyncio's default loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def one_blas_thread() -> None:
+    """Limit numpy's BLAS to one thread for the rest of the process (see the module docstring)."""
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:
+        log.warning("threadpoolctl is not installed: numpy's BLAS keeps one (spinning) thread per core")
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool) -> T:
+    """``asyncio.run(main)`` with one BLAS thread, on the loop HUB_UVLOOP selects."""
+    one_blas_thread()
+    with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:
+        return runner.run(main)
