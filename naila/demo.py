@@ -300,7 +300,8 @@ def main(argv: list[str]) -> int:
             _stay(stack, workdir, photo)
             print(f"[demo] still running: open {stack.hub_url}/dashboard in a browser on this machine, log in with "
                   f"{web_token}: the camera, its alert with the snapshot, the turns' latency and the ten-minute "
-                  f"timer (Cancel it there); {stack.hub_url}/ talks (press Start and ask). Ctrl-C stops everything.",
+                  f"timer (Cancel it there, or set another for the device with the timers panel's form); "
+                  f"{stack.hub_url}/ talks (press Start and ask). Ctrl-C stops everything.",
                   flush=True)
             while all(p.proc.poll() is None for p in stack.parts.values()):
                 time.sleep(1.0)

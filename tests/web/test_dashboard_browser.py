@@ -151,6 +151,28 @@ async def test_dashboard_shows_devices_alerts_and_turns_live(
         await expect(turn_rows).to_have_count(2, timeout=5000)
         await expect(turn_rows.nth(1).locator("td.text").first).to_have_text(XSS_SCRIPT)
         await expect(turn_rows.first.locator("td.stages")).to_contain_text("STT 150")
+        # The hour's p50/p95 come from the hub (hub/turns.py): end of speech to the last milestone.
+        await expect(page.locator("#latency-summary")).to_contain_text("(2 turns): p50 240 ms, p95 480 ms")
+        await expect(page.locator("#latency-chart g.bar")).to_have_count(2)
+
+        # At a phone's width the chart is drawn at the card's own pixel width: the newest turns that
+        # fit, and axis labels at their CSS size (not a 720-wide drawing scaled down).
+        for n in range(60):
+            hub.turns.add(TurnRecord(hall, f"c-{n}", timing={"stt_ms": 100 + n, "hub_end_to_playout_ms": 600 + n}))
+        await page.set_viewport_size({"width": 390, "height": 844})
+        chart = page.locator("#latency-chart svg.bars")
+        await expect(page.locator("#latency-summary")).to_contain_text("(62 turns)", timeout=5000)
+        width = await page.locator("#latency-chart").evaluate("n => n.clientWidth")
+        bars = await page.locator("#latency-chart g.bar").count()
+        assert width < 390 and 5 <= bars <= (width - 56) // 14, (width, bars)
+        box = await chart.bounding_box()
+        assert box is not None and abs(box["width"] - width) <= 2 and box["height"] >= 200, box
+        label_px = await page.locator("#latency-chart svg.bars text.axis").first.evaluate(
+            "t => t.getBoundingClientRect().height"
+        )
+        assert label_px >= 10, f"axis labels are {label_px:.1f} px high at 390 px"
+        save_screenshot(await page.screenshot(full_page=True), tmp_path, "dashboard-phone-latency.png")
+        await page.set_viewport_size({"width": 1280, "height": 1100})
 
         await page.wait_for_timeout(500)
         assert await page.evaluate("window.__xss") is None, "device data was executed as script"

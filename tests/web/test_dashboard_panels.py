@@ -119,6 +119,9 @@ async def test_camera_tile_follows_the_view_and_the_image_needs_the_login(
     await browser_login(page, hub.url, "/dashboard")
     tile = page.locator(f'figure.tile[data-camera="{cam}"]')
     await expect(tile.locator(".info")).to_contain_text("zone front_door", timeout=5000)
+    # No answer from the AI server yet: the tile must not claim that nothing is there.
+    await expect(tile.locator(".info")).to_contain_text("not analysed yet")
+    await expect(tile.locator(".info")).not_to_contain_text("nothing detected")
     await page.wait_for_function(
         "sel => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0 }",
         arg=f'figure.tile[data-camera="{cam}"] img',
@@ -146,6 +149,7 @@ async def test_camera_tile_follows_the_view_and_the_image_needs_the_login(
     hub.vision._on_result(result, 0.02)  # the uplink's result callback: the AI server's boundary
     await expect(tile.locator('g.det[data-label="person"]')).to_have_count(1, timeout=5000)
     await expect(tile.locator(".info")).to_contain_text("sees person")
+    await expect(tile.locator(".info")).not_to_contain_text("not analysed")
     rect = tile.locator("g.det rect")
     assert float(await rect.get_attribute("x") or 0) == pytest.approx(160, abs=1)  # 80/320 of 640
     # The run's screenshot: the panels are laid out, the camera tile shows a picture.
