@@ -131,7 +131,7 @@ async def test_login_sets_a_strict_http_only_cookie(make_web_hub: HubMaker) -> N
         async with http.get(f"{hub.url}/api/state") as s:
             assert s.status == 200
             state = await s.json()
-            assert set(state) == {"devices", "levels", "alerts", "cameras", "turns", "health"}
+            assert set(state) == {"devices", "levels", "alerts", "cameras", "turns", "latency", "health"}
             assert s.headers["Cache-Control"] == "no-store"
         async with http.get(f"{hub.url}/dashboard") as s:
             assert s.status == 200 and "dashboard.js" in await s.text()
