@@ -72,7 +72,7 @@ from ai_server.media.describe import VisionDescriber
 from ai_server.media.frames import ClipDecoder, ClipLimits
 from ai_server.media.history import HistoryQuestions
 from ai_server.media.looker import HistoryFirst
-from ai_server.media.ocr import RapidOcr
+from ai_server.media.ocr import RapidOcr, rapidocr_installed
 from ai_server.media.selection import SourceSelection
 from ai_server.media.sources import MediaSources
 from ai_server.metrics import Metrics
@@ -395,8 +395,12 @@ async def _assemble(
         if settings.vision_describe_url and settings.vision_describe_model:
             describer = VisionDescriber(settings.vision_describe_url, settings.vision_describe_model,
                                         api_key=settings.llm_api_key, timeout_s=settings.vision_describe_timeout_s)
-        ocr = RapidOcr()
-        warmers.append(ocr.load)
+        ocr = RapidOcr() if rapidocr_installed() else None
+        if ocr is None:  # Python 3.13: scripts/vision-no-deps.txt installs it only below 3.13
+            log.warning("vision: no OCR, rapidocr-onnxruntime is not installed (it has no release for this Python): "
+                        "images are described without the text in them")
+        else:
+            warmers.append(ocr.load)
         analyser = ImageAnalyser(found_detector, ocr, describer)
         questions = VisualQuestions(vision, analyser=analyser,  # VISION_ANSWER_BY: code or the LLM says the view
                                     answer_by=answer_by(settings.vision_answer_by, settings.llm_backend))

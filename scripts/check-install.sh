@@ -8,7 +8,9 @@
 #
 # PYTHON is a command or a path. A Python that is not there is a clear error (exit 3), so CI can
 # skip it on purpose; everything else that fails is a failure. pip's downloads are cached in
-# $NAILA_CACHE/pip and the llama-cpp-python wheel built by scripts/setup.sh in $NAILA_CACHE/wheels.
+# $NAILA_CACHE/pip; $NAILA_CACHE/wheels holds the llama-cpp-python wheel built by scripts/setup.sh
+# and, with the vision extra, this Python's torch and torchvision wheels (555 MB for 3.13), kept
+# there because pip's own cache does not keep them behind every proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -40,9 +42,18 @@ done | tar -C "$ROOT" --null -T - -cf - | tar -C "$WORK/src" -xf -
 "$PY" -m venv "$WORK/venv"
 V="$WORK/venv/bin"
 start=$(date +%s)
+has() { [[ ",$EXTRAS," == *",$1,"* ]]; }
+if has vision; then  # torch/torchvision as pyproject's vision extra pins them, into the wheel cache once
+  pins=$("$V/python" -c '
+import sys, tomllib
+extra = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["vision"]
+print(" ".join(r for r in extra if r.split("==")[0] in ("torch", "torchvision")))' "$WORK/src/pyproject.toml")
+  # shellcheck disable=SC2086  # two requirement words
+  "$V/pip" download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" $pins 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+fi
 say "pip install '.[$EXTRAS]'"
 "$V/pip" install -q --find-links "$CACHE/wheels" "$WORK/src[$EXTRAS]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-has() { [[ ",$EXTRAS," == *",$1,"* ]]; }
 if has vision; then  # the documented second step (pyproject's vision extra says why)
   "$V/pip" install -q --no-deps -r "$WORK/src/scripts/vision-no-deps.txt" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
@@ -82,7 +93,23 @@ names = {d.metadata['Name'].lower() for d in md.distributions()}
 assert 'opencv-python' not in names, 'opencv-python was installed over opencv-python-headless'
 from ai_server.vision.detector import missing_dependency, shipped_checkpoint
 assert missing_dependency() is None, missing_dependency()
-assert shipped_checkpoint() is not None, 'no shipped checkpoint'"
+assert shipped_checkpoint() is not None, 'no shipped checkpoint'
+import sys
+from ai_server.media.ocr import rapidocr_installed  # OCR: its last release requires Python < 3.13
+assert rapidocr_installed() == (sys.version_info < (3, 13)), 'rapidocr-onnxruntime: below Python 3.13 only'"
+  # The shipped detector once, on CPU, as the AI server runs it (its label map): a person in
+  # ultralytics' own bus.jpg. Proves this Python's torch/torchvision/ultralytics work together.
+  check "vision: the shipped detector finds a person in bus.jpg" "
+import importlib.util, pathlib, cv2
+from ai_server.vision.detector import YoloDetector, shipped_checkpoint
+from shared.config import AIServerSettings, load
+assets = pathlib.Path(next(iter(importlib.util.find_spec('ultralytics').submodule_search_locations))) / 'assets'
+bus = cv2.imread(str(assets / 'bus.jpg'))
+assert bus is not None, assets
+detector = YoloDetector(shipped_checkpoint(), device='cpu', imgsz=640, labels=load(AIServerSettings).vision_labels)
+labels = [box.label for box in detector.detect_batch([bus])[0]]
+assert 'person' in labels, labels
+print('check-install: bus.jpg:', ', '.join(sorted(labels)), 'in %.1f s with the model load' % detector.load_s)"
 fi
 # Headless OpenCV must stay the only cv2 distribution whatever the extras (one module, two owners).
 check "no opencv-python next to opencv-python-headless" "

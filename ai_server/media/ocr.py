@@ -8,6 +8,7 @@ for a 320x240 frame on CPU): call it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import threading
 from typing import Any, Final, Protocol
 
@@ -15,6 +16,11 @@ from ai_server.vision.detector import BGRImage
 
 #: Lines the recogniser is less sure of than this are mostly noise (texture read as letters).
 MIN_CONFIDENCE: Final = 0.5
+
+
+def rapidocr_installed() -> bool:
+    """Whether ``rapidocr-onnxruntime`` is installed: it has no release for Python 3.13 (1.4.4 requires <3.13)."""
+    return importlib.util.find_spec("rapidocr_onnxruntime") is not None
 
 
 class TextReader(Protocol):

@@ -2,13 +2,14 @@
 
 The pipeline is mono (one microphone signal for the echo canceller and WebRTC, one reply to
 play). Some USB microphones and ALSA ``hw:`` speakers are stereo only. PortAudio's ALSA host API
-(19.6) opens a mono stream on such a device anyway, padding the channels it does not deliver: the
-mic's left channel alone, the reply on the left speaker alone (measured on a 2-channel-only ALSA
-PCM, tests/device_agent/test_card_channels.py). So a device whose PortAudio maximum is exactly 2 is
-opened in stereo; any device that refuses mono (other host APIs, other PortAudio versions) is
-tried with 2 channels, then with all it has. The mic's channels are averaged to mono before
-anything else (the echo canceller) sees them: both capsules count, and a silent one costs 6 dB
-rather than the whole signal. The mono reply is written to every speaker channel.
+(19.6) opens a mono stream on such a device anyway (a mono stream opens on the 2-channel-only ALSA
+device of tests/device_agent/test_card_channels_alsa.py): it pads the host channels up to the
+device's minimum and hands over the first, so the mic would be its left channel alone. So a
+device whose PortAudio maximum is exactly 2 is opened in stereo; any device that refuses mono
+(other host APIs, other PortAudio versions) is tried with 2 channels, then with all it has. The
+mic's channels are averaged to mono before anything else (the echo canceller) sees them: both
+capsules count, and a silent one costs 6 dB rather than the whole signal. The mono reply is
+written to every speaker channel.
 """
 
 from __future__ import annotations
