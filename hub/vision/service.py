@@ -185,6 +185,8 @@ class VisionService:
             feed.dropped()
             return
         msg = feed.pack(await self._off_loop(feed.encode, frame), send, wall_ms)
+        if msg is not None and msg.refresh:
+            feed.view.refresh_sent(msg.frame_id)  # its empty answer is not "nothing there"
         if msg is not None:
             self.uplink.submit(msg)  # drops it (counted) if the stream went down meanwhile
 

@@ -12,6 +12,7 @@ are kept as fractions of the frame, so a page draws them over an image of any si
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from av import VideoFrame
@@ -22,6 +23,7 @@ from shared.contract import pb
 VIEW_BOX = (640, 480)  # the dashboard's view: larger than the AI server's 320x240, still small
 VIEW_QUALITY = 80
 MAX_BOXES = 32  # a tile with more boxes than this is unreadable; a flood of detections is cut here
+REFRESH_IDS = 64  # refresh frames remembered per camera (a few are in flight at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class CameraView:
         # Wall clock of the frame the boxes are of (the AI server echoes it); None: no frame of
         # this camera analysed yet. A tile then says "not analysed yet", never "nothing detected".
         self.analysed_at_ms: int | None = None
+        self._refreshes: deque[int] = deque(maxlen=REFRESH_IDS)  # frame ids sent as refreshes
         self._jpeg: tuple[int, bytes] | None = None  # (version, bytes)
 
     def update(self, frame: VideoFrame, at_ms: int) -> None:
@@ -82,9 +85,19 @@ class CameraView:
     def motion(self, at_ms: int) -> None:
         self.motion_at_ms = at_ms
 
+    def refresh_sent(self, frame_id: int) -> None:
+        """Frame ``frame_id`` went to the AI server as a refresh (a still scene)."""
+        self._refreshes.append(frame_id)
+
     def detections(self, result: pb.VisionResult) -> None:
-        """The AI server's answer for one of this camera's frames (the newest answer wins)."""
+        """The AI server's answer for one of this camera's frames (the newest answer wins).
+
+        A refresh is answered with no detections without being analysed (ai_server/vision/pipeline.py
+        FrameResult), so an empty answer to one says nothing about the scene: the last boxes stay.
+        """
         if result.error or result.frame_id < self.boxes_frame_id:
+            return
+        if not result.detections and result.frame_id in self._refreshes:
             return
         frame = self.frame
         analysed = fit(frame.width, frame.height, self.frame_box) if frame is not None else self.frame_box
