@@ -180,8 +180,9 @@ class HouseholdClient:
         self, method: str, request: Any, *, has: Callable[[Any], bool] = lambda _answer: True,
         order: Sequence[int] | None = None,
     ) -> tuple[int, Any]:
-        """The first server (in ``order``, by default HUB_AI_SERVER's) whose answer ``has`` the item;
-        404 when the servers that answered do not, 503 when none answered."""
+        """The first server (in ``order``, by default HUB_AI_SERVER's) whose answer ``has`` the item.
+        None has it: 503 if a server did not answer (it may hold the item), else the last answer
+        without it (e.g. ``found=False``) or 404."""
         last: tuple[int, Any] | None = None  # an answer without the item
         not_found: HouseholdError | None = None
         unreachable: HouseholdError | None = None
