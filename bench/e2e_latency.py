@@ -172,7 +172,11 @@ def cut_off_rates() -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     found = data.get("end_of_turn", data)
-    return {name: v["cut_off_rate"] for name, v in found.items() if isinstance(v, dict) and "cut_off_rate" in v}
+    return {
+        name: v["cut_off_rate"]
+        for name, v in found.items()
+        if isinstance(v, dict) and "cut_off_rate" in v and not name.startswith("grid_")  # not the --grid search
+    }
 
 
 def hub_for(stack: Stack, mode: str) -> Stack:
