@@ -92,6 +92,7 @@ END_OF_TURN_RESULTS = ROOT / "bench" / "results" / "end_of_turn.json"
 
 async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
     before = len(dev.turns())
+    played_before = dev.agent.pipeline.stats()
     _start, voice_end = dev.say(text)
     turn = await dev.wait_turn(before, within_s=120)
     first_audio = None
@@ -119,6 +120,7 @@ async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
             stages["grpc"] = t["hub_end_to_first_audio_ms"] - t["tts_first_audio_ms"]
         if "hub_end_to_playout_ms" in t:
             stages["network_out"] = (first_audio - hub_end) * 1000 - t["hub_end_to_playout_ms"]
+    played = dev.agent.pipeline.stats()
     return {
         "text": text,
         "transcript": turn["transcript"],
@@ -126,6 +128,12 @@ async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
         "total_ms": total,
         "stages_ms": stages,
         "timing": t,
+        # The device's playback queue this turn: silence dropped to hold it at the prebuffer (before
+        # issue 20 that much latency stayed queued for every later reply), and underruns.
+        "playback": {
+            "trimmed_ms": played.playback_trimmed_ms - played_before.playback_trimmed_ms,
+            "underruns": played.playback_underruns - played_before.playback_underruns,
+        },
     }
 
 
@@ -152,9 +160,12 @@ async def one_barge_in(dev: SimDevice) -> float | None:
 
 def summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
     totals = [t["total_ms"] for t in turns]
+    trimmed = [t["playback"]["trimmed_ms"] for t in turns if "playback" in t]
     return {
         "n": len(turns),
         "total_first_audio_ms": {"p50": pct(totals, 0.5), "p95": pct(totals, 0.95)},
+        "playback_trimmed_ms": {"p50": pct(trimmed, 0.5), "max": max(trimmed, default=0.0)},
+        "playback_underruns": sum(t["playback"]["underruns"] for t in turns if "playback" in t),
         "stages_ms": {
             s: {
                 "p50": pct([t["stages_ms"][s] for t in turns if s in t["stages_ms"]], 0.5),
@@ -340,6 +351,14 @@ def main() -> int:
         + " |"
     )
     print("| n | " + " | ".join(f"{summary['modes'][m][b]['n']}" for m, b in cols) + " |")
+    print(
+        "| device playback: silence dropped per turn p50 / underruns | "
+        + " | ".join(
+            f"{d['playback_trimmed_ms']['p50']:.0f} ms / {d['playback_underruns']}"
+            for d in (summary["modes"][m][b] for m, b in cols)
+        )
+        + " |"
+    )
     for mode, m in summary["modes"].items():
         print(
             f"{mode}: turn {LATER_TURN}+ minus turn 1, p50: {m['later_minus_first_p50_ms']:+.0f} ms "
