@@ -97,7 +97,7 @@ class ClauseSplitter:
         self,
         first_min_words: int = 3,
         min_words: int = 8,
-        first_max_words: int = 10,
+        first_max_words: int = 14,
         max_words: int = 30,
         first_cut_words: int = 5,
     ) -> None:
