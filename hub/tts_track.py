@@ -17,6 +17,16 @@ encode (~200 us), about 0.017 core per stream (measured, issue 21). With ``opus_
 sender's encoder) idle frames go out as one pre-encoded Opus silence packet instead, which
 aiortc sends as is. The first silent frame after audio is still encoded, so the encoder's
 lookahead holds silence when the next reply starts.
+
+Even a pre-encoded packet costs aiortc's Python RTP path (packetise, SRTP, a UDP send, RTCP
+bookkeeping) and a wake-up of the device, 50 times a second for nothing; so, as Opus DTX does,
+an idle track sends one silence packet every :data:`IDLE_PACKET_FRAMES` (400 ms) and skips the
+frames between (their RTP timestamps advance all the same, so the device's decoder sees a gap of
+silence, not lost packets). It does so only after :data:`IDLE_TAIL_FRAMES` of silence sent on
+every frame after audio: a receiver's jitter buffer releases a packet only when later ones
+arrive (aiortc holds its prefetch, 4 packets by default), and the tail pushes the end of the
+reply (or of a flushed one) out at once. The frame clock keeps running: a reply pushed while
+idle goes out on the next 20 ms tick, as before.
 """
 
 from __future__ import annotations
@@ -48,6 +58,13 @@ MAX_BUFFER_S = 120.0
 HOLD_PARTIAL_FRAMES = 2
 # Pacing: if the event loop stalled and we are this far behind, re-anchor instead of bursting.
 MAX_LAG_S = 0.1
+
+# While idle (with opus_silence), one silence packet per this many frames: 400 ms, Opus DTX's
+# interval, well inside the device's RTP watchdog (5 s) and ICE consent (30 s) ...
+IDLE_PACKET_FRAMES = 20
+# ... after this many silent frames sent on every tick after audio (flushes receivers' jitter
+# buffers: aiortc's default prefetch is 4 packets, a browser's a few more).
+IDLE_TAIL_FRAMES = 10
 
 PlayoutCallback = Callable[[float, float], None]  # (received_at, latency_s)
 EARCON_S = 0.12  # issue 19: the "I'm listening" tone after the wake word (100-150 ms)
@@ -139,6 +156,8 @@ class TtsTrack(MediaStreamTrack):
         # knows the sender encodes Opus with a GapTolerantOpusEncoder.
         self.opus_silence = False
         self._encode_next_silence = True  # the encoder has not seen silence since the last audio
+        self._idle_frames = 0  # silent frames since the last audio (IDLE_TAIL_FRAMES, IDLE_PACKET_FRAMES)
+        self.packets_skipped = 0  # idle frames not sent at all
 
     # ----- producer side (the gRPC reader) -----
 
@@ -254,9 +273,8 @@ class TtsTrack(MediaStreamTrack):
         self._mark = None
         return out
 
-    async def recv(self) -> AudioFrame | Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
+    async def _tick(self) -> None:
+        """Wait for the next 20 ms frame time (the first frame is due at once)."""
         now = self._clock()
         if self._start is None:
             self._start = now
@@ -268,19 +286,31 @@ class TtsTrack(MediaStreamTrack):
                 await self._sleep(wait)
             elif wait < -MAX_LAG_S:
                 self._start = now - self._pts / OUT_RATE
-        mono = self.next_frame()
-        self.frames_out += 1
-        if mono is None:
-            if self.opus_silence and not self._encode_next_silence:
+
+    async def recv(self) -> AudioFrame | Packet[Any]:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._tick()
+            mono = self.next_frame()
+            self.frames_out += 1
+            if mono is not None or not self.opus_silence or self._encode_next_silence:
+                break
+            self._idle_frames += 1
+            beyond_tail = self._idle_frames - IDLE_TAIL_FRAMES
+            if beyond_tail <= 0 or beyond_tail % IDLE_PACKET_FRAMES == 0:
                 packet = Packet(opus_silence_packet())
                 packet.pts = self._pts
                 packet.time_base = TIME_BASE
                 return packet
+            self.packets_skipped += 1
+        if mono is None:
             self._encode_next_silence = False
             data = self._silence
         else:
             self.audio_frames_out += 1
             self._encode_next_silence = True
+            self._idle_frames = 0
             data = np.repeat(mono, 2).tobytes()
         frame = AudioFrame(format="s16", layout="stereo", samples=FRAME_SAMPLES)
         frame.planes[0].update(data)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
 import numpy as np
 import pytest
 from av import AudioFrame
 
-from hub.tts_track import FRAME_SAMPLES, GapTolerantOpusEncoder, TtsTrack, opus_silence_packet
+from hub.tts_track import (
+    FRAME_SAMPLES,
+    IDLE_PACKET_FRAMES,
+    IDLE_TAIL_FRAMES,
+    GapTolerantOpusEncoder,
+    TtsTrack,
+    opus_silence_packet,
+)
 from shared.audio import rms_dbfs
 
 pytestmark = pytest.mark.unit
@@ -28,6 +38,14 @@ class FakeTime:
     async def sleep(self, s: float) -> None:
         self.slept.append(s)
         self.now += s
+
+
+class YieldingTime(FakeTime):
+    """FakeTime whose sleep also lets other tasks run, as a real sleep does."""
+
+    async def sleep(self, s: float) -> None:
+        await super().sleep(s)
+        await asyncio.sleep(0)
 
 
 def drain(track: TtsTrack) -> list[np.ndarray]:
@@ -146,20 +164,34 @@ def test_the_earcon_is_mixed_in_without_counting_as_a_reply() -> None:
     assert track.next_frame() is None  # back to silence
 
 
-async def test_idle_frames_go_out_as_one_opus_silence_packet_once_the_encoder_has_heard_silence() -> None:
-    """issue 21: idle frames skip aiortc's audio-level scan, executor hop and Opus encode."""
-    t = FakeTime()
+async def test_an_idle_track_sends_one_opus_silence_packet_per_400_ms_once_the_encoder_has_heard_silence() -> None:
+    """issue 21: idle frames skip aiortc's audio-level scan, executor hop and Opus encode, and all but
+    one in IDLE_PACKET_FRAMES are not sent at all (as Opus DTX) after a tail of IDLE_TAIL_FRAMES sent on
+    every tick (it pushes the end of a reply out of the device's jitter buffer); a reply goes out on
+    the next tick."""
+    t = YieldingTime()
     track = TtsTrack(clock=t.clock, sleep=t.sleep)
     track.opus_silence = True
-    kinds = [type(await track.recv()).__name__ for _ in range(3)]
-    assert kinds == ["AudioFrame", "Packet", "Packet"]  # the encoder sees one silent frame first
+    first = await track.recv()
+    assert isinstance(first, AudioFrame) and first.pts == 0  # the encoder hears one silent frame first
+    idle = [await track.recv() for _ in range(IDLE_TAIL_FRAMES + 2)]
+    assert {type(f).__name__ for f in idle} == {"Packet"}
+    tail = [FRAME_SAMPLES * i for i in range(1, IDLE_TAIL_FRAMES + 1)]
+    sparse = [FRAME_SAMPLES * (IDLE_TAIL_FRAMES + IDLE_PACKET_FRAMES * i) for i in (1, 2)]  # 400 ms apart
+    assert [f.pts for f in idle] == tail + sparse
+    assert bytes(idle[-1]) == opus_silence_packet() and 0 < len(opus_silence_packet()) < 10
+    assert t.now - 100.0 == pytest.approx((IDLE_TAIL_FRAMES + 2 * IDLE_PACKET_FRAMES) * 0.02)
+    assert track.packets_skipped == 2 * (IDLE_PACKET_FRAMES - 1)
+    waiting = asyncio.ensure_future(track.recv())  # idle: frames tick by unsent
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
     track.push(tone_pcm(48_000, 0.04), 48_000)
     track.end_reply()
-    out = [await track.recv() for _ in range(5)]
-    assert [type(f).__name__ for f in out] == ["AudioFrame", "AudioFrame", "AudioFrame", "Packet", "Packet"]
-    assert [f.pts for f in out] == [FRAME_SAMPLES * i for i in range(3, 8)]  # one clock for both kinds
-    assert bytes(out[-1]) == opus_silence_packet() and 0 < len(opus_silence_packet()) < 10
-    assert track.frames_out == 8 and track.audio_frames_out == 2
+    out = [await waiting] + [await track.recv() for _ in range(2)]
+    assert [type(f).__name__ for f in out] == ["AudioFrame", "AudioFrame", "AudioFrame"]
+    assert [f.pts for f in out] == [out[0].pts + FRAME_SAMPLES * i for i in range(3)]  # one clock throughout
+    assert out[0].pts % FRAME_SAMPLES == 0 and track.audio_frames_out == 2
 
 
 async def test_the_encoder_stamps_packets_with_their_frame_time_across_skipped_frames() -> None:
@@ -170,7 +202,7 @@ async def test_the_encoder_stamps_packets_with_their_frame_time_across_skipped_f
     encoder = GapTolerantOpusEncoder()
     stamps = []
     for i in range(60):
-        if i == 30:
+        if i == IDLE_TAIL_FRAMES + 3:
             track.push(tone_pcm(48_000, 0.1), 48_000)
         item = await track.recv()
         if isinstance(item, AudioFrame):
@@ -180,4 +212,12 @@ async def test_the_encoder_stamps_packets_with_their_frame_time_across_skipped_f
         else:
             assert encoder.pack(item)[1] == item.pts
             stamps.append(item.pts)
-    assert stamps == [FRAME_SAMPLES * i for i in range(60)]
+    # Silence: every frame for the tail, then 400 ms apart; then the reply and the tail after it on
+    # every frame, then 400 ms apart again.
+    t0 = IDLE_TAIL_FRAMES + 1
+    assert stamps[:t0] == [FRAME_SAMPLES * i for i in range(t0)]
+    assert stamps[t0 : t0 + 2] == [FRAME_SAMPLES * (IDLE_TAIL_FRAMES + IDLE_PACKET_FRAMES * i) for i in (1, 2)]
+    reply = t0 + 2
+    n = 5 + 1 + IDLE_TAIL_FRAMES  # 5 of tone, the encoded silence, the tail
+    assert stamps[reply : reply + n] == [stamps[reply] + FRAME_SAMPLES * i for i in range(n)]
+    assert all(b - a == FRAME_SAMPLES * IDLE_PACKET_FRAMES for a, b in itertools.pairwise(stamps[reply + n - 1 :]))
