@@ -49,7 +49,7 @@ import sys, tomllib
 extra = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["vision"]
 print(" ".join(r for r in extra if r.split("==")[0] in ("torch", "torchvision")))' "$WORK/src/pyproject.toml")
   # shellcheck disable=SC2086  # two requirement words
-  "$V/pip" download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" $pins 2>&1 \
+  "$V/pip" download -q --no-deps --only-binary=:all: --find-links "$CACHE/wheels" -d "$CACHE/wheels" $pins 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 fi
 say "pip install '.[$EXTRAS]'"
