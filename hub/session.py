@@ -408,6 +408,9 @@ class DeviceSession:
             self._claim = arbiter.claim(
                 self.device_id, captured_at - (onset - 1) * FRAME_MS / 1000, list(self._recent_levels), onset,
                 on_resolved=self._on_claim_resolved,
+                # In wake_word mode a START passes the gate only after this device heard the wake
+                # word (or in the follow-up of such a turn): it never loses to a device that did not.
+                woke=self.listening.mode == WAKE_WORD,
             )
             if self._claim.state is not ClaimState.WON:
                 self._held = [(event, captured_at)]
