@@ -376,7 +376,9 @@ class Arbiter:
             enough = late or c.voiced_frames >= self.min_voiced
             if closest is None:
                 self._settle(c)
-                self._resolve(c, ClaimState.WON, "alone in its window")
+                self._resolve(
+                    c, ClaimState.WON, "alone in its window" if len(ranked) == 1 else f"best of {len(ranked)}"
+                )
             elif closest[0] <= cut and enough:
                 error, rival = closest
                 while rival.state is ClaimState.LOST and rival.beaten_by is not None:
