@@ -33,6 +33,7 @@ levels and call :meth:`Arbiter.poll` on each frame (every live WebRTC stream del
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import time
@@ -43,6 +44,7 @@ FRAME_S = 0.02
 FLOOR_DBFS = -80.0  # digital silence would otherwise dominate the comparison
 VOICED_DB = 6.0  # a frame this far over the device's noise carries speech worth fitting a gain to
 REVERB_DB_PER_FRAME = 2.5  # a living room's decay (RT60 ~0.5 s: 60 dB in 25 frames)
+HOLD_FRAMES = 12  # frames before a comparison that can still sustain its first frames (30 dB of decay)
 COMPARE_SPAN_S = 1.0  # the most of two captures compared at once (cost stays flat in long utterances)
 
 
@@ -108,7 +110,11 @@ def _slots(levels: Sequence[tuple[float, float]], since: float) -> tuple[dict[in
     raw: dict[int, float] = {}
     held: dict[int, float] = {}
     prev: tuple[int, float] | None = None
-    for t, db in levels:
+    # Levels are in time order: skip to shortly before ``since`` (a long utterance's older frames
+    # cannot sustain the tail by more than those frames' decay), so a comparison costs the same
+    # however long the claim has been open.
+    first = bisect.bisect_left(levels, since - HOLD_FRAMES * FRAME_S, key=lambda lv: lv[0]) if since > -math.inf else 0
+    for t, db in levels[first:]:
         s = round(t / FRAME_S)
         h = db if prev is None or s != prev[0] + 1 else max(db, prev[1] - REVERB_DB_PER_FRAME)
         prev = (s, h)
@@ -192,7 +198,7 @@ def mixture_excess(
     slots_c, _ = _slots(c, since)
     fitted: list[dict[int, float]] = []
     for levels, noise in sources:
-        slots, held = _slots(levels, -math.inf)
+        slots, held = _slots(levels, since - max_lag * FRAME_S)
         best: tuple[float, dict[int, float]] | None = None
         for lag in range(-max_lag, max_lag + 1):
             diffs = sorted(
