@@ -59,7 +59,7 @@ PHRASE_STARTERS = frozenset(
         "in", "at", "for", "with", "from", "into", "after", "before", "during", "until", "since", "near",
         "through", "across", "between", "without", "within", "to",
         "is", "are", "was", "were", "will", "would", "can", "could", "should", "may", "might", "must", "has",
-        "have", "had", "which", "who", "where", "when", "if", "unless", "whereas",
+        "have", "had", "which", "that", "who", "where", "when", "if", "unless", "whereas",
     }
 )  # fmt: skip
 _MARKDOWN = re.compile(r"[*_#`~|<>\[\]]+")

@@ -76,6 +76,9 @@ def test_a_long_first_sentence_is_cut_where_a_new_phrase_opens() -> None:
         "is sunny and warm.",
     ]
     assert split("It will be twenty five degrees in Paris tomorrow afternoon.")[0] == ("It will be twenty five degrees")
+    assert split("We have a wide range of animals that are often kept as pets.")[0] == (
+        "We have a wide range of animals"
+    )
     # Before 5 words, or after a word that leaves the phrase hanging, or after a number: no cut.
     assert split("Set a timer for ten minutes.") == ["Set a timer for ten minutes."]
     assert split("I have put the kettle on for you.") == ["I have put the kettle on for you."]  # "on |"
