@@ -188,8 +188,12 @@ class DeviceSession:
             self.pc.addTrack(self.tts)
             webrtc = getattr(self.host, "webrtc", None)  # WEBRTC_AUDIO_BITRATE for the reply too
             if webrtc is not None:
-                # An Opus reply lets the track send idle frames as one pre-encoded silence packet.
-                self.tts.opus_silence = tune_answer_opus(audio, webrtc.webrtc_audio_bitrate, GapTolerantOpusEncoder())
+                # An Opus reply lets the track send idle frames as one pre-encoded silence packet, and
+                # encode reply frames itself with the sender's encoder (no executor hop per frame).
+                encoder = GapTolerantOpusEncoder()
+                if tune_answer_opus(audio, webrtc.webrtc_audio_bitrate, encoder):
+                    self.tts.opus_silence = True
+                    self.tts.encoder = encoder
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         return str(self.pc.localDescription.sdp)

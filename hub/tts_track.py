@@ -27,6 +27,11 @@ every frame after audio: a receiver's jitter buffer releases a packet only when 
 arrive (aiortc holds its prefetch, 4 packets by default), and the tail pushes the end of the
 reply (or of a flushed one) out at once. The frame clock keeps running: a reply pushed while
 idle goes out on the next 20 ms tick, as before.
+
+With :attr:`TtsTrack.encoder` set (the session sets it to the sender's own encoder along with
+``opus_silence``) the track encodes reply frames itself, on the event loop, and hands aiortc
+packets: aiortc would hop to its executor thread for every frame (a ThreadPoolExecutor submit
+and a thread wake-up, more than the ~200 us encode) and scan each frame's audio level in Python.
 """
 
 from __future__ import annotations
@@ -158,6 +163,8 @@ class TtsTrack(MediaStreamTrack):
         self._encode_next_silence = True  # the encoder has not seen silence since the last audio
         self._idle_frames = 0  # silent frames since the last audio (IDLE_TAIL_FRAMES, IDLE_PACKET_FRAMES)
         self.packets_skipped = 0  # idle frames not sent at all
+        # The sender's Opus encoder (a GapTolerantOpusEncoder): when set, frames go out encoded here.
+        self.encoder: OpusEncoder | None = None
 
     # ----- producer side (the gRPC reader) -----
 
@@ -317,4 +324,11 @@ class TtsTrack(MediaStreamTrack):
         frame.pts = self._pts
         frame.sample_rate = OUT_RATE
         frame.time_base = TIME_BASE
-        return frame
+        if self.encoder is None:
+            return frame
+        # One 20 ms frame in, one Opus packet out (aiortc's encoder resamples to 20 ms frames).
+        payloads, timestamp = self.encoder.encode(frame)
+        packet = Packet(payloads[0] if payloads else opus_silence_packet())
+        packet.pts = timestamp
+        packet.time_base = TIME_BASE
+        return packet

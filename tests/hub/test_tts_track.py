@@ -221,3 +221,25 @@ async def test_the_encoder_stamps_packets_with_their_frame_time_across_skipped_f
     n = 5 + 1 + IDLE_TAIL_FRAMES  # 5 of tone, the encoded silence, the tail
     assert stamps[reply : reply + n] == [stamps[reply] + FRAME_SAMPLES * i for i in range(n)]
     assert all(b - a == FRAME_SAMPLES * IDLE_PACKET_FRAMES for a, b in itertools.pairwise(stamps[reply + n - 1 :]))
+
+
+async def test_with_the_senders_encoder_the_track_hands_aiortc_opus_packets_it_encoded_itself() -> None:
+    """issue 21: reply frames are encoded on the loop (no executor hop per frame), on one RTP clock,
+    and decode to the reply."""
+    from aiortc.codecs.opus import OpusDecoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    t = FakeTime()
+    track = TtsTrack(clock=t.clock, sleep=t.sleep)
+    track.opus_silence = True
+    track.encoder = GapTolerantOpusEncoder()
+    track.push(tone_pcm(48_000, 0.2), 48_000)
+    track.end_reply()
+    out = [await track.recv() for _ in range(14)]  # 10 of tone, the encoded silence, the tail
+    assert {type(p).__name__ for p in out} == {"Packet"}
+    assert [p.pts for p in out] == [FRAME_SAMPLES * i for i in range(14)]
+    decoder = OpusDecoder()
+    decoded = [decoder.decode(JitterFrame(data=bytes(p), timestamp=p.pts)) for p in out]
+    levels = [rms_dbfs(np.frombuffer(bytes(f[0].planes[0]), dtype=np.int16)) for f in decoded]
+    assert min(levels[1:10]) > -20 and max(levels[12:]) < -60  # the tone, then silence
+    assert track.audio_frames_out == 10
