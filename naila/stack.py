@@ -199,6 +199,10 @@ class Stack:
         data = json.loads(hub_read(self.hub_url, "/turns", timeout=2))
         return list(data["turns"] if isinstance(data, dict) else data)
 
+    def logs(self, n: int = 60) -> str:
+        """The last ``n`` lines of each part's log (workdir/<part>.log), for a failing test's message."""
+        return "\n".join(f"--- {name} ({part.log_path}) ---\n{part.tail(n)}" for name, part in self.parts.items())
+
     def restart(self, name: str) -> None:
         part = self.parts.pop(name)
         part.stop()
