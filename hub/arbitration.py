@@ -13,16 +13,22 @@ best capture down (speech over the device's own noise; ties within ``tie_db`` go
 that started first; a device that heard the wake word before one that did not):
 
 * the evidence is :func:`level_mismatch`: how far one capture's frame levels are from the other's,
-  attenuated by one constant gain and masked by its own room noise, at the best lag up to
-  ``max_lag_s``. One sound heard in two rooms differs by a gain (1-3 dB of error from reverb and
-  noise); two people differ by 5-20 dB, above all where one is talking and the other is not yet;
-* a claim that matches a better one or a recent winner (error <= ``same_db``) loses; one that
-  differs from all of them (>= ``different_db``) wins; in between it waits for more speech, at
-  most until ``decide_s`` after its onset, then the midpoint decides. The best capture never
-  waits on the worse ones;
-* a lost claim is re-checked every ``recheck_s``: once its last ``recheck_span_s`` no longer
-  matches any winner (error >= ``release_db``: its own person started talking after another
-  room's speech leaked in), it wins after all.
+  attenuated by one constant gain, masked by its own room noise and sustained by its room's
+  reverberation, at the best lag up to ``max_lag_s``, from the earlier onset on. One sound heard
+  in two rooms differs by a gain (1-3 dB of error); two people differ by 5-20 dB, above all where
+  one is talking and the other is not yet;
+* a claim that matches a better one or a winner (error <= ``same_db``, once it has ``min_voiced``
+  frames of its own speech) loses; one that differs from all of them (>= ``different_db``) wins;
+  in between it waits for more speech, at most until ``decide_s`` after its onset, then the
+  midpoint decides. The best capture never waits on the worse ones. Winners count while their
+  utterance is open (or for ``recent_s`` after their onset), so a late copy loses too;
+* a lost claim is re-checked every ``recheck_s`` over its last ``recheck_span_s``: once it is
+  well apart from the capture it lost to (>= ``release_db``), plainly apart from every other
+  winner (>= ``others_db``) and not the sum of two of them (:func:`mixture_excess`, a device
+  between two talkers), its own person started talking after another room's speech leaked in,
+  and it wins after all.
+
+Figures for these settings: docs/benchmarks.md "Arbitration" (bench/arbitration.py).
 
 With HUB_LISTENING_MODE=wake_word a claim made after the device heard the wake word is never
 stood down in favour of one that did not. Only with one live device does a claim win at once,
