@@ -142,7 +142,10 @@ class AiLink:
         self._hb_timeout = HEARTBEAT_TIMEOUT_S if heartbeat_timeout_s is None else heartbeat_timeout_s
         self._hb_misses = HEARTBEAT_MISSES if heartbeat_misses is None else heartbeat_misses
         # Shared with the gRPC thread: a thread-safe queue and a stop flag.
-        self._tx: queue.SimpleQueue[_Queued | _StreamEnded] = queue.SimpleQueue()
+        self._tx: queue.SimpleQueue[list[_Queued] | _StreamEnded] = queue.SimpleQueue()
+        # Messages sent during this loop iteration, handed to the gRPC thread as one batch at its end:
+        # one queue put (one thread wake-up) per iteration instead of one per message.
+        self._batch: list[_Queued] = []
         self._stopping = threading.Event()
         self._call_lock = threading.Lock()
         self._call: Any = None  # the current call (to cancel it from stop())
@@ -190,8 +193,15 @@ class AiLink:
             self._drop(item, "device_queue_full")
             return False
         self._pending[device] += 1
-        self._tx.put(_Queued(self._generation, item))
+        if not self._batch:
+            (self._loop or asyncio.get_running_loop()).call_soon(self._hand_over)
+        self._batch.append(_Queued(self._generation, item))
         return True
+
+    def _hand_over(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._tx.put(batch)
 
     def _drop(self, item: Outbound, reason: str) -> None:
         self.metrics.frames_dropped[reason] += max(1, item.frames)
@@ -294,12 +304,19 @@ class AiLink:
                 if entry.generation == generation:
                     return
                 continue  # a marker for an older stream whose iterator had already gone
-            if entry.generation != generation:
-                # Queued for a stream that is gone: the AI server never saw its START.
-                self._post(self._not_sent, entry.generation, entry.item)
-                continue
-            yield entry.item.msg
-            self._wrote(generation, entry.item, self._clock())
+            done = 0
+            try:
+                for queued in entry:
+                    if queued.generation != generation:
+                        # Queued for a stream that is gone: the AI server never saw its START.
+                        self._post(self._not_sent, queued.generation, queued.item)
+                    else:
+                        yield queued.item.msg
+                        self._wrote(generation, queued.item, self._clock())
+                    done += 1
+            finally:
+                for queued in entry[done:]:  # the stream ended mid-batch: the rest was not sent
+                    self._post(self._not_sent, queued.generation, queued.item)
 
     def _wrote(self, generation: int, item: Outbound, at: float) -> None:
         """(gRPC thread) ``item`` was written at ``at``: have the loop account for it.

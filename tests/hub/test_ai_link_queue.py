@@ -60,6 +60,7 @@ async def test_stale_messages_are_dropped_by_the_next_streams_iterator() -> None
     link._apply_connected(False, 1)
     link._apply_connected(True, 2)
     link.send(item("a", frames=13))
+    await asyncio.sleep(0)  # both go to the gRPC thread as one batch at the end of the loop iteration
     link._tx.put(_StreamEnded(1))  # a marker for a stream whose iterator is gone: skipped
     link._tx.put(_StreamEnded(2))
     sent = list(link._requests(2))
@@ -112,3 +113,21 @@ async def test_written_messages_are_accounted_in_order_with_one_loop_wakeup_per_
     link._wrote(1, items[0], 13.0)  # the next write wakes the loop again
     await asyncio.sleep(0)
     assert len(posts) == 2 and sent_at[-1] == 13.0
+
+
+async def test_a_loop_iterations_messages_go_to_the_grpc_thread_as_one_batch_in_order() -> None:
+    """One queue put (one thread wake-up) per loop iteration (issue 21); a stream that ends mid-batch
+    has the rest of the batch counted as not sent."""
+    link, m = make()
+    link._loop = asyncio.get_running_loop()
+    link._apply_connected(True, 1)
+    for i in range(3):
+        link.send(Outbound(pb.AudioInput(device_id="a", sequence_num=i), frames=1, captured_at=0.0))
+    assert link._tx.empty()  # nothing handed over mid-iteration
+    await asyncio.sleep(0)
+    assert link._tx.qsize() == 1
+    requests = link._requests(1)
+    assert next(requests).sequence_num == 0 and next(requests).sequence_num == 1
+    requests.close()  # the call ended with message 1 pulled but not confirmed written, 2 never pulled
+    await asyncio.sleep(0)
+    assert m.frames_forwarded == 1 and m.frames_dropped["ai_disconnected"] == 2 and link.pending("a") == 0
