@@ -28,7 +28,9 @@ from shared.audio import Int16Array, drain_chunks, rms_dbfs
 
 #: A chunk at or below this RMS level is silence the hub sends between (and within) replies.
 QUIET_DBFS = -60.0
-PREBUFFER_MS = 30  # DEVICE_PLAYBACK_PREBUFFER_MS's default
+# DEVICE_PLAYBACK_PREBUFFER_MS's default: two of the hub's 20 ms packets (30 would start at two as
+# well; 20 = one packet underruns whenever a packet is a little late).
+PREBUFFER_MS = 40
 
 
 class PlaybackBuffer:

@@ -97,8 +97,8 @@ class DeviceSettings(NailaSettings):
         1, description="aiortc jitter-buffer prefetch for hub audio, packets (aiortc default 4)"
     )
     device_playback_prebuffer_ms: Annotated[int, Field(ge=0, le=500)] = Field(
-        30, description="Hub audio queued before the speaker starts (and after an underrun), ms; silence "
-        "beyond it is dropped, so replies start this long after they arrive (was 40)"
+        40, description="Hub audio queued before the speaker starts (and after an underrun), ms, in whole 20 ms "
+        "packets (40 = 2); silence beyond it is dropped, so every reply starts behind the same short queue"
     )
     device_mqtt: bool = Field(True, description="Connect to the MQTT broker for status and commands")
     # After device_mqtt: its validator reads device_mqtt (pydantic validates in field order).
