@@ -26,8 +26,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         s.wait_grpc_connected()
         yield s
     except Exception:
-        for name, part in s.parts.items():
-            print(f"--- {name} ---\n{part.tail(60)}")
+        print(s.logs())
         raise
     finally:
         s.stop()
