@@ -70,6 +70,9 @@ FRAME = 960
 REPLY_RATE = 22_050
 UPLINK_P95_LIMIT_MS = 60.0
 DOWNLINK_P95_LIMIT_MS = 60.0
+# A device that spoke in the measured window counts as answered if its answer came by this long
+# after the window (the end-of-turn fallback, arbitration and the sink's 0.2 s "thinking").
+ANSWER_GRACE_S = 3.0
 
 
 def loopback_only() -> None:
@@ -502,6 +505,12 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
             client_cpu = time.process_time() - client_cpu0
             async with http.get(f"{url}/bench") as r:
                 after = await r.json()
+            # Who spoke in the window; their answers may come a moment after it (a turn that ended
+            # near its end), so they are counted after a grace period (ANSWER_GRACE_S).
+            spoke = {d for d, f in sink.frames.items() if f > 0}
+            at_sink = (sum(sink.frames.values()), sink.starts, sink.ends, sum(sink.answered.values()))
+            await asyncio.sleep(ANSWER_GRACE_S)
+            answered = dict(sink.answered)
     finally:
         for d in devices:
             await d.close()
@@ -517,10 +526,9 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
                  for k, v in after.get("thread_cpu_s", {}).items()}
     dropped = sum(after["frames_dropped"].values()) - sum(before["frames_dropped"].values())
     forwarded = after["frames_forwarded"] - before["frames_forwarded"]
-    got_frames = sum(sink.frames.values())
+    got_frames, turns_started, turns_ended, turns_answered = at_sink  # the window's, at the sink
     arbitration = {k: v - before["arbitration"].get(k, 0) for k, v in after["arbitration"].items()}
     end_of_turn = {k: v - before["end_of_turn"].get(k, 0) for k, v in after["end_of_turn"].items()}
-    spoke = {d for d, f in sink.frames.items() if f > 0}
     heard = [d.frames_heard - h0[0] for d, h0 in zip(devices, heard0, strict=True)]
     loud = [d.loud_heard - h0[1] for d, h0 in zip(devices, heard0, strict=True)]
     rates = [rate for d, i, j in zip(devices, loud0, loud1, strict=True)
@@ -552,11 +560,11 @@ async def run_step(n: int, seconds: float, warmup: float, sink: SinkAI, scripts:
         "device_reply_frames_per_s_min": min(rates) if rates else None,
         "devices_hearing_replies": sum(1 for x in loud if x > 0),
         "client_late_frames": sum(d.mic.late_frames for d in devices) - late0,
-        "turns_started": sink.starts,
-        "turns_ended": sink.ends,
-        "turns_answered": sum(sink.answered.values()),
+        "turns_started": turns_started,
+        "turns_ended": turns_ended,
+        "turns_answered": turns_answered,
         "devices_speaking": len(spoke),
-        "devices_answered": sum(1 for d in spoke if sink.answered.get(d, 0) > 0),
+        "devices_answered": sum(1 for d in spoke if answered.get(d, 0) > 0),
         "arbitration": arbitration,
         "end_of_turn": end_of_turn,
     }

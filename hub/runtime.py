@@ -1,12 +1,12 @@
-"""The hub process's runtime: its event loop (uvloop by default, HUB_UVLOOP) and one BLAS thread.
+"""The hub process's runtime: its event loop (asyncio's; uvloop with HUB_UVLOOP) and one BLAS thread.
 
-Event loop: every device stream wakes the loop ~100 times a second (its RTP packets in and out,
-its decoded frames, the gRPC link's "written" callbacks), so the loop's own cost per wake-up is a
-share of the hub's CPU per stream; uvloop (libuv, in Cython) does the same selector, timer and
-callback work in fewer instructions than asyncio's pure-Python loop. aiortc (datagram endpoints),
-aiohttp, aiomqtt and grpc.aio (the vision uplink, the Household client) use only the public
-asyncio loop API, which uvloop implements. Without uvloop installed the hub logs it and runs on
-asyncio's loop.
+Event loop: uvloop (libuv, in Cython) does asyncio's selector, timer and callback work in fewer
+instructions, and aiortc (datagram endpoints), aiohttp, aiomqtt and grpc.aio (the vision uplink,
+the Household client) run on it unchanged (tests/hub/test_runtime.py). But the hub's CPU per
+stream is aiortc's Python RTP path, numpy and the end-of-turn model, not the loop: with uvloop it
+measured the same within noise (bench/hub_capacity.py --compare HUB_UVLOOP=true, docs/benchmarks.md
+Hub), so asyncio's loop stays the default and uvloop is an option (pip install uvloop). Asked for
+but not installed, the hub says so and runs on asyncio's loop.
 
 BLAS: numpy's OpenBLAS starts one thread per core, and after each matrix product (the end-of-turn
 model's log-mel filterbank, hub/log_mel.py) those threads spin-wait for more work: measured in

@@ -106,9 +106,9 @@ class HubSettings(NailaSettings):
         1, description="aiortc jitter-buffer prefetch, packets (aiortc default 4)"
     )
     hub_uvloop: bool = Field(
-        True,
-        description="Run the hub's event loop on uvloop (libuv) instead of asyncio's default loop: less CPU per "
-        "device stream (docs/benchmarks.md, Hub); false = asyncio's loop (also when uvloop is not installed)",
+        False,
+        description="Run the hub's event loop on uvloop (pip install uvloop) instead of asyncio's: measured "
+        "without a CPU gain per stream here (docs/benchmarks.md, Hub), so off by default",
     )
     hub_id: str = Field("main", description="Hub identity (letters, digits, _ . -); MQTT client id naila-hub-<id>")
     hub_mqtt: bool = Field(
