@@ -2,11 +2,12 @@
 
 Uplink: every device hands AudioInput messages to :meth:`AiLink.send` on the event loop; it
 never blocks. Messages go on ONE outbound queue that feeds the StreamConversation request
-iterator, and each device may have at most ``per_device_limit`` messages waiting in it, so a
-device that floods (or a slow stream) costs only that device its frames. While the stream is
-down, uplink messages are dropped and counted (nothing piles up), and :attr:`generation`
-tells callers a new stream began, so a device that was mid-utterance drops the rest of it and
-starts cleanly with its next START.
+iterator (an event-loop iteration's messages as one batch: one thread wake-up), and each
+device may have at most ``per_device_limit`` messages waiting in it, so a device that floods
+(or a slow stream) costs only that device its frames. While the stream is down, uplink
+messages are dropped and counted (nothing piles up), and :attr:`generation` tells callers a
+new stream began, so a device that was mid-utterance drops the rest of it and starts cleanly
+with its next START.
 
 Downlink: every AudioOutput is handed to ``on_output`` on the event loop, which
 demultiplexes by device_id.
