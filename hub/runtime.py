@@ -10,8 +10,8 @@ but not installed, the hub says so and runs on asyncio's loop.
 
 BLAS: numpy's OpenBLAS starts one thread per core, and after each matrix product (the end-of-turn
 model's log-mel filterbank, hub/log_mel.py) those threads spin-wait for more work: measured in
-bench/hub_capacity.py as ~0.07 core of pure spinning at 8 devices, ~15% of the hub's CPU, for a
-product that takes ~1 ms on one thread. The hub's parallelism is its streams, not its matrices.
+bench/hub_capacity.py as 0.08-0.1 core of pure spinning at 8 devices, 16-20% of the hub's CPU, for
+a product that takes ~1 ms on one thread. The hub's parallelism is its streams, not its matrices.
 """
 
 from __future__ import annotations
