@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +84,13 @@ def test_vision_brings_torch_and_never_opencv_python() -> None:
 
 def _no_deps_step() -> dict[str, str]:
     lines = (ROOT / "scripts/vision-no-deps.txt").read_text().splitlines()
-    pins = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    return dict(pin.split("==", 1) for pin in pins)
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    step: dict[str, str] = {}
+    for pin in pins:  # exact pins, possibly with a marker (rapidocr-onnxruntime has no 3.13 release)
+        (spec,) = pin.specifier
+        assert spec.operator == "==", pin
+        step[pin.name] = spec.version
+    return step
 
 
 def test_the_no_deps_step_is_pinned_and_its_requirements_are_in_the_vision_extra() -> None:
