@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from ai_server.assembly import start_server
@@ -42,7 +43,10 @@ async def main() -> None:
     settings = load(
         AIServerSettings,
         ai_mqtt=bool(args.mqtt),
-        ai_mqtt_client_id=f"naila-ai-server-{args.name}",
+        # A persistent session keeps its subscriptions: the id names the share group too, so a server a
+        # later test starts under the same name (in another group, tests/conftest.py) does not come back
+        # subscribed to both groups and answer every request twice. Restarts within a test keep theirs.
+        ai_mqtt_client_id=f"naila-ai-server-{args.name}-{os.environ.get('AI_MQTT_SHARE_GROUP', args.share_group)}",
         vision_enabled=False,
         ai_media_dir=args.data,
         **overrides,
