@@ -19,7 +19,7 @@ import grpc
 from ai_server.assist.alarms import Alarms, AlarmView
 from ai_server.metrics import Metrics
 from ai_server.store.media import MediaRecord, MediaStore
-from shared.contract import pb, pb_grpc
+from shared.contract import TIMER_LABEL_MAX, pb, pb_grpc
 from shared.ids import ID_RULE, is_safe_id
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ MAX_SNAPSHOT_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_EVENTS: Final = 100
 MAX_EVENTS: Final = 500
 SNAPSHOT_SOURCE: Final = "alert_snapshot"
-MAX_LABEL: Final = 60  # a timer's name or room from the dashboard's form
+MAX_LABEL: Final = TIMER_LABEL_MAX  # a timer's name or room from the dashboard's form
 
 
 def _ms(t: datetime) -> int:

@@ -31,13 +31,14 @@ from ai_server.assist.clock import Clock
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch, IntentRegistry
 from ai_server.assist.ringing import Player, Ringer
 from ai_server.store.timers import AlarmStore, TimerRow
+from shared.contract import TIMER_MAX_S
 
 if TYPE_CHECKING:
     from ai_server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-MAX_TIMER_S: Final = 24 * 3600.0
+MAX_TIMER_S: Final = float(TIMER_MAX_S)
 MAX_TIMERS_PER_ASKER: Final = 20
 STOP_INTENT: Final = "NailaStop"
 

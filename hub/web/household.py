@@ -38,7 +38,7 @@ from aiohttp import web
 
 from hub.web.events import EventBus
 from shared.backoff import Backoff
-from shared.contract import pb, pb_grpc
+from shared.contract import TIMER_LABEL_MAX, TIMER_MAX_S, pb, pb_grpc
 from shared.errors import one_line
 from shared.grpc_security import ClientSecurity
 from shared.ids import ID_RULE, is_safe_id
@@ -443,8 +443,8 @@ class HouseholdRoutes:
         return await self._answer(request, make)
 
 
-MAX_TIMER_S: Final = 24 * 3600
-MAX_LABEL: Final = 60
+MAX_TIMER_S: Final = TIMER_MAX_S
+MAX_LABEL: Final = TIMER_LABEL_MAX
 
 
 @dataclass(frozen=True, slots=True)
