@@ -31,6 +31,7 @@ from shared.mqtt.limits import (
     media_payload_limit,
 )
 from shared.mqtt.models import (
+    AlarmRecord,
     Alert,
     Broadcast,
     ChatReply,
@@ -45,6 +46,7 @@ from shared.mqtt.models import (
     LastWill,
     MediaRequest,
     MediaUpload,
+    ServerPresence,
     ServerStatus,
     SignalingDescription,
     VisualAnalysis,
@@ -74,6 +76,7 @@ __all__ = [
     "TOPIC_POLICY",
     "UPLOAD_MAX_PAYLOAD_BYTES",
     "VISUAL_CONTEXT_MAX_PAYLOAD_BYTES",
+    "AlarmRecord",
     "Alert",
     "Broadcast",
     "ChatReply",
@@ -93,6 +96,7 @@ __all__ = [
     "OutboundMessage",
     "ParsedTopic",
     "Payload",
+    "ServerPresence",
     "ServerStatus",
     "SignalingDescription",
     "TopicKind",

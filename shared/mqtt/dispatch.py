@@ -40,6 +40,8 @@ MODEL_FOR_KIND: Final[MappingProxyType[TopicKind, type[NailaMessage]]] = Mapping
         TopicKind.CHAT_REQUEST: m.ChatRequest,
         TopicKind.CHAT_REPLY: m.ChatReply,
         TopicKind.HUB_STATUS: m.HubStatus,
+        TopicKind.SERVER_PRESENCE: m.ServerPresence,
+        TopicKind.ALARM: m.AlarmRecord,
     }
 )
 
@@ -51,6 +53,8 @@ _SAME: Final = (
     ("alert_type", "alert_type"),
     ("upload_kind", "media_type"),
     ("hub_id", "hub_id"),
+    ("server_id", "server_id"),
+    ("alarm_id", "alarm_id"),
 )
 _EXPECTED_SDP_TYPE: Final = {TopicKind.SIGNALING_OFFER: "offer", TopicKind.SIGNALING_ANSWER: "answer"}
 

@@ -40,6 +40,7 @@ from shared.mqtt.fields import (
 from shared.mqtt.limits import (
     MAX_CANDIDATE_LEN,
     MAX_LIST_ITEMS,
+    MAX_LABEL_LEN,
     MAX_OBJECTS,
     MAX_SDP_LEN,
     MAX_SEGMENT_LEN,
@@ -61,6 +62,8 @@ __all__ = [
     "LastWill",
     "MediaRequest",
     "MediaUpload",
+    "AlarmRecord",
+    "ServerPresence",
     "ServerStatus",
     "SignalingDescription",
     "VisualAnalysis",
@@ -267,6 +270,48 @@ class HubStatus(NailaMessage):
     devices: Annotated[list[SafeId], Field(max_length=MAX_OBJECTS)] = Field(default_factory=list)
     device_count: Annotated[int, Field(ge=0)] = 0
     timestamp: Timestamp = Field(default_factory=utc_now)
+
+
+class ServerPresence(NailaMessage):
+    """``naila/servers/{server_id}/status`` (retained; our addition, issue 21): one AI server's presence.
+
+    ``online: true`` is published at every connect of the server's alarm link, and the same message with
+    ``online: false`` is its last will and its goodbye. ``session`` is new at every start, so the server
+    knows its own "online" when it comes back: every retained message sent before it has arrived.
+    """
+
+    server_id: SafeId
+    online: bool
+    session: Token
+    version: Label
+    timestamp: Timestamp = Field(default_factory=utc_now)
+
+
+class AlarmRecord(NailaMessage):
+    """``naila/alarms/{server_id}/{alarm_id}`` (retained; our addition, issue 21): a timer or reminder
+    that AI server owns, so every other server mirrors it and one adopts it if the owner dies.
+
+    ``due`` is the absolute time it rings (UTC), None while a timer is paused (``left_s`` holds what
+    was left). ``label``: a timer's name ("pasta", "" for none) or a reminder's task.
+    """
+
+    alarm_id: SafeId
+    server_id: SafeId
+    kind: Literal["timer", "reminder"]
+    asker: Token  # a device id, or "chat:<session_id>" for a typed chat
+    room: Annotated[str, Field(max_length=MAX_LABEL_LEN, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+    label: Text = ""
+    due: Timestamp | None = None
+    left_s: Annotated[float, Field(ge=0, le=366 * 86400, allow_inf_nan=False)] | None = None
+    duration_s: Annotated[float, Field(ge=0, le=366 * 86400, allow_inf_nan=False)] = 0.0
+    set_s: Annotated[float, Field(ge=0, le=366 * 86400, allow_inf_nan=False)] = 0.0
+    created: Timestamp
+
+    @model_validator(mode="after")
+    def _when(self) -> Self:
+        if self.due is None and (self.kind == "reminder" or self.left_s is None):
+            raise ValueError("an alarm needs due, or left_s while a timer is paused")
+        return self
 
 
 class Broadcast(NailaMessage):

@@ -19,6 +19,8 @@ Tree (root ``naila/``)::
     devices/{device_id}/events                 DeviceEvent
     server/status                              retained ServerStatus
     hubs/{hub_id}/status                       retained HubStatus: a hub's presence (our addition)
+    servers/{server_id}/status                 retained ServerPresence: one AI server's presence (our addition)
+    alarms/{server_id}/{alarm_id}              retained AlarmRecord: a timer/reminder that server owns (ours)
     server/broadcast                           Broadcast
     uploads/{session_id}/{image|audio|video}   WebUpload
     alerts/{zone}/{alert_type}                 Alert
@@ -43,6 +45,10 @@ Choices the spec leaves open:
 * ``hubs/{hub_id}/status`` (issue 21): each hub's retained presence and the devices it serves,
   so that several hubs on one broker agree which of them answers an MQTT offer
   (hub/hub_directory.py) and every dashboard shows the whole household.
+* ``servers/{server_id}/status`` and ``alarms/{server_id}/{alarm_id}`` (issue 21): each AI server's
+  presence (its last will says ``online: false``) and every timer and reminder it owns, retained, so
+  that the other servers mirror them and adopt those of a server that died
+  (ai_server/assist/replica.py). ``server/status`` stays the spec's one topic for "an AI server".
 * Segments are ``[A-Za-z0-9_.-]{1,64}`` and may not be ``.`` or ``..`` (ids end up in file
   names and URLs too).
 """
@@ -100,6 +106,8 @@ class TopicKind(StrEnum):
     CHAT_REQUEST = "chat_request"
     CHAT_REPLY = "chat_reply"
     HUB_STATUS = "hub_status"
+    SERVER_PRESENCE = "server_presence"
+    ALARM = "alarm"
 
 
 # Levels after naila/devices/{device_id}/ for each per-device kind: one table for build and parse.
@@ -186,6 +194,16 @@ def hub_status(hub_id: str) -> str:
     return f"{ROOT}/hubs/{check_segment(hub_id, 'hub_id')}/status"
 
 
+def server_presence(server_id: str) -> str:
+    """``naila/servers/{server_id}/status``: one AI server's retained presence (AI_SERVER_ID), and its last will."""
+    return f"{ROOT}/servers/{check_segment(server_id, 'server_id')}/status"
+
+
+def alarm(server_id: str, alarm_id: str) -> str:
+    """``naila/alarms/{server_id}/{alarm_id}``: a timer or reminder that server owns, retained (empty: gone)."""
+    return f"{ROOT}/alarms/{check_segment(server_id, 'server_id')}/{check_segment(alarm_id, 'alarm_id')}"
+
+
 def upload(session_id: str, kind: str) -> str:
     """``naila/uploads/{session_id}/{image|audio|video}``: media from the web service or any client."""
     check_segment(session_id, "session_id")
@@ -226,6 +244,8 @@ ALL_ZONE_ALERTS: Final = f"{ROOT}/alerts/+/+"
 ALL_CHAT_REQUESTS: Final = f"{ROOT}/chat/+/request"
 ALL_CHAT_REPLIES: Final = f"{ROOT}/chat/+/reply"
 ALL_HUB_STATUS: Final = f"{ROOT}/hubs/+/status"
+ALL_SERVER_PRESENCE: Final = f"{ROOT}/servers/+/status"
+ALL_ALARMS: Final = f"{ROOT}/alarms/+/+"
 EVERYTHING: Final = f"{ROOT}/#"
 
 
@@ -245,6 +265,8 @@ class ParsedTopic:
     alert_type: str | None = None
     upload_kind: UploadKind | None = None
     hub_id: str | None = None
+    server_id: str | None = None
+    alarm_id: str | None = None
 
     @property
     def topic(self) -> str:
@@ -266,6 +288,10 @@ def build_topic(parsed: ParsedTopic) -> str:
         return f"{ROOT}/chat/{session_id}/{_CHAT_SUFFIX[kind]}"
     if kind is TopicKind.HUB_STATUS:
         return hub_status(_need(parsed.hub_id, "hub_id"))
+    if kind is TopicKind.SERVER_PRESENCE:
+        return server_presence(_need(parsed.server_id, "server_id"))
+    if kind is TopicKind.ALARM:
+        return alarm(_need(parsed.server_id, "server_id"), _need(parsed.alarm_id, "alarm_id"))
     return {
         TopicKind.SERVER_STATUS: SERVER_STATUS,
         TopicKind.SERVER_BROADCAST: SERVER_BROADCAST,
@@ -329,6 +355,11 @@ def _parse_branch(branch: str, rest: list[str]) -> ParsedTopic | None:
         return None
     if branch == "hubs" and len(rest) == 2 and rest[1] == "status":
         return ParsedTopic(TopicKind.HUB_STATUS, hub_id=check_segment(rest[0], "hub_id"))
+    if branch == "servers" and len(rest) == 2 and rest[1] == "status":
+        return ParsedTopic(TopicKind.SERVER_PRESENCE, server_id=check_segment(rest[0], "server_id"))
+    if branch == "alarms" and len(rest) == 2:
+        server_id = check_segment(rest[0], "server_id")
+        return ParsedTopic(TopicKind.ALARM, server_id=server_id, alarm_id=check_segment(rest[1], "alarm_id"))
     if branch == "chat" and len(rest) == 2:
         chat_kind = _CHAT_KIND_BY_SUFFIX.get(rest[1])
         if chat_kind is None:
@@ -382,6 +413,8 @@ TOPIC_POLICY: Final[MappingProxyType[TopicKind, TopicPolicy]] = MappingProxyType
         TopicKind.CHAT_REQUEST: _AT_LEAST_ONCE,
         TopicKind.CHAT_REPLY: _AT_LEAST_ONCE,
         TopicKind.HUB_STATUS: _RETAINED,
+        TopicKind.SERVER_PRESENCE: _RETAINED,
+        TopicKind.ALARM: _RETAINED,
     }
 )
 

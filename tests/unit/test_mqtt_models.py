@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pydantic import JsonValue, ValidationError
 
 from shared.mqtt import (
+    AlarmRecord,
     CONTROL_MAX_PAYLOAD_BYTES,
     MEDIA_MAX_UPLOAD_SIZE,
     MODEL_FOR_KIND,
@@ -33,6 +34,7 @@ from shared.mqtt import (
     MediaUpload,
     MessageError,
     NailaMessage,
+    ServerPresence,
     ServerStatus,
     SignalingDescription,
     TopicKind,
@@ -169,6 +171,24 @@ hub_statuses = st.builds(
     device_count=st.integers(0, 10_000),
     timestamp=timestamps,
 )
+server_presences = st.builds(
+    ServerPresence, server_id=safe_ids, online=st.booleans(), session=safe_ids, version=labels, timestamp=timestamps
+)
+seconds = st.floats(0, 86400, allow_nan=False)
+alarm_records = st.builds(
+    AlarmRecord,
+    alarm_id=safe_ids,
+    server_id=safe_ids,
+    kind=st.just("timer"),
+    asker=safe_ids,
+    room=st.just("kitchen"),
+    label=texts,
+    due=timestamps,
+    left_s=opt(seconds),
+    duration_s=seconds,
+    set_s=seconds,
+    created=timestamps,
+)
 broadcasts = st.builds(Broadcast, message=non_empty_texts, room=opt(safe_ids), timestamp=timestamps)
 alerts = st.builds(
     Alert,
@@ -244,6 +264,8 @@ ALL_MESSAGES: dict[type[NailaMessage], st.SearchStrategy[Any]] = {
     WebUpload: web_uploads,
     ServerStatus: server_statuses,
     HubStatus: hub_statuses,
+    ServerPresence: server_presences,
+    AlarmRecord: alarm_records,
     Broadcast: broadcasts,
     Alert: alerts,
     ChatRequest: chat_requests,

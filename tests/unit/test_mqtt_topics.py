@@ -88,6 +88,10 @@ def parsed_topics(draw: st.DrawFn) -> ParsedTopic:
         return ParsedTopic(kind, zone=draw(safe_ids), alert_type=draw(safe_ids))
     if kind is TopicKind.HUB_STATUS:
         return ParsedTopic(kind, hub_id=draw(safe_ids))
+    if kind is TopicKind.SERVER_PRESENCE:
+        return ParsedTopic(kind, server_id=draw(safe_ids))
+    if kind is TopicKind.ALARM:
+        return ParsedTopic(kind, server_id=draw(safe_ids), alarm_id=draw(safe_ids))
     return ParsedTopic(kind)
 
 
@@ -126,6 +130,8 @@ def parsed_topics(draw: st.DrawFn) -> ParsedTopic:
         ("naila/chat/web-1/request", ParsedTopic(TopicKind.CHAT_REQUEST, session_id="web-1")),
         ("naila/chat/web-1/reply", ParsedTopic(TopicKind.CHAT_REPLY, session_id="web-1")),
         ("naila/hubs/hall/status", ParsedTopic(TopicKind.HUB_STATUS, hub_id="hall")),
+        ("naila/servers/gpu-1/status", ParsedTopic(TopicKind.SERVER_PRESENCE, server_id="gpu-1")),
+        ("naila/alarms/gpu-1/t1", ParsedTopic(TopicKind.ALARM, server_id="gpu-1", alarm_id="t1")),
     ],
 )
 def test_parse_spec_topics(topic: str, expected: ParsedTopic) -> None:
