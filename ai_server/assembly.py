@@ -45,6 +45,7 @@ from ai_server.assist import alarms, home_assistant, maths, time_date
 from ai_server.assist.core import AssistServices, IntentRegistry
 from ai_server.assist.home_assistant import HomeAssistant
 from ai_server.assist.intents import Recognizer
+from ai_server.assist.replica import AlarmMirror, AlarmReplica, alarm_link, server_id_of
 from ai_server.assist.router import AssistRouter, install_defaults
 from ai_server.assist.tools import ToolBox, install_looking
 from ai_server.control import room_router
@@ -445,12 +446,33 @@ async def _assemble(
                              media=parts.media, chat=chat, uploads=uploads, alerts=parts.alerts,
                              presence=parts.presence, rooms=parts.rooms, metrics=parts.metrics,
                              max_tasks=settings.ai_chat_max_pending)
+    # Timers and reminders replicated through the broker (issue 21): their own link, built before the
+    # replica it calls (a closure, as the plane's link), and the mirror of the other servers' alarms.
+    replica: AlarmReplica | None = None
+    mirror: AlarmMirror | None = None
+    if mqtt is not None and control_on:
+        server_id, session = server_id_of(settings), uuid.uuid4().hex
+
+        def the_replica() -> AlarmReplica:
+            assert replica is not None  # the link starts only after the replica is built
+            return replica
+
+        replica_link = alarm_link(mqtt, settings, server_id, session, naila_version(), the_replica)
+        clear = lambda topic: replica_link.publish_raw(topic, b"", qos=1, retain=True)  # noqa: E731
+        mirror = AlarmMirror(clear, metrics.count)
     try:
         alarm_set = alarms.install(assist, pipeline=pipeline, sessions=lambda: list(sessions),
-                                   speaker=parts.speaker if parts is not None else None)
+                                   speaker=parts.speaker if parts is not None else None, remote=mirror)
         resources.callback(alarm_set.close)
     except (OSError, RuntimeError, sqlite3.Error) as exc:
         raise StartupError(f"cannot open the timer store in {assist.data_dir} (AI_MEDIA_DIR): {exc}") from exc
+    if mirror is not None:
+        replica = AlarmReplica(server_id, session, naila_version(), alarm_set, mirror, publish=replica_link.publish,
+                               clear=clear, clock=alarm_set.timers.clock, count=metrics.count)
+        replica.start()
+        await replica_link.start()
+        resources.push_async_callback(replica.stop)
+        resources.push_async_callback(replica_link.stop, replica.goodbye())
     home = home_assistant.install(assist, count=metrics.count)  # HA_URL + HA_TOKEN: device control
     if home is not None:
         resources.push_async_callback(home.close)

@@ -248,11 +248,16 @@ topic read naila/devices/+/command/response
 # the whole tree (also handy to watch traffic with its credentials). It writes only what a server
 # sends: commands and media requests to devices, its retained status (and will), broadcasts,
 # alerts and chat replies. It does not take part in device signaling.
+# Several AI servers (issue 21): each one's presence (and will) and the timers and reminders it
+# owns, retained; another server clears a record when it adopts or cancels that alarm. Only this
+# user reads or writes them (no other user's lines reach naila/servers/ or naila/alarms/).
 user naila-ai-server
 topic read naila/#
 topic write naila/devices/+/command
 topic write naila/devices/+/media/request
 topic write naila/server/status
+topic write naila/servers/+/status
+topic write naila/alarms/+/+
 topic write naila/server/broadcast
 topic write naila/alerts/#
 topic write naila/chat/+/reply

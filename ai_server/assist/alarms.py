@@ -6,6 +6,10 @@ They share one clock, one store connection and one :class:`~ai_server.assist.rin
 The dashboard (issue 24) reads them as one list (:meth:`Alarms.board`: what runs, what is paused,
 what rings), learns of every change through :class:`AlarmChanges` (a version number to wait on,
 not a poll) and cancels one by id (:meth:`Alarms.cancel`: a ringing one stops ringing).
+
+Several AI servers (issue 21): each server's board lists only the alarms it owns, so the hub's merged
+list (hub/web/household.py) has each alarm once; :meth:`Alarms.cancel` also cancels one another server
+owns (through :class:`RemoteAlarms`, the replica's mirror), so the dashboard's Cancel works on any server.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ai_server.assist import reminders as reminders_mod
 from ai_server.assist import timers as timers_mod
@@ -76,11 +80,18 @@ class Cancelled:
     stopped_ringing: bool = False
 
 
+class RemoteAlarms(timers_mod.RemoteTimers, reminders_mod.RemoteReminders, Protocol):
+    """The other AI servers' timers and reminders (ai_server/assist/replica.py :class:`AlarmMirror`)."""
+
+    def kind_of(self, alarm_id: str) -> AlarmKind | None: ...
+
+
 @dataclass
 class Alarms:
     timers: timers_mod.Timers
     reminders: reminders_mod.Reminders
     changes: AlarmChanges = field(default_factory=AlarmChanges)
+    remote: RemoteAlarms | None = None
 
     def board(self) -> list[AlarmView]:
         """Running and paused timers, reminders, and what rings now, soonest first."""
@@ -108,6 +119,9 @@ class Alarms:
             return Cancelled(True, "timer")
         if self.reminders.cancel_id(alarm_id) is not None:
             return Cancelled(True, "reminder")
+        remote = self.remote.kind_of(alarm_id) if self.remote is not None else None
+        if self.remote is not None and remote is not None and self.remote.cancel(alarm_id):
+            return Cancelled(True, remote)
         return Cancelled(False)
 
     def close(self) -> None:
@@ -118,13 +132,18 @@ class Alarms:
 
 
 def install(services: AssistServices, *, pipeline: Pipeline,
-            sessions: Callable[[], Iterable[ConversationSession]], speaker: Speaker | None = None) -> Alarms:
+            sessions: Callable[[], Iterable[ConversationSession]], speaker: Speaker | None = None,
+            remote: RemoteAlarms | None = None) -> Alarms:
     """Register the timer and reminder intents and restore what the store holds (needs a running loop).
 
     ``speaker`` is the control plane's (rooms, who is online) when MQTT runs; without it a ring goes
-    straight onto the hub stream that carries the device."""
+    straight onto the hub stream that carries the device. ``remote``: the other AI servers' alarms when
+    they are replicated; the stored ones are then restored by the replica (ai_server/assist/replica.py),
+    once it knows which of them another server took over while this one was down."""
     player = StreamPlayer(pipeline, sessions, speaker)
     changes = AlarmChanges()
-    timers = timers_mod.install(services, player=player, metrics=pipeline.metrics, on_change=changes)
-    reminders = reminders_mod.install(services, timers=timers, metrics=pipeline.metrics)
-    return Alarms(timers, reminders, changes)
+    timers = timers_mod.install(services, player=player, metrics=pipeline.metrics, on_change=changes, remote=remote,
+                                restore=remote is None)
+    reminders = reminders_mod.install(services, timers=timers, metrics=pipeline.metrics, remote=remote,
+                                      restore=remote is None)
+    return Alarms(timers, reminders, changes, remote)

@@ -8,7 +8,9 @@ and dateparser reads that relative to :attr:`AssistContext.now` (the household's
 When due, the chime and "Reminder: take out the trash." play once on the asker's device (through
 the timers' :class:`~ai_server.assist.ringing.Ringer`, which retries while the device is
 unreachable and falls back to its room). Reminders are stored with their absolute due time and
-restored after a restart like timers (ASSIST_TIMER_MISSED_S decides late vs. missed).
+restored after a restart like timers (ASSIST_TIMER_MISSED_S decides late vs. missed). With several
+AI servers the others' reminders are listed and cancelled through :class:`RemoteReminders`, and a dead
+server's are taken in with :meth:`Reminders.adopt` (ai_server/assist/replica.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ai_server.assist.clock import Clock
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch, IntentRegistry
@@ -111,11 +113,22 @@ class Reminder:
     due: dt.datetime
     created: dt.datetime
     job: asyncio.Task[None] | None = field(default=None, repr=False)
+    owner: str = ""  # the AI server that runs it when it is another one's (seen through RemoteReminders)
+
+
+class RemoteReminders(Protocol):
+    """The reminders other AI servers own (their ``owner`` set), and cancelling one of them."""
+
+    def reminders(self) -> list[Reminder]: ...
+
+    def cancel(self, alarm_id: str) -> bool: ...
 
 
 class Reminders:
     def __init__(self, store: AlarmStore | None, clock: Clock, ringer: Ringer, *, missed_after_s: float = 600.0,
-                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None) -> None:
+                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None,
+                 remote: RemoteReminders | None = None) -> None:
+        self.remote = remote
         self.store = store
         self.on_change = on_change or (lambda: None)  # after a reminder is set, cancelled or due
         self.clock = clock
@@ -138,18 +151,37 @@ class Reminders:
     def restore(self) -> None:
         if self.store is None:
             return
-        now = self.clock.now()
         for row in self.store.reminders():
-            if (now - row.due).total_seconds() > self.missed_after_s:
-                self.store.delete_reminder(row.id)
-                self.missed.setdefault(row.asker, []).append(
-                    f"I missed a reminder while I was offline: {row.task}.")
-                self._count("reminders_missed")
-                log.warning("reminder %s of %s fell due at %s while the server was down: missed", row.id, row.asker,
-                            row.due.isoformat())
-                continue
-            self._schedule(Reminder(row.id, row.asker, row.room, row.task, row.due, row.created))
+            self._take(row)
         log.info("reminders: %d restored", len(self.reminders))
+
+    def adopt(self, row: ReminderRow) -> Reminder | None:
+        """Take in a reminder another AI server owned (it died); None when it was missed (the asker is told)."""
+        reminder = self._take(row)
+        if reminder is not None and self.store is not None:
+            self.store.put_reminder(row)
+        return reminder
+
+    def _take(self, row: ReminderRow) -> Reminder | None:
+        if (self.clock.now() - row.due).total_seconds() > self.missed_after_s:
+            if self.store is not None:
+                self.store.delete_reminder(row.id)
+            self.missed.setdefault(row.asker, []).append(f"I missed a reminder while I was offline: {row.task}.")
+            self._count("reminders_missed")
+            log.warning("reminder %s of %s fell due at %s while its server was down: missed", row.id, row.asker,
+                        row.due.isoformat())
+            return None
+        reminder = Reminder(row.id, row.asker, row.room, row.task, row.due, row.created)
+        self._schedule(reminder)
+        return reminder
+
+    def drop(self, reminder_id: str) -> bool:
+        """Forget a reminder without saying it (another AI server has it now, or it was cancelled there)."""
+        reminder = self.reminders.get(reminder_id)
+        if reminder is None:
+            return False
+        self._forget(reminder)
+        return True
 
     def close(self) -> None:
         for r in self.reminders.values():
@@ -162,6 +194,11 @@ class Reminders:
         self.on_change()
 
     def _forget(self, reminder: Reminder) -> None:
+        if reminder.owner:  # another server's: its owner cancels it when it sees its record cleared
+            if self.remote is not None:
+                self.remote.cancel(reminder.id)
+            self.on_change()
+            return
         self.reminders.pop(reminder.id, None)
         if reminder.job is not None and reminder.job is not asyncio.current_task():
             reminder.job.cancel()
@@ -243,7 +280,10 @@ class Reminders:
         return self._set(intent, ctx, m.group(1).strip().rstrip("."), ctx.now + dt.timedelta(seconds=seconds))
 
     def _mine(self, ctx: AssistContext) -> list[Reminder]:
-        own = [r for r in self.reminders.values() if r.asker == ctx.asker]
+        every = list(self.reminders.values())
+        if self.remote is not None:  # several servers: the others' too, each id once
+            every += [r for r in self.remote.reminders() if r.id not in self.reminders]
+        own = [r for r in every if r.asker == ctx.asker]
         return sorted(own, key=lambda r: r.due)
 
     async def list(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
@@ -281,11 +321,14 @@ class Reminders:
         return AssistReply(f"Cancelled {len(own)} reminder{'s' if len(own) > 1 else ''}.", match.intent)
 
 
-def install(services: AssistServices, *, timers: Timers, metrics: Metrics | None = None) -> Reminders:
-    """Register the reminder intents on the timers' clock, store and ringer; restore stored reminders."""
+def install(services: AssistServices, *, timers: Timers, metrics: Metrics | None = None,
+            remote: RemoteReminders | None = None, restore: bool = True) -> Reminders:
+    """Register the reminder intents on the timers' clock, store and ringer; restore stored reminders
+    (``restore=False``: the caller does, see :func:`ai_server.assist.timers.install`)."""
     reminders = Reminders(timers.store, timers.clock, timers.ringer, missed_after_s=timers.missed_after_s,
-                          metrics=metrics, on_change=timers.on_change)
+                          metrics=metrics, on_change=timers.on_change, remote=remote)
     reminders.install(services.registry)
     timers.delayed_command = reminders.remind_in
-    reminders.restore()
+    if restore:
+        reminders.restore()
     return reminders

@@ -69,12 +69,19 @@ class StreamPlayer:
                 return [s.task for s in self.speaker.play(target, body)]
             except SpeakError as exc:
                 raise Unreachable(str(exc)) from None
-        carrying = [(s.heard[target], i, s) for i, s in enumerate(self.sessions()) if target in s.heard]
-        if not carrying:
+        sessions = list(self.sessions())
+        carrying = [(s.heard[target], i, s) for i, s in enumerate(sessions) if target in s.heard]
+        if carrying:
+            streams = [max(carrying, key=lambda c: (c[0], c[1]))[2]]
+        elif sessions:
+            # A device this server never heard: it adopted the alarm of a server that died (issue 21).
+            # Every hub keeps a stream to every server and routes an output by device id; the hubs
+            # without that device drop the turn (counted there as unknown-device outputs).
+            streams = sessions
+        else:
             raise Unreachable(f"no hub stream carries device {target}")
-        stream = max(carrying, key=lambda c: (c[0], c[1]))[2]
         try:
-            return [stream.start_unprompted_turn(target, body)]
+            return [stream.start_unprompted_turn(target, body) for stream in streams]
         except RuntimeError as exc:  # the stream is closing
             raise Unreachable(str(exc)) from None
 

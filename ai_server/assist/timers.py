@@ -14,6 +14,11 @@ running timer is stored with its absolute due time (a paused one with what was l
 AI server restart it rings when due; one that fell due while the server was down rings at once
 if at most ``missed_after_s`` (ASSIST_TIMER_MISSED_S) ago, else it is dropped as missed (logged,
 counted as ``timers_missed``) and the asker hears about it at its next timer question.
+
+Several AI servers (issue 21): the timers other servers own are seen through :class:`RemoteTimers`
+(ai_server/assist/replica.py mirrors them from the broker), so "how long is left on my timer" and
+"cancel the timer" find them wherever the question is answered; changing one (pause, add time) is
+left to its owner. A server that adopts a dead server's timer takes it in with :meth:`Timers.adopt`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ai_server.assist.clock import Clock
 from ai_server.assist.core import AssistContext, AssistReply, AssistServices, IntentMatch, IntentRegistry
@@ -90,6 +95,7 @@ class Timer:
     left_s: float | None  # while paused
     created: dt.datetime
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    owner: str = ""  # the AI server that runs it when it is another one's (seen through RemoteTimers)
 
     @property
     def label(self) -> str:
@@ -105,12 +111,23 @@ class Timer:
                         self.created)
 
 
+class RemoteTimers(Protocol):
+    """The timers other AI servers own (their ``owner`` set), and cancelling one of them."""
+
+    def timers(self) -> list[Timer]: ...
+
+    def cancel(self, alarm_id: str) -> bool: ...
+
+
 class Timers:
     """Every timer of the household, their tasks, and the intent handlers."""
 
     def __init__(self, store: AlarmStore | None, clock: Clock, ringer: Ringer, *, missed_after_s: float = 600.0,
-                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None) -> None:
-        """``on_change``: called after every change of a timer (set, changed, cancelled, done)."""
+                 metrics: Metrics | None = None, on_change: Callable[[], None] | None = None,
+                 remote: RemoteTimers | None = None) -> None:
+        """``on_change``: called after every change of a timer (set, changed, cancelled, done); ``remote``:
+        the other AI servers' timers (None: this server is the only one)."""
+        self.remote = remote
         self.store = store
         self.on_change = on_change or (lambda: None)
         self.clock = clock
@@ -138,23 +155,45 @@ class Timers:
         """Load the stored timers (at start): schedule them, ring the overdue, drop the missed."""
         if self.store is None:
             return
-        now = self.clock.now()
         for row in self.store.timers():
-            timer = Timer(row.id, row.asker, row.room, row.name, row.duration_s, row.duration_s, row.due, row.left_s,
-                          row.created)
-            if row.due is not None and (now - row.due).total_seconds() > self.missed_after_s:
-                self.store.delete_timer(row.id)
-                local = row.due.astimezone(now.tzinfo)
-                self.missed.setdefault(row.asker, []).append(
-                    f"Your {timer.label} ended at {local:%H:%M} while I was offline.")
-                self._count("timers_missed")
-                log.warning("timer %s (%s) of %s fell due at %s while the server was down: missed", row.id,
-                            timer.label, row.asker, row.due.isoformat())
-                continue
-            self.timers[timer.id] = timer
-            if timer.due is not None:
-                self._schedule(timer)
+            self._take(row, row.duration_s)
         log.info("timers: %d restored", len(self.timers))
+
+    def adopt(self, row: TimerRow, set_s: float) -> Timer | None:
+        """Take in a timer another AI server owned (it died): stored, scheduled, rung at once when it
+        fell due at most ``missed_after_s`` ago; None when it was missed (the asker is told)."""
+        timer = self._take(row, set_s)
+        if timer is not None and self.store is not None:
+            self.store.put_timer(timer.row())
+        self.on_change()
+        return timer
+
+    def _take(self, row: TimerRow, set_s: float) -> Timer | None:
+        now = self.clock.now()
+        timer = Timer(row.id, row.asker, row.room, row.name, set_s or row.duration_s, row.duration_s, row.due,
+                      row.left_s, row.created)
+        if row.due is not None and (now - row.due).total_seconds() > self.missed_after_s:
+            if self.store is not None:
+                self.store.delete_timer(row.id)
+            local = row.due.astimezone(now.tzinfo)
+            self.missed.setdefault(row.asker, []).append(
+                f"Your {timer.label} ended at {local:%H:%M} while I was offline.")
+            self._count("timers_missed")
+            log.warning("timer %s (%s) of %s fell due at %s while its server was down: missed", row.id,
+                        timer.label, row.asker, row.due.isoformat())
+            return None
+        self.timers[timer.id] = timer
+        if timer.due is not None:
+            self._schedule(timer)
+        return timer
+
+    def drop(self, timer_id: str) -> bool:
+        """Forget a timer without ringing it (another AI server has it now, or it was cancelled there)."""
+        timer = self.timers.get(timer_id)
+        if timer is None:
+            return False
+        self._forget(timer)
+        return True
 
     def close(self) -> None:
         for timer in self.timers.values():
@@ -174,6 +213,11 @@ class Timers:
         self.on_change()
 
     def _forget(self, timer: Timer) -> None:
+        if timer.owner:  # another server's: its owner cancels it when it sees its record cleared
+            if self.remote is not None:
+                self.remote.cancel(timer.id)
+            self.on_change()
+            return
         self.timers.pop(timer.id, None)
         if timer.task is not None and timer.task is not asyncio.current_task():
             timer.task.cancel()
@@ -212,10 +256,17 @@ class Timers:
 
     # ---- finding the timer meant -------------------------------------------------------------
 
+    def _all(self) -> list[Timer]:
+        """This server's timers and, with several servers, the others' (each id once: ours win)."""
+        if self.remote is None:
+            return list(self.timers.values())
+        return [*self.timers.values(), *(t for t in self.remote.timers() if t.id not in self.timers)]
+
     def _mine(self, ctx: AssistContext, slots: Mapping[str, Any]) -> list[Timer]:
-        own = [t for t in self.timers.values() if t.asker == ctx.asker]
+        every = self._all()
+        own = [t for t in every if t.asker == ctx.asker]
         if not own and ctx.room:
-            own = [t for t in self.timers.values() if t.room == ctx.room]
+            own = [t for t in every if t.room == ctx.room]
         name = _clean_name(slots.get("name"))
         if name:
             own = [t for t in own if t.name == name]
@@ -224,8 +275,7 @@ class Timers:
             own = [t for t in own if abs(t.set_s - wanted) < 1.0]
         area = str(slots.get("area") or "").strip().lower()
         if area:
-            own = [t for t in own if t.room.lower() == area] or [t for t in self.timers.values()
-                                                                 if t.room.lower() == area]
+            own = [t for t in own if t.room.lower() == area] or [t for t in every if t.room.lower() == area]
         return sorted(own, key=lambda t: t.created)
 
     def _one(self, ctx: AssistContext, match: IntentMatch) -> Timer | AssistReply:
@@ -321,8 +371,17 @@ class Timers:
                            data={"timers": [{"id": t.id, "name": t.name, "left_s": t.left(now),
                                              "paused": t.due is None} for t in found]})
 
-    async def pause(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
+    def _changeable(self, ctx: AssistContext, match: IntentMatch) -> Timer | AssistReply:
+        """The one timer meant, if this server runs it: another server's can be cancelled from here, not changed."""
         found = self._one(ctx, match)
+        if isinstance(found, Timer) and found.owner:
+            self._count("timers_refused")
+            return AssistReply(f"The {found.label} runs on another of my servers: I can cancel it from here, "
+                               "but not change it. Please try again in a moment.", match.intent)
+        return found
+
+    async def pause(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
+        found = self._changeable(ctx, match)
         if isinstance(found, AssistReply):
             return found
         if found.due is None:
@@ -337,7 +396,7 @@ class Timers:
                            match.intent)
 
     async def resume(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
-        found = self._one(ctx, match)
+        found = self._changeable(ctx, match)
         if isinstance(found, AssistReply):
             return found
         if found.due is not None:
@@ -362,7 +421,7 @@ class Timers:
             return AssistReply(f"Sorry, I couldn't understand that duration ({exc}).", match.intent)
         if delta <= 0:
             return AssistReply("By how much?", match.intent)
-        found = self._one(ctx, match)
+        found = self._changeable(ctx, match)
         if isinstance(found, AssistReply):
             return found
         now = self.clock.now()
@@ -390,11 +449,14 @@ class Timers:
 
 def install(services: AssistServices, *, player: Player, metrics: Metrics | None = None,
             clock: Clock | None = None, store: AlarmStore | None = None,
-            on_change: Callable[[], None] | None = None) -> Timers:
+            on_change: Callable[[], None] | None = None, remote: RemoteTimers | None = None,
+            restore: bool = True) -> Timers:
     """Register the timer intents and restore the stored timers (needs a running event loop).
 
     ``store`` defaults to the one in ``services.data_dir``; ``clock`` to ``services.now`` with
-    ``asyncio.sleep``; ``on_change`` is told of every change of a timer or ring."""
+    ``asyncio.sleep``; ``on_change`` is told of every change of a timer or ring. ``restore=False``
+    leaves the stored timers to the caller (the replica restores them once it knows which of them
+    another server took over while this one was down)."""
     settings = services.settings
     clock = clock or Clock(services.now)
     if store is None:
@@ -402,7 +464,8 @@ def install(services: AssistServices, *, player: Player, metrics: Metrics | None
     ringer = Ringer(player, clock, max_s=getattr(settings, "assist_ring_max_s", 60.0),
                     pause_s=getattr(settings, "assist_ring_pause_s", 2.0), metrics=metrics, on_change=on_change)
     timers = Timers(store, clock, ringer, missed_after_s=getattr(settings, "assist_timer_missed_s", 600.0),
-                    metrics=metrics, on_change=on_change)
+                    metrics=metrics, on_change=on_change, remote=remote)
     timers.install(services.registry)
-    timers.restore()
+    if restore:
+        timers.restore()
     return timers

@@ -295,6 +295,16 @@ class AIServerSettings(NailaSettings):
         "$share/<group>/..., so with several AI servers on one broker exactly one answers each; empty = plain "
         "subscriptions. Give every server its own AI_MQTT_CLIENT_ID (docs/scale.md)",
     )
+    ai_server_id: str = Field(
+        "", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9_.-]{0,63})?$",
+        description="This AI server's id among several on one broker: it names its presence "
+        "(naila/servers/{id}/status) and the timers and reminders it owns (naila/alarms/{id}/...), so it must "
+        "stay the same across restarts; empty = AI_MQTT_CLIENT_ID, else the host name (docs/scale.md)",
+    )
+    ai_alarms_keepalive_s: Annotated[int, Field(ge=5, le=300)] = Field(
+        10, description="MQTT keep-alive of the AI server's alarm link, s: the broker declares a dead server "
+        "offline after 1.5 times this, and another server then adopts its timers and reminders",
+    )
     ai_mqtt_queue_bytes: Annotated[int, Field(ge=1_000_000)] = Field(
         160 * 1024**2, description="Received MQTT payloads waiting to be handled, bytes; more are refused "
         "(counted, chat and uploads answered 'busy'). At least two of the largest uploads"

@@ -427,6 +427,9 @@ def expected_access() -> dict[str, Access]:
         topics.chat_reply(SESSION): _access({AI}, {HUB, AI, APP}),
         # Issue 21: hubs publish their presence and read each other's (one hub user for all hubs).
         topics.hub_status("main"): _access({HUB}, {HUB, AI}),
+        # Issue 21: AI servers' presence and the alarms each owns, replicated among AI servers only.
+        topics.server_presence("gpu-1"): _access({AI}, {AI}),
+        topics.alarm("gpu-1", "t1"): _access({AI}, {AI}),
     }
     return table
 
