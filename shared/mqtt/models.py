@@ -39,8 +39,8 @@ from shared.mqtt.fields import (
 )
 from shared.mqtt.limits import (
     MAX_CANDIDATE_LEN,
-    MAX_LIST_ITEMS,
     MAX_LABEL_LEN,
+    MAX_LIST_ITEMS,
     MAX_OBJECTS,
     MAX_SDP_LEN,
     MAX_SEGMENT_LEN,
@@ -48,6 +48,7 @@ from shared.mqtt.limits import (
 )
 
 __all__ = [
+    "AlarmRecord",
     "Alert",
     "Broadcast",
     "ChatReply",
@@ -62,7 +63,6 @@ __all__ = [
     "LastWill",
     "MediaRequest",
     "MediaUpload",
-    "AlarmRecord",
     "ServerPresence",
     "ServerStatus",
     "SignalingDescription",
