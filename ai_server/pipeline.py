@@ -33,6 +33,7 @@ from ai_server.stt import STTBackend
 from ai_server.tts import TTSBackend
 from ai_server.utterance import Utterance
 from shared.aio import closing
+from shared.audio import Int16Array
 from shared.contract import pb
 from shared.errors import one_line
 
@@ -84,6 +85,7 @@ class Turn:
     # ai_server/session.py) runs with this clear and must not touch history until END confirms it.
     committed: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
     preemptive: bool = False
+    began_t: float | None = None  # a preemptive turn: when it started, before END (end_t)
 
     def send(self, msg: pb.AudioOutput) -> None:
         if self.sink is not None:
@@ -156,6 +158,21 @@ class Speech(Protocol):
     async def speak_clause(self, turn: Turn, text: str) -> None: ...
 
 
+# Piper starts every clause with 30-40 ms of near silence (measured on the shipped voice). Between
+# clauses that is a natural pause; before a reply's first words it is only latency, so it is cut
+# to LEAD_KEEP_MS before the first sample above LEAD_LEVEL (-50 dBFS).
+LEAD_LEVEL = 104
+LEAD_KEEP_MS = 5
+
+
+def trim_lead(pcm: Int16Array, rate: int) -> Int16Array:
+    """``pcm`` from LEAD_KEEP_MS before its first sample above LEAD_LEVEL (all of it if none is)."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEAD_LEVEL)
+    if loud.size == 0:
+        return pcm
+    return pcm[max(0, int(loud[0]) - rate * LEAD_KEEP_MS // 1000):]
+
+
 class Voice:
     """The TTS engine and the size of the pieces it is sent in. Built before the pipeline (by
     ai_server/assembly.py) so that what speaks without a user turn (control/speech.py, timers) needs
@@ -173,12 +190,16 @@ class Voice:
         rate = self.tts.sample_rate
         step = max(1, rate * self.chunk_ms // 1000)
         first = True
+        opening = not turn.spoken  # the reply's first words: nothing is playing yet
         async with closing(self.tts.synthesize(text)) as chunks:
             async for audio in chunks:
                 if audio.size == 0:
                     continue
                 turn.mark("tts_first_audio")
                 pcm = np.asarray(audio, dtype="<i2")
+                if opening:
+                    pcm = trim_lead(pcm, rate)
+                    opening = False
                 for start in range(0, pcm.size, step):
                     msg = turn.output(audio_pcm=pcm[start : start + step].tobytes(), sample_rate=rate)
                     if first:

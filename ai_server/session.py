@@ -257,7 +257,7 @@ class ConversationSession:
     def _adopt_early(self, dev: Device, turn: Turn) -> None:
         """END confirmed the preemptive reply: stages count from now, held output goes out."""
         dev.early = None
-        turn.end_t = time.monotonic()
+        turn.began_t, turn.end_t = turn.end_t, time.monotonic()
         turn.sink = self._queue
         turn.committed.set()
         held, dev.held = dev.held, []
@@ -407,6 +407,12 @@ class ConversationSession:
             t.first_sentence_ms, t.tts_first_audio_ms, t.first_frame_sent_ms, t.total_ms,
             pb.ErrorCode.Name(msg.error_code),
         )
+        if turn.began_t is not None:
+            # Where the held reply stood when END came (negative: before END); what is left after
+            # END is the latency a user hears, so this line shows which stage to shorten.
+            early = {stage: round((at - turn.end_t) * 1000) for stage, at in turn.marks.items()}
+            log.info("turn %r/%d: preemptive, started %d ms before END; stages from END: %s", turn.device_id,
+                     turn.id, round((turn.end_t - turn.began_t) * 1000), early)
         log.debug("turn %r/%d: heard=%r reply=%r", turn.device_id, turn.id, turn.transcript, msg.reply_text[:200])
 
     # ---- teardown ------------------------------------------------------------------------

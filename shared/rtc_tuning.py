@@ -100,6 +100,41 @@ def tune_answer_opus(transceiver: Any, bitrate: int, encoder: OpusEncoder | None
 
 
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+#: Prefetch 0: a lost packet is given up once this many later packets wait behind it (60 ms).
+GAP_SKIP_PACKETS = 3
+
+
+def _audio_jitter_buffer_class() -> Any:
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+
+    class AudioJitterBuffer(JitterBuffer):
+        """aiortc's buffer, releasing each audio packet the moment it is next in order.
+
+        aiortc completes a frame only when a packet with another timestamp arrives, because a
+        video frame spans packets. An Opus RTP packet is a whole frame, so that wait is 20 ms of
+        latency on every packet for nothing (issue 20). A missing packet (lost or late) holds the
+        ones behind it until :data:`GAP_SKIP_PACKETS` wait, then is skipped (the decoder sees a
+        gap); aiortc's own buffer waited for its capacity (16 packets) to overflow.
+        """
+
+        gaps_skipped = 0
+
+        def _remove_frame(self, sequence_number: int) -> Any:
+            cap, origin = self.capacity, self._origin
+            assert origin is not None  # add() sets it before asking
+            if self._packets[origin % cap] is None:
+                behind = [i for i in range(1, cap) if self._packets[(origin + i) % cap] is not None]
+                if len(behind) < GAP_SKIP_PACKETS:
+                    return None
+                self.remove(behind[0])
+                self.gaps_skipped += 1
+                origin = self._origin
+                assert origin is not None
+            packet: Any = self._packets[origin % cap]
+            self.remove(1)
+            return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    return AudioJitterBuffer
 
 
 def tune_jitter_buffer(receiver: Any, prefetch: int) -> bool:
@@ -108,10 +143,11 @@ def tune_jitter_buffer(receiver: Any, prefetch: int) -> bool:
     aiortc 1.16 hard-codes ``JitterBuffer(capacity=16, prefetch=4)`` for audio in
     RTCRtpReceiver.__init__ and exposes no setting. Prefetch 4 holds ~4 Opus packets before
     releasing the first, ~80 ms of receive latency measured here (browser->hub 91 ms vs 42 ms
-    with prefetch 1; aiortc releases a packet when the next one arrives, so 0 and 1 both mean one
-    packet, 20 ms). On a LAN reordering is rare, so the hub (uplink) and the device (the reply)
-    swap in a buffer with that many packets. This must run before any RTP arrives (right after
-    the transceiver exists / setRemoteDescription), while the buffer is still empty.
+    with prefetch 1; aiortc releases a packet when the next one arrives, so prefetch 1 is one
+    packet, 20 ms). Prefetch 0 releases each packet as it arrives in order (an Opus packet is a
+    whole frame; see ``AudioJitterBuffer``). On a LAN reordering is rare, so the hub (uplink) and
+    the device (the reply) swap in such a buffer. This must run before any RTP arrives (right
+    after the transceiver exists / setRemoteDescription), while the buffer is still empty.
     Returns False (and logs) if aiortc's internals changed, leaving its default in place.
     """
     try:
@@ -123,5 +159,9 @@ def tune_jitter_buffer(receiver: Any, prefetch: int) -> bool:
     if not isinstance(current, JitterBuffer):
         log.warning("aiortc receiver has no %s; jitter prefetch left at aiortc's default", _JITTER_BUFFER)
         return False
-    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
+    if prefetch == 0:
+        replacement = _audio_jitter_buffer_class()(capacity=current.capacity)
+    else:
+        replacement = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
+    setattr(receiver, _JITTER_BUFFER, replacement)
     return True

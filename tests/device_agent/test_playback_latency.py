@@ -3,6 +3,8 @@ turn to turn. The buffers of a live session: test_playout_buffers_live.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,45 @@ def test_speech_is_never_trimmed_and_pauses_inside_a_reply_only_shrink() -> None
 
 def test_tune_jitter_buffer_leaves_unknown_objects_alone() -> None:
     assert tune_jitter_buffer(object(), 1) is False
+
+
+def _rtp(seq: int, payload: bytes) -> object:
+    from aiortc.rtp import RtpPacket
+
+    packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=960 * seq)
+    packet._data = payload  # type: ignore[attr-defined]  # what aiortc's receiver sets from the depayloaded packet
+    return packet
+
+
+def _audio_buffer() -> object:
+    from aiortc.jitterbuffer import JitterBuffer
+
+    class Receiver:
+        _RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=4)
+
+    receiver = Receiver()
+    assert tune_jitter_buffer(receiver, 0) is True
+    return receiver._RTCRtpReceiver__jitter_buffer
+
+
+def test_prefetch_zero_releases_each_audio_packet_as_it_arrives() -> None:
+    """aiortc completes a frame only when the next packet arrives (20 ms late for audio); prefetch 0
+    hands every in-order Opus packet to the decoder at once."""
+    buf: Any = _audio_buffer()
+    for seq in range(65530, 65536 + 5):  # across the sequence number wrap
+        _, frame = buf.add(_rtp(seq % 65536, bytes([seq % 256])))
+        assert frame is not None and frame.data == bytes([seq % 256]) and frame.timestamp == 960 * (seq % 65536)
+
+
+def test_prefetch_zero_waits_briefly_for_a_late_packet_then_skips_the_gap() -> None:
+    buf: Any = _audio_buffer()
+    assert buf.add(_rtp(100, b"a"))[1].data == b"a"
+    assert buf.add(_rtp(102, b"c"))[1] is None  # 101 is missing: maybe only late
+    _, frame = buf.add(_rtp(101, b"b"))  # it was late: played in order
+    assert frame.data == b"b"
+    assert buf.add(_rtp(103, b"d"))[1].data == b"c"  # one behind now, in order
+    buf2: Any = _audio_buffer()
+    buf2.add(_rtp(10, b"x"))
+    assert [buf2.add(_rtp(s, bytes([s])))[1] for s in (12, 13)] == [None, None]
+    _, frame = buf2.add(_rtp(14, b"\x0e"))  # three wait behind the lost 11: give it up
+    assert frame.data == bytes([12]) and buf2.gaps_skipped == 1
