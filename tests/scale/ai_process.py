@@ -15,14 +15,27 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
+from pathlib import Path
 
 from ai_server.assembly import start_server
 from ai_server.fakes import FakeLLM, FakeSTT, FakeTTS
+from shared.audio import Int16Array
 from shared.config import AIServerSettings, MediaSettings, MqttSettings, load
 
 
 def reply_of(name: str) -> str:
     return f"server {name} says hello"
+
+
+def heard(stt_file: str) -> Callable[[Int16Array], str]:
+    """What the fake STT hears: the file's text when there is one (a test changes it between turns)."""
+
+    def text(_audio: Int16Array) -> str:
+        path = Path(stt_file) if stt_file else None
+        return path.read_text().strip() if path is not None and path.exists() else "tell me something nice"
+
+    return text
 
 
 async def main() -> None:
@@ -33,6 +46,7 @@ async def main() -> None:
     p.add_argument("--data", required=True, help="this server's store folder (AI_MEDIA_DIR)")
     p.add_argument("--llm-base-url", default="", help="an OpenAI-compatible LLM server instead of the fake LLM")
     p.add_argument("--share-group", default="naila-ai", help="AI_MQTT_SHARE_GROUP (empty: plain subscriptions)")
+    p.add_argument("--stt-file", default="", help="the fake STT hears what this file says at each turn")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format=f"ai-{args.name} %(levelname)s %(name)s: %(message)s")
     host, _, port = args.mqtt.partition(":")
@@ -49,12 +63,13 @@ async def main() -> None:
         ai_mqtt_client_id=f"naila-ai-server-{args.name}-{os.environ.get('AI_MQTT_SHARE_GROUP', args.share_group)}",
         vision_enabled=False,
         ai_media_dir=args.data,
+        ai_alarms_keepalive_s=5,  # a dead server's alarms are adopted within 7.5 s
         **overrides,
     )
     mqtt = load(MqttSettings, mqtt_host=host, mqtt_port=int(port), mqtt_keepalive_s=5) if args.mqtt else None
     server = await start_server(
         settings,
-        stt=FakeSTT("tell me something nice"),
+        stt=FakeSTT(heard(args.stt_file)),
         llm=None if args.llm_base_url else FakeLLM(reply_of(args.name), piece_delay_s=0.3),
         tts=FakeTTS(),
         host="127.0.0.1",

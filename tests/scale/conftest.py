@@ -28,9 +28,11 @@ class AiProcess:
         mqtt: str = "",
         llm_base_url: str = "",
         share_group: str = "naila-ai",
+        stt_file: Path | None = None,
     ) -> None:
         self.name, self.data, self.mqtt, self.llm_base_url = name, data, mqtt, llm_base_url
         self.share_group = share_group
+        self.stt_file = stt_file
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
 
@@ -54,6 +56,8 @@ class AiProcess:
         ]
         if self.llm_base_url:
             cmd += ["--llm-base-url", self.llm_base_url]
+        if self.stt_file is not None:
+            cmd += ["--stt-file", str(self.stt_file)]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -68,6 +72,11 @@ class AiProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the host hangs or is cut off; its sockets stay open, so only keep-alives notice."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
