@@ -5,7 +5,7 @@ on one mosquitto, and a hub (in this process) with a real aiortc device whose tu
 * A timer set on A (the dashboard's SetTimer, for the device) is answered and cancelled by voice
   through B while A is alive; only A lists it on the dashboard (each alarm once).
 * A hangs (SIGSTOP: its sockets stay open) and a timer set on A falls due meanwhile: B adopts it once
-  the broker declares A gone (its alarm link's keep-alive, 5 s here: within 7.5 s) and it rings at once
+  the broker declares A gone (its alarm link's keep-alive, 5 s here: measured 8.9-10.4 s) and it rings at once
   on the device through the hub's stream to B, which never heard the device. A restarted from the same
   store does not ring it again. A SIGKILLed A (its sockets close) is replaced at once.
 
@@ -114,7 +114,7 @@ async def test_timers_are_seen_on_every_server_and_survive_their_server(
         hung_s = time.monotonic() - frozen_at
         await until(lambda: "Your tea timer is done." in replies(hub, device_id), 10, "the tea timer ringing")
         rang_s = time.monotonic() - frozen_at
-        assert hung_s <= 1.5 * KEEPALIVE_S + 2.0
+        assert hung_s <= 1.5 * KEEPALIVE_S + 4.0  # mosquitto checks keep-alives in whole seconds; measured 8.9-10.4 s
         assert (await on_b.CancelTimer(pb.CancelTimerRequest(id=tea.id), timeout=5)).found  # stop the ringing
         await asyncio.to_thread(a.kill)
 
