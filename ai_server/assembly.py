@@ -459,7 +459,7 @@ async def _assemble(
 
         replica_link = alarm_link(mqtt, settings, server_id, session, naila_version(), the_replica)
         clear = lambda topic: replica_link.publish_raw(topic, b"", qos=1, retain=True)  # noqa: E731
-        mirror = AlarmMirror(clear, metrics.count)
+        mirror = AlarmMirror(clear, metrics.count, settings.ai_mqtt_share_group)
     try:
         alarm_set = alarms.install(assist, pipeline=pipeline, sessions=lambda: list(sessions),
                                    speaker=parts.speaker if parts is not None else None, remote=mirror)

@@ -12,6 +12,8 @@ them; the broker, the one thing every AI server already shares, holds a copy of 
   and reminder the server owns, with its absolute due time; an empty retained message removes it
   (it fell due and rang, was cancelled, or another server adopted it).
 
+The servers of one AI_MQTT_SHARE_GROUP (those that share the requests; the presence says the group)
+replicate among themselves: another group on the same broker is left alone.
 Every server subscribes to both and keeps a mirror of the others' alarms (:class:`AlarmMirror`), so
 "how long is left on my timer" and "cancel my timer" find them wherever asked; cancelling one clears
 its record and its owner, subscribed, drops it. When an owner goes offline (its will, or a clean
@@ -96,9 +98,9 @@ def server_id_of(settings: AIServerSettings) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", raw)[:64].strip(".") or "ai-server"
 
 
-def presence(server_id: str, session: str, version: str, *, online: bool) -> OutboundMessage:
+def presence(server_id: str, session: str, version: str, *, online: bool, group: str = "") -> OutboundMessage:
     """This server's retained presence (``online=False``: its last will and goodbye)."""
-    message = build(ServerPresence, server_id=server_id, online=online, session=session, version=version)
+    message = build(ServerPresence, server_id=server_id, online=online, session=session, version=version, group=group)
     return outbound(topics.server_presence(server_id), message)
 
 
@@ -118,7 +120,7 @@ def alarm_link(
         subscriptions=(topics.ALL_SERVER_PRESENCE, topics.ALL_ALARMS),
         on_message=lambda topic, payload: replica().on_message(topic, payload),
         on_connect=lambda link: replica().on_connect(),
-        will=presence(server_id, session, version, online=False),
+        will=presence(server_id, session, version, online=False, group=settings.ai_mqtt_share_group),
     )
 
 
@@ -126,11 +128,21 @@ class AlarmMirror:
     """The other AI servers' timers and reminders as the broker holds them (the RemoteAlarms of
     :class:`~ai_server.assist.alarms.Alarms`); kept by :class:`AlarmReplica`."""
 
-    def __init__(self, clear: Clear, count: Count) -> None:
+    def __init__(self, clear: Clear, count: Count, group: str = "") -> None:
         self.records: dict[str, AlarmRecord] = {}  # alarm id -> the record of the server that owns it
+        self.group = group  # ours (AI_MQTT_SHARE_GROUP)
+        self.groups: dict[str, str] = {}  # server id -> its group, from its presence
         self._clear = clear
         self._count = count
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def ours(self, server_id: str) -> bool:
+        """The server is one of our group's (its presence said so)."""
+        return self.groups.get(server_id) == self.group
+
+    def held(self) -> list[AlarmRecord]:
+        """The records of our group's servers."""
+        return [r for r in self.records.values() if self.ours(r.server_id)]
 
     def timers(self) -> list[Timer]:
         return [
@@ -146,26 +158,27 @@ class AlarmMirror:
                 r.created,
                 owner=r.server_id,
             )
-            for r in self.records.values()
+            for r in self.held()
             if r.kind == "timer"
         ]
 
     def reminders(self) -> list[Reminder]:
         return [
             Reminder(r.alarm_id, r.asker, r.room, r.label, r.due, r.created, owner=r.server_id)
-            for r in self.records.values()
+            for r in self.held()
             if r.kind == "reminder" and r.due is not None
         ]
 
     def kind_of(self, alarm_id: str) -> AlarmKind | None:
         record = self.records.get(alarm_id)
-        return None if record is None else record.kind
+        return None if record is None or not self.ours(record.server_id) else record.kind
 
     def cancel(self, alarm_id: str) -> bool:
         """Clear another server's alarm: its owner sees its record cleared and drops it."""
-        record = self.records.pop(alarm_id, None)
-        if record is None:
+        record = self.records.get(alarm_id)
+        if record is None or not self.ours(record.server_id):
             return False
+        del self.records[alarm_id]
         self._count("alarms_cancelled_remote")
         log.info(
             "%s %s of %s cancelled here: clearing it on its owner %s",
@@ -218,7 +231,7 @@ class AlarmReplica:
         self._clear = clear
         self.clock = clock
         self._count = count
-        self.presence: dict[str, bool] = {}  # other servers: online?
+        self.presence: dict[str, bool] = {}  # the other servers of our group: online?
         self.published: dict[str, AlarmRecord] = {}  # our alarms as we last put them on the broker
         self._seen_own: dict[str, AlarmRecord] = {}  # our records the broker held at this connect
         self.synced = False  # the broker's state is known since the last connect
@@ -245,7 +258,7 @@ class AlarmReplica:
                 await task
 
     def goodbye(self) -> OutboundMessage:
-        return presence(self.server_id, self.session, self.version, online=False)
+        return presence(self.server_id, self.session, self.version, online=False, group=self.mirror.group)
 
     async def _follow_changes(self) -> None:
         seen = self.alarms.changes.version
@@ -279,7 +292,7 @@ class AlarmReplica:
 
     def _gone(self, alarm_id: str) -> bool:
         """Our alarm must not ring here: another server holds it, or its record was cleared while we were away."""
-        if alarm_id in self.mirror.records:
+        if self.mirror.kind_of(alarm_id) is not None:
             why = f"server {self.mirror.records[alarm_id].server_id} has it now"
         elif alarm_id not in self._seen_own:
             why = "its record was cleared (cancelled or rung elsewhere)"
@@ -295,7 +308,7 @@ class AlarmReplica:
         self.synced = False
         self._seen_own = {}
         # The marker: when this comes back, every retained message of our subscriptions has arrived.
-        await self._send(presence(self.server_id, self.session, self.version, online=True))
+        await self._send(presence(self.server_id, self.session, self.version, online=True, group=self.mirror.group))
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -319,11 +332,16 @@ class AlarmReplica:
                 if message.online and message.session == self.session and not self.synced:
                     await self._synced()
             return
-        if not payload.strip():
+        if not payload.strip():  # a decommissioned server: its alarms are no longer anyone's to adopt
             self.presence.pop(server, None)
+            self.mirror.groups.pop(server, None)
         else:
             message = decode(ServerPresence, payload)
             check_consistent(parse_topic(topic), message)
+            self.mirror.groups[server] = message.group
+            if message.group != self.mirror.group:  # another household (or test) on the same broker
+                self.presence.pop(server, None)
+                return
             was = self.presence.get(server)
             self.presence[server] = message.online
             if was != message.online:
@@ -350,7 +368,7 @@ class AlarmReplica:
                 self._seen_own[alarm_id] = record
             return  # otherwise the echo of our own publish
         self.mirror.records[alarm_id] = record
-        if self.synced and self._local(alarm_id):
+        if self.synced and self._local(alarm_id) and self.mirror.ours(server):
             # Two live servers hold it (both adopted it): the rendezvous winner of the two keeps it.
             if adopter([self.server_id, server], alarm_id) == self.server_id:
                 del self.mirror.records[alarm_id]
@@ -368,7 +386,7 @@ class AlarmReplica:
         else:
             for alarm_id in [*self.alarms.timers.timers, *self.alarms.reminders.reminders]:
                 # Kept through a reconnect only if the broker still has our record and nobody else holds it.
-                if (alarm_id in self.mirror.records or alarm_id in self.published) and self._gone(alarm_id):
+                if (self.mirror.kind_of(alarm_id) or alarm_id in self.published) and self._gone(alarm_id):
                     self._drop(alarm_id)
         self.published = dict(self._seen_own)
         self.synced = True
@@ -376,7 +394,7 @@ class AlarmReplica:
             "alarm replica: in step with the broker as %s (%d servers seen, %d of their alarms mirrored)",
             self.server_id,
             len(self.presence),
-            len(self.mirror.records),
+            len(self.mirror.held()),
         )
         await self.sync()
         await self._take_over()
@@ -436,7 +454,7 @@ class AlarmReplica:
     async def _take_over(self) -> None:
         """Adopt the alarms of offline servers that the rendezvous gives to this one."""
         live = sorted({s for s, online in self.presence.items() if online} | {self.server_id})
-        for record in list(self.mirror.records.values()):
+        for record in self.mirror.held():
             if self.presence.get(record.server_id) or adopter(live, record.alarm_id) != self.server_id:
                 continue
             await self._adopt(record)

@@ -278,12 +278,15 @@ class ServerPresence(NailaMessage):
     ``online: true`` is published at every connect of the server's alarm link, and the same message with
     ``online: false`` is its last will and its goodbye. ``session`` is new at every start, so the server
     knows its own "online" when it comes back: every retained message sent before it has arrived.
+    ``group``: its AI_MQTT_SHARE_GROUP; the servers that share requests share their alarms, the others
+    (another household on the same broker, another test) are left alone.
     """
 
     server_id: SafeId
     online: bool
     session: Token
     version: Label
+    group: Annotated[str, Field(max_length=MAX_SEGMENT_LEN, pattern=r"^[A-Za-z0-9_.-]*$")] = ""
     timestamp: Timestamp = Field(default_factory=utc_now)
 
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from pydantic import JsonValue, ValidationError
 
 from shared.mqtt import (
-    AlarmRecord,
     CONTROL_MAX_PAYLOAD_BYTES,
     MEDIA_MAX_UPLOAD_SIZE,
     MODEL_FOR_KIND,
     UPLOAD_MAX_PAYLOAD_BYTES,
+    AlarmRecord,
     Alert,
     Broadcast,
     ChatReply,
@@ -172,7 +172,13 @@ hub_statuses = st.builds(
     timestamp=timestamps,
 )
 server_presences = st.builds(
-    ServerPresence, server_id=safe_ids, online=st.booleans(), session=safe_ids, version=labels, timestamp=timestamps
+    ServerPresence,
+    server_id=safe_ids,
+    online=st.booleans(),
+    session=safe_ids,
+    version=labels,
+    timestamp=timestamps,
+    group=st.sampled_from(["", "naila-ai"]),
 )
 seconds = st.floats(0, 86400, allow_nan=False)
 alarm_records = st.builds(

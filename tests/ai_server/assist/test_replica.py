@@ -78,7 +78,9 @@ class FakeBroker:
 class Server:
     """One AI server's alarms and replica, on a store folder of its own."""
 
-    def __init__(self, server_id: str, broker: FakeBroker, clock: ManualClock, data: Path, session: str) -> None:
+    def __init__(
+        self, server_id: str, broker: FakeBroker, clock: ManualClock, data: Path, session: str, group: str = ""
+    ) -> None:
         self.id = server_id
         self.player = FakePlayer()
         self.player.clock = clock
@@ -93,7 +95,7 @@ class Server:
         async def clear(topic: str) -> None:
             await broker.publish(server_id, topic, b"")
 
-        self.mirror = AlarmMirror(clear, self.count)
+        self.mirror = AlarmMirror(clear, self.count, group)
         timers = timers_mod.install(
             services, player=self.player, clock=clock.clock, on_change=changes, remote=self.mirror, restore=False
         )
@@ -139,8 +141,8 @@ class Household:
         self.servers: list[Server] = []
         self._sessions = iter(range(1000))
 
-    async def start(self, server_id: str, *, connect: bool = True) -> Server:
-        server = Server(server_id, self.broker, self.clock, self.tmp / server_id, f"s{next(self._sessions)}")
+    async def start(self, server_id: str, *, connect: bool = True, group: str = "") -> Server:
+        server = Server(server_id, self.broker, self.clock, self.tmp / server_id, f"s{next(self._sessions)}", group)
         self.servers.append(server)
         if connect:
             await self.broker.connect(server)
@@ -350,6 +352,18 @@ async def test_two_adopters_settle_on_one(house: Household) -> None:
     keeper = adopter(["B", "C"], alarm_id)
     assert (alarm_id in b.alarms.timers.timers) == (keeper == "B")
     assert (b.mirror.kind_of(alarm_id) is None) == (keeper == "B")  # the loser yields, the keeper mirrors nothing
+
+
+async def test_another_groups_servers_are_left_alone(house: Household) -> None:
+    """Another household (or another test) on the same broker: its alarms are not mirrored or adopted."""
+    a, b = await house.start("A"), await house.start("B", group="elsewhere")
+    await a.say("HassStartTimer", minutes=1)
+    await house.clock.settle()
+    assert b.mirror.timers() == [] and b.alarms.cancel(timer_id(a)).found is False
+    await house.kill(a)
+    assert not b.alarms.timers.timers
+    await house.clock.advance(60)
+    assert b.rang() == []
 
 
 async def test_bad_records_are_refused_counted_and_the_rest_still_served(house: Household) -> None:
