@@ -331,6 +331,13 @@ class AlarmReplica:
                 check_consistent(parse_topic(topic), message)
                 if message.online and message.session == self.session and not self.synced:
                     await self._synced()
+                elif message.online and message.session != self.session and self.synced:
+                    self._count("alarm_server_id_clash")
+                    log.error(
+                        "another AI server announced itself as %s: give each server its own AI_SERVER_ID "
+                        "(docs/scale.md); their timers will be confused",
+                        self.server_id,
+                    )
             return
         if not payload.strip():  # a decommissioned server: its alarms are no longer anyone's to adopt
             self.presence.pop(server, None)

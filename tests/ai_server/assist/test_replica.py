@@ -57,20 +57,20 @@ class FakeBroker:
         inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         for topic, payload in self.retained.items():  # retained first, as mosquitto queues them at SUBSCRIBE
             inbox.put_nowait((topic, payload))
-        self.inboxes[server.id] = inbox
+        self.inboxes[server.key] = inbox
 
         async def pump() -> None:
             while True:
                 topic, payload = await inbox.get()
                 await server.replica.on_message(topic, payload)
 
-        self.pumps[server.id] = asyncio.get_running_loop().create_task(pump())
+        self.pumps[server.key] = asyncio.get_running_loop().create_task(pump())
         await server.replica.on_connect()
 
     def drop(self, server: Server, *, will: bool = True) -> None:
         """The connection is gone (a kill, or a cut): the broker publishes the will."""
-        self.inboxes.pop(server.id)
-        self.pumps.pop(server.id).cancel()
+        self.inboxes.pop(server.key)
+        self.pumps.pop(server.key).cancel()
         if will:
             self._deliver(server.replica.goodbye().topic, server.replica.goodbye().payload)
 
@@ -82,6 +82,7 @@ class Server:
         self, server_id: str, broker: FakeBroker, clock: ManualClock, data: Path, session: str, group: str = ""
     ) -> None:
         self.id = server_id
+        self.key = session  # its connection, as the broker tells clients apart
         self.player = FakePlayer()
         self.player.clock = clock
         self.registry = IntentRegistry()
@@ -90,10 +91,10 @@ class Server:
         changes = AlarmChanges()
 
         async def send(message: OutboundMessage) -> None:
-            await broker.publish(server_id, message.topic, message.payload)
+            await broker.publish(session, message.topic, message.payload)
 
         async def clear(topic: str) -> None:
-            await broker.publish(server_id, topic, b"")
+            await broker.publish(session, topic, b"")
 
         self.mirror = AlarmMirror(clear, self.count, group)
         timers = timers_mod.install(
@@ -341,13 +342,13 @@ async def test_a_single_server_restart_keeps_its_timers(house: Household) -> Non
 
 
 async def test_two_adopters_settle_on_one(house: Household) -> None:
-    b, _ = await house.start("B"), await house.start("C")
+    b, c = await house.start("B"), await house.start("C")
     await b.say("HassStartTimer", minutes=4)
     await house.clock.settle()
     alarm_id = timer_id(b)
     # C claims the same alarm (its view of who was live differed): the rendezvous winner of B and C keeps it.
     record = house.broker.retained[topics.alarm("B", alarm_id)].replace(b'"server_id":"B"', b'"server_id":"C"')
-    await house.broker.publish("C", topics.alarm("C", alarm_id), record)
+    await house.broker.publish(c.key, topics.alarm("C", alarm_id), record)
     await house.clock.settle()
     keeper = adopter(["B", "C"], alarm_id)
     assert (alarm_id in b.alarms.timers.timers) == (keeper == "B")
@@ -383,12 +384,18 @@ async def test_bad_records_are_refused_counted_and_the_rest_still_served(house: 
         (topics.server_presence("X"), b'{"online": "maybe"}'),
     ]
     for topic, payload in bad:
-        await house.broker.publish("A", topic, payload)
+        await house.broker.publish(a.key, topic, payload)
     await house.clock.settle()
     assert b.counts["alarm_messages_refused"] == len(bad) and not b.mirror.records
     await a.say("HassStartTimer", minutes=1)
     await house.clock.settle()
     assert len(b.mirror.records) == 1
+
+
+async def test_two_servers_with_one_id_are_reported(house: Household) -> None:
+    a = await house.start("A")
+    await house.start("A")  # misconfigured: the same AI_SERVER_ID on two machines
+    assert a.counts["alarm_server_id_clash"] == 1
 
 
 def test_the_server_id_is_stable_and_a_topic_segment() -> None:
