@@ -234,6 +234,7 @@ class AlarmReplica:
         self.presence: dict[str, bool] = {}  # the other servers of our group: online?
         self.published: dict[str, AlarmRecord] = {}  # our alarms as we last put them on the broker
         self._seen_own: dict[str, AlarmRecord] = {}  # our records the broker held at this connect
+        self._unconfirmed: set[str] = set()  # restored while the broker was away: checked at the first sync
         self.synced = False  # the broker's state is known since the last connect
         self.restored = False  # the store was restored
         self._lock = asyncio.Lock()
@@ -288,6 +289,8 @@ class AlarmReplica:
                     store.delete_reminder(reminder.id)
         self.alarms.timers.restore()
         self.alarms.reminders.restore()
+        if not reconcile:
+            self._unconfirmed = {*self.alarms.timers.timers, *self.alarms.reminders.reminders}
         self.alarms.changes()
 
     def _gone(self, alarm_id: str) -> bool:
@@ -358,7 +361,9 @@ class AlarmReplica:
 
     async def _on_alarm(self, server: str, alarm_id: str, payload: bytes, topic: str) -> None:
         if not payload.strip():  # cleared
-            if server != self.server_id:
+            if server == self.server_id and not self.synced:
+                self._seen_own.pop(alarm_id, None)  # cleared by another server while we take stock
+            elif server != self.server_id:
                 record = self.mirror.records.get(alarm_id)
                 if record is not None and record.server_id == server:
                     del self.mirror.records[alarm_id]
@@ -393,8 +398,10 @@ class AlarmReplica:
         else:
             for alarm_id in [*self.alarms.timers.timers, *self.alarms.reminders.reminders]:
                 # Kept through a reconnect only if the broker still has our record and nobody else holds it.
-                if (self.mirror.kind_of(alarm_id) or alarm_id in self.published) and self._gone(alarm_id):
+                known = alarm_id in self.published or alarm_id in self._unconfirmed
+                if (self.mirror.kind_of(alarm_id) or known) and self._gone(alarm_id):
                     self._drop(alarm_id)
+        self._unconfirmed = set()
         self.published = dict(self._seen_own)
         self.synced = True
         log.info(

@@ -328,6 +328,24 @@ async def test_a_server_without_its_broker_restores_its_store_after_the_wait(hou
     assert again.rang() == ["Your 1 minute timer is done."]
 
 
+async def test_a_server_restored_without_its_broker_drops_what_was_cancelled_meanwhile(house: Household) -> None:
+    a, b = await house.start("A"), await house.start("B")
+    await a.say("HassStartTimer", minutes=10)
+    await a.say("HassStartTimer", name="tea", minutes=10, device="pi-2")
+    await house.clock.settle()
+    await house.kill(a)  # B adopts both
+    assert len(b.alarms.timers.timers) == 2
+    await b.say("HassCancelTimer", device="pi-2")  # and one of them is cancelled there
+    again = await house.start("A", connect=False)
+    await house.clock.advance(RESTORE_WAIT_S)  # the broker is away: the store is restored as it is
+    assert len(again.alarms.timers.timers) == 2
+    await house.broker.connect(again)
+    await house.clock.settle()  # back in step: one is B's, the other was cancelled
+    assert not again.alarms.timers.timers and again.counts["alarms_dropped_on_return"] == 2
+    await house.clock.advance(600)
+    assert again.rang() == [] and set(b.rang()) == {"Your 10 minute timer is done."}
+
+
 async def test_a_single_server_restart_keeps_its_timers(house: Household) -> None:
     a = await house.start("A")
     await a.say("HassStartTimer", minutes=1)
