@@ -74,6 +74,9 @@ class FakeLLM:
             if not finished:
                 self.closed_early += 1
 
+    def first_clause_out(self) -> None:
+        pass  # nothing computes here (the server, or the script, has its own cores)
+
     async def prefill(self, messages: list[Message]) -> None:
         self.prefills.append(list(messages))
 

@@ -320,6 +320,11 @@ class Pipeline:
         messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room, seen.prompt)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         llm_error: list[BaseException] = []
+        # The first clause gates what the user hears: while it is synthesised the LLM stops reading
+        # (it pauses LOOKAHEAD tokens on), so TTS has every core; the next clause is needed only
+        # once that audio has played, seconds later (issue 20: with llama.cpp giving its second
+        # thread back, first audio 237 -> 210-232 ms after the transcript, in isolation).
+        first_spoken = asyncio.Event()
 
         async def produce() -> None:
             # LLM tool calls act for this device (a timer rings where it was asked for); the var
@@ -333,8 +338,13 @@ class Pipeline:
                         turn.mark("llm_first_token")
                         turn.raw_reply += piece
                         for clause in splitter.push(piece):
+                            first = "first_sentence" not in turn.marks
+                            if first:
+                                self.llm.first_clause_out()  # TTS takes the cores from here on
                             turn.mark("first_sentence")
                             clauses.put_nowait(clause)
+                            if first:
+                                await first_spoken.wait()
                 for clause in splitter.flush():
                     turn.mark("first_sentence")
                     clauses.put_nowait(clause)
@@ -360,6 +370,8 @@ class Pipeline:
                 except Exception as exc:
                     tts_error.append(exc)
                     log.warning("turn %s/%d: TTS failed: %s", turn.device_id, turn.id, one_line(exc))
+                finally:
+                    first_spoken.set()
 
         # Sibling tasks: cancelling the turn cancels both at once, so llama.cpp stops at the
         # next token even while piper is still finishing the clause it is synthesising.

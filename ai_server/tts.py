@@ -83,7 +83,10 @@ class PiperTTS:
     name = "piper"
 
     def __init__(self, voice_path: str = "", *, threads: int = 0, workers: int = 1) -> None:
-        threads = engine_threads(threads, share=2)  # TTS runs while the LLM is still generating
+        # Every core: a reply's first clause is synthesised while the LLM waits for it (ai_server/pipeline.py),
+        # 93 -> 59 ms for a short clause on the 2-core box; later clauses share the cores with the LLM's
+        # one decoding thread, and onnxruntime's threads here do not spin, so sharing costs no stalls.
+        threads = engine_threads(threads)
         try:
             from piper import PiperVoice
         except ImportError as exc:

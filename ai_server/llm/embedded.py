@@ -67,6 +67,7 @@ class EmbeddedLLM:
         *,
         n_ctx: int = 2048,
         threads: int = 0,
+        first_clause_threads: int = 0,
         max_tokens: int = 96,
         temperature: float = 0.3,
         embedded_model: str = DEFAULT_MODEL,
@@ -86,7 +87,17 @@ class EmbeddedLLM:
         # (TTS runs alongside generation) a descheduled thread stalls all of them. On the
         # loaded 2-core dev machine 2 threads fell to ~2 tokens/s, 1 thread kept ~35-45.
         n_threads = engine_threads(threads, share=2)
-        log.info("loading LLM %s (llama.cpp, %d threads, context %d)", path, n_threads, n_ctx)
+        # Until the reply's first clause is out nothing else computes on the AI server (STT is done,
+        # TTS waits for that clause), so the user's words and the first clause get every core: on
+        # the 2-core box prompt evaluation 72 -> 42 ms, decoding 16 -> 8.6 ms per token (idle box,
+        # shipped model). Then TTS needs a core, and two llama.cpp threads would stall at their
+        # barriers whenever one is descheduled, so the rest of the reply runs on ``n_threads``.
+        self._threads = n_threads
+        self._burst_threads = max(n_threads, engine_threads(first_clause_threads))
+        self._settle = False  # set by first_clause_out(); the worker switches between tokens
+        self._running_threads = n_threads
+        log.info("loading LLM %s (llama.cpp, %d threads, %d until the first clause, context %d)", path, n_threads,
+                 self._burst_threads, n_ctx)
         try:
             # n_threads_batch too: it defaults to every core, and prompt evaluation with 2
             # threads on the loaded 2-core machine ran at ~50 tokens/s against ~110 with 1.
@@ -121,9 +132,22 @@ class EmbeddedLLM:
         if tokens is not None:
             self.states.switch(self._llm, tokens)
 
+    def _use_threads(self, n: int) -> None:
+        """Worker thread: run the next evaluations on ``n`` threads (prompt and decoding alike)."""
+        if n != self._running_threads:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self._llm.ctx, n, n)
+            self._running_threads = n
+
+    def first_clause_out(self) -> None:
+        self._settle = True
+
     def _generate(self, messages: list[Message]) -> Iterator[str]:
         """Worker thread: the reply's text pieces as llama.cpp makes them (shared.threads stops it)."""
         self._switch(messages)
+        self._settle = False
+        self._use_threads(self._burst_threads)
         chunks: Iterator[dict[str, Any]] = self._llm.create_chat_completion(
             messages=list(messages),
             stream=True,
@@ -136,10 +160,13 @@ class EmbeddedLLM:
                 piece = chunk["choices"][0]["delta"].get("content")
                 if piece:
                     yield piece
+                if self._settle:
+                    self._use_threads(self._threads)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+            self._use_threads(self._threads)
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         def pieces() -> Iterator[str]:

@@ -25,6 +25,7 @@ def embedded(s: AIServerSettings, tools: Tools | None) -> LLMBackend:  # tools: 
         s.llm_model_path,
         n_ctx=s.llm_context,
         threads=s.llm_threads,
+        first_clause_threads=s.llm_first_clause_threads,
         max_tokens=s.llm_max_tokens,
         temperature=s.llm_temperature,
         embedded_model=s.llm_embedded_model,

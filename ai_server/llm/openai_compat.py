@@ -217,6 +217,9 @@ class OpenAICompatLLM:
         finally:
             await response.close()
 
+    def first_clause_out(self) -> None:
+        pass  # nothing computes here (the server, or the script, has its own cores)
+
     async def prefill(self, messages: list[Message]) -> None:
         """Not done: a remote server keeps its own prompt cache per request."""
 

@@ -75,6 +75,10 @@ class AIServerSettings(NailaSettings):
         6, description="Past exchanges kept per device"
     )
     llm_threads: Annotated[int, Field(ge=0, le=256)] = Field(0, description="llama.cpp threads; 0 = auto")
+    llm_first_clause_threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        0, description="Embedded llama.cpp threads for the user's words and the reply's first clause, before "
+        "TTS needs a core (then LLM_THREADS); 0 = every core, the same as LLM_THREADS = no switch",
+    )
     tts_backend: Literal["piper", "espeak"] = Field("piper", description="TTS engine (espeak = fallback)")
     tts_voice_path: str = Field("", description="Piper .onnx voice; empty = shipped joe-us voice")
     ai_server_metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
