@@ -47,8 +47,9 @@ from bench.stats import pct  # noqa: E402
 from naila.harness import SimDevice, start_device  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
 
-# Short spoken questions of the kind the small model was not tuned on; conversation c asks
-# QUESTIONS[(k * conversations + c) % len] on turn k, so turn 1 and turn 5 each get distinct ones.
+# Short spoken questions of the kind the small model was not tuned on, asked in a Latin square
+# (questions_for): every conversation asks distinct questions, and each question is asked as often
+# on turn 1 as on turn 5, so the turn-5 figure differs from turn 1 by the turn, not by the words.
 QUESTIONS = [
     "What is the capital of France?",
     "How many legs does a spider have?",
@@ -88,6 +89,15 @@ GOAL_P50_MS = 500.0
 GOAL_LATER_TURN_MS = 50.0  # turn 5+ within this of turn 1
 GOAL_BARGE_IN_MS = 150.0
 END_OF_TURN_RESULTS = ROOT / "bench" / "results" / "end_of_turn.json"
+
+
+def questions_for(conversation: int, turns: int) -> list[str]:
+    """The questions of one conversation: conversations come in groups of ``turns``; a group shares
+    one block of ``turns`` questions, each conversation of it starting one question further on.
+    (The order before, QUESTIONS[(k * conversations + c) % len], repeated turn 1's question on
+    turn 4 with 10 conversations, and turn 1 and turn 5 never asked the same questions.)"""
+    block, shift = divmod(conversation, turns)
+    return [QUESTIONS[(block * turns + (k + shift) % turns) % len(QUESTIONS)] for k in range(turns)]
 
 
 async def one_turn(dev: SimDevice, text: str) -> dict[str, Any] | None:
@@ -243,7 +253,7 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await warm.stop()
         for c in range(ns.conversations):
-            questions = [QUESTIONS[(k * ns.conversations + c) % len(QUESTIONS)] for k in range(ns.turns)]
+            questions = questions_for(c, ns.turns)
             for mode in ns.modes:
                 samples += await conversation(hubs[mode], f"bench-{mode}-{c}", questions, mode)
         if ns.barge_ins:
