@@ -83,6 +83,19 @@ def tls_parameters(settings: MqttSettings) -> aiomqtt.TLSParameters | None:
     )
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended. aiomqtt awaits replies with ``asyncio.wait_for``, which
+    on Python 3.11 can swallow a cancellation that races the reply (a PUBACK in a connect hook): the task
+    then goes on waiting for messages, and a plain ``await task`` would wait forever. So it is cancelled
+    again until it ends."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()  # retrieved: its failure was logged where it happened
+
+
 class MqttLink:
     """A broker connection that stays up until :meth:`stop`; see the module doc."""
 
@@ -170,9 +183,7 @@ class MqttLink:
                 log.warning("MQTT %s: could not publish the goodbye on %s: %s", self.client_id, goodbye.topic, exc)
         for task in (self._task, self._handler_task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel(task)
         self._task = self._handler_task = None
 
     async def _run(self) -> None:

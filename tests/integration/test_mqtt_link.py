@@ -7,6 +7,7 @@ message here also exercises that device's legitimate traffic through the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -273,3 +274,21 @@ async def test_the_inbox_is_bounded_by_bytes_and_every_refusal_is_counted(dep: D
         assert link.stats.connects == 1
     finally:
         await link.stop()
+
+
+async def test_stop_ends_a_task_that_swallowed_its_cancellation() -> None:
+    """aiomqtt's asyncio.wait_for can swallow a cancellation on Python 3.11 (seen as an AI server's stop
+    hanging when it raced the alarm link's first PUBACK): stopping cancels again until the task ends."""
+    from shared.mqtt_link import _cancel
+
+    async def stubborn() -> None:
+        # swallowed, as wait_for may do when the awaited reply arrives at the same moment
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # and on to wait for the next message
+
+    task = asyncio.get_running_loop().create_task(stubborn())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await _cancel(task)
+    assert task.cancelled()
