@@ -212,6 +212,18 @@ async def test_a_dead_servers_timer_is_adopted_by_exactly_one_survivor_and_rings
     assert heir.rang() == ["Your pasta timer is done."] and other.rang() == []
 
 
+async def test_a_dead_servers_reminder_is_said_by_its_adopter(house: Household) -> None:
+    a, b = await house.start("A"), await house.start("B")
+    await a.say("NailaRemind", reminder="to call mum in 20 minutes")
+    await house.clock.settle()
+    await house.kill(a)
+    assert len(b.alarms.reminders.reminders) == 1
+    listed = await b.say("NailaListReminders")
+    assert "call mum" in listed.text
+    await house.clock.advance(20 * 60)
+    assert b.rang() == ["Reminder: call mum."]
+
+
 async def test_a_timer_due_during_the_outage_rings_at_once_or_is_reported_missed(house: Household) -> None:
     a, b = await house.start("A"), await house.start("B")
     await a.say("HassStartTimer", name="tea", seconds=30)
