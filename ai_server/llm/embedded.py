@@ -88,12 +88,14 @@ class EmbeddedLLM:
         # loaded 2-core dev machine 2 threads fell to ~2 tokens/s, 1 thread kept ~35-45.
         n_threads = engine_threads(threads, share=2)
         # Until the reply's first clause is out nothing else computes on the AI server (STT is done,
-        # TTS waits for that clause), so the user's words and the first clause get every core: on
-        # the 2-core box prompt evaluation 72 -> 42 ms, decoding 16 -> 8.6 ms per token (idle box,
-        # shipped model). Then TTS needs a core, and two llama.cpp threads would stall at their
-        # barriers whenever one is descheduled, so the rest of the reply runs on ``n_threads``.
+        # TTS waits for that clause), so with cores to spare the user's words and the first clause may
+        # take more threads (LLM_FIRST_CLAUSE_THREADS): on the idle 2-core box prompt evaluation
+        # 72 -> 42 ms, decoding 16 -> 8.6 ms per token. Then TTS needs a core, and llama.cpp threads
+        # stall at their spin barriers whenever one is descheduled, so the rest of the reply runs on
+        # ``n_threads``. Off by default: with the hub, devices or tests on the same 2 cores even the
+        # first clause stalled (transcript -> first audio p90 2.1 s against 0.33 s on one thread).
         self._threads = n_threads
-        self._burst_threads = max(n_threads, engine_threads(first_clause_threads))
+        self._burst_threads = max(n_threads, first_clause_threads)
         self._settle = False  # set by first_clause_out(); the worker switches between tokens
         self._running_threads = n_threads
         log.info("loading LLM %s (llama.cpp, %d threads, %d until the first clause, context %d)", path, n_threads,

@@ -77,7 +77,8 @@ class AIServerSettings(NailaSettings):
     llm_threads: Annotated[int, Field(ge=0, le=256)] = Field(0, description="llama.cpp threads; 0 = auto")
     llm_first_clause_threads: Annotated[int, Field(ge=0, le=256)] = Field(
         0, description="Embedded llama.cpp threads for the user's words and the reply's first clause, before "
-        "TTS needs a core (then LLM_THREADS); 0 = every core, the same as LLM_THREADS = no switch",
+        "TTS needs a core (then LLM_THREADS); 0 = LLM_THREADS throughout. More threads than free cores stall "
+        "llama.cpp at its spin barriers: on a loaded 2-core box 2 threads took seconds (docs/benchmarks.md)",
     )
     tts_backend: Literal["piper", "espeak"] = Field("piper", description="TTS engine (espeak = fallback)")
     tts_voice_path: str = Field("", description="Piper .onnx voice; empty = shipped joe-us voice")

@@ -94,7 +94,8 @@ class DeviceSettings(NailaSettings):
         "else the default",
     )
     device_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
-        0, description="aiortc jitter-buffer prefetch for hub audio, packets (aiortc default 4); 0 = each packet at once, as it arrives in order"
+        0, description="aiortc jitter-buffer prefetch for hub audio, packets (aiortc default 4); "
+        "0 = each packet at once, as it arrives in order"
     )
     device_playback_prebuffer_ms: Annotated[int, Field(ge=0, le=500)] = Field(
         40, description="Hub audio queued before the speaker starts (and after an underrun), ms, in whole 20 ms "

@@ -103,7 +103,8 @@ class HubSettings(NailaSettings):
         5.0, description="Largest gRPC reconnect delay, s"
     )
     hub_jitter_prefetch: Annotated[int, Field(ge=0, le=20)] = Field(
-        0, description="aiortc jitter-buffer prefetch, packets (aiortc default 4); 0 = each packet at once, as it arrives in order"
+        0, description="aiortc jitter-buffer prefetch, packets (aiortc default 4); "
+        "0 = each packet at once, as it arrives in order"
     )
     hub_uvloop: bool = Field(
         False,
