@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Final
 
 import aiomqtt
 
-from ai_server.assist.alarms import AlarmKind, Alarms
+from ai_server.assist.alarms import REMINDER_RING, AlarmKind, Alarms
 from ai_server.assist.clock import Clock
 from ai_server.assist.reminders import Reminder
 from ai_server.assist.timers import Timer
@@ -159,14 +159,14 @@ class AlarmMirror:
                 owner=r.server_id,
             )
             for r in self.held()
-            if r.kind == "timer"
+            if r.kind == "timer" and not r.ringing
         ]
 
     def reminders(self) -> list[Reminder]:
         return [
             Reminder(r.alarm_id, r.asker, r.room, r.label, r.due, r.created, owner=r.server_id)
             for r in self.held()
-            if r.kind == "reminder" and r.due is not None
+            if r.kind == "reminder" and r.due is not None and not r.ringing
         ]
 
     def kind_of(self, alarm_id: str) -> AlarmKind | None:
@@ -191,6 +191,14 @@ class AlarmMirror:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
+
+    def stop_ringing(self, device: str | None, room: str | None) -> list[str]:
+        hit = [
+            r.alarm_id
+            for r in self.held()
+            if r.ringing and ((device and r.asker == device) or (room and r.room and r.room == room))
+        ]
+        return [alarm_id for alarm_id in hit if self.cancel(alarm_id)]
 
     async def _send_clear(self, record: AlarmRecord) -> None:
         try:
@@ -414,9 +422,21 @@ class AlarmReplica:
         await self._take_over()
 
     def _local(self, alarm_id: str) -> bool:
-        return alarm_id in self.alarms.timers.timers or alarm_id in self.alarms.reminders.reminders
+        rings = self.alarms.timers.ringer.rings
+        return (
+            alarm_id in self.alarms.timers.timers
+            or alarm_id in self.alarms.reminders.reminders
+            or alarm_id in rings
+            or REMINDER_RING + alarm_id in rings
+        )
 
     def _drop(self, alarm_id: str) -> bool:
+        """Forget one of our alarms without ringing it; one that rings stops."""
+        ringer = self.alarms.timers.ringer
+        for key in (alarm_id, REMINDER_RING + alarm_id):
+            if key in ringer.rings:
+                ringer.cancel(key)
+                return True
         return self.alarms.timers.drop(alarm_id) or self.alarms.reminders.drop(alarm_id)
 
     def _records(self) -> dict[str, AlarmRecord]:
@@ -440,6 +460,13 @@ class AlarmReplica:
             self._add(
                 found, r.id, kind="reminder", asker=r.asker, room=r.room, label=r.task, due=r.due, created=r.created
             )
+        for ring in self.alarms.timers.ringer.rings.values():
+            # A ringing alarm keeps its record (marked) until the ring ends: "stop" said to another
+            # server clears it, and a survivor rings it again if this server dies mid-ring.
+            alarm_id = ring.key.removeprefix(REMINDER_RING)
+            base = self.published.get(alarm_id)
+            if base is not None and alarm_id not in found:
+                found[alarm_id] = base if base.ringing else base.model_copy(update={"ringing": True})
         return found
 
     def _add(self, found: dict[str, AlarmRecord], alarm_id: str, **fields: object) -> None:

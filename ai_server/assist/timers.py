@@ -118,6 +118,10 @@ class RemoteTimers(Protocol):
 
     def cancel(self, alarm_id: str) -> bool: ...
 
+    def stop_ringing(self, device: str | None, room: str | None) -> list[str]:
+        """Stop what another server rings on ``device`` or in ``room``; the ids stopped."""
+        ...
+
 
 class Timers:
     """Every timer of the household, their tasks, and the intent handlers."""
@@ -332,9 +336,9 @@ class Timers:
 
     async def cancel(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
         if not self._mine(ctx, match.slots):  # "stop the timer" while it rings: it is done, so silence it
-            stopped = self.ringer.stop(device=ctx.device_id, room=ctx.room)
+            stopped = [r.key for r in self.ringer.stop(device=ctx.device_id, room=ctx.room)] or self._stop_remote(ctx)
             if stopped:
-                return AssistReply("Stopped.", match.intent, data={"stopped": [r.key for r in stopped]})
+                return AssistReply("Stopped.", match.intent, data={"stopped": stopped})
         found = self._one(ctx, match)
         if isinstance(found, AssistReply):
             return found
@@ -347,7 +351,7 @@ class Timers:
         for timer in found:
             self._forget(timer)
         self._count("timers_cancelled")
-        stopped = self.ringer.stop(device=ctx.device_id, room=ctx.room)
+        stopped = [r.key for r in self.ringer.stop(device=ctx.device_id, room=ctx.room)] or self._stop_remote(ctx)
         if not found:
             return AssistReply("Stopped." if stopped else "There are no timers to cancel.", match.intent)
         n = len(found)
@@ -438,13 +442,17 @@ class Timers:
         return AssistReply(f"{verb} {say_duration(delta)} {prep} the {found.label}; {say_duration(left)} left.",
                            match.intent)
 
+    def _stop_remote(self, ctx: AssistContext) -> list[str]:
+        """What another AI server rings on this device or in this room (an alarm it owns), stopped."""
+        return self.remote.stop_ringing(ctx.device_id, ctx.room) if self.remote is not None else []
+
     async def stop(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
-        stopped = self.ringer.stop(device=ctx.device_id, room=ctx.room)
+        stopped = [r.key for r in self.ringer.stop(device=ctx.device_id, room=ctx.room)] or self._stop_remote(ctx)
         if not stopped:
             if self.ringer.silenced_lately(device=ctx.device_id, room=ctx.room):
                 return AssistReply("Stopped.", match.intent)
             return AssistReply("Nothing is ringing.", match.intent)
-        return AssistReply("Stopped.", match.intent, data={"stopped": [r.key for r in stopped]})
+        return AssistReply("Stopped.", match.intent, data={"stopped": stopped})
 
 
 def install(services: AssistServices, *, player: Player, metrics: Metrics | None = None,

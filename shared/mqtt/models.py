@@ -309,6 +309,9 @@ class AlarmRecord(NailaMessage):
     duration_s: Annotated[float, Field(ge=0, le=366 * 86400, allow_inf_nan=False)] = 0.0
     set_s: Annotated[float, Field(ge=0, le=366 * 86400, allow_inf_nan=False)] = 0.0
     created: Timestamp
+    #: It fell due and rings now (the record stays until the ring ends, so "stop" said to another
+    #: server reaches it: that server clears the record and the owner stops ringing).
+    ringing: bool = False
 
     @model_validator(mode="after")
     def _when(self) -> Self:

@@ -189,6 +189,7 @@ async def test_a_timer_is_on_the_broker_while_it_runs_and_gone_once_it_rang(hous
     assert list(owner_topics(house.broker)) == [topics.alarm("A", alarm_id)]
     await house.clock.advance(60)
     assert a.rang() == ["Your 1 minute timer is done."]
+    await house.clock.advance(60)  # ASSIST_RING_MAX_S: the ring ends
     assert list(owner_topics(house.broker)) == []
 
 
@@ -235,7 +236,7 @@ async def test_a_timer_due_during_the_outage_rings_at_once_or_is_reported_missed
     house.servers.remove(a)
     await house.clock.settle()  # the will: B adopts both, 15 s and 5 s late, within ASSIST_TIMER_MISSED_S
     assert sorted(b.rang()) == ["Your bread timer is done.", "Your tea timer is done."]
-    assert list(owner_topics(house.broker)) == []
+    assert all(t.startswith("naila/alarms/B/") for t in owner_topics(house.broker))  # B's now (ringing)
 
     # One that fell due longer than ASSIST_TIMER_MISSED_S (600 s) before the takeover is missed.
     c = await house.start("C")
@@ -311,6 +312,33 @@ async def test_another_server_answers_and_cancels_a_live_servers_timer(house: Ho
     assert list(owner_topics(house.broker)) == []
     await house.clock.advance(600)
     assert a.rang() == [] and b.rang() == []
+
+
+async def test_stop_said_to_another_server_silences_the_owners_ring(house: Household) -> None:
+    a, b = await house.start("A"), await house.start("B")
+    await a.say("HassStartTimer", seconds=30)
+    await house.clock.settle()
+    alarm_id = timer_id(a)
+    await house.clock.advance(30)
+    assert a.rang() == ["Your 30 second timer is done."] and alarm_id in a.alarms.timers.ringer.rings
+    assert b.mirror.records[alarm_id].ringing  # the record stays, marked, while it rings
+    assert (await b.say("HassTimerStatus")).text == "There are no timers running."
+    assert (await b.say("NailaStop")).text == "Stopped."  # the device's turns went to B
+    await house.clock.settle()
+    assert not a.alarms.timers.ringer.rings and a.alarms.timers.ringer.ended[-1].why == "stopped"
+    assert list(owner_topics(house.broker)) == []
+    rang = len(a.rang())
+    await house.clock.advance(30)
+    assert len(a.rang()) == rang
+
+
+async def test_a_ring_ending_clears_its_record(house: Household) -> None:
+    a, b = await house.start("A"), await house.start("B")
+    await a.say("HassStartTimer", seconds=5)
+    await house.clock.advance(5)
+    assert list(owner_topics(house.broker))  # ringing
+    await house.clock.advance(61)  # ASSIST_RING_MAX_S
+    assert list(owner_topics(house.broker)) == [] and not b.mirror.records
 
 
 async def test_the_dashboard_cancel_on_any_server_cancels_a_reminder(house: Household) -> None:
