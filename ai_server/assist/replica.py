@@ -243,6 +243,11 @@ class AlarmReplica:
         self.published: dict[str, AlarmRecord] = {}  # our alarms as we last put them on the broker
         self._seen_own: dict[str, AlarmRecord] = {}  # our records the broker held at this connect
         self._unconfirmed: set[str] = set()  # restored while the broker was away: checked at the first sync
+        # Our earlier presence (a previous start's, or this one's will/goodbye) was retained at this
+        # connect: the broker kept its state, so a record of ours it lacks was really cleared. A broker
+        # restarted without its persistence (or crashed within its autosave interval) has none, and
+        # then a missing record means nothing: the alarm is kept and published again.
+        self._broker_remembers = False
         self.synced = False  # the broker's state is known since the last connect
         self.restored = False  # the store was restored
         self._lock = asyncio.Lock()
@@ -305,7 +310,7 @@ class AlarmReplica:
         """Our alarm must not ring here: another server holds it, or its record was cleared while we were away."""
         if self.mirror.kind_of(alarm_id) is not None:
             why = f"server {self.mirror.records[alarm_id].server_id} has it now"
-        elif alarm_id not in self._seen_own:
+        elif alarm_id not in self._seen_own and self._broker_remembers:
             why = "its record was cleared (cancelled or rung elsewhere)"
         else:
             return False
@@ -318,6 +323,7 @@ class AlarmReplica:
     async def on_connect(self) -> None:
         self.synced = False
         self._seen_own = {}
+        self._broker_remembers = False
         # The marker: when this comes back, every retained message of our subscriptions has arrived.
         await self._send(presence(self.server_id, self.session, self.version, online=True, group=self.mirror.group))
 
@@ -340,6 +346,8 @@ class AlarmReplica:
             if payload.strip():
                 message = decode(ServerPresence, payload)
                 check_consistent(parse_topic(topic), message)
+                if not self.synced and (message.session != self.session or not message.online):
+                    self._broker_remembers = True  # a retained presence of ours from before this connect
                 if message.online and message.session == self.session and not self.synced:
                     await self._synced()
                 elif message.online and message.session != self.session and self.synced:

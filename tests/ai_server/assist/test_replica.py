@@ -399,6 +399,30 @@ async def test_a_single_server_restart_keeps_its_timers(house: Household) -> Non
     assert again.rang() == ["Your 1 minute timer is done."]
 
 
+async def test_a_broker_that_lost_its_retained_messages_loses_no_timer(house: Household) -> None:
+    """mosquitto restarted without its persistence (or crashed within its autosave interval): the
+    records are gone, but nobody cleared them; the server keeps its timers and publishes them again,
+    whether it reconnects or restarts."""
+    a = await house.start("A")
+    await a.say("HassStartTimer", minutes=2)
+    await house.clock.settle()
+    alarm_id = timer_id(a)
+    house.broker.drop(a, will=False)
+    house.broker.retained.clear()
+    await house.broker.connect(a)
+    await house.clock.settle()
+    assert list(a.alarms.timers.timers) == [alarm_id] and "alarms_dropped_on_return" not in a.counts
+    assert topics.alarm("A", alarm_id) in house.broker.retained
+    await a.kill()
+    house.broker.drop(a, will=False)
+    house.servers.remove(a)
+    house.broker.retained.clear()
+    again = await house.start("A")
+    assert list(again.alarms.timers.timers) == [alarm_id] and "alarms_dropped_on_return" not in again.counts
+    await house.clock.advance(120)
+    assert again.rang() == ["Your 2 minute timer is done."]
+
+
 async def test_two_adopters_settle_on_one(house: Household) -> None:
     b, c = await house.start("B"), await house.start("C")
     await b.say("HassStartTimer", minutes=4)
