@@ -127,6 +127,11 @@ class AiPool:
     def server_of(self, device_id: str) -> str | None:
         return self._server.get(device_id)
 
+    def first_up(self) -> str:
+        """The first server of HUB_AI_SERVER whose stream is up (the first when none is): where camera
+        frames go, so that the box with the GPU gets them whenever it is there (docs/scale.md)."""
+        return next((t for t in self.targets if self.links[t].connected), self.targets[0])
+
     def in_flight(self, device_id: str) -> bool:
         """The device has an utterance open or a reply still coming."""
         return self._busy(device_id)

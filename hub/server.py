@@ -118,7 +118,11 @@ class Hub:
         self.metrics.grpc_connected = lambda: self.link.connected
         # HUB_VISION: each device's camera through the motion gate to the AI server (hub/vision).
         self.video = video or VideoSettings()
-        self.vision = VisionService(settings, self.video, self.metrics, clock=clock) if settings.hub_vision else None
+        self.vision = (
+            VisionService(settings, self.video, self.metrics, clock=clock,
+                          choose_server=self.link.first_up if len(self.link.targets) > 1 else None)
+            if settings.hub_vision else None
+        )
         self._runner: web.AppRunner | None = None
         self._warned_unknown: set[str] = set()
         self.port = 0

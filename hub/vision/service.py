@@ -78,6 +78,7 @@ class VisionService:
         wall: Callable[[], float] = time.time,
         uplink_options: dict[str, Any] | None = None,
         security: ClientSecurity | None = None,
+        choose_server: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.video = video
@@ -95,7 +96,9 @@ class VisionService:
         self._fps = RateLimiter(MAX_FPS, FPS_BURST, clock=clock, max_keys=4096)
         self._log_budget = RateLimiter(1.0 / 30.0, 3, clock=clock)  # ingress drops: a few lines a minute
         self.uplink = VisionUplink(
-            settings.ai_servers[0],  # several AI servers: camera frames go to the first (docs/scale.md)
+            # Several AI servers: camera frames go to the first that is up (``choose_server``, the
+            # hub's AI pool), and back to the first when it returns (docs/scale.md).
+            settings.ai_servers[0],
             metrics,
             backoff=Backoff(settings.hub_grpc_backoff_initial_s, settings.hub_grpc_backoff_max_s),
             queue_frames=settings.hub_vision_queue_frames,
@@ -105,6 +108,7 @@ class VisionService:
             on_connection_change=self._on_connection,
             clock=clock,
             security=security or hub_client(settings),  # HUB_AI_TLS_*: the same link as the audio's
+            choose=choose_server,
             **(uplink_options or {}),
         )
         metrics.vision_cameras = lambda: len(self.cameras)

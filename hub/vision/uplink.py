@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
@@ -52,6 +53,8 @@ log = logging.getLogger("naila.hub.vision.uplink")
 RESULT_TIMEOUT_S = 30.0
 # An AI server that does not implement AnalyzeFrames is asked again this often, s.
 UNIMPLEMENTED_RETRY_S = 30.0
+# With several AI servers: how often the open stream checks it still goes where frames should go, s.
+CHOICE_CHECK_S = 1.0
 
 # vision_frames_dropped reasons.
 DROP_QUEUE_FULL = "queue_full"  # HUB_VISION_QUEUE_FRAMES cameras were already waiting
@@ -69,6 +72,10 @@ class _InFlight:
 
 class _StreamEnded(Exception):
     """The AI server closed the stream cleanly."""
+
+
+class _Moved(Exception):
+    """Frames should go to another AI server now (the first of HUB_AI_SERVER is back up)."""
 
 
 class _ResultTimeout(Exception):
@@ -94,11 +101,15 @@ class VisionUplink:
         result_timeout_s: float = RESULT_TIMEOUT_S,
         unimplemented_retry_s: float = UNIMPLEMENTED_RETRY_S,
         security: ClientSecurity | None = None,
+        choose: Callable[[], str] | None = None,
     ) -> None:
         if queue_frames < 1 or max_inflight < 1:
             raise ValueError("queue_frames and max_inflight must be >= 1")
         self.target = target
         self._security = security or ClientSecurity(target)  # None: plaintext (a loopback AI server in tests)
+        # Several AI servers (issue 21): where frames should go now, asked at every dial and every
+        # CHOICE_CHECK_S while a stream is open; None: always ``target``.
+        self._choose = choose
         self.metrics = metrics
         self._backoff = backoff
         self.queue_frames = queue_frames
@@ -193,6 +204,10 @@ class VisionUplink:
 
     async def _attempt(self) -> float | None:
         """One connection: open the stream and pump it until it fails. Returns a retry delay or None (backoff)."""
+        if self._choose is not None and (target := self._choose()) != self.target:
+            log.info("vision: camera frames go to AI server %s now (was %s)", target, self.target)
+            self.target = target
+            self._security = dataclasses.replace(self._security, target=target)  # same credentials
         channel = self._security.aio_channel(channel_options(self._connect_timeout_s))
         try:
             try:
@@ -217,6 +232,8 @@ class VisionUplink:
                 self._outage(f"AI server {self.target} ended the vision stream")
             except _ResultTimeout as exc:
                 self._outage(f"vision stream to {self.target} torn down: {exc}")
+            except _Moved:
+                return 0.0  # redial at once, to the server now chosen
             except asyncio.InvalidStateError as exc:  # a write on a call that had just finished
                 self._outage(f"vision stream to {self.target} lost: {exc}")
             finally:
@@ -288,12 +305,16 @@ class VisionUplink:
 
     async def _watch(self) -> None:
         period = max(0.05, self._result_timeout_s / 4)
+        if self._choose is not None:
+            period = min(period, CHOICE_CHECK_S)
         while True:
             await asyncio.sleep(period)
             if self._inflight:
                 waited = self._clock() - self._inflight[0].sent_at
                 if waited > self._result_timeout_s:
                     raise _ResultTimeout(f"frame {self._inflight[0].frame_id} unanswered for {waited:.1f}s")
+            if self._choose is not None and self._choose() != self.target:
+                raise _Moved
 
     def _set_connected(self, up: bool) -> None:
         if up == self._connected:

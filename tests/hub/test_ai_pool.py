@@ -144,6 +144,21 @@ def test_a_server_going_down_moves_its_devices_at_once_and_reports_the_lost_turn
     assert pool.connected
 
 
+def test_camera_frames_go_to_the_first_server_that_is_up() -> None:
+    """hub/vision's uplink asks this at every dial and every second (tests/hub/vision/test_uplink.py)."""
+    pool, links, _ = make_pool([A, B])  # both up
+    assert pool.first_up() == A
+    links[A].down()
+    links[B].down()
+    assert pool.first_up() == A  # none up: the first, whose dial fails and is retried
+    links[B].up()
+    assert pool.first_up() == B
+    links[A].up()
+    assert pool.first_up() == A  # the first of HUB_AI_SERVER (the box with the GPU) whenever it is up
+    links[A].down()
+    assert pool.first_up() == B
+
+
 def test_devices_return_to_their_server_only_at_a_turn_boundary() -> None:
     pool, links, _ = make_pool([A, B])
     device = next(d for d in DEVICES if rendezvous([A, B], d) == A)

@@ -202,3 +202,44 @@ async def test_an_ai_server_without_analyze_frames_is_retried_slowly(
         assert any("does not implement AnalyzeFrames" in r.getMessage() for r in caplog.records)
     finally:
         await plain.stop()
+
+
+async def test_frames_follow_the_first_ai_server_that_is_up_and_come_back_to_it(
+    make_uplink: UplinkFactory,
+) -> None:
+    """Several AI servers (issue 21): camera frames go to the first that is up (the hub's AI pool
+    says which), move on when it dies and return when it is back, so alerts keep coming."""
+    first, second = VisionAI(), VisionAI()
+    await first.start()
+    await second.start()
+    a, b = f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"
+    up_servers = {a, b}
+
+    def choose() -> str:
+        return next((t for t in (a, b) if t in up_servers), a)
+
+    up, m, rec = make_uplink(first.port, choose=choose)
+    try:
+        up.start()
+        await until(lambda: up.connected, 5, "uplink connected")
+        up.submit(frame("cam-a", 1))
+        await until(lambda: len(rec.results) == 1, 5, "a result from the first server")
+        assert [f.frame_id for f in first.frames["cam-a"]] == [1]
+        port = first.port
+        await first.stop()  # killed: its stream ends; the pool marks it down
+        up_servers.discard(a)
+        await until(lambda: up.connected and up.target == b, 10, "frames moved to the second server")
+        up.submit(frame("cam-a", 2))
+        await until(lambda: len(rec.results) == 2, 5, "a result from the second server")
+        assert [f.frame_id for f in second.frames["cam-a"]] == [2]
+        await first.start(port)  # back on the same address
+        up_servers.add(a)
+        await until(lambda: up.connected and up.target == a, 10, "frames back on the first server")
+        up.submit(frame("cam-a", 3))
+        await until(lambda: len(rec.results) == 3, 5, "a result from the first server again")
+        assert [f.frame_id for f in first.frames["cam-a"]] == [1, 3] and len(second.frames["cam-a"]) == 1
+        assert m.vision_stream_reconnects >= 2  # to the second, and back
+    finally:
+        await up.stop()
+        await first.stop()
+        await second.stop()
