@@ -12,10 +12,29 @@ from pathlib import Path
 
 import pytest
 
+from hub.server import Hub, run_hub
 from shared.audio import Int16Array, espeak
+from shared.config import HubSettings, WebRTCSettings, load
 from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def hub_for(*servers: AiProcess) -> Hub:
+    """An in-process hub with a stream to each of ``servers`` (HUB_AI_SERVER in that order), every
+    device let in, always listening, no MQTT, quick redials."""
+    settings = load(
+        HubSettings,
+        hub_host="127.0.0.1",
+        hub_ai_server=",".join(s.address for s in servers),
+        hub_allow_unauthenticated=True,
+        hub_device_tokens={},
+        hub_listening_mode="always",
+        hub_mqtt=False,
+        hub_grpc_backoff_initial_s=0.05,
+        hub_grpc_backoff_max_s=0.5,
+    )
+    return await run_hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=0)
 
 
 class AiProcess:

@@ -20,13 +20,12 @@ import pytest
 
 from hub.ai_link import detection_bound_s
 from hub.ai_pool import rendezvous
-from hub.server import Hub, run_hub
+from hub.server import Hub
 from shared.audio import Int16Array
-from shared.config import HubSettings, WebRTCSettings, load
 from tests.conftest import Broker
 from tests.hub.conftest import RATE, Device, connect_device, until
 from tests.scale.ai_process import reply_of
-from tests.scale.conftest import AiProcess
+from tests.scale.conftest import AiProcess, hub_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -54,18 +53,8 @@ async def test_a_killed_ai_server_fails_over_within_the_bound_and_its_devices_co
     a, b = AiProcess("A", tmp_path / "a", broker), AiProcess("B", tmp_path / "b", broker)
     ai_processes += [a, b]
     await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
-    settings = load(
-        HubSettings,
-        hub_host="127.0.0.1",
-        hub_ai_server=f"{a.address},{b.address}",
-        hub_allow_unauthenticated=True,
-        hub_device_tokens={},
-        hub_listening_mode="always",
-        hub_mqtt=False,
-        hub_grpc_backoff_initial_s=0.05,
-        hub_grpc_backoff_max_s=0.5,
-    )
-    hub = await run_hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=0)
+    hub = await hub_for(a, b)
+    settings = hub.settings
     dev: Device | None = None
     try:
         assert await hub.link.wait_connected(20), "the hub never reached both AI servers"

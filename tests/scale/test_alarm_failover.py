@@ -26,13 +26,12 @@ import numpy as np
 import pytest
 
 from hub.ai_pool import rendezvous
-from hub.server import Hub, run_hub
+from hub.server import Hub
 from shared.audio import Int16Array
-from shared.config import HubSettings, WebRTCSettings, load
 from shared.contract import pb, pb_grpc
 from tests.conftest import Broker
 from tests.hub.conftest import RATE, Device, connect_device, until
-from tests.scale.conftest import AiProcess
+from tests.scale.conftest import AiProcess, hub_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -70,18 +69,7 @@ async def test_timers_are_seen_on_every_server_and_survive_their_server(
     b = AiProcess("B", tmp_path / "b", broker, stt_file=stt_file)
     ai_processes += [a, b]
     await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
-    settings = load(
-        HubSettings,
-        hub_host="127.0.0.1",
-        hub_ai_server=f"{a.address},{b.address}",
-        hub_allow_unauthenticated=True,
-        hub_device_tokens={},
-        hub_listening_mode="always",
-        hub_mqtt=False,
-        hub_grpc_backoff_initial_s=0.05,
-        hub_grpc_backoff_max_s=0.5,
-    )
-    hub = await run_hub(settings, WebRTCSettings(webrtc_ice_servers=[]), port=0)
+    hub = await hub_for(a, b)
     dev: Device | None = None
     channels = {p.name: grpc.aio.insecure_channel(p.address) for p in (a, b)}
     on_a, on_b = (pb_grpc.HouseholdStub(channels[n]) for n in ("A", "B"))
@@ -110,13 +98,15 @@ async def test_timers_are_seen_on_every_server_and_survive_their_server(
         await until_async(
             lambda: listed(on_b),
             lambda timers: any(t.id == tea.id for t in timers),
-            1.5 * KEEPALIVE_S + 5,
+            2 * KEEPALIVE_S + 8,
             "B adopting the hung A's timer",
         )
         hung_s = time.monotonic() - frozen_at
         await until(lambda: "Your tea timer is done." in replies(hub, device_id), 10, "the tea timer ringing")
         rang_s = time.monotonic() - frozen_at
-        assert hung_s <= 1.5 * KEEPALIVE_S + 4.0  # mosquitto checks keep-alives in whole seconds; measured 8.9-10.5 s
+        # mosquitto gives a silent client 1.5-2 keep-alives, checked in whole seconds: measured 8.9-10.5 s
+        # on a quiet box, 11.7 s with a pip install beside it; the bound is 2 keep-alives plus slack.
+        assert hung_s <= 2 * KEEPALIVE_S + 5.0
         assert (await on_b.CancelTimer(pb.CancelTimerRequest(id=tea.id), timeout=5)).found  # stop the ringing
         await asyncio.to_thread(a.kill)
 
