@@ -238,7 +238,16 @@ def merge_timers(lists: Sequence[tuple[int, pb.TimerList, float]], now_ms: float
             row["server"] = server
             timers.append(row)
     timers.sort(key=lambda r: (not r["ringing"], r["ends_at_ms"] or float("inf"), str(r["id"])))
-    return {"timers": timers, "server_time_ms": round(now_ms), "reachable": bool(lists)}
+    # A server lists only the alarms it owns, but while a server is cut off from the broker its
+    # alarms are adopted by another (docs/scale.md): then both list one alarm. Show it once, the
+    # ringing copy first (the sort put it there), so a Cancel reaches the one that rings.
+    unique: list[dict[str, object]] = []
+    seen: set[object] = set()
+    for row in timers:
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            unique.append(row)
+    return {"timers": unique, "server_time_ms": round(now_ms), "reachable": bool(lists)}
 
 
 class TimerWatch:

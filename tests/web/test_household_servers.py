@@ -20,7 +20,8 @@ import aiohttp
 import grpc
 import pytest
 
-from shared.contract import pb_grpc
+from hub.web.household import merge_timers
+from shared.contract import pb, pb_grpc
 from tests.ai_server.assist.test_timers import T0
 from tests.ai_server.test_household import Household, _alert
 from tests.web.conftest import HubMaker, client, login
@@ -139,3 +140,21 @@ async def test_two_ai_servers_are_merged_and_each_item_reaches_its_server(
         async with http.get(f"{hub.url}/api/timers") as r:
             assert r.status == 503
     assert hub.metrics.web_refused["household_400"] == 6
+
+
+def test_an_alarm_listed_by_two_servers_is_shown_once_the_ringing_copy_first() -> None:
+    """A server cut off from the broker still lists the alarm another server adopted (docs/scale.md)."""
+    owner = pb.TimerList(server_time_ms=1_000, timers=[
+        pb.HouseholdTimer(id="t1", kind="timer", label="tea", ends_at_ms=5_000),
+        pb.HouseholdTimer(id="t2", kind="timer", label="pasta", ends_at_ms=9_000),
+        pb.HouseholdTimer(id="t3", kind="timer", label="eggs", ends_at_ms=7_000),
+    ])
+    adopter = pb.TimerList(server_time_ms=1_000, timers=[
+        pb.HouseholdTimer(id="t1", kind="timer", label="tea", ringing=True),
+        pb.HouseholdTimer(id="t3", kind="timer", label="eggs", ends_at_ms=7_000),
+    ])
+    merged = merge_timers([(0, owner, 1_000.0), (1, adopter, 1_000.0)], 1_000.0)
+    rows = merged["timers"]
+    assert isinstance(rows, list)
+    assert [(r["id"], r["ringing"]) for r in rows] == [("t1", True), ("t3", False), ("t2", False)]
+    assert rows[0]["server"] == 1  # the Cancel goes to the server where it rings
