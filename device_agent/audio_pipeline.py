@@ -47,6 +47,12 @@ class PlaybackBuffer:
     arrives while the prebuffer is already queued is dropped: the queue shrinks back to the
     prebuffer during silence, where dropping is inaudible, and each reply starts with the same short
     queue. Speech is never dropped below ``max_ms``.
+
+    While the hub is idle it sends one silence packet per 400 ms (hub/tts_track.py), so the queue
+    stops between replies holding a packet of silence that never reached the prebuffer. A reply's
+    first audible chunk no longer waits behind it: silence queued while stopped is dropped then
+    (issue 20: up to 20 ms at the speaker; the hub sends a reply's first two packets together, so
+    the prebuffer fills with the reply itself).
     """
 
     def __init__(self, rate: int = 48_000, *, prebuffer_ms: int = PREBUFFER_MS, max_ms: int = 400) -> None:
@@ -60,6 +66,7 @@ class PlaybackBuffer:
         self.underruns = 0
         self.dropped_samples = 0
         self.trimmed_samples = 0  # quiet audio dropped to keep the queue at the prebuffer
+        self._all_quiet = False  # everything queued is quiet (meaningful while _size > 0)
 
     @property
     def prebuffer_ms(self) -> float:
@@ -78,6 +85,11 @@ class PlaybackBuffer:
             if quiet and self._size >= max(self._prebuffer, 1):
                 self.trimmed_samples += samples.size
                 return
+            if not quiet and not self._playing and self._size and self._all_quiet:
+                self.trimmed_samples += self._size  # stale idle silence ahead of a reply
+                self._chunks.clear()
+                self._size = 0
+            self._all_quiet = quiet and (self._all_quiet or not self._size)
             self._chunks.append(samples)
             self._size += samples.size
             excess = self._size - self._max

@@ -62,6 +62,36 @@ def test_a_burst_of_silence_after_a_stall_is_dropped_not_played() -> None:
     assert ms_until_heard(pb) <= 50
 
 
+def test_a_reply_does_not_wait_behind_the_idle_hubs_silence_packet() -> None:
+    """The idle hub sends one silence packet per 400 ms: it stays queued below the 40 ms prebuffer.
+    The reply's first two packets (sent together by the hub) start playing on the next block, with
+    the stale silence dropped rather than played first."""
+    pb = PlaybackBuffer(RATE, prebuffer_ms=40)
+    pb.push(SILENCE)
+    for _ in range(5):
+        assert not np.any(pb.pull(BLOCK))  # below the prebuffer: not playing
+    pb.push(speech())
+    pb.push(speech())
+    assert ms_until_heard(pb) < 0.1  # the first block plays it
+    assert pb.trimmed_samples == CHUNK
+
+
+def test_a_reply_that_underran_keeps_its_queued_audio() -> None:
+    """Only silence is dropped ahead of a reply: after an underrun mid-reply its audio is kept."""
+    pb = PlaybackBuffer(RATE, prebuffer_ms=40)
+    pb.push(speech())
+    pb.push(speech())
+    for _ in range(5):
+        pb.pull(BLOCK)  # 40 ms played, then an underrun
+    assert pb.underruns == 1
+    pb.push(speech(CHUNK // 2))  # below the prebuffer: waits, and stays
+    pb.push(speech())
+    assert pb.buffered_ms == pytest.approx(30) and pb.trimmed_samples == 0
+    pb.push(speech())
+    played = np.concatenate([pb.pull(BLOCK) for _ in range(5)])
+    assert np.array_equal(played, np.concatenate([speech(CHUNK // 2), speech(), speech()])[: 5 * BLOCK])
+
+
 def test_speech_is_never_trimmed_and_pauses_inside_a_reply_only_shrink() -> None:
     pb = PlaybackBuffer(RATE, prebuffer_ms=30)
     reply = [speech(), speech(), SILENCE, speech(), speech()]

@@ -120,8 +120,9 @@ async def test_recv_is_paced_in_real_time_and_reports_playout_latency() -> None:
     track.push(tone_pcm(24000, 0.2), 24000, received_at=t.now)
     frames = [await track.recv() for _ in range(10)]
     assert [f.pts for f in frames] == [960 * (i + 1) for i in range(10)]
-    # Each recv waited until its pts was due: 20 ms apart on the injected clock.
-    assert t.now == pytest.approx(100.0 + 10 * 0.02)
+    # Each recv waited until its pts was due, 20 ms apart on the injected clock, except the reply's
+    # second frame, which follows its first at once (the track runs a frame ahead during a reply).
+    assert t.now == pytest.approx(100.0 + 9 * 0.02)
     assert latencies and latencies[0] == pytest.approx(0.015)
     pcm = np.frombuffer(bytes(frames[1].planes[0]), dtype="<i2").reshape(-1, 2)
     assert np.array_equal(pcm[:, 0], pcm[:, 1]) and rms_dbfs(pcm[:, 0]) > -12
@@ -243,3 +244,39 @@ async def test_with_the_senders_encoder_the_track_hands_aiortc_opus_packets_it_e
     levels = [rms_dbfs(np.frombuffer(bytes(f[0].planes[0]), dtype=np.int16)) for f in decoded]
     assert min(levels[1:10]) > -20 and max(levels[12:]) < -60  # the tone, then silence
     assert track.audio_frames_out == 10
+
+
+async def test_a_reply_pushed_into_an_idle_track_goes_out_at_once_and_one_frame_ahead_until_it_ends() -> None:
+    """Issue 20: the idle track's tick sleep ends at the push (not ~10 ms later on average) and the
+    second frame follows the first at once, so a receiver's 40 ms prebuffer fills ~20 ms sooner;
+    the lead is given back in the silence after the reply, and the RTP clock never skips."""
+    t = YieldingTime()
+    sleeping = asyncio.Event()
+
+    async def sleep(s: float) -> None:
+        sleeping.set()
+        if s > 0.015:  # the idle tick: long enough for the push below to land inside it
+            await asyncio.sleep(0.05)
+        await t.sleep(s)
+
+    track = TtsTrack(clock=t.clock, sleep=sleep)
+    assert (await track.recv()).pts == 0
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.wait_for(sleeping.wait(), 1)
+    t.now += 0.007  # 7 ms into the 20 ms tick
+    track.push(tone_pcm(48_000, 0.1), 48_000, received_at=t.now)
+    track.end_reply()
+    first = await waiting
+    assert t.now == pytest.approx(100.007) and track.early_starts == 1  # sent at the push, not at 100.02
+    second = await track.recv()
+    assert t.now == pytest.approx(100.007)  # at once: one frame ahead
+    rest = [await track.recv() for _ in range(3)]
+    assert t.now == pytest.approx(100.007 + 3 * 0.02)
+    assert [f.pts for f in [first, second, *rest]] == [FRAME_SAMPLES * i for i in range(1, 6)]
+    silence = await track.recv()  # the reply is over: silence, and the lead given back
+    assert silence.pts == 6 * FRAME_SAMPLES and rms_dbfs(np.frombuffer(bytes(silence.planes[0]), "<i2")) < -90
+    before = t.now
+    await track.recv()
+    assert t.now - before == pytest.approx(0.04)
+    await track.recv()
+    assert t.now - before == pytest.approx(0.06)  # back on the 20 ms clock
