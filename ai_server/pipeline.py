@@ -123,12 +123,29 @@ class Router(Protocol):
 
     ``route`` only *parses* the turn's transcript: None means the LLM answers. Otherwise it returns
     the action, which the pipeline runs once the turn is committed (a preemptive turn may still be
-    thrown away, and must not have played anything anywhere) and whose result is the sentence spoken
+    thrown away, and must not have played anything anywhere; a :class:`ReadOnlyAction` runs at once)
+    and whose result is the sentence spoken
     to the asker as the reply, or None when the request turns out not to be one after all (the
     LLM answers). Set as ``Pipeline.router`` by ai_server/app.py (ai_server/assist/router.py).
     """
 
     def route(self, turn: Turn) -> Callable[[], Awaitable[str | None]] | None: ...
+
+
+class ReadOnlyAction:
+    """A routed action that only answers and changes nothing (the time, a sum, a camera's record).
+
+    Unlike an action that acts, it need not wait for END to commit a preemptive turn: it runs, and
+    its answer is synthesised, during the hub's hangover, and the audio is held like a preemptive
+    LLM reply's (issue 20: ~60 ms of TTS after END saved). A discarded turn drops the audio, and
+    nothing happened anywhere.
+    """
+
+    def __init__(self, answer: Callable[[], Awaitable[str | None]]) -> None:
+        self._answer = answer
+
+    def __call__(self) -> Awaitable[str | None]:
+        return self._answer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +333,7 @@ class Pipeline:
             async def answer() -> str:
                 return seen.answer
 
-            return await self._carry_out(turn, answer, counter="looked_up_answers")
+            return await self._carry_out(turn, ReadOnlyAction(answer), counter="looked_up_answers")
         messages = self.conversations.messages(turn.device_id, turn.transcript, turn.room, seen.prompt)
         clauses: asyncio.Queue[str | None] = asyncio.Queue()
         llm_error: list[BaseException] = []
@@ -412,7 +429,8 @@ class Pipeline:
         self, turn: Turn, action: Callable[[], Awaitable[str | None]], counter: str = "routed_turns"
     ) -> tuple[Code, str, list[str]]:
         """A routing request: act, then speak the confirmation as the reply (the LLM is not asked)."""
-        await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
+        if not isinstance(action, ReadOnlyAction):
+            await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
         self.conversations.follow(turn.device_id)  # the reply to replay may be the one given in another room
         said = await action()
         if said is None:  # declined once run (an intent handler's handled=False): the LLM answers

@@ -67,11 +67,17 @@ class IntentRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._slots: dict[str, list[SlotProvider]] = {}
+        self._read_only: set[str] = set()
 
-    def register(self, intent: str, handler: Handler) -> None:
+    def register(self, intent: str, handler: Handler, *, read_only: bool = False) -> None:
+        """``read_only``: the handler only answers (the time, a sum) and changes nothing, so it may
+        run during the hub's hangover, before END commits the turn (issue 20: its answer is then
+        synthesised by END, like a preemptive LLM reply)."""
         if intent in self._handlers:
             raise ValueError(f"intent {intent!r} already has a handler")
         self._handlers[intent] = handler
+        if read_only:
+            self._read_only.add(intent)
 
     def replace(self, intent: str, handler: Handler) -> Handler | None:
         """Set the handler for ``intent`` even when one exists (a real feature taking over from a
@@ -79,10 +85,15 @@ class IntentRegistry:
         returns the handler it replaced."""
         previous = self._handlers.get(intent)
         self._handlers[intent] = handler
+        self._read_only.discard(intent)  # the new handler may act
         return previous
 
     def handles(self, intent: str) -> bool:
         return intent in self._handlers
+
+    def read_only(self, intent: str) -> bool:
+        """Whether ``intent``'s handler was registered as only answering (see :meth:`register`)."""
+        return intent in self._read_only
 
     @property
     def intents(self) -> list[str]:

@@ -232,7 +232,7 @@ def _plural(said: str, unit: str, value: float) -> str:
 
 
 def install(services: AssistServices) -> None:
-    services.registry.register("NailaCalculate", calculate)
-    services.registry.register("NailaConvert", convert)
+    services.registry.register("NailaCalculate", calculate, read_only=True)
+    services.registry.register("NailaConvert", convert, read_only=True)
     services.registry.add_slot_provider("unit", unit_rows)
     services.registry.add_slot_provider("operator", operator_rows)

@@ -22,7 +22,7 @@ from datetime import datetime
 from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
 from ai_server.assist.intents import Recognizer
 from ai_server.metrics import Metrics
-from ai_server.pipeline import Turn
+from ai_server.pipeline import ReadOnlyAction, Turn
 from shared.errors import one_line
 
 log = logging.getLogger("naila.assist")
@@ -53,7 +53,8 @@ class AssistRouter:
 
     # -- the pipeline's router -------------------------------------------------------------------
     def route(self, turn: Turn) -> Callable[[], Awaitable[str | None]] | None:
-        """Recognise only (a preemptive turn may still be discarded); the handler runs in the action."""
+        """Recognise only (a preemptive turn may still be discarded); the handler runs in the action,
+        which for a read-only intent (the time, a sum) is a ReadOnlyAction: it runs before END."""
         match = self.recognize(turn.transcript, turn.room or None)
         if match is None and self.registry.handles(CONVERSATION_INTENT):
             match = IntentMatch(CONVERSATION_INTENT, {}, turn.transcript)
@@ -67,7 +68,7 @@ class AssistRouter:
             reply = await self.run(found, ctx)
             return None if reply is None else reply.text
 
-        return act
+        return ReadOnlyAction(act) if self.registry.read_only(found.intent) else act
 
     # -- typed chat ------------------------------------------------------------------------------
     async def answer(self, text: str, ctx: AssistContext) -> AssistReply | None:

@@ -102,7 +102,7 @@ async def time_in(match: IntentMatch, ctx: AssistContext) -> AssistReply:
 
 
 def install(services: AssistServices) -> None:
-    services.registry.register("HassGetCurrentTime", current_time)
-    services.registry.register("HassGetCurrentDate", current_date)
-    services.registry.register("NailaTimeIn", time_in)
+    services.registry.register("HassGetCurrentTime", current_time, read_only=True)
+    services.registry.register("HassGetCurrentDate", current_date, read_only=True)
+    services.registry.register("NailaTimeIn", time_in, read_only=True)
     services.registry.add_slot_provider("city", city_rows)

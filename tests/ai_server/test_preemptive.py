@@ -131,3 +131,64 @@ async def test_off_means_the_reply_starts_at_end() -> None:
     session.handle(msg(pb.END, quiet(20)))
     await settle()
     assert queued(session)[-1].is_final
+
+
+class Router:
+    """Routes every turn to an action that counts its runs; ``read_only`` picks the kind."""
+
+    def __init__(self, read_only: bool) -> None:
+        self.read_only = read_only
+        self.runs = 0
+
+    def route(self, turn: object) -> object:
+        from ai_server.pipeline import ReadOnlyAction
+
+        async def act() -> str:
+            self.runs += 1
+            return "It's noon."
+
+        return ReadOnlyAction(act) if self.read_only else act
+
+
+def make_routed(read_only: bool) -> tuple[ConversationSession, Pipeline, Router]:
+    session, pipeline, _ = make()
+    router = Router(read_only)
+    pipeline.router = router  # type: ignore[assignment]
+    return session, pipeline, router
+
+
+async def test_a_read_only_answer_is_synthesised_during_the_hangover_and_released_by_end() -> None:
+    """Issue 20: "what time is it" needs no END to be answered; its audio waits for END like an
+    LLM reply's, instead of being synthesised after it."""
+    session, pipeline, router = make_routed(read_only=True)
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    dev = session.devices["kitchen"]
+    assert router.runs == 1 and dev.early is not None and dev.held, "the answer's audio is ready before END"
+    assert queued(session) == [] and pipeline.conversations.history("kitchen") == []
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    out = queued(session)
+    assert any(m.audio_pcm for m in out) and out[-1].is_final and out[-1].reply_text == "It's noon."
+    assert router.runs == 1 and [e.assistant for e in pipeline.conversations.history("kitchen")] == ["It's noon."]
+
+
+async def test_an_action_that_acts_waits_for_end_and_a_discarded_read_only_answer_leaves_nothing() -> None:
+    session, _, acting = make_routed(read_only=False)
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    assert acting.runs == 0 and not any(m.audio_pcm for m in session.devices["kitchen"].held)  # waits for END
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    assert acting.runs == 1 and queued(session)[-1].reply_text == "It's noon."
+
+    session, pipeline, answering = make_routed(read_only=True)
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    frames(session, tone(300))  # only a pause: the answer is dropped
+    session.handle(msg(pb.INTERRUPT, quiet(0)))
+    await settle()
+    assert answering.runs == 1 and queued(session) == [] and pipeline.conversations.history("kitchen") == []
