@@ -142,7 +142,13 @@ async def test_own_voice_through_the_echo_path_does_not_barge_in(stack: Stack) -
         await dev.wait_speaker_quiet(start, quiet_s=1.5)
         played = speech_seconds(dev.speaker_audio(start), dev.backend.rate)
         assert played > 1.0, f"only {played:.1f}s of reply audio played: {turn}"
-        assert hub_counter(stack.hub_url, "interrupts") == interrupts_before, "echo triggered a barge-in"
+        # This device's turns, not the hub-wide counter: the stack is shared by the module's tests,
+        # and a barge-in counted for another device must not fail (or pass) this one.
+        turns = await asyncio.to_thread(dev.turns)
+        counted = hub_counter(stack.hub_url, "interrupts") - interrupts_before
+        assert turns and not any(t.get("interrupted") for t in turns), (
+            f"echo triggered a barge-in: {turns} (hub-wide interrupts +{counted})"
+        )
         assert not str(turn.get("error_message", "")).startswith("interrupt"), turn
     finally:
         await dev.stop()
