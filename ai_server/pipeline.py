@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -148,6 +148,21 @@ class ReadOnlyAction:
         return self._answer()
 
 
+class PreviewedAction:
+    """A routed action that acts ("set a timer for 5 minutes"), so it runs only once END commits
+    the turn, with the sentence it will most likely say (``preview``, computed without acting).
+    The pipeline synthesises the preview during the hub's hangover and, when the action then says
+    exactly that, speaks it at once (issue 20: ~75 ms of TTS after END saved); otherwise what it
+    said is synthesised as before."""
+
+    def __init__(self, act: Callable[[], Awaitable[str | None]], preview: str) -> None:
+        self._act = act
+        self.preview = preview
+
+    def __call__(self) -> Awaitable[str | None]:
+        return self._act()
+
+
 @dataclass(frozen=True, slots=True)
 class Seen:
     """What a :class:`Looker` found for one question; empty when the question is not for it."""
@@ -190,6 +205,11 @@ def trim_lead(pcm: Int16Array, rate: int) -> Int16Array:
     return pcm[max(0, int(loud[0]) - rate * LEAD_KEEP_MS // 1000):]
 
 
+async def _replay(chunks: list[Int16Array]) -> AsyncIterator[Int16Array]:
+    for chunk in chunks:
+        yield chunk
+
+
 class Voice:
     """The TTS engine and the size of the pieces it is sent in. Built before the pipeline (by
     ai_server/assembly.py) so that what speaks without a user turn (control/speech.py, timers) needs
@@ -199,8 +219,17 @@ class Voice:
         self.tts = tts
         self.chunk_ms = chunk_ms
 
-    async def speak_clause(self, turn: Turn, text: str) -> None:
+    async def render(self, text: str) -> list[Int16Array]:
+        """Synthesise ``text`` ahead of need (a PreviewedAction's sentence); speak_clause plays it."""
+        out: list[Int16Array] = []
+        async with closing(self.tts.synthesize(text)) as chunks:
+            async for audio in chunks:
+                out.append(audio)
+        return out
+
+    async def speak_clause(self, turn: Turn, text: str, rendered: list[Int16Array] | None = None) -> None:
         """Synthesise one clause and queue it in chunk_ms pieces; the first piece carries the text.
+        ``rendered``: the clause already synthesised by :meth:`render`.
 
         The one TTS -> AudioOutput path: replies, apologies, and speech no utterance asked for
         (ai_server/control/speech.py) all go through it."""
@@ -208,7 +237,7 @@ class Voice:
         step = max(1, rate * self.chunk_ms // 1000)
         first = True
         opening = not turn.spoken  # the reply's first words: nothing is playing yet
-        async with closing(self.tts.synthesize(text)) as chunks:
+        async with closing(self.tts.synthesize(text) if rendered is None else _replay(rendered)) as chunks:
             async for audio in chunks:
                 if audio.size == 0:
                     continue
@@ -429,8 +458,20 @@ class Pipeline:
         self, turn: Turn, action: Callable[[], Awaitable[str | None]], counter: str = "routed_turns"
     ) -> tuple[Code, str, list[str]]:
         """A routing request: act, then speak the confirmation as the reply (the LLM is not asked)."""
-        if not isinstance(action, ReadOnlyAction):
-            await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
+        preview = action.preview if isinstance(action, PreviewedAction) else ""
+        rendering = asyncio.ensure_future(self.voice.render(preview)) if preview else None
+        try:
+            if not isinstance(action, ReadOnlyAction):
+                await turn.committed.wait()  # a preemptive turn END may still discard must not play anything elsewhere
+            return await self._act(turn, action, counter, preview, rendering)
+        finally:
+            if rendering is not None:
+                rendering.cancel()
+
+    async def _act(
+        self, turn: Turn, action: Callable[[], Awaitable[str | None]], counter: str, preview: str,
+        rendering: asyncio.Future[list[Int16Array]] | None,
+    ) -> tuple[Code, str, list[str]]:
         self.conversations.follow(turn.device_id)  # the reply to replay may be the one given in another room
         said = await action()
         if said is None:  # declined once run (an intent handler's handled=False): the LLM answers
@@ -439,8 +480,11 @@ class Pipeline:
         self.metrics.count(counter)
         turn.raw_reply = text
         turn.mark("first_sentence")
+        rendered = await self._rendered(rendering) if rendering is not None and text == preview else None
+        if rendering is not None:
+            self.metrics.count("previews_spoken" if rendered is not None else "previews_missed")
         try:
-            await self.speak_clause(turn, text)
+            await self.speak_clause(turn, text, rendered)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -448,9 +492,21 @@ class Pipeline:
             return pb.TTS_FAILED, one_line(exc), [text]
         return pb.NONE, "", [text]
 
-    async def speak_clause(self, turn: Turn, text: str) -> None:
+    @staticmethod
+    async def _rendered(rendering: asyncio.Future[list[Int16Array]]) -> list[Int16Array] | None:
+        """The previewed sentence's audio, or None (its synthesis failed: speak_clause tries again)."""
+        try:
+            return await rendering
+        except asyncio.CancelledError:
+            if rendering.cancelled():
+                return None
+            raise
+        except Exception:
+            return None
+
+    async def speak_clause(self, turn: Turn, text: str, rendered: list[Int16Array] | None = None) -> None:
         """See :meth:`Voice.speak_clause`."""
-        await self.voice.speak_clause(turn, text)
+        await self.voice.speak_clause(turn, text, rendered)
 
     async def _apologise(self, turn: Turn, code: Code) -> str:
         """Speak a short apology if TTS works; the text goes in reply_text either way."""

@@ -56,6 +56,7 @@ class AssistReply:
 
 
 Handler = Callable[[IntentMatch, AssistContext], Awaitable[AssistReply]]
+Preview = Callable[[IntentMatch, AssistContext], "str | None"]
 #: A slot list: (spoken name, value, context) rows, e.g. ("kitchen lights", "light.kitchen", {"domain": "light"}).
 SlotRows = list[tuple[str, Any, dict[str, Any]]]
 SlotProvider = Callable[[], SlotRows]
@@ -68,16 +69,22 @@ class IntentRegistry:
         self._handlers: dict[str, Handler] = {}
         self._slots: dict[str, list[SlotProvider]] = {}
         self._read_only: set[str] = set()
+        self._previews: dict[str, Preview] = {}
 
-    def register(self, intent: str, handler: Handler, *, read_only: bool = False) -> None:
+    def register(self, intent: str, handler: Handler, *, read_only: bool = False,
+                 preview: Preview | None = None) -> None:
         """``read_only``: the handler only answers (the time, a sum) and changes nothing, so it may
         run during the hub's hangover, before END commits the turn (issue 20: its answer is then
-        synthesised by END, like a preemptive LLM reply)."""
+        synthesised by END, like a preemptive LLM reply). ``preview``, for a handler that acts
+        ("set a timer"): the sentence it will most likely say, computed without acting, which is
+        synthesised during the hangover and spoken at once if the handler, run at END, says it."""
         if intent in self._handlers:
             raise ValueError(f"intent {intent!r} already has a handler")
         self._handlers[intent] = handler
         if read_only:
             self._read_only.add(intent)
+        if preview is not None:
+            self._previews[intent] = preview
 
     def replace(self, intent: str, handler: Handler) -> Handler | None:
         """Set the handler for ``intent`` even when one exists (a real feature taking over from a
@@ -86,6 +93,7 @@ class IntentRegistry:
         previous = self._handlers.get(intent)
         self._handlers[intent] = handler
         self._read_only.discard(intent)  # the new handler may act
+        self._previews.pop(intent, None)  # and say something else
         return previous
 
     def handles(self, intent: str) -> bool:
@@ -94,6 +102,11 @@ class IntentRegistry:
     def read_only(self, intent: str) -> bool:
         """Whether ``intent``'s handler was registered as only answering (see :meth:`register`)."""
         return intent in self._read_only
+
+    def preview(self, match: IntentMatch, ctx: AssistContext) -> str | None:
+        """What ``match``'s handler will most likely say, without acting (see :meth:`register`)."""
+        fn = self._previews.get(match.intent)
+        return None if fn is None else fn(match, ctx)
 
     @property
     def intents(self) -> list[str]:

@@ -22,7 +22,7 @@ from datetime import datetime
 from ai_server.assist.core import AssistContext, AssistReply, IntentMatch, IntentRegistry
 from ai_server.assist.intents import Recognizer
 from ai_server.metrics import Metrics
-from ai_server.pipeline import ReadOnlyAction, Turn
+from ai_server.pipeline import PreviewedAction, ReadOnlyAction, Turn
 from shared.errors import one_line
 
 log = logging.getLogger("naila.assist")
@@ -64,11 +64,20 @@ class AssistRouter:
         found = match
 
         async def act() -> str | None:
-            ctx = AssistContext(now=self.now(), device_id=turn.device_id, room=turn.room or None)
-            reply = await self.run(found, ctx)
+            reply = await self.run(found, self._context(turn))
             return None if reply is None else reply.text
 
-        return ReadOnlyAction(act) if self.registry.read_only(found.intent) else act
+        if self.registry.read_only(found.intent):
+            return ReadOnlyAction(act)
+        try:
+            preview = self.registry.preview(found, self._context(turn))
+        except Exception:  # a preview is only a guess: a bug in one costs the head start, not the turn
+            log.exception("intent %s: preview failed", found.intent)
+            preview = None
+        return PreviewedAction(act, preview) if preview else act
+
+    def _context(self, turn: Turn) -> AssistContext:
+        return AssistContext(now=self.now(), device_id=turn.device_id, room=turn.room or None)
 
     # -- typed chat ------------------------------------------------------------------------------
     async def answer(self, text: str, ctx: AssistContext) -> AssistReply | None:

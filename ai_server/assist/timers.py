@@ -78,6 +78,11 @@ def duration_of(slots: Mapping[str, Any], prefix: str = "") -> float:
             + _number(slots.get(f"{prefix}seconds", 0)))
 
 
+def _set_sentence(name: str, seconds: float) -> str:
+    """The confirmation of a timer set (one home: the handler and its preview say the same)."""
+    return f"{name.capitalize() + ' timer' if name else 'Timer'} set for {say_duration(seconds)}."
+
+
 def _clean_name(value: Any) -> str:
     name = re.sub(r"\s+", " ", str(value or "")).strip().lower()
     return re.sub(r"^(the|my|a|an) ", "", name).removesuffix(" timer").strip()
@@ -153,7 +158,7 @@ class Timers:
             ("HassIncreaseTimer", self.increase), ("HassDecreaseTimer", self.decrease),
             (STOP_INTENT, self.stop),
         ):
-            registry.register(intent, handler)
+            registry.register(intent, handler, preview=self.preview_start if handler == self.start else None)
 
     def restore(self) -> None:
         """Load the stored timers (at start): schedule them, ring the overdue, drop the missed."""
@@ -329,10 +334,19 @@ class Timers:
             timer = self.set_timer(ctx.asker, ctx.room or "", match.slots.get("name"), seconds)
         except ValueError as exc:
             return AssistReply(str(exc), match.intent)
-        name = timer.name
-        what = f"{name.capitalize()} timer" if name else "Timer"
-        return AssistReply(f"{what} set for {say_duration(seconds)}.", match.intent,
-                           data={"timer_id": timer.id, "seconds": seconds, "name": name})
+        return AssistReply(_set_sentence(timer.name, seconds), match.intent,
+                           data={"timer_id": timer.id, "seconds": seconds, "name": timer.name})
+
+    def preview_start(self, match: IntentMatch, ctx: AssistContext) -> str | None:
+        """What :meth:`start` will say when the timer can be set, without setting it (the pipeline
+        synthesises it while END is awaited); None when it would say something else."""
+        try:
+            seconds = duration_of(match.slots)
+        except ValueError:
+            return None
+        if match.slots.get("conversation_command") or not 0 < seconds <= MAX_TIMER_S:
+            return None
+        return _set_sentence(_clean_name(match.slots.get("name")), seconds)
 
     async def cancel(self, match: IntentMatch, ctx: AssistContext) -> AssistReply:
         if not self._mine(ctx, match.slots):  # "stop the timer" while it rings: it is done, so silence it

@@ -192,3 +192,42 @@ async def test_an_action_that_acts_waits_for_end_and_a_discarded_read_only_answe
     session.handle(msg(pb.INTERRUPT, quiet(0)))
     await settle()
     assert answering.runs == 1 and queued(session) == [] and pipeline.conversations.history("kitchen") == []
+
+
+class PreviewRouter:
+    """Routes every turn to an action that acts at END, with a preview of what it will say."""
+
+    def __init__(self, says: str, preview: str) -> None:
+        self.says, self.preview, self.runs = says, preview, 0
+
+    def route(self, turn: object) -> object:
+        from ai_server.pipeline import PreviewedAction
+
+        async def act() -> str:
+            self.runs += 1
+            return self.says
+
+        return PreviewedAction(act, self.preview)
+
+
+@pytest.mark.parametrize("says", ["Timer set for 5 minutes.", "You already have 10 timers; cancel one first."])
+async def test_an_acting_command_runs_at_end_and_its_previewed_sentence_is_synthesised_before(says: str) -> None:
+    """Issue 20: "set a timer" must not act before END, but what it will say can be synthesised during
+    the hangover; spoken at once when the handler says it, synthesised as before when it does not."""
+    session, pipeline, _ = make()
+    tts = pipeline.voice.tts
+    router = PreviewRouter(says, "Timer set for 5 minutes.")
+    pipeline.router = router  # type: ignore[assignment]
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(200))
+    await settle()
+    assert router.runs == 0 and tts.texts == ["Timer set for 5 minutes."]  # type: ignore[attr-defined]
+    assert not any(m.audio_pcm for m in session.devices["kitchen"].held)
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    out = queued(session)
+    assert router.runs == 1 and out[-1].is_final and out[-1].reply_text == says
+    assert [m.reply_text for m in out if m.audio_pcm and m.reply_text] == [says]
+    matched = says == router.preview
+    assert tts.texts == ["Timer set for 5 minutes."] + ([] if matched else [says])  # type: ignore[attr-defined]
+    assert pipeline.metrics.counters.get("previews_spoken" if matched else "previews_missed") == 1

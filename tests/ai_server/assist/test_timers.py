@@ -105,6 +105,23 @@ async def test_a_named_timer_answers_and_rings_with_its_name(rig: Rig) -> None:
     assert rig.player.played[0][2] == "Your pasta timer is done."
 
 
+@pytest.mark.parametrize("slots", [{"minutes": 10}, {"name": "the Pasta timer", "minutes": 8},
+                                   {"hours": 1, "minutes": 30}, {"seconds": 45}])
+async def test_the_start_preview_is_what_setting_the_timer_says_and_sets_nothing(rig: Rig, slots: Any) -> None:
+    """Issue 20: the pipeline synthesises the preview while END is awaited, so it must be the
+    sentence the handler says, and computing it must not set a timer."""
+    match = IntentMatch("HassStartTimer", slots)
+    preview = rig.registry.preview(match, rig.ctx())
+    assert preview is not None and rig.timers.timers == {}
+    assert (await rig.say("HassStartTimer", **slots)).text == preview
+
+
+async def test_no_preview_where_the_timer_would_not_be_set(rig: Rig) -> None:
+    for slots in ({"hours": 25}, {"minutes": 0}, {"minutes": 5, "conversation_command": "turn off the lights"}):
+        assert rig.registry.preview(IntentMatch("HassStartTimer", slots), rig.ctx()) is None, slots
+    assert rig.registry.preview(IntentMatch("HassCancelTimer", {}), rig.ctx()) is None
+
+
 async def test_ringing_repeats_with_pauses_until_the_ring_limit(rig: Rig) -> None:
     await rig.say("HassStartTimer", seconds=3)
     await rig.clock.advance(3 + 60 + 10)
