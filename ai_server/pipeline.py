@@ -494,12 +494,11 @@ class Pipeline:
 
     @staticmethod
     async def _rendered(rendering: asyncio.Future[list[Int16Array]]) -> list[Int16Array] | None:
-        """The previewed sentence's audio, or None (its synthesis failed: speak_clause tries again)."""
+        """The previewed sentence's audio, or None (its synthesis failed: speak_clause tries again).
+        A cancelled turn stays cancelled (awaiting the rendering cancels it along with the turn)."""
         try:
             return await rendering
         except asyncio.CancelledError:
-            if rendering.cancelled():
-                return None
             raise
         except Exception:
             return None

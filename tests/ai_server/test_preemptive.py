@@ -231,3 +231,15 @@ async def test_an_acting_command_runs_at_end_and_its_previewed_sentence_is_synth
     matched = says == router.preview
     assert tts.texts == ["Timer set for 5 minutes."] + ([] if matched else [says])  # type: ignore[attr-defined]
     assert pipeline.metrics.counters.get("previews_spoken" if matched else "previews_missed") == 1
+
+
+async def test_a_turn_cancelled_while_it_awaits_its_previewed_audio_stays_cancelled() -> None:
+    """A barge-in while the preview is still being synthesised must end the turn, not fall back to
+    synthesising the sentence again."""
+    rendering = asyncio.ensure_future(asyncio.sleep(10))
+    waiter = asyncio.ensure_future(Pipeline._rendered(rendering))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert rendering.cancelled()
