@@ -66,7 +66,6 @@ class PlaybackBuffer:
         self.underruns = 0
         self.dropped_samples = 0
         self.trimmed_samples = 0  # quiet audio dropped to keep the queue at the prebuffer
-        self._all_quiet = False  # everything queued is quiet (meaningful while _size > 0)
 
     @property
     def prebuffer_ms(self) -> float:
@@ -85,11 +84,12 @@ class PlaybackBuffer:
             if quiet and self._size >= max(self._prebuffer, 1):
                 self.trimmed_samples += samples.size
                 return
-            if not quiet and not self._playing and self._size and self._all_quiet:
+            if not quiet and not self._playing and self._chunks and all(
+                rms_dbfs(c) <= QUIET_DBFS for c in self._chunks  # stopped: at most the prebuffer
+            ):
                 self.trimmed_samples += self._size  # stale idle silence ahead of a reply
                 self._chunks.clear()
                 self._size = 0
-            self._all_quiet = quiet and (self._all_quiet or not self._size)
             self._chunks.append(samples)
             self._size += samples.size
             excess = self._size - self._max

@@ -316,11 +316,11 @@ class TtsTrack(MediaStreamTrack):
         self._waker = waker = asyncio.get_running_loop().create_future()
         sleeper = asyncio.ensure_future(self._sleep(wait))
         try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
             self._waker = None
-        return waker.done() and not sleeper.done()
+        return sleeper not in done
 
     def _keep_lead(self, mono: Int16Array | None) -> None:
         """Run the frame clock one frame ahead from a reply's first frame after idle to its end."""
