@@ -316,6 +316,13 @@ async def test_latency_chart_has_a_bar_per_turn_and_the_page_fits_a_phone(
     await expect(bars).to_have_count(6, timeout=5000)
 
     await page.set_viewport_size({"width": 390, "height": 844})
+    # The ResizeObserver redraws the chart (a new <svg>) after the resize: wait for the redrawn one,
+    # or the box may be read from the svg being replaced (None) or from the desktop-width one.
+    await page.wait_for_function(
+        "() => { const s = document.querySelector('#latency-chart svg');"
+        " return s !== null && s.isConnected && s.getBoundingClientRect().width <= 390; }",
+        timeout=5000,
+    )
     width = await page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
     chart = await page.locator("#latency-chart svg").bounding_box()
