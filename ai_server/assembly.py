@@ -433,7 +433,7 @@ async def _assemble(
     pipeline = Pipeline(
         stt, llm, tts, conversations, metrics,
         speculate_ms=settings.stt_speculative_ms, chunk_ms=settings.tts_chunk_ms, degraded=degraded,
-        preemptive=settings.llm_preemptive, voice=voice,
+        preemptive=settings.llm_preemptive, preemptive_quiet_ms=settings.llm_preemptive_quiet_ms, voice=voice,
         router=router,  # also carries "play it in the kitchen" and announcements (NailaReplay, ...)
         looker=looker,
     )

@@ -270,6 +270,7 @@ class Pipeline:
         chunk_ms: int = 40,
         degraded: bool = False,
         preemptive: bool = False,
+        preemptive_quiet_ms: int = 0,
         voice: Voice | None = None,
         router: Router | None = None,
         looker: Looker | None = None,
@@ -284,6 +285,7 @@ class Pipeline:
         self.chunk_ms = chunk_ms
         self.degraded = degraded
         self.preemptive = preemptive
+        self.preemptive_quiet_ms = preemptive_quiet_ms  # quiet before a held reply starts (session)
         self.started = time.monotonic()
         self._prefill: asyncio.Task[None] | None = None
         self.router = router  # consulted after STT, before the LLM (None: every turn is a question)

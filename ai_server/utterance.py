@@ -8,6 +8,11 @@ we wait for the run already under way, which started earlier than a fresh one co
 If the user spoke again after the snapshot, the result is stale and we transcribe the
 whole buffer again.
 
+The session starts a held reply from that transcript only once the quiet has lasted its own,
+longer threshold (LLM_PREEMPTIVE_QUIET_MS, :attr:`quiet_ms`): transcribing early costs one
+Whisper run when the quiet was only a stop inside a word, a reply started on it would cost an
+LLM evaluation too, and the early transcript is ready when the reply may start.
+
 "Quiet" is judged per 20 ms frame: more than 30 dB below the loudest frame of this
 utterance, or below -60 dBFS; that holds for clean espeak audio and for a room's noise.
 
@@ -113,6 +118,13 @@ class Utterance:
     def heard_speech(self) -> bool:
         return self._last_voiced_end > 0
 
+    @property
+    def quiet_ms(self) -> int:
+        """How long the audio so far has been quiet since the last voiced frame (0 before any speech)."""
+        if not self.heard_speech:
+            return 0
+        return (self._analysed - self._last_voiced_end) * 1000 // HUB_RATE
+
     def _analyse(self, x: Int16Array) -> None:
         buf = np.concatenate([self._tail, x]) if self._tail.size else x
         n_frames = buf.size // FRAME_SAMPLES
@@ -128,8 +140,7 @@ class Utterance:
     def _maybe_speculate(self) -> None:
         if self.speculate_ms <= 0 or not self.heard_speech:
             return
-        quiet_ms = (self._analysed - self._last_voiced_end) * 1000 // HUB_RATE
-        if quiet_ms < self.speculate_ms and not self.capped:
+        if self.quiet_ms < self.speculate_ms and not self.capped:
             return
         run = self._run
         if run is not None and (run.upto >= self._last_voiced_end or not run.task.done()):

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -219,10 +221,27 @@ def hub_for(stack: Stack, mode: str) -> Stack:
     return hub
 
 
+# A device that has never played a sound cuts the end of its first utterance short: until its echo
+# canceller has seen a speaker signal, the Speex suppressor behind it attenuates the last 35-80 ms of
+# the voice (the last frame above -45 dBFS left the device 50-83 ms before the voice ended, against
+# 0-38 ms once anything had played), so the hub heard the end ~60 ms early. Every device in a home
+# has played something (a reply, a chime) before the question a user times, so each conversation's
+# new device plays a short chime first: turn 1 is a new conversation, not a device fresh from boot.
+CHIME_S = 0.3
+
+
+async def chime(dev: SimDevice) -> None:
+    rate = dev.agent.pipeline.rate
+    t = np.arange(round(CHIME_S * rate)) / rate
+    dev.agent.pipeline.playback.push((3000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
+    await asyncio.sleep(CHIME_S + 1.0)
+
+
 async def conversation(hub: Stack, device_id: str, questions: list[str], mode: str) -> list[dict[str, Any]]:
     dev = await start_device(device_id, hub.hub_url)
     out = []
     try:
+        await chime(dev)
         for k, text in enumerate(questions, start=1):
             r = await one_turn(dev, text)
             if r is None:

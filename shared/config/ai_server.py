@@ -96,7 +96,7 @@ class AIServerSettings(NailaSettings):
         10, description="Whisper window for short utterances, s (30 = always the standard 30 s window)"
     )
     stt_speculative_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
-        100, description="Quiet tail after speech that starts a transcription before END, ms; 0 = off"
+        60, description="Quiet tail after speech that starts a transcription before END, ms; 0 = off"
     )
     llm_context: Annotated[int, Field(ge=256, le=131072)] = Field(
         2048, description="Context window of the embedded llama.cpp model, tokens"
@@ -107,6 +107,10 @@ class AIServerSettings(NailaSettings):
     )
     llm_preemptive: bool = Field(
         True, description="Start the reply during the hub's VAD hangover, held until END (needs STT_SPECULATIVE_MS)"
+    )
+    llm_preemptive_quiet_ms: Annotated[int, Field(ge=0, le=2000)] = Field(
+        100, description="Quiet tail after speech before a held reply starts, ms (its transcript may be ready "
+        "sooner: STT_SPECULATIVE_MS); a shorter pause inside a word costs a transcription, not a reply"
     )
     llm_state_cache_mb: Annotated[int, Field(ge=0, le=65536)] = Field(
         256, description="Embedded LLM: RAM for the saved prompt states of conversations sharing the model "

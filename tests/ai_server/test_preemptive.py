@@ -49,10 +49,12 @@ def transcript_of(audio: Int16Array) -> str:
     return f"question of {voiced * 20} ms"
 
 
-def make(preemptive: bool = True) -> tuple[ConversationSession, Pipeline, FakeLLM]:
+def make(
+    preemptive: bool = True, *, speculate_ms: int = 100, preemptive_quiet_ms: int = 0
+) -> tuple[ConversationSession, Pipeline, FakeLLM]:
     llm = FakeLLM("Sure. Here it is.")
-    pipeline = Pipeline(FakeSTT(transcript_of), llm, FakeTTS(), Conversations("sys", 4), speculate_ms=100,
-                        preemptive=preemptive)
+    pipeline = Pipeline(FakeSTT(transcript_of), llm, FakeTTS(), Conversations("sys", 4), speculate_ms=speculate_ms,
+                        preemptive=preemptive, preemptive_quiet_ms=preemptive_quiet_ms)
     return ConversationSession(pipeline), pipeline, llm
 
 
@@ -90,6 +92,43 @@ async def test_reply_is_made_during_the_hangover_and_released_by_end() -> None:
     assert out[-1].reply_text == "Sure. Here it is."
     assert out[-1].timing.stt_ms == 1  # reached before END
     assert [e.user for e in pipeline.conversations.history("kitchen")] == ["question of 400 ms"]
+    assert pipeline.metrics.counters.get("preemptive_used") == 1
+
+
+async def test_early_transcript_starts_the_reply_only_after_the_longer_quiet() -> None:
+    # The defaults' shape: Whisper after 60 ms of quiet, the held reply after 100.
+    session, pipeline, llm = make(speculate_ms=60, preemptive_quiet_ms=100)
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(80))  # transcribed, but 80 ms may be a stop inside a word
+    await settle()
+    dev = session.devices["kitchen"]
+    assert dev.utterance is not None and dev.utterance.speculation_ready
+    assert dev.early is None and len(llm.requests) == 0, "no reply before LLM_PREEMPTIVE_QUIET_MS of quiet"
+    frames(session, quiet(40))  # 120 ms: the ready transcript starts the reply at once
+    await settle()
+    assert dev.early is not None and dev.held and len(llm.requests) == 1
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    out = queued(session)
+    assert [m.final_stt for m in out if m.final_stt] == ["question of 400 ms"]
+    assert out[-1].reply_text == "Sure. Here it is."
+    assert pipeline.metrics.counters.get("preemptive_used") == 1
+
+
+async def test_a_stop_inside_a_word_costs_a_transcription_but_no_reply() -> None:
+    session, pipeline, llm = make(speculate_ms=60, preemptive_quiet_ms=100)
+    session.handle(msg(pb.START, tone(400)))
+    frames(session, quiet(80))  # the closure of a "t": transcribed ...
+    await settle()
+    frames(session, tone(300))  # ... and the word goes on
+    frames(session, quiet(200))
+    await settle()
+    assert len(llm.requests) == 1, "one reply, to the whole question"
+    session.handle(msg(pb.END, quiet(20)))
+    await settle()
+    out = queued(session)
+    assert [m.final_stt for m in out if m.final_stt] == ["question of 700 ms"]
+    assert pipeline.metrics.counters.get("preemptive_discarded") is None
     assert pipeline.metrics.counters.get("preemptive_used") == 1
 
 
