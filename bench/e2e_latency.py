@@ -221,10 +221,10 @@ def hub_for(stack: Stack, mode: str) -> Stack:
     return hub
 
 
-# A device that has never played a sound cuts the end of its first utterance short: until its echo
-# canceller has seen a speaker signal, the Speex suppressor behind it attenuates the last 35-80 ms of
-# the voice (the last frame above -45 dBFS left the device 50-83 ms before the voice ended, against
-# 0-38 ms once anything had played), so the hub heard the end ~60 ms early. Every device in a home
+# A device that has never played a sound cuts the end of its first utterance short: its mic path
+# attenuates the last syllable (the last frame above -45 dBFS left the device 50-83 ms before the
+# voice ended on 5 of 11 first turns, at most 38 ms before once anything had played; which part of
+# the path does it is not found, docs/benchmarks.md), so the hub heard the end early. Every device in a home
 # has played something (a reply, a chime) before the question a user times, so each conversation's
 # new device plays a short chime first: turn 1 is a new conversation, not a device fresh from boot.
 CHIME_S = 0.3
