@@ -241,7 +241,7 @@ class ConversationSession:
             return
         if not utterance.speculation_ready or (dev.turn is not None and not dev.turn.done):
             return
-        if utterance.quiet_ms < self.pipeline.preemptive_quiet_ms and not utterance.capped:
+        if not utterance.quiet_for(self.pipeline.preemptive_quiet_ms):
             return  # maybe a stop inside a word: the next CONTINUE checks again
         turn = Turn(next(_turn_ids), dev.device_id, dev.conversation_id, time.monotonic(), room=dev.room,
                     sink=self._hold, preemptive=True)

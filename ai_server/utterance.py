@@ -9,7 +9,7 @@ If the user spoke again after the snapshot, the result is stale and we transcrib
 whole buffer again.
 
 The session starts a held reply from that transcript only once the quiet has lasted its own,
-longer threshold (LLM_PREEMPTIVE_QUIET_MS, :attr:`quiet_ms`): transcribing early costs one
+longer threshold (LLM_PREEMPTIVE_QUIET_MS, :meth:`quiet_for`): transcribing early costs one
 Whisper run when the quiet was only a stop inside a word, a reply started on it would cost an
 LLM evaluation too, and the early transcript is ready when the reply may start.
 
@@ -125,6 +125,11 @@ class Utterance:
             return 0
         return (self._analysed - self._last_voiced_end) * 1000 // HUB_RATE
 
+    def quiet_for(self, ms: int) -> bool:
+        """The speech may be over: quiet for ``ms`` since the last voiced frame, or at the length cap
+        (nothing more is kept). Gates both the background transcription and the held reply."""
+        return self.capped or self.quiet_ms >= ms
+
     def _analyse(self, x: Int16Array) -> None:
         buf = np.concatenate([self._tail, x]) if self._tail.size else x
         n_frames = buf.size // FRAME_SAMPLES
@@ -140,7 +145,7 @@ class Utterance:
     def _maybe_speculate(self) -> None:
         if self.speculate_ms <= 0 or not self.heard_speech:
             return
-        if self.quiet_ms < self.speculate_ms and not self.capped:
+        if not self.quiet_for(self.speculate_ms):
             return
         run = self._run
         if run is not None and (run.upto >= self._last_voiced_end or not run.task.done()):
