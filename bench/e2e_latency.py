@@ -89,7 +89,7 @@ STAGES = ["vad_and_network_in", "stt", "llm_first_token", "first_sentence", "tts
 MODES = ["silence", "smart_turn"]
 # The talker's voice, one per conversation in turn (naila/harness.py SimDevice.say): espeak-ng's
 # formant voice and the shipped piper voice. Smart Turn hears the end of a question in its
-# prosody: on the 30 questions and commands below (clean, 200 ms of quiet after them) it rates
+# prosody: on the 30 questions below (clean, 200 ms of quiet after them) it rates
 # espeak's 0.84 p50 complete and 5 of 30 at >= 0.95 (HUB_END_OF_TURN_THRESHOLD), piper's 0.96
 # and 17 of 30. A person's falling intonation is closer to piper's; espeak alone would time the
 # model on the voice it trusts least (docs/benchmarks.md, issue 20's sixth round).

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from naila.browser import CHROMIUM_ARGS
 from naila.demo import demo_camera_clip, demo_photo
 from naila.harness import start_device
 from naila.stack import Stack
-from tests.web.conftest import CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 WEB_TOKEN = "done-when-dashboard-token-24"

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from hub.server import Hub, run_hub
+from naila.browser import chromium_executable, device_args, log_in
 from shared.config import HubSettings, MqttSettings, WebRTCSettings, load
 
 WEB_TOKEN = "correct-horse-battery-staple-42"
@@ -28,20 +29,6 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 # device page's is refreshed in docs/screenshots.
 DOC_SCREENSHOTS_FROM_TESTS = frozenset({"device.png"})
 
-# From the project's dependency notes: what makes Debian's Chromium a headless WebRTC device.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",
-]
 
 
 async def until(cond: Callable[[], bool], within_s: float, what: str) -> None:
@@ -104,18 +91,15 @@ async def browser_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Launch headless Chromium; ``fake_audio`` is a WAV the fake microphone plays once."""
     from playwright.async_api import async_playwright
 
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.fail("chromium is not installed (apt-get install chromium); scripts/setup.sh installs it")
+    try:
+        exe = chromium_executable()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     pw = await async_playwright().start()
     browsers: list[Any] = []
 
     async def launch(fake_audio: Path | None = None) -> Any:
-        args = list(CHROMIUM_ARGS)
-        if fake_audio is not None:
-            # %noloop: say it once, then silence (by default Chromium repeats the file forever).
-            args.append(f"--use-file-for-fake-audio-capture={fake_audio}%noloop")
-        browser = await pw.chromium.launch(executable_path=exe, headless=True, args=args)
+        browser = await pw.chromium.launch(executable_path=exe, headless=True, args=device_args(fake_audio))
         browsers.append(browser)
         return browser
 
@@ -127,11 +111,7 @@ async def browser_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
 
 async def browser_login(page: Any, base: str, next_path: str = "/") -> None:
     """Log in through the real login form, as a person would."""
-    await page.goto(f"{base}{next_path}")
-    assert page.url.startswith(f"{base}/login"), page.url
-    await page.fill("#login-token", WEB_TOKEN)
-    await page.click("#login-submit")
-    await page.wait_for_url(f"{base}{next_path}")
+    await log_in(page, base, WEB_TOKEN, next_path)
 
 
 def speech_wav(path: Path, text: str, lead_s: float = 3.0, tail_s: float = 2.0) -> Path:

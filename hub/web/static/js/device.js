@@ -12,7 +12,15 @@ const KEY_ROOM = "naila.room";
 const KEY_MODE = "naila.mode";
 const CONTROL_LABEL = "naila-control";
 const LOUD_DBFS = -45; // above this the mic (or the speaker) counts as "someone is talking"
-const METER_MS = 50;
+// The reply timing ("heard N ms after you stopped speaking") is read from the analysers' sample
+// buffers on the audio clock, not from when a timer tick happened to fire: each tick reads the last
+// TIMING_SAMPLES (42.7 ms at 48 kHz) of each side, so ticks METER_MS apart overlap and a tick up to
+// ~20 ms late leaves no gap, and every SUB_MS piece of it is judged loud or quiet with its own time.
+// (Sampling a 21 ms window every 50 ms, as before, put the end of speech up to 29 ms early and the
+// reply up to 50 ms late: +29 ms on average, up to +79.)
+const METER_MS = 20;
+const TIMING_SAMPLES = 2048;
+const SUB_MS = 10;
 const MAX_TURNS = 30;
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 // After a barge-in "flush" the browser still holds up to ~0.5 s of reply audio in its jitter
@@ -55,7 +63,11 @@ const st = {
   ctx: null,
   micAnalyser: null,
   spkAnalyser: null,
-  lastMicLoudAt: 0,
+  lastMicLoudAt: 0, // audio-clock ms: the end of the last loud 10 ms of the mic (the end of speech)
+  micScanned: 0, // audio-clock ms up to which the mic's buffer has been judged
+  spkScanned: 0,
+  spkLoud: false, // the speaker's last judged 10 ms was loud
+  spkOnsetAt: 0, // audio-clock ms: the start of the speaker's latest loud run (a reply began)
   awaitingReply: null, // {card, speechEnd}: measuring the time until the reply is heard
   current: null, // the turn card being filled by control messages
 };
@@ -208,7 +220,7 @@ function attachRemote(stream) {
   ui.audio.play().catch(() => {});
   if (st.ctx) {
     st.spkAnalyser = st.ctx.createAnalyser();
-    st.spkAnalyser.fftSize = 1024;
+    st.spkAnalyser.fftSize = TIMING_SAMPLES;
     st.ctx.createMediaStreamSource(stream).connect(st.spkAnalyser);
   }
 }
@@ -233,27 +245,65 @@ function applyMicGate() {
   else ui.talk.textContent = on ? "Listening (tap to mute)" : "Muted (tap to listen)";
 }
 
-function meter() {
-  const buf = new Float32Array(1024);
-  const level = (analyser) => {
-    if (!analyser) return -120;
-    analyser.getFloatTimeDomainData(buf);
-    return dbfs(buf);
-  };
-  const now = performance.now();
-  const mic = level(st.micAnalyser);
-  const spk = level(st.spkAnalyser);
-  ui.micLevel.value = Math.max(-90, mic);
-  ui.spkLevel.value = Math.max(-90, spk);
-  const micLive = st.mic?.getAudioTracks().some((t) => t.enabled);
-  if (micLive && mic > LOUD_DBFS) st.lastMicLoudAt = now;
-  if (st.awaitingReply && spk > LOUD_DBFS) {
-    const { card, speechEnd } = st.awaitingReply;
-    st.awaitingReply = null;
-    const ms = Math.round(now - speechEnd);
-    card.dataset.heardAfterMs = String(ms);
-    card.querySelector(".heard").textContent = `Reply heard ${ms} ms after you stopped speaking (measured in this browser).`;
+/** Audio-clock ms (the AudioContext's, which both analysers' buffers follow). */
+function audioNow() {
+  return st.ctx ? st.ctx.currentTime * 1000 : performance.now();
+}
+
+/**
+ * The 10 ms pieces of ``buf`` (ending at ``endMs`` on the audio clock) not judged before
+ * ``scannedMs``, oldest first: [startMs, loud] each; pieces are counted back from the end.
+ */
+function loudPieces(buf, rate, endMs, scannedMs) {
+  const n = Math.max(1, Math.round((rate * SUB_MS) / 1000));
+  const pieces = [];
+  for (let e = buf.length; e - n >= 0; e -= n) {
+    const startMs = endMs - ((buf.length - e + n) * 1000) / rate;
+    if (startMs < scannedMs) break;
+    pieces.push([startMs, dbfs(buf.subarray(e - n, e)) > LOUD_DBFS]);
   }
+  return pieces.reverse();
+}
+
+function meter() {
+  const buf = new Float32Array(TIMING_SAMPLES);
+  const rate = st.ctx ? st.ctx.sampleRate : 48000;
+  const now = audioNow();
+  const read = (analyser) => {
+    if (!analyser) return false;
+    analyser.getFloatTimeDomainData(buf);
+    return true;
+  };
+  if (read(st.micAnalyser)) {
+    ui.micLevel.value = Math.max(-90, dbfs(buf.subarray(TIMING_SAMPLES / 2)));
+    const micLive = st.mic?.getAudioTracks().some((t) => t.enabled);
+    for (const [at, loud] of loudPieces(buf, rate, now, st.micScanned)) {
+      if (micLive && loud) st.lastMicLoudAt = at + SUB_MS;
+      st.micScanned = at + SUB_MS;
+    }
+  }
+  if (read(st.spkAnalyser)) {
+    ui.spkLevel.value = Math.max(-90, dbfs(buf.subarray(TIMING_SAMPLES / 2)));
+    for (const [at, loud] of loudPieces(buf, rate, now, st.spkScanned)) {
+      if (loud && !st.spkLoud) st.spkOnsetAt = at;
+      st.spkLoud = loud;
+      st.spkScanned = at + SUB_MS;
+    }
+  } else {
+    ui.spkLevel.value = -90;
+  }
+  settleReplyTiming();
+}
+
+/** The reply is heard once the speaker's sound starts after the end of speech (its onset may come
+ * before or after the transcript message that opened the card). */
+function settleReplyTiming() {
+  const waiting = st.awaitingReply;
+  if (!waiting || st.spkOnsetAt <= waiting.speechEnd) return;
+  st.awaitingReply = null;
+  const ms = Math.round(st.spkOnsetAt - waiting.speechEnd);
+  waiting.card.dataset.heardAfterMs = String(ms);
+  waiting.card.querySelector(".heard").textContent = `Reply heard ${ms} ms after you stopped speaking (measured in this browser).`;
 }
 
 async function start() {
@@ -271,7 +321,7 @@ async function start() {
   }
   st.ctx = new AudioContext();
   st.micAnalyser = st.ctx.createAnalyser();
-  st.micAnalyser.fftSize = 1024;
+  st.micAnalyser.fftSize = TIMING_SAMPLES;
   st.ctx.createMediaStreamSource(st.mic).connect(st.micAnalyser);
   setInterval(meter, METER_MS);
   ui.start.hidden = true;
@@ -330,7 +380,8 @@ function onControl(raw) {
     const card = newCard(String(msg.text || ""));
     st.current = card;
     card.dataset.reply = "";
-    st.awaitingReply = { card, speechEnd: st.lastMicLoudAt || performance.now() };
+    st.awaitingReply = { card, speechEnd: st.lastMicLoudAt || audioNow() };
+    settleReplyTiming();
   } else if (msg.type === "reply" && st.current) {
     const text = `${st.current.dataset.reply} ${String(msg.text || "")}`.trim();
     st.current.dataset.reply = text;
