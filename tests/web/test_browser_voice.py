@@ -96,6 +96,13 @@ async def test_browser_asks_out_loud_hears_the_answer_and_survives_a_hub_restart
             await page.wait_for_timeout(200)
         assert h["loudMs"] >= MIN_HEARD_MS, f"the page heard too little of the reply: {h}"
         turn = [t for t in hub.turns.recent(device_id)][-1]
+        # The page's figure and the hub's own: the speech ended before the hub's END (by the pause
+        # that ends a turn) and the reply reached the page after the hub sent it, so the page's
+        # figure is the hub's END -> playout plus at most the 1 s fallback and the network each way.
+        # (A figure on another clock or in other units than the page's ms fails this.)
+        assert 0 < heard_after_ms < 5000, heard_after_ms
+        if (hub_ms := turn.timing.get("hub_end_to_playout_ms")) is not None:  # missing if the reply beat the mark
+            assert hub_ms < heard_after_ms < hub_ms + 2500, (heard_after_ms, turn.timing)
         print(
             f"\nbrowser device: connected in {connect_ms} ms; transcript {turn.transcript!r}; reply {reply!r}; "
             f"reply heard {heard_after_ms} ms after the end of speech (page clock); "
