@@ -86,6 +86,21 @@ class Turn:
     committed: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
     preemptive: bool = False
     began_t: float | None = None  # a preemptive turn: when it started, before END (end_t)
+    _on_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def when_committed(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` now if the reply is wanted, else once END confirms it (never if it is discarded)."""
+        if self.committed.is_set():
+            fn()
+        else:
+            self._on_commit.append(fn)
+
+    def commit(self) -> None:
+        """END confirmed a preemptive turn: its reply is wanted."""
+        self.committed.set()
+        pending, self._on_commit = self._on_commit, []
+        for fn in pending:
+            fn()
 
     def send(self, msg: pb.AudioOutput) -> None:
         if self.sink is not None:
@@ -329,9 +344,10 @@ class Pipeline:
                 code, message = pb.STT_FAILED, one_line(exc)
                 log.warning("turn %s/%d: STT failed: %s", turn.device_id, turn.id, message)
             turn.mark("stt")
-            self.metrics.count("stt_speculative_runs", utterance.speculative_runs)
-            if utterance.reused:
-                self.metrics.count("stt_speculative_hits")
+            # Counted for the turn that answers: a preemptive turn END throws away (the user went on)
+            # shares its utterance with the one that answers, which would count them twice.
+            runs, reused = utterance.speculative_runs, utterance.reused
+            turn.when_committed(lambda: self._count_stt(runs, reused))
             turn.send(turn.output(final_stt=turn.transcript))
             if code == pb.NONE and not turn.transcript.strip():
                 self.metrics.count("empty_transcripts")
@@ -355,6 +371,11 @@ class Pipeline:
             # The next prompt's prefix now, while the reply plays, not at the next START: a history
             # trim (the whole prompt again: seconds on 2 cores) then costs the next question nothing.
             self._prefill_prefix(turn.device_id, turn.room)
+
+    def _count_stt(self, runs: int, reused: bool) -> None:
+        self.metrics.count("stt_speculative_runs", runs)
+        if reused:
+            self.metrics.count("stt_speculative_hits")
 
     async def _reply(self, turn: Turn) -> tuple[Code, str, list[str]]:
         """LLM -> clauses -> TTS, concurrently. Returns (error code, message, reply clauses)."""

@@ -261,7 +261,7 @@ class ConversationSession:
         dev.early = None
         turn.began_t, turn.end_t = turn.end_t, time.monotonic()
         turn.sink = self._queue
-        turn.committed.set()
+        turn.commit()
         held, dev.held = dev.held, []
         for msg in held:
             self._queue(turn, msg)

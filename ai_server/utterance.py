@@ -162,7 +162,9 @@ class Utterance:
         self.speculative_runs += 1
 
     async def transcript(self) -> str:
-        """The final transcript, reusing the background run when nothing was said after it."""
+        """The final transcript, reusing the background run when nothing was said after it
+        (``reused`` tells which this call did: a held reply thrown away may have reused an earlier one)."""
+        self.reused = False
         run = self._run
         if run is not None and run.upto >= self._last_voiced_end:
             try:

@@ -153,6 +153,7 @@ async def one_turn(dev: SimDevice, text: str, voice: str = "espeak") -> dict[str
         "playback": {
             "trimmed_ms": played.playback_trimmed_ms - played_before.playback_trimmed_ms,
             "underruns": played.playback_underruns - played_before.playback_underruns,
+            "mic_dropped_ms": played.mic_dropped_ms - played_before.mic_dropped_ms,
         },
     }
 

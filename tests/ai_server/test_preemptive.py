@@ -93,6 +93,8 @@ async def test_reply_is_made_during_the_hangover_and_released_by_end() -> None:
     assert out[-1].timing.stt_ms == 1  # reached before END
     assert [e.user for e in pipeline.conversations.history("kitchen")] == ["question of 400 ms"]
     assert pipeline.metrics.counters.get("preemptive_used") == 1
+    assert pipeline.metrics.counters.get("stt_speculative_hits") == 1
+    assert pipeline.metrics.counters.get("stt_speculative_runs") == 1
 
 
 async def test_early_transcript_starts_the_reply_only_after_the_longer_quiet() -> None:
@@ -148,6 +150,10 @@ async def test_speaking_again_discards_the_held_reply() -> None:
     assert len(finals) == 1 and [m.final_stt for m in out if m.final_stt] == ["question of 700 ms"]
     assert [e.user for e in pipeline.conversations.history("kitchen")] == ["question of 700 ms"]
     assert pipeline.metrics.counters.get("preemptive_discarded") == 1
+    # The STT counters are the answering turn's: one background run, not reused (the words went on
+    # after it); the discarded reply's reuse of that run counts nowhere.
+    assert pipeline.metrics.counters.get("stt_speculative_runs") == 1
+    assert pipeline.metrics.counters.get("stt_speculative_hits") is None
 
 
 async def test_interrupt_drops_a_held_reply_without_output() -> None:
