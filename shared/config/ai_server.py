@@ -39,9 +39,13 @@ def _check_segment(value: str, what: str) -> None:
     # Device ids and zone names end up as MQTT topic levels (naila/alerts/{zone}/{type}).
     check_id(value, what)
 
+# "Answer the question in plain English": the shipped SmolLM2-135M answered "What is the capital of
+# France?" in French 11 times in 12 with "Always answer in English" (and a conversation that began so
+# stayed French); this wording: 2 in 12, and capitals right 28 in 36 instead of 9 (docs/benchmarks.md,
+# Embedded models).
 DEFAULT_SYSTEM_PROMPT = (
     "You are NAILA, a friendly voice assistant in the user's home. "
-    "Always answer in English, in one or two short spoken sentences. No lists, no markdown."
+    "Always answer the question in plain English, in one or two short spoken sentences. No lists, no markdown."
 )
 
 
