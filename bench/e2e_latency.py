@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stats import pct  # noqa: E402
+from bench.stats import pct, spread  # noqa: E402
 from naila.harness import SimDevice, start_device  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
 
@@ -306,12 +306,9 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
             "turn_1": first,
             f"turn_{LATER_TURN}_plus": later,
             "later_minus_first_p50_ms": later["total_first_audio_ms"]["p50"] - first["total_first_audio_ms"]["p50"],
-            "all_turns_ms": {"p50": pct([t["total_ms"] for t in mine], 0.5),
-                             "p95": pct([t["total_ms"] for t in mine], 0.95), "n": len(mine)},
+            "all_turns_ms": spread([t["total_ms"] for t in mine]),
             "by_voice_all_turns_ms": {
-                v: {"p50": pct(ts, 0.5), "p95": pct(ts, 0.95), "n": len(ts)}
-                for v in ns.voices
-                if (ts := [t["total_ms"] for t in mine if t["voice"] == v])
+                v: spread(ts) for v in ns.voices if (ts := [t["total_ms"] for t in mine if t["voice"] == v])
             },
         }
     return {

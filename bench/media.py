@@ -57,7 +57,7 @@ from ai_server.media.sources import MediaSources  # noqa: E402
 from ai_server.store import MediaStore  # noqa: E402
 from ai_server.vision.detector import YoloDetector, resolve_weights  # noqa: E402
 from ai_server.vision.view import CameraInfo, CameraView  # noqa: E402
-from bench.stats import pct  # noqa: E402
+from bench.stats import spread  # noqa: E402
 from device_agent.camera import Snapshot  # noqa: E402
 from device_agent.mqtt_agent import MqttAgent  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
@@ -134,7 +134,7 @@ async def timed(runs: int, step: Callable[[], Awaitable[object]]) -> dict[str, f
         t0 = time.monotonic()
         await step()
         ms.append((time.monotonic() - t0) * 1000)
-    return {"p50": pct(ms, 0.5), "p95": pct(ms, 0.95), "n": len(ms)}
+    return spread(ms)
 
 
 async def sources_bench(args: argparse.Namespace, mqtt: MqttSettings) -> dict[str, dict[str, float]]:
@@ -220,7 +220,7 @@ def events_bench(n: int, runs: int) -> dict[str, Any]:
                 t = time.monotonic()
                 run()
                 ms.append((time.monotonic() - t) * 1000)
-            result[name] = {"p50": pct(ms, 0.5), "p95": pct(ms, 0.95), "n": len(ms)}
+            result[name] = spread(ms)
         store.close()
     return result
 

@@ -13,3 +13,8 @@ def pct(values: list[float], q: float) -> float:
     k = (len(s) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """p50, p95 and how many: the figures a bench reports for one set of timings."""
+    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "n": len(values)}

@@ -30,7 +30,6 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 DOC_SCREENSHOTS_FROM_TESTS = frozenset({"device.png"})
 
 
-
 async def until(cond: Callable[[], bool], within_s: float, what: str) -> None:
     deadline = time.monotonic() + within_s
     while not cond():
