@@ -17,6 +17,7 @@ from typing import Any
 from ai_server.assembly import AIServer, start_server
 from ai_server.errors import StartupError
 from shared.config import AIServerSettings, ConfigError, MediaSettings, MqttSettings, load
+from shared.threads import one_blas_thread
 
 __all__ = ["AIServer", "main", "start_server"]
 
@@ -36,6 +37,7 @@ async def _serve(settings: AIServerSettings, mqtt: MqttSettings, media: MediaSet
 
 
 def main(argv: list[str]) -> int:
+    one_blas_thread()  # numpy's idle BLAS threads spin ~0.1 s after each Whisper feature extraction
     parser = argparse.ArgumentParser(
         prog="naila ai-server",
         description="Serve NailaAI over gRPC: streaming STT -> LLM -> TTS, and the MQTT control plane. "

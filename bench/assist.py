@@ -47,6 +47,7 @@ from ai_server.client import StreamClient, as_the_hub_sends  # noqa: E402
 from bench.stats import pct  # noqa: E402
 from shared.audio import HUB_RATE, espeak  # noqa: E402
 from shared.config import AIServerSettings, load  # noqa: E402
+from shared.threads import one_blas_thread  # noqa: E402
 from shared.wakeword import piper_speech  # noqa: E402
 
 OUT = ROOT / "bench/results/assist.json"
@@ -257,4 +258,5 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    one_blas_thread()  # as `naila ai-server` runs (shared/threads.py)
     sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -34,6 +34,7 @@ from ai_server.client import StreamClient, as_the_hub_sends  # noqa: E402
 from bench import stats  # noqa: E402
 from shared.audio import espeak  # noqa: E402
 from shared.config import AIServerSettings, load  # noqa: E402
+from shared.threads import one_blas_thread  # noqa: E402
 
 UTTERANCES = [ln.strip() for ln in (ROOT / "tests/ai_server/utterances.txt").read_text().splitlines() if ln.strip()]
 OUT = ROOT / "bench/results/turn_latency.json"
@@ -155,4 +156,5 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    one_blas_thread()  # as `naila ai-server` runs (shared/threads.py)
     sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -8,10 +8,8 @@ measured the same within noise (bench/hub_capacity.py --compare HUB_UVLOOP=true,
 Hub), so asyncio's loop stays the default and uvloop is an option (pip install uvloop). Asked for
 but not installed, the hub says so and runs on asyncio's loop.
 
-BLAS: numpy's OpenBLAS starts one thread per core, and after each matrix product (the end-of-turn
-model's log-mel filterbank, hub/log_mel.py) those threads spin-wait for more work: measured in
-bench/hub_capacity.py as 0.08-0.1 core of pure spinning at 8 devices, 16-20% of the hub's CPU, for
-a product that takes ~1 ms on one thread. The hub's parallelism is its streams, not its matrices.
+BLAS: one thread (:func:`shared.threads.one_blas_thread`): numpy's idle OpenBLAS threads spun
+0.08-0.1 core at 8 devices, 16-20% of the hub's CPU (bench/hub_capacity.py).
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from shared.threads import one_blas_thread
 
 log = logging.getLogger("naila.hub.runtime")
 
@@ -37,16 +37,6 @@ def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | 
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
-
-
-def one_blas_thread() -> None:
-    """Limit numpy's BLAS to one thread for the rest of the process (see the module docstring)."""
-    try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-    except ImportError:
-        log.warning("threadpoolctl is not installed: numpy's BLAS keeps one (spinning) thread per core")
-        return
-    threadpool_limits(limits=1, user_api="blas")
 
 
 def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool) -> T:

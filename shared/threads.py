@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -22,6 +23,8 @@ from concurrent.futures import Executor
 from typing import Final, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _END: Final = object()
 
@@ -37,6 +40,25 @@ def engine_threads(requested: int = 0, *, share: int = 1) -> int:
     if requested > 0:
         return requested
     return max(1, min(MAX_ENGINE_THREADS, (os.cpu_count() or 1) // share))
+
+
+def one_blas_thread() -> None:
+    """Limit numpy's BLAS to one thread for the rest of the process.
+
+    numpy's OpenBLAS starts one thread per core, and after each matrix product those threads
+    spin-wait for more work (2^28 cycles, ~0.1 s): a product of ~1 ms costs a whole core for
+    0.1 s. In the hub (the end-of-turn model's log-mel filterbank, hub/log_mel.py) that measured
+    0.08-0.1 core of pure spinning at 8 devices (bench/hub_capacity.py). In the AI server Whisper's
+    feature extractor is such a product: each transcription kept the second core spinning for ~90
+    ms, while the LLM and piper waited for it (issue 20, docs/benchmarks.md). Our processes'
+    parallelism is their streams and their engines' own thread pools (CTranslate2, llama.cpp, ONNX
+    Runtime), not numpy's matrices."""
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:
+        log.warning("threadpoolctl is not installed: numpy's BLAS keeps one (spinning) thread per core")
+        return
+    threadpool_limits(limits=1, user_api="blas")
 
 
 class _Failed:

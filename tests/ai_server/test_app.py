@@ -41,6 +41,24 @@ def test_missing_model_names_the_path_and_exit_1() -> None:
     assert "/nowhere/whisper-model" in out.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.unit
+def test_numpys_blas_gets_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenBLAS's idle threads spin ~0.1 s after each product: a core taken from the LLM and piper
+    after every Whisper feature extraction (shared/threads.py)."""
+    from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
+
+    from ai_server.app import main
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):  # as numpy starts on 2 cores; restored after
+        assert blas_threads() == {2}
+        monkeypatch.setenv("STT_BEAM_SIZE", "many")  # main stops at the configuration, before any model
+        assert main([]) == 2
+        assert blas_threads() == {1}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
