@@ -14,6 +14,13 @@ is otherwise append-only and byte-stable: nothing in it changes between turns (n
 room fixed per device), and a reply goes into history as the model generated it (not as spoken). The visual
 context slot holds a short description of what the device's camera sees (filled by the
 vision work); when set it goes in as a second system message.
+
+The user's words go to the model as a written sentence (:func:`as_written`): Whisper writes
+"What is the capital of France?" from clean audio but often "what is the capital of france" from
+a browser's or a room microphone's, and the shipped 135M model answers the bare words worse and
+sometimes echoes them back as its reply (docs/benchmarks.md, Embedded models). History keeps the
+words as heard; the prompt renders them through the same function every turn, so it stays
+byte-stable.
 """
 
 from __future__ import annotations
@@ -22,11 +29,38 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from ai_server.llm import Message
 from ai_server.store.transcripts import Recorded
 
 log = logging.getLogger(__name__)
+
+#: A sentence that opens with one of these and has no end mark is a question.
+QUESTION_OPENERS: Final = frozenset(
+    {
+        "what", "what's", "who", "who's", "whom", "whose", "where", "where's", "when", "why", "how", "how's",
+        "which", "is", "isn't", "are", "aren't", "am", "was", "wasn't", "were", "do", "does", "doesn't", "did",
+        "didn't", "don't", "can", "can't", "could", "will", "won't", "would", "should", "shall", "may", "might",
+        "have", "has", "had",
+    }
+)  # fmt: skip
+_END_MARKS: Final = ".!?…"
+_CLOSERS: Final = "\"')]”’»"
+
+
+def as_written(words: str) -> str:
+    """``words`` as a sentence: a capital first letter and an end mark ("?" after a question word,
+    else "."); text that already ends in a mark keeps it. Nothing else changes."""
+    text = words.strip()
+    if not text:
+        return text
+    if text[0].islower():
+        text = text[0].upper() + text[1:]
+    if text.rstrip(_CLOSERS)[-1:] in _END_MARKS:
+        return text
+    first = text.split(maxsplit=1)[0].lower().strip(",")
+    return text + ("?" if first in QUESTION_OPENERS else ".")
 
 
 @dataclass(frozen=True)
@@ -101,11 +135,11 @@ class Conversations:
             system += f" The user is speaking from the {room}."
         out: list[Message] = [{"role": "system", "content": system}]
         for ex in self._history.get(self._key(device_id), ()):
-            out.append({"role": "user", "content": ex.user})
+            out.append({"role": "user", "content": as_written(ex.user)})
             out.append({"role": "assistant", "content": ex.assistant})
         if visual:
             out.append({"role": "system", "content": visual})
-        out.append({"role": "user", "content": user_text})
+        out.append({"role": "user", "content": as_written(user_text)})
         return out
 
     def record(self, device_id: str, user_text: str, reply_text: str, *, room: str = "") -> None:

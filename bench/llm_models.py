@@ -4,8 +4,11 @@ DEFAULT_MODEL cites these numbers.
 
     .venv/bin/python bench/llm_models.py [--models smollm2-135m,qwen2.5-0.5b] [--threads 2] [--system-prompt TEXT]
 
-Every installed catalogue model runs (a missing extra is reported and skipped). Writes
-bench/results/llm_models.json and prints a table.
+Every installed catalogue model runs (a missing extra is reported and skipped). Each question is
+also asked as Whisper often writes a browser's or a room microphone's speech (lowercase, no
+question mark: "bare words") and as the server passes such words on (ai_server/conversation.py
+as_written: "as written"), after the timed answer; an echo is an answer that starts by repeating the
+question. Writes bench/results/llm_models.json and prints a table.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ai_server.conversation import as_written
 from ai_server.errors import StartupError
 from ai_server.llm.models import CATALOGUE, model_path
 from shared.config.ai_server import DEFAULT_SYSTEM_PROMPT
@@ -53,6 +57,12 @@ QUESTIONS: list[tuple[str, str]] = [
 ]
 
 
+def bare(question: str) -> str:
+    """The question as Whisper often writes a browser's or a room microphone's speech: lowercase,
+    no question mark."""
+    return question.lower().rstrip("?")
+
+
 def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> dict[str, Any]:
     from llama_cpp import Llama
 
@@ -80,16 +90,27 @@ def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFA
                 pieces.append(piece)
         end = time.perf_counter()
         answer = "".join(pieces).strip()
+        # After the timed answer, so its prompt shares no more with the one before than the system's.
+        as_heard = {}  # the bare words, and what the server makes of them (ai_server/conversation.py)
+        for form, text in (("bare", bare(question)), ("as_written", as_written(bare(question)))):
+            out = llm.create_chat_completion(messages=[system, {"role": "user", "content": text}],
+                                             max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15)
+            said = out["choices"][0]["message"]["content"].strip()
+            as_heard[form] = {"asked": text, "answer": said, "ok": bool(re.search(expected, said, re.IGNORECASE)),
+                              "echo": said.lower().startswith(bare(question)[:15])}
         rows.append({
             "question": question, "answer": answer, "ok": bool(re.search(expected, answer, re.IGNORECASE)),
             "ttft_ms": round(((first or end) - start) * 1000, 1),
             "decode_tok_s": round((tokens - 1) / (end - first), 1) if first and tokens > 1 and end > first else None,
+            "as_heard": as_heard,
         })
     llm.close()
     decode = [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
     return {
         "model": key, "file": path.name, "load_s": round(load_s, 2),
         "correct": sum(r["ok"] for r in rows), "questions": len(rows),
+        **{f"correct_{form}": sum(r["as_heard"][form]["ok"] for r in rows) for form in ("bare", "as_written")},
+        **{f"echoes_{form}": sum(r["as_heard"][form]["echo"] for r in rows) for form in ("bare", "as_written")},
         "ttft_ms_p50": round(statistics.median(r["ttft_ms"] for r in rows), 1),
         "ttft_ms_max": max(r["ttft_ms"] for r in rows),
         "decode_tok_s_p50": round(statistics.median(decode), 1) if decode else None,
@@ -115,10 +136,13 @@ def main() -> None:
     out = {"threads": args.threads, "max_tokens": args.max_tokens, "system_prompt": args.system_prompt,
            "results": results, "skipped": skipped}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"{'model':<14} {'correct':>8} {'TTFT p50 ms':>12} {'TTFT max ms':>12} {'decode tok/s':>13} {'load s':>7}")
+    print(f"{'model':<14} {'correct':>8} {'bare words':>11} {'as written':>11} {'TTFT p50 ms':>12} {'TTFT max ms':>12} "
+          f"{'decode tok/s':>13} {'load s':>7}")
     for r in results:
-        print(f"{r['model']:<14} {r['correct']:>4}/{r['questions']:<3} {r['ttft_ms_p50']:>12} {r['ttft_ms_max']:>12} "
-              f"{r['decode_tok_s_p50']!s:>13} {r['load_s']:>7}")
+        print(f"{r['model']:<14} {r['correct']:>4}/{r['questions']:<3} "
+              f"{r['correct_bare']:>5} ({r['echoes_bare']} echo) "
+              f"{r['correct_as_written']:>3} ({r['echoes_as_written']} echo) {r['ttft_ms_p50']:>12} "
+              f"{r['ttft_ms_max']:>12} {r['decode_tok_s_p50']!s:>13} {r['load_s']:>7}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ async def test_a_voice_turn_in_another_room_gets_the_earlier_exchange_in_its_pro
     await settle()
     assert queued(session)[-1].is_final
     prompt = [m["content"] for m in llm.requests[-1]]
-    assert "what is the weather today" in prompt and prompt[-1] == "what about tomorrow"
+    assert "What is the weather today?" in prompt and prompt[-1] == "What about tomorrow?"
     assert [e.user for e in conversations.history("kitchen")][-1] == "what about tomorrow"  # one thread
 
 

@@ -64,7 +64,7 @@ async def test_a_turn_is_transcript_then_audio_then_final_with_timing(make_serve
     t = final.timing
     assert 0 < t.stt_ms <= t.llm_first_token_ms <= t.first_sentence_ms <= t.tts_first_audio_ms
     assert t.tts_first_audio_ms <= t.first_frame_sent_ms <= t.total_ms
-    assert llm.requests[0][-1] == {"role": "user", "content": "tell me a joke"}
+    assert llm.requests[0][-1] == {"role": "user", "content": "Tell me a joke."}  # as written
 
 
 async def test_history_is_carried_to_the_next_turn(make_server: Any) -> None:
@@ -74,7 +74,7 @@ async def test_history_is_carried_to_the_next_turn(make_server: Any) -> None:
         await one_turn(client)
         await one_turn(client)
     roles = [(m["role"], m["content"]) for m in llm.requests[1]]
-    question = "why is the sky blue"
+    question = "Why is the sky blue?"  # the words as a written sentence, the same every turn
     assert roles[1:] == [("user", question), ("assistant", "Sunlight scatters."), ("user", question)]
 
 
@@ -87,7 +87,7 @@ async def test_the_llm_prefills_the_prompt_prefix_when_the_user_starts_speaking(
         await asyncio.sleep(0.1)
     assert len(llm.prefills) == 3  # START, the end of the reply (the next prefix), START again
     assert llm.prefills[1] == llm.prefills[2]
-    assert llm.prefills[1][1:] == [{"role": "user", "content": "why is the sky blue"},
+    assert llm.prefills[1][1:] == [{"role": "user", "content": "Why is the sky blue?"},
                                    {"role": "assistant", "content": "Sunlight scatters."},
                                    {"role": "user", "content": ""}]
 

@@ -233,7 +233,7 @@ def test_the_pipeline_puts_the_view_before_a_visual_question_only() -> None:
     p.looker = VisualQuestions(v)
     llm = _turn(p, "hall-pi", "hall", "who is at the front door")
     prompt = llm.requests[-1]
-    assert prompt[-1] == {"role": "user", "content": "who is at the front door"}
+    assert prompt[-1] == {"role": "user", "content": "Who is at the front door?"}
     assert prompt[-2]["role"] == "system" and "front door camera, just now: a person." in prompt[-2]["content"]
     assert p.metrics.counters.get("visual_questions") == 1
     llm = _turn(p, "hall-pi", "hall", "tell me a joke")

