@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.e2e_latency import GOAL_P50_MS, QUESTIONS, VOICES  # noqa: E402
+from bench.stats import cpu as stats_cpu  # noqa: E402
 from bench.stats import pct  # noqa: E402
 from naila.browser import chromium_executable, device_args, log_in  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
@@ -142,6 +143,7 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
     return {
         "what": "a real Chromium device: end of its speech -> the reply heard (the device page's own figure)",
         "clock": "the page's AudioContext clock (both analysers' sample buffers)",
+        "cpu": stats_cpu(),
         "machine": "2-core CPU, shipped models (Whisper tiny.en int8, SmolLM2-135M Q4_1, piper joe-us), "
                    "Chromium on the same cores",
         "load_average_1_5_15": {"start": [round(x, 2) for x in load_at_start],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 
 def pct(values: list[float], q: float) -> float:
@@ -18,3 +20,20 @@ def pct(values: list[float], q: float) -> float:
 def spread(values: list[float]) -> dict[str, float]:
     """p50, p95 and how many: the figures a bench reports for one set of timings."""
     return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "n": len(values)}
+
+
+def cpu() -> str:
+    """This machine's CPU as a bench's JSON records it: the figures differ by CPU model (an Intel
+    box with AMX and an AMD EPYC with AVX-512 gave the same code different latencies)."""
+    model, flags = "unknown CPU", set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{os.cpu_count()} x {model}" + (f" ({', '.join(isa)})" if isa else "")
