@@ -170,6 +170,15 @@ async def one_barge_in(dev: SimDevice) -> float | None:
     if playing is None:
         return None
     await asyncio.sleep(1.0)  # a second into the reply (the echo guard measures the room first)
+    # Then while it sounds: a reply pauses ~0.2 s between clauses (piper's own silence at each end),
+    # and a "stop" said into that pause measures nothing (the next clause may never have started).
+    sounding_by = time.monotonic() + 3.0
+    while time.monotonic() < sounding_by:
+        now = time.monotonic()
+        recent = dev.backend.speaker_segments(-45.0, 0.0, since=now - 0.06)
+        if recent and recent[-1][1] >= now - 0.03:
+            break
+        await asyncio.sleep(0.01)
     barge, barge_end = dev.say("Please stop.")
     await asyncio.sleep(2.5)
     # Only sound that began before the barge-in speech ended belongs to the old reply: the
