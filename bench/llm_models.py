@@ -68,12 +68,14 @@ def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFA
 
     path = model_path(key)
     t0 = time.perf_counter()
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm: Any = Llama(  # its stubs reject plain message dicts; the server holds it as Any too
+        model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
     load_s = time.perf_counter() - t0
     system = {"role": "system", "content": system_prompt}
     # Warm: weights paged in, the system prompt in the KV cache (as the server's prefill does).
     llm.create_chat_completion(messages=[system, {"role": "user", "content": "Hi"}], max_tokens=1, temperature=0)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for question, expected in QUESTIONS:
         start = time.perf_counter()
         first = None
@@ -90,8 +92,9 @@ def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFA
                 pieces.append(piece)
         end = time.perf_counter()
         answer = "".join(pieces).strip()
-        # After the timed answer, so its prompt shares no more with the one before than the system's.
-        as_heard = {}  # the bare words, and what the server makes of them (ai_server/conversation.py)
+        # The bare words, and what the server makes of them (ai_server/conversation.py); after the
+        # timed answer, so its prompt shares no more with the one before than the system's.
+        as_heard: dict[str, dict[str, Any]] = {}
         for form, text in (("bare", bare(question)), ("as_written", as_written(bare(question)))):
             out = llm.create_chat_completion(messages=[system, {"role": "user", "content": text}],
                                              max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15)
