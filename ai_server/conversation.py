@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from ai_server.clauses import CLOSERS, SENTENCE_MARKS
 from ai_server.llm import Message
 from ai_server.store.transcripts import Recorded
 
@@ -45,8 +46,6 @@ QUESTION_OPENERS: Final = frozenset(
         "have", "has", "had",
     }
 )  # fmt: skip
-_END_MARKS: Final = ".!?…"
-_CLOSERS: Final = "\"')]”’»"
 
 
 def as_written(words: str) -> str:
@@ -57,7 +56,7 @@ def as_written(words: str) -> str:
         return text
     if text[0].islower():
         text = text[0].upper() + text[1:]
-    if text.rstrip(_CLOSERS)[-1:] in _END_MARKS:
+    if text.rstrip(CLOSERS)[-1:] in SENTENCE_MARKS:
         return text
     first = text.split(maxsplit=1)[0].lower().strip(",")
     return text + ("?" if first in QUESTION_OPENERS else ".")
