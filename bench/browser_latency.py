@@ -37,12 +37,40 @@ sys.path.insert(0, str(ROOT))
 
 from bench.e2e_latency import GOAL_P50_MS, QUESTIONS, VOICES  # noqa: E402
 from bench.stats import cpu as stats_cpu  # noqa: E402
-from bench.stats import pct  # noqa: E402
+from bench.stats import llm_file, pct  # noqa: E402
 from naila.browser import chromium_executable, device_args, log_in  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
 from shared.audio import espeak, write_wav  # noqa: E402
 
 RATE = 48_000
+PEER_PROBE = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.__peers = [];
+  window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__peers.push(pc); return pc; };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();"""
+# The reply stream's jitter buffer as Chromium reports it (inbound-rtp, audio), over the conversation.
+RTC_STATS = """async () => {
+  const pc = (window.__peers || []).at(-1);
+  if (!pc) return null;
+  const out = {};
+  (await pc.getStats()).forEach(r => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      const n = r.jitterBufferEmittedCount || 1;
+      out.jitter_buffer_delay_ms = 1000 * r.jitterBufferDelay / n;
+      out.jitter_buffer_target_ms = 1000 * (r.jitterBufferTargetDelay || 0) / n;
+      out.jitter_buffer_minimum_ms = 1000 * (r.jitterBufferMinimumDelay || 0) / n;
+      out.jitter_ms = 1000 * r.jitter;
+      out.packets_received = r.packetsReceived;
+      out.concealed_samples = r.concealedSamples;
+      out.total_samples_received = r.totalSamplesReceived;
+    }
+    if (r.type === "media-playout") {
+      out.playout_delay_ms = 1000 * r.totalPlayoutDelay / (r.totalSamplesCount || 1);
+    }
+  });
+  return out;
+}"""
 LEAD_S = 3.0  # quiet before the first question: the page connects meanwhile
 
 
@@ -70,7 +98,10 @@ async def conversation(pw: Any, stack: Stack, web_token: str, wav: Path, questio
     browser = await pw.chromium.launch(executable_path=chromium_executable(), headless=True,
                                        args=device_args(wav))
     try:
-        page = await (await browser.new_context()).new_page()
+        context = await browser.new_context()
+        # Keep the page's peer connections reachable, for their receive statistics at the end.
+        await context.add_init_script(PEER_PROBE)
+        page = await context.new_page()
         await log_in(page, stack.hub_url, web_token)
         await page.check("#mode-handsfree")
         await page.click("#start")  # getUserMedia starts the WAV
@@ -82,6 +113,7 @@ async def conversation(pw: Any, stack: Stack, web_token: str, wav: Path, questio
                 arg=questions, timeout=within_s * 1000, polling=500,
             )
         await asyncio.sleep(2.0)  # the last reply's text and timing
+        rtc = await page.evaluate(RTC_STATS)
         found = await page.eval_on_selector_all(
             "#turns li.turn",
             """cards => cards.map(c => ({
@@ -99,6 +131,8 @@ async def conversation(pw: Any, stack: Stack, web_token: str, wav: Path, questio
         timing: dict[str, Any] = dict(hub.get("timing") or {}) if hub else {}
         out.append({**card, "turn": k, "device_id": device_id,
                     "hub_end_to_playout_ms": timing.get("hub_end_to_playout_ms")})
+    if out:
+        out[-1]["rtc"] = rtc
     return out
 
 
@@ -135,6 +169,8 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
                     print(f"  {voice:6} turn {s['turn']} heard after {s['heard_after_ms']} ms "
                           f"(hub END->playout {s['hub_end_to_playout_ms']} ms)  {s['transcript']!r} -> "
                           f"{s['reply'][:50]!r}", flush=True)
+                if got and got[-1].get("rtc"):
+                    print(f"  {voice:6} the reply stream in Chromium: {got[-1]['rtc']}", flush=True)
                 if len(got) < ns.questions:
                     print(f"  {voice:6} conversation {c}: {len(got)} of {ns.questions} questions answered", flush=True)
                 samples += got
@@ -144,7 +180,7 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
         "what": "a real Chromium device: end of its speech -> the reply heard (the device page's own figure)",
         "clock": "the page's AudioContext clock (both analysers' sample buffers)",
         "cpu": stats_cpu(),
-        "machine": "2-core CPU, shipped models (Whisper tiny.en int8, SmolLM2-135M Q4_1, piper joe-us), "
+        "machine": f"2-core CPU, shipped models (Whisper tiny.en int8, {llm_file()}, piper joe-us), "
                    "Chromium on the same cores",
         "load_average_1_5_15": {"start": [round(x, 2) for x in load_at_start],
                                 "end": [round(x, 2) for x in os.getloadavg()]},

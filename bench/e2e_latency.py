@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stats import cpu as stats_cpu  # noqa: E402
-from bench.stats import pct, spread  # noqa: E402
+from bench.stats import llm_file, pct, spread  # noqa: E402
 from naila.harness import SimDevice, start_device  # noqa: E402
 from naila.stack import Stack, new_workdir  # noqa: E402
 
@@ -333,7 +333,7 @@ async def run(ns: argparse.Namespace) -> dict[str, Any]:
         "what": "end of speech at the device's mic -> first reply audio at its speaker",
         "clock": "time.monotonic per turn (CLOCK_MONOTONIC, shared by all processes)",
         "cpu": stats_cpu(),
-        "machine": "2-core CPU, shipped models (Whisper tiny.en int8, SmolLM2-135M Q4_1, piper joe-us)",
+        "machine": f"2-core CPU, shipped models (Whisper tiny.en int8, {llm_file()}, piper joe-us)",
         "load_average_1_5_15": {
             "start": [round(x, 2) for x in load_at_start],
             "end": [round(x, 2) for x in os.getloadavg()],

@@ -2,9 +2,12 @@
 and decode speed on this CPU (2 threads). Chooses nothing by itself; ai_server.llm.models's
 DEFAULT_MODEL cites these numbers.
 
-    .venv/bin/python bench/llm_models.py [--models smollm2-135m,qwen2.5-0.5b] [--threads 2] [--system-prompt TEXT]
+    .venv/bin/python bench/llm_models.py [--models smollm2-135m:shipped,qwen2.5-0.5b] [--threads 2]
+        [--system-prompt TEXT]
 
-Every installed catalogue model runs (a missing extra is reported and skipped). Each question is
+Every installed catalogue model runs (a missing extra is reported and skipped), and a model the
+catalogue re-encodes runs both ways (``key:shipped``, ``key:reencoded``; a bare key is
+LLM_EMBEDDED_ENCODING's ``auto``, whichever is faster on this CPU). Each question is
 also asked as Whisper often writes a browser's or a room microphone's speech (lowercase, no
 question mark: "bare words") and as the server passes such words on (ai_server/conversation.py
 as_written: "as written"), after the timed answer; an echo is an answer that starts by repeating the
@@ -63,10 +66,11 @@ def bare(question: str) -> str:
     return question.lower().rstrip("?")
 
 
-def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> dict[str, Any]:
+def run_model(entry: str, threads: int, max_tokens: int, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> dict[str, Any]:
     from llama_cpp import Llama
 
-    path = model_path(key)
+    key, _, encoding = entry.partition(":")
+    path = model_path(key, encoding=encoding or "auto")
     t0 = time.perf_counter()
     llm: Any = Llama(  # its stubs reject plain message dicts; the server holds it as Any too
         model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
@@ -110,7 +114,7 @@ def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFA
     llm.close()
     decode = [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
     return {
-        "model": key, "file": path.name, "load_s": round(load_s, 2),
+        "model": entry, "file": path.name, "load_s": round(load_s, 2),
         "correct": sum(r["ok"] for r in rows), "questions": len(rows),
         **{f"correct_{form}": sum(r["as_heard"][form]["ok"] for r in rows) for form in ("bare", "as_written")},
         **{f"echoes_{form}": sum(r["as_heard"][form]["echo"] for r in rows) for form in ("bare", "as_written")},
@@ -121,9 +125,17 @@ def run_model(key: str, threads: int, max_tokens: int, system_prompt: str = DEFA
     }
 
 
+def default_models() -> str:
+    """Every catalogue model; one the catalogue re-encodes, both ways."""
+    entries: list[str] = []
+    for key, model in CATALOGUE.items():
+        entries += [f"{key}:shipped", f"{key}:reencoded"] if model.run_as else [key]
+    return ",".join(entries)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(CATALOGUE))
+    ap.add_argument("--models", default=default_models())
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help="the shipped one unless given")
@@ -139,10 +151,10 @@ def main() -> None:
     out = {"threads": args.threads, "max_tokens": args.max_tokens, "system_prompt": args.system_prompt,
            "results": results, "skipped": skipped}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"{'model':<14} {'correct':>8} {'bare words':>11} {'as written':>11} {'TTFT p50 ms':>12} {'TTFT max ms':>12} "
+    print(f"{'model':<24} {'correct':>8} {'bare words':>11} {'as written':>11} {'TTFT p50 ms':>12} {'TTFT max ms':>12} "
           f"{'decode tok/s':>13} {'load s':>7}")
     for r in results:
-        print(f"{r['model']:<14} {r['correct']:>4}/{r['questions']:<3} "
+        print(f"{r['model']:<24} {r['correct']:>4}/{r['questions']:<3} "
               f"{r['correct_bare']:>5} ({r['echoes_bare']} echo) "
               f"{r['correct_as_written']:>3} ({r['echoes_as_written']} echo) {r['ttft_ms_p50']:>12} "
               f"{r['ttft_ms_max']:>12} {r['decode_tok_s_p50']!s:>13} {r['load_s']:>7}")

@@ -37,3 +37,13 @@ def cpu() -> str:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
     return f"{os.cpu_count()} x {model}" + (f" ({', '.join(isa)})" if isa else "")
+
+
+def llm_file() -> str:
+    """The GGUF the AI server runs with this environment's settings (LLM_EMBEDDED_ENCODING picks the
+    shipped SmolLM2 Q4_1 or its Q8_0 re-encoding by this CPU): a bench's JSON records it."""
+    from ai_server.llm.embedded import resolve_model_path
+    from shared.config import AIServerSettings
+
+    s = AIServerSettings()
+    return resolve_model_path(s.llm_model_path, s.llm_embedded_model, s.llm_model_cache, s.llm_embedded_encoding).name

@@ -48,11 +48,13 @@ def shipped_model_path() -> Path:
     return model_path(DEFAULT_MODEL)
 
 
-def resolve_model_path(configured: str, embedded_model: str = DEFAULT_MODEL, model_cache: str = "") -> Path:
-    """LLM_MODEL_PATH when set, else the catalogue's LLM_EMBEDDED_MODEL (joined and hash-checked)."""
+def resolve_model_path(configured: str, embedded_model: str = DEFAULT_MODEL, model_cache: str = "",
+                       encoding: str = "auto") -> Path:
+    """LLM_MODEL_PATH when set, else the catalogue's LLM_EMBEDDED_MODEL (joined and hash-checked) in
+    LLM_EMBEDDED_ENCODING."""
     if not configured and embedded_model not in CATALOGUE:
         raise StartupError(f"unknown LLM_EMBEDDED_MODEL {embedded_model!r}; one of {', '.join(CATALOGUE)}")
-    path = Path(configured).expanduser() if configured else model_path(embedded_model, model_cache)
+    path = Path(configured).expanduser() if configured else model_path(embedded_model, model_cache, encoding)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise StartupError(f"LLM model file not found or unreadable: {path} (LLM_MODEL_PATH={configured!r})")
     return path
@@ -71,6 +73,7 @@ class EmbeddedLLM:
         max_tokens: int = 96,
         temperature: float = 0.3,
         embedded_model: str = DEFAULT_MODEL,
+        encoding: str = "auto",
         model_cache: str = "",
         state_cache_mb: int = 256,
     ) -> None:
@@ -78,7 +81,7 @@ class EmbeddedLLM:
             from llama_cpp import Llama
         except ImportError as exc:
             raise StartupError(f"llama-cpp-python is not installed ({exc}); use LLM_BACKEND=openai") from exc
-        path = resolve_model_path(model_path, embedded_model, model_cache)
+        path = resolve_model_path(model_path, embedded_model, model_cache, encoding)
         self.model = path.name
         self.path = path
         self._max_tokens = max_tokens

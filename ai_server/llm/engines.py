@@ -29,6 +29,7 @@ def embedded(s: AIServerSettings, tools: Tools | None) -> LLMBackend:  # tools: 
         max_tokens=s.llm_max_tokens,
         temperature=s.llm_temperature,
         embedded_model=s.llm_embedded_model,
+        encoding=s.llm_embedded_encoding,
         model_cache=s.llm_model_cache,
         state_cache_mb=s.llm_state_cache_mb,
     )

