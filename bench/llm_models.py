@@ -11,13 +11,16 @@ LLM_EMBEDDED_ENCODING's ``auto``, whichever is faster on this CPU). Each questio
 also asked as Whisper often writes a browser's or a room microphone's speech (lowercase, no
 question mark: "bare words") and as the server passes such words on (ai_server/conversation.py
 as_written: "as written"), after the timed answer; an echo is an answer that starts by repeating the
-question. Writes bench/results/llm_models.json and prints a table.
+question. Then the questions are asked as conversations, as the server prompts them (its history
+and sampling, the seed fixed per order), in 6 shuffled orders ("in talk"). Writes
+bench/results/llm_models.json and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import statistics
 import sys
@@ -27,13 +30,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ai_server.conversation import as_written
+from ai_server.conversation import Conversations, as_written
 from ai_server.errors import StartupError
+from ai_server.llm.embedded import REPEAT_PENALTY
 from ai_server.llm.models import CATALOGUE, model_path
+from shared.config import AIServerSettings
 from shared.config.ai_server import DEFAULT_SYSTEM_PROMPT
 
 # (question as Whisper writes it: capitals and a question mark, which the small models answer
 # differently from lowercase words, see docs/benchmarks.md; regex an acceptable answer contains)
+CONVERSATION_ORDERS = 6  # shuffled orders of the questions asked as one conversation each (sampling seed = order)
 QUESTIONS: list[tuple[str, str]] = [
     ("What is the capital of France?", r"paris"),
     ("Who wrote Romeo and Juliet?", r"shakespeare"),
@@ -87,7 +93,7 @@ def run_model(entry: str, threads: int, max_tokens: int, system_prompt: str = DE
         tokens = 0
         for chunk in llm.create_chat_completion(
             messages=[system, {"role": "user", "content": question}], stream=True,
-            max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15,
+            max_tokens=max_tokens, temperature=0.0, repeat_penalty=REPEAT_PENALTY,
         ):
             piece = chunk["choices"][0]["delta"].get("content")
             if piece:
@@ -101,7 +107,7 @@ def run_model(entry: str, threads: int, max_tokens: int, system_prompt: str = DE
         as_heard: dict[str, dict[str, Any]] = {}
         for form, text in (("bare", bare(question)), ("as_written", as_written(bare(question)))):
             out = llm.create_chat_completion(messages=[system, {"role": "user", "content": text}],
-                                             max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15)
+                                             max_tokens=max_tokens, temperature=0.0, repeat_penalty=REPEAT_PENALTY)
             said = out["choices"][0]["message"]["content"].strip()
             as_heard[form] = {"asked": text, "answer": said, "ok": bool(re.search(expected, said, re.IGNORECASE)),
                               "echo": said.lower().startswith(bare(question)[:15])}
@@ -111,6 +117,7 @@ def run_model(entry: str, threads: int, max_tokens: int, system_prompt: str = DE
             "decode_tok_s": round((tokens - 1) / (end - first), 1) if first and tokens > 1 and end > first else None,
             "as_heard": as_heard,
         })
+    talk = conversations(llm, system_prompt, max_tokens)
     llm.close()
     decode = [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
     return {
@@ -118,11 +125,35 @@ def run_model(entry: str, threads: int, max_tokens: int, system_prompt: str = DE
         "correct": sum(r["ok"] for r in rows), "questions": len(rows),
         **{f"correct_{form}": sum(r["as_heard"][form]["ok"] for r in rows) for form in ("bare", "as_written")},
         **{f"echoes_{form}": sum(r["as_heard"][form]["echo"] for r in rows) for form in ("bare", "as_written")},
+        "conversation_right": sum(a["ok"] for a in talk), "conversation_answers": len(talk),
         "ttft_ms_p50": round(statistics.median(r["ttft_ms"] for r in rows), 1),
         "ttft_ms_max": max(r["ttft_ms"] for r in rows),
         "decode_tok_s_p50": round(statistics.median(decode), 1) if decode else None,
         "answers": rows,
+        "conversations": talk,
     }
+
+
+def conversations(llm: Any, system_prompt: str, max_tokens: int,
+                  orders: int = CONVERSATION_ORDERS) -> list[dict[str, Any]]:
+    """The questions one after another in one conversation, as the server prompts them (its history,
+    its sampling: ai_server.conversation.Conversations, LLM_TEMPERATURE, LLM_HISTORY_TURNS), in
+    ``orders`` shuffled orders: what history and sampling do to the answers."""
+    settings = AIServerSettings()
+    answers: list[dict[str, Any]] = []
+    for order in range(orders):
+        asked = QUESTIONS[:]
+        random.Random(order).shuffle(asked)
+        llm.set_seed(order)  # every model and encoding samples alike: the answers differ by the model
+        talk = Conversations(system_prompt, settings.llm_history_turns)
+        for question, expected in asked:
+            out = llm.create_chat_completion(messages=talk.messages("bench", question), max_tokens=max_tokens,
+                                             temperature=settings.llm_temperature, repeat_penalty=REPEAT_PENALTY)
+            said = out["choices"][0]["message"]["content"].strip()
+            talk.record("bench", question, said)
+            answers.append({"order": order, "question": question, "answer": said,
+                            "ok": bool(re.search(expected, said, re.IGNORECASE))})
+    return answers
 
 
 def default_models() -> str:
@@ -151,12 +182,14 @@ def main() -> None:
     out = {"threads": args.threads, "max_tokens": args.max_tokens, "system_prompt": args.system_prompt,
            "results": results, "skipped": skipped}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"{'model':<24} {'correct':>8} {'bare words':>11} {'as written':>11} {'TTFT p50 ms':>12} {'TTFT max ms':>12} "
+    print(f"{'model':<24} {'correct':>8} {'bare words':>11} {'as written':>11} {'in talk':>8} "
+          f"{'TTFT p50 ms':>12} {'TTFT max ms':>12} "
           f"{'decode tok/s':>13} {'load s':>7}")
     for r in results:
         print(f"{r['model']:<24} {r['correct']:>4}/{r['questions']:<3} "
               f"{r['correct_bare']:>5} ({r['echoes_bare']} echo) "
-              f"{r['correct_as_written']:>3} ({r['echoes_as_written']} echo) {r['ttft_ms_p50']:>12} "
+              f"{r['correct_as_written']:>3} ({r['echoes_as_written']} echo) "
+              f"{r['conversation_right']:>3}/{r['conversation_answers']:<3} {r['ttft_ms_p50']:>12} "
               f"{r['ttft_ms_max']:>12} {r['decode_tok_s_p50']!s:>13} {r['load_s']:>7}")
 
 

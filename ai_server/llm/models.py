@@ -90,8 +90,8 @@ CATALOGUE: dict[str, EmbeddedModel] = {
 # By measurement (bench/llm_models.py, 2 threads, 2-core Intel box, 2026-12-04, docs/benchmarks.md):
 # correct of 22 / warm first token p50 (max) / decode: smollm2 18 / 57 (66) ms / 82 tok/s; qwen 0.5b
 # 15 / 127 (145) ms / 20 tok/s; qwen 1.5b 21 / 284 (322) ms / 13 tok/s (on the AMD box of
-# bench/results/llm_models.json: smollm2 18 / 54 (69) ms / 108 tok/s, qwen 0.5b 15 / 125 (138) ms /
-# 40 tok/s, 1.5b not installed). Only 1.5B is clearly more
+# bench/results/llm_models.json: smollm2 18 / 48 (55) ms / 115 tok/s as shipped, 18 / 34 (43) ms /
+# 119 tok/s re-encoded as Q8_0, qwen 0.5b 15 / 117 (138) ms / 42 tok/s, 1.5b not installed). Only 1.5B is clearly more
 # accurate, at the edge of the 300 ms budget with 5x slower decode (a later first sentence), 1.85 GB RSS
 # and a 1.1 GB download: SmolLM2 stays the default, qwen2.5-1.5b is the opt-in for better answers.
 DEFAULT_MODEL = "smollm2-135m"
@@ -254,3 +254,15 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def main() -> int:
+    """scripts/setup.sh: make the default model's re-encoding and time the choice now, on an idle
+    machine, rather than at the AI server's first start."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    print(f"ai_server.llm.models: {model_path(DEFAULT_MODEL)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

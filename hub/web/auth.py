@@ -52,6 +52,11 @@ def new_browser_id() -> str:
     return f"{BROWSER_PREFIX}{secrets.token_hex(6)}"
 
 
+def is_browser_id(device_id: str) -> bool:
+    """A browser's device id (the web app mints these, and its device tokens are only for these)."""
+    return BROWSER_ID_RE.fullmatch(device_id) is not None
+
+
 class WebAuth:
     """Mints and checks login cookies and browser device tokens for one web token."""
 

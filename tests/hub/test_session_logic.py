@@ -209,3 +209,16 @@ async def test_closing_mid_utterance_tells_the_ai_and_frees_the_session(session)
     assert events(host)[-1] == pb.INTERRUPT
     assert host.closed == [s] and s.tts.readyState == "ended"
     assert host.metrics.sessions_closed["no_rtp"] == 1
+
+
+async def test_a_browser_gets_its_reply_without_the_devices_one_frame_lead() -> None:
+    """hub/tts_track.py: the device's fixed prebuffer fills sooner with a lead, a browser's adaptive
+    jitter buffer raises its delay after one (bench/browser_playout.py)."""
+    host = FakeHost()
+    device = DeviceSession("pi-1", RTCPeerConnection(), host)  # type: ignore[arg-type]
+    browser = DeviceSession("web-0123456789ab", RTCPeerConnection(), host)  # type: ignore[arg-type]
+    try:
+        assert (device.tts.lead_frames, browser.tts.lead_frames) == (1, 0)
+    finally:
+        await device.close("test")
+        await browser.close("test")

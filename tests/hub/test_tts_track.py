@@ -280,3 +280,32 @@ async def test_a_reply_pushed_into_an_idle_track_goes_out_at_once_and_one_frame_
     assert t.now - before == pytest.approx(0.04)
     await track.recv()
     assert t.now - before == pytest.approx(0.06)  # back on the 20 ms clock
+
+
+async def test_without_a_lead_a_reply_still_starts_at_the_push_but_its_frames_keep_their_ticks() -> None:
+    """A browser's track (lead_frames=0, hub/session.py): a burst would raise the browser's adaptive
+    jitter buffer's delay target (bench/browser_playout.py), so only the first frame is early."""
+    t = YieldingTime()
+    sleeping = asyncio.Event()
+
+    async def sleep(s: float) -> None:
+        sleeping.set()
+        if s > 0.015:
+            await asyncio.sleep(0.05)
+        await t.sleep(s)
+
+    track = TtsTrack(clock=t.clock, sleep=sleep, lead_frames=0)
+    await track.recv()
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.wait_for(sleeping.wait(), 1)
+    t.now += 0.007
+    track.push(tone_pcm(48_000, 0.1), 48_000, received_at=t.now)
+    track.end_reply()
+    await waiting
+    assert t.now == pytest.approx(100.007) and track.early_starts == 1  # sent at the push
+    await track.recv()
+    assert t.now == pytest.approx(100.027)  # the second frame on its own tick, 20 ms later
+    rest = [await track.recv() for _ in range(4)]
+    assert t.now == pytest.approx(100.007 + 5 * 0.02) and len(rest) == 4
+    await track.recv()  # silence after the reply: nothing to give back
+    assert t.now == pytest.approx(100.007 + 6 * 0.02)
