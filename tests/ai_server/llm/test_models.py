@@ -99,6 +99,21 @@ def test_the_choice_is_timed_again_for_other_files(tmp_path: Path, monkeypatch: 
     assert models.model_path(SMOL, tmp_path) == path and len(timed) == 4
 
 
+def test_a_timing_that_fails_runs_the_shipped_file_and_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(path: Path) -> float:
+        raise RuntimeError("no memory for a second model")
+
+    monkeypatch.setattr(encoding, "first_clause_s", broken)
+    with caplog.at_level(logging.WARNING, logger="ai_server.llm.encoding"):
+        assert models.model_path(SMOL, tmp_path).name.endswith("Q4_1.gguf")
+    assert "no memory for a second model" in caplog.text
+    assert not (tmp_path / encoding.CHOICES_FILE).exists()  # nothing remembered: timed at the next start
+    timed = _timed(monkeypatch, {"q4": 0.16, "q8": 0.12})
+    assert models.model_path(SMOL, tmp_path).name.endswith("Q8_0.gguf") and len(timed) == 2
+
+
 def test_first_clause_time_is_measured_on_the_real_model(tmp_path: Path) -> None:
     shipped = models.model_path(SMOL, tmp_path, "shipped")
     seconds = encoding.first_clause_s(shipped, rounds=1)
