@@ -132,10 +132,15 @@ class MicBuffer:
     """Cleaned mic audio waiting for the WebRTC track: written on the audio clock, read by asyncio.
 
     Bounded to ``max_ms`` (oldest dropped): while no peer reads (reconnecting) or when the reader
-    falls behind, stale audio is discarded instead of turning into latency.
+    falls behind for good, stale audio is discarded instead of turning into latency. The bound is
+    not latency in normal running: the track sends whatever is here at once. It is how long a stall
+    of the reader is survived without losing speech: after one, the audio clock hands over
+    everything it captured meanwhile (a paced backend catches up to ``PacedAudioBackend.max_lag_s``,
+    0.5 s), and a 200 ms bound lost 140-230 ms of a sentence to stalls of 100-350 ms of the
+    process (tests/device_agent/test_integration.py under SIGSTOP bursts; 0 ms with 500).
     """
 
-    def __init__(self, rate: int = 48_000, *, max_ms: int = 200) -> None:
+    def __init__(self, rate: int = 48_000, *, max_ms: int = 500) -> None:
         self.rate = rate
         self._max = rate * max_ms // 1000
         self._buf: Int16Array = np.zeros(0, dtype=np.int16)

@@ -51,6 +51,17 @@ def test_mic_buffer_is_bounded() -> None:
     assert mb.buffered_ms == 100 and mb.dropped_samples == 150
 
 
+def test_mic_buffer_keeps_what_an_audio_clock_catches_up_after_a_stall() -> None:
+    # The reader stalled 400 ms while the audio clock ran on: all of it is still sent, in order.
+    mb = MicBuffer(48_000)
+    speech = np.arange(48_000 * 400 // 1000, dtype=np.int16)
+    for block in np.split(speech, 40):  # 10 ms blocks, back to back
+        mb.push(block)
+    frames = [mb.take_nowait(960) for _ in range(20)]
+    assert mb.dropped_samples == 0 and all(f is not None for f in frames)
+    assert np.array_equal(np.concatenate([f for f in frames if f is not None]), speech)
+
+
 class Recording:
     name = "rec"
 
