@@ -191,7 +191,8 @@ async def test_a_new_end_supersedes_an_unfinished_reply(make_server: Any) -> Non
         end1 = await client.speak("kitchen", voice())
         _, first = await client.next("kitchen", 10)
         assert first.final_stt
-        llm.piece_delay_s = 0
+        # The first reply stays slow (31 pieces, 1.5 s) until the new END arrives: making the fake fast
+        # here also sped up the reply in flight, which then finished first on a loaded CI box.
         end2 = await client.speak("kitchen", voice())
         old = await client.turn("kitchen", end1)
         assert old.final is not None and old.final.error_message == "superseded"
