@@ -111,6 +111,7 @@ class Stack:
     # HUB_LISTENING_MODE of the hub it starts: test and bench stacks feed plain questions, so they
     # listen always; the demo passes wake_word (the product default).
     listening_mode: str = "always"
+    _started: set[str] = field(default_factory=set)  # parts spawned before (their logs are appended to)
 
     @property
     def hub_url(self) -> str:
@@ -137,7 +138,10 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> Part:
         log_path = self.workdir / f"{name}.log"
-        fh = log_path.open("wb")
+        # A restarted part (Stack.restart) appends: the earlier run's lines stay, which is where a test
+        # failing after the restart usually has its cause. A part's first start begins its log afresh.
+        fh = log_path.open("ab" if name in self._started else "wb")
+        self._started.add(name)
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=self.env(),
                                 start_new_session=True)
         fh.close()
